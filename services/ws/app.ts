@@ -1,0 +1,181 @@
+import { zValidator } from "@hono/zod-validator";
+import { Hono, type Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { z } from "zod";
+import type { Db } from "../../shared/db/index.ts";
+import { conversationKey, readHistory } from "../../shared/db/messages.ts";
+import { DirectoryUnavailable, type Directory } from "../../shared/directory/directory.ts";
+import type { Logger } from "../../shared/log.ts";
+import type { Metrics } from "../../shared/metrics.ts";
+import { ChatMessageSchema, Cursor, describeIssues, GroupId, messageFrame, UserId } from "../../shared/protocol.ts";
+import { bearer, issueUserToken, secretMatches, verifyUserToken } from "./auth.ts";
+import type { Router } from "./router.ts";
+import * as store from "./store.ts";
+
+type Env = { Variables: { user: string } };
+
+const CLIENT_DIR = new URL("./client/", import.meta.url).pathname;
+const CLIENT_TYPES: Record<string, string> = {
+  html: "text/html; charset=utf-8",
+  js: "text/javascript; charset=utf-8",
+  css: "text/css; charset=utf-8",
+  svg: "image/svg+xml",
+  png: "image/png",
+  ico: "image/x-icon",
+  json: "application/json",
+};
+
+/** A slow hash of a random password: verifying against it makes an unknown user cost what a wrong password costs. */
+const DUMMY_HASH = Bun.password.hash(crypto.randomUUID());
+
+const validationHook = (result: { success: boolean; error?: unknown }, c: Context) => {
+  if (!result.success) return c.json({ error: describeIssues(result.error as z.ZodError) }, 400);
+};
+const json = <T extends z.ZodType>(schema: T) => zValidator("json", schema, validationHook);
+const query = <T extends z.ZodType>(schema: T) => zValidator("query", schema, validationHook);
+
+const Credentials = z.object({ username: UserId, password: z.string().min(8).max(128) });
+const HistoryQuery = z
+  .object({
+    with: UserId.optional(),
+    group: GroupId.optional(),
+    before: Cursor.optional(),
+    limit: z.coerce.number().int().min(1).optional(),
+  })
+  .refine((q) => (q.with === undefined) !== (q.group === undefined), "give exactly one of with= or group=");
+const DeliverBody = z.object({
+  deliveries: z.array(z.object({ message: ChatMessageSchema, users: z.array(UserId).max(100_000) })).max(10_000),
+});
+
+/**
+ * The gateway's HTTP surface: /api (users' bearer tokens), /internal (INTERNAL_SECRET),
+ * /client (static browser client), /health and /metrics.
+ */
+export function createApp(opts: {
+  db: Db;
+  directory: Directory;
+  router: Router;
+  jwtSecret: string;
+  internalSecret: string;
+  health: () => Promise<Record<string, boolean>>;
+  metrics: Metrics;
+  log: Logger;
+}) {
+  const { db } = opts;
+  const app = new Hono<Env>();
+
+  app.onError((err, c) => {
+    if (err instanceof HTTPException) return c.json({ error: err.message }, err.status);
+    if (err instanceof DirectoryUnavailable) return c.json({ error: "unavailable" }, 503);
+    opts.log.error("request failed", { err, path: c.req.path });
+    return c.json({ error: "unavailable" }, 503);
+  });
+  app.notFound((c) => c.json({ error: "not found" }, 404));
+
+  app.get("/health", async (c) => {
+    const deps = await opts.health();
+    const ok = Object.values(deps).every(Boolean);
+    return c.json({ ok, deps }, ok ? 200 : 503);
+  });
+  app.get("/metrics", () => opts.metrics.render());
+
+  app.get("/client", (c) => c.redirect("/client/", 302));
+  app.get("/client/:file{.*}", async (c) => {
+    const name = c.req.param("file") || "index.html";
+    if (name.includes("..") || name.startsWith("/")) return c.json({ error: "not found" }, 404);
+    const file = Bun.file(CLIENT_DIR + name);
+    if (!(await file.exists())) return c.json({ error: "not found" }, 404);
+    const ext = name.slice(name.lastIndexOf(".") + 1);
+    return new Response(file, { headers: { "content-type": CLIENT_TYPES[ext] ?? "application/octet-stream", "cache-control": "no-cache" } });
+  });
+
+  // Service-to-service: forwarded deliveries.
+  app.use("/internal/*", async (c, next) => {
+    if (!secretMatches(bearer(c.req.header("authorization")), opts.internalSecret)) return c.json({ error: "unauthorized" }, 401);
+    await next();
+  });
+  app.post("/internal/deliver", json(DeliverBody), (c) => {
+    let missing = 0;
+    for (const d of c.req.valid("json").deliveries) missing += opts.router.deliverLocal(d.message, d.users);
+    return c.json({ missing });
+  });
+
+  // Accounts.
+  app.post("/api/register", json(Credentials), async (c) => {
+    const { username, password } = c.req.valid("json");
+    const hash = await Bun.password.hash(password, { algorithm: "argon2id" });
+    if (!(await store.createUser(db, username, hash))) return c.json({ error: "username is taken" }, 409);
+    return c.json({ userId: username, token: await issueUserToken(username, opts.jwtSecret) }, 201);
+  });
+  app.post("/api/login", json(z.object({ username: z.string().max(128), password: z.string().max(1024) })), async (c) => {
+    const { username, password } = c.req.valid("json");
+    const hash = await store.passwordHashOf(db, username);
+    const ok = await Bun.password.verify(password, hash ?? (await DUMMY_HASH));
+    if (!hash || !ok) return c.json({ error: "wrong username or password" }, 401);
+    return c.json({ userId: username, token: await issueUserToken(username, opts.jwtSecret) });
+  });
+
+  app.use("/api/*", async (c, next) => {
+    const user = await verifyUserToken(bearer(c.req.header("authorization")), opts.jwtSecret);
+    if (!user) return c.json({ error: "a valid bearer token is required" }, 401);
+    c.set("user", user);
+    await next();
+  });
+
+  // Groups.
+  app.post("/api/groups", json(z.object({ name: z.string().trim().min(1).max(100), members: z.array(UserId).max(1000).default([]) })), async (c) => {
+    const { name, members } = c.req.valid("json");
+    const id = "g_" + crypto.randomUUID().replaceAll("-", "").slice(0, 20);
+    return c.json(await store.createGroup(db, id, name, c.get("user"), members), 201);
+  });
+  app.get("/api/groups", async (c) => c.json({ groups: await store.groupsOf(db, c.get("user")) }));
+  const groupOr404 = async (id: string) => {
+    const g = GroupId.safeParse(id).success ? await store.groupInfo(db, id) : null;
+    if (!g) throw new HTTPException(404, { message: "no such group" });
+    return g;
+  };
+  app.post("/api/groups/:groupId/members", json(z.object({ userId: UserId })), async (c) => {
+    const g = await groupOr404(c.req.param("groupId"));
+    if (!g.members.includes(c.get("user"))) return c.json({ error: "only members may add members" }, 403);
+    await store.addMember(db, c.req.param("groupId"), c.req.valid("json").userId);
+    return c.body(null, 204);
+  });
+  app.delete("/api/groups/:groupId/members/:userId", async (c) => {
+    const g = await groupOr404(c.req.param("groupId"));
+    const me = c.get("user");
+    const target = c.req.param("userId");
+    if (target !== me && g.creator !== me) return c.json({ error: "only the group's creator may remove others" }, 403);
+    if (!g.members.includes(target)) return c.json({ error: "not a member" }, 404);
+    await store.removeMember(db, c.req.param("groupId"), target);
+    return c.body(null, 204);
+  });
+
+  // History.
+  app.get("/api/messages", query(HistoryQuery), async (c) => {
+    const q = c.req.valid("query");
+    const me = c.get("user");
+    if (q.group !== undefined) {
+      const g = await store.groupInfo(db, q.group);
+      if (!g || !g.members.includes(me)) return c.json({ error: "you are not a member of this group" }, 403);
+    }
+    const conv = conversationKey(q.group !== undefined ? { from: me, group: q.group } : { from: me, to: q.with! });
+    const limit = Math.min(q.limit ?? 50, 200);
+    const page = await readHistory(db, conv, q.before === undefined ? undefined : Number(q.before), limit);
+    const frames = page.messages.map((m) => messageFrame(m, String(m.seq)));
+    return c.json({ messages: frames, before: page.more ? frames[0]!.cursor : null });
+  });
+
+  // Presence.
+  app.get("/api/presence", query(z.object({ users: z.string().min(1) })), async (c) => {
+    const list = c.req.valid("query").users.split(",");
+    if (list.length > 1000) return c.json({ error: "at most 1000 users" }, 400);
+    const bad = list.find((u) => !UserId.safeParse(u).success);
+    if (bad !== undefined) return c.json({ error: `not a user id: ${JSON.stringify(bad)}` }, 400);
+    const where = await opts.directory.lookup([...new Set(list)]);
+    const online: Record<string, boolean> = {};
+    for (const u of list) online[u] = (where[u]?.length ?? 0) > 0;
+    return c.json({ online });
+  });
+
+  return app;
+}

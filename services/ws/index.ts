@@ -1,0 +1,39 @@
+import { createAmqpConnection } from "../../shared/amqp.ts";
+import { loadConfigOrExit, requireKeys } from "../../shared/config.ts";
+import { openPostgres } from "../../shared/db/index.ts";
+import { createHttpDirectory } from "../../shared/directory/directory-http.ts";
+import { createLogger } from "../../shared/log.ts";
+import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
+import { onShutdown } from "../../shared/shutdown.ts";
+import { startWsService } from "./service.ts";
+
+const cfg = loadConfigOrExit();
+const c = requireKeys(cfg, ["AMQP_URL", "DATABASE_URL", "DISCOVER_URL", "JWT_SECRET", "INTERNAL_SECRET"], "ws");
+const log = createLogger({ service: "ws" }, cfg.LOG_LEVEL);
+
+const db = openPostgres(c.DATABASE_URL);
+const amqp = createAmqpConnection(c.AMQP_URL, log);
+const queue = createAmqpQueue(amqp, { queue: cfg.QUEUE_NAME, log });
+const directory = createHttpDirectory({ baseUrl: c.DISCOVER_URL, secret: c.INTERNAL_SECRET });
+
+const ws = await startWsService({
+  port: cfg.PORT ?? 3001,
+  hostname: "0.0.0.0",
+  publicUrl: cfg.PUBLIC_URL,
+  db,
+  queue,
+  directory,
+  ledger: directory,
+  jwtSecret: c.JWT_SECRET,
+  internalSecret: c.INTERNAL_SECRET,
+  rate: { perSec: cfg.RATE_LIMIT_PER_SEC, burst: cfg.RATE_LIMIT_BURST },
+  log,
+});
+console.log(`ws listening on ${ws.url.replace("0.0.0.0", "127.0.0.1")}`);
+
+onShutdown(log, async () => {
+  await ws.stop();
+  await queue.close();
+  await amqp.close();
+  await db.close();
+});

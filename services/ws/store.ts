@@ -1,0 +1,71 @@
+import { and, eq, inArray } from "drizzle-orm";
+import type { Db } from "../../shared/db/index.ts";
+import { groupMembers, groups, users } from "../../shared/db/schema.ts";
+
+/** Accounts and groups in the database (the gateway is their only writer). */
+
+export async function createUser(db: Db, id: string, passwordHash: string): Promise<boolean> {
+  const r = await db.insert(users).values({ id, passwordHash }).onConflictDoNothing().returning({ id: users.id });
+  return r.length === 1;
+}
+
+export async function passwordHashOf(db: Db, id: string): Promise<string | null> {
+  const [r] = await db.select({ h: users.passwordHash }).from(users).where(eq(users.id, id));
+  return r?.h ?? null;
+}
+
+export interface GroupView {
+  groupId: string;
+  name: string;
+  members: string[];
+}
+
+export async function createGroup(db: Db, id: string, name: string, creator: string, members: string[]): Promise<GroupView> {
+  const all = [...new Set([creator, ...members])];
+  await db.transaction(async (tx) => {
+    await tx.insert(groups).values({ id, name, creator });
+    await tx.insert(groupMembers).values(all.map((userId) => ({ groupId: id, userId })));
+  });
+  return { groupId: id, name, members: all };
+}
+
+export async function groupsOf(db: Db, user: string): Promise<GroupView[]> {
+  const mine = db.select({ g: groupMembers.groupId }).from(groupMembers).where(eq(groupMembers.userId, user));
+  const rows = await db
+    .select({ groupId: groups.id, name: groups.name, member: groupMembers.userId })
+    .from(groups)
+    .innerJoin(groupMembers, eq(groupMembers.groupId, groups.id))
+    .where(inArray(groups.id, mine))
+    .orderBy(groups.createdAt, groups.id, groupMembers.userId);
+  const out = new Map<string, GroupView>();
+  for (const r of rows) {
+    let g = out.get(r.groupId);
+    if (!g) out.set(r.groupId, (g = { groupId: r.groupId, name: r.name, members: [] }));
+    g.members.push(r.member);
+  }
+  return [...out.values()];
+}
+
+export async function groupInfo(db: Db, id: string): Promise<{ creator: string; members: string[] } | null> {
+  const [g] = await db.select({ creator: groups.creator }).from(groups).where(eq(groups.id, id));
+  if (!g) return null;
+  const ms = await db.select({ u: groupMembers.userId }).from(groupMembers).where(eq(groupMembers.groupId, id));
+  return { creator: g.creator, members: ms.map((m) => m.u) };
+}
+
+export async function addMember(db: Db, groupId: string, userId: string): Promise<void> {
+  await db.insert(groupMembers).values({ groupId, userId }).onConflictDoNothing();
+}
+
+export async function removeMember(db: Db, groupId: string, userId: string): Promise<void> {
+  await db.delete(groupMembers).where(and(eq(groupMembers.groupId, groupId), eq(groupMembers.userId, userId)));
+}
+
+/** Members of many groups in one query. */
+export async function membersOf(db: Db, groupIds: string[]): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>(groupIds.map((g) => [g, []]));
+  if (groupIds.length === 0) return out;
+  const rows = await db.select({ g: groupMembers.groupId, u: groupMembers.userId }).from(groupMembers).where(inArray(groupMembers.groupId, groupIds));
+  for (const r of rows) out.get(r.g)?.push(r.u);
+  return out;
+}

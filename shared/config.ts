@@ -1,0 +1,101 @@
+import { z } from "zod";
+
+/**
+ * Configuration: environment variables, overridden by command-line flags where a flag exists.
+ * Parsed once at start-up; a bad value stops the process with a message naming it.
+ */
+
+const port = z.coerce.number().int().min(0).max(65535);
+const url = (protocols: string[]) =>
+  z.string().refine((v) => {
+    try {
+      return protocols.includes(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  }, `must be a URL starting with ${protocols.map((p) => p + "//").join(" or ")}`);
+const secret = z.string().min(16, "must be at least 16 characters");
+const positiveInt = z.coerce.number().int().positive();
+
+export const ConfigSchema = z.object({
+  PORT: port.optional(),
+  REDIS_URL: url(["redis:", "rediss:"]).optional(),
+  AMQP_URL: url(["amqp:", "amqps:"]).optional(),
+  DATABASE_URL: url(["postgres:", "postgresql:"]).optional(),
+  DISCOVER_URL: url(["http:", "https:"]).optional(),
+  PUBLIC_URL: url(["http:", "https:"]).optional(),
+  JWT_SECRET: secret.optional(),
+  INTERNAL_SECRET: secret.optional(),
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+  /** Sends per user per second (token bucket refill) and burst. */
+  RATE_LIMIT_PER_SEC: positiveInt.default(1000),
+  RATE_LIMIT_BURST: positiveInt.default(2000),
+  /** persist: rows per INSERT and the longest a batch waits. */
+  BATCH_SIZE: positiveInt.max(5000).default(1000),
+  BATCH_MS: z.coerce.number().int().min(0).max(10_000).default(20),
+  PREFETCH: positiveInt.max(65535).default(2000),
+  /** Isolation for tests and side-by-side stacks: the queue's name and the directory's Redis key prefix. */
+  QUEUE_NAME: z.string().regex(/^[A-Za-z0-9_.:-]{1,200}$/, "letters, digits and _ . : - only").default("chat.messages"),
+  REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_.:-]{0,100}$/, "letters, digits and _ . : - only").default("chat:"),
+  /** dev: where PGlite keeps its files. */
+  DATA_DIR: z.string().min(1).default("./.data"),
+});
+export type Config = z.infer<typeof ConfigSchema>;
+export type ConfigKey = keyof Config;
+
+export class ConfigError extends Error {}
+
+/** Flags map `--port 3001` / `--port=3001` to a variable name. Unknown flags are an error. */
+export function parseConfig(
+  argv: string[],
+  env: Record<string, string | undefined>,
+  flags: Record<string, ConfigKey> = { port: "PORT" },
+): Config {
+  const merged: Record<string, string | undefined> = {};
+  for (const key of Object.keys(ConfigSchema.shape)) {
+    const v = env[key];
+    if (v !== undefined && v !== "") merged[key] = v;
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith("--")) throw new ConfigError(`unexpected argument '${arg}'`);
+    const eq = arg.indexOf("=");
+    const name = arg.slice(2, eq === -1 ? undefined : eq);
+    const key = flags[name];
+    if (!key) throw new ConfigError(`unknown flag --${name}; known: ${Object.keys(flags).map((f) => "--" + f).join(", ")}`);
+    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+    if (value === undefined || value.startsWith("--")) throw new ConfigError(`flag --${name} needs a value`);
+    merged[key] = value;
+  }
+  const r = ConfigSchema.safeParse(merged);
+  if (!r.success) {
+    const msg = r.error.issues.map((i) => `${String(i.path[0])}: ${i.message} (got ${JSON.stringify(merged[String(i.path[0])])})`);
+    throw new ConfigError(`invalid configuration: ${msg.join("; ")}`);
+  }
+  return r.data;
+}
+
+/** Demands that a service's required settings are present, naming the missing ones. */
+export function requireKeys<K extends ConfigKey>(cfg: Config, keys: K[], exitAs?: string): Config & { [P in K]-?: NonNullable<Config[P]> } {
+  const missing = keys.filter((k) => cfg[k] === undefined);
+  if (missing.length) {
+    const msg = `missing configuration: ${missing.join(", ")} must be set`;
+    if (exitAs === undefined) throw new ConfigError(msg);
+    console.error(`${exitAs}: config error: ${msg}`);
+    process.exit(2);
+  }
+  return cfg as Config & { [P in K]-?: NonNullable<Config[P]> };
+}
+
+/** Entry-point helper: parse or print the reason and exit(2). */
+export function loadConfigOrExit(flags?: Record<string, ConfigKey>): Config {
+  try {
+    return parseConfig(Bun.argv.slice(2), process.env, flags);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`config error: ${e.message}`);
+      process.exit(2);
+    }
+    throw e;
+  }
+}

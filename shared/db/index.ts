@@ -1,0 +1,70 @@
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
+import { migrate as migratePostgres } from "drizzle-orm/postgres-js/migrator";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePgliteDb } from "drizzle-orm/pglite/migrator";
+import { PGlite } from "@electric-sql/pglite";
+import postgres from "postgres";
+import { schema } from "./schema.ts";
+
+/**
+ * The database role: a Drizzle database over the one schema. The real one is PostgreSQL through
+ * postgres.js, the embedded one PGlite; services only see `Db` and run the same queries on both.
+ */
+export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+export const MIGRATIONS_DIR = new URL("../../drizzle", import.meta.url).pathname;
+
+export interface DbHandle {
+  db: Db;
+  /** Resolves true when a trivial query succeeds within the timeout. */
+  ping(timeoutMs?: number): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export function openPostgres(url: string, opts: { max?: number } = {}): DbHandle {
+  const client = postgres(url, {
+    max: opts.max ?? 10,
+    onnotice: () => {},
+    connect_timeout: 5,
+    idle_timeout: 60,
+    // postgres.js reconnects per query by itself; a dead server fails queries fast instead of hanging.
+  });
+  const db = drizzlePostgres(client, { schema }) as unknown as Db;
+  return {
+    db,
+    ping: (timeoutMs = 2000) => withTimeout(client`select 1`.then(() => true), timeoutMs, false),
+    close: () => client.end({ timeout: 5 }),
+  };
+}
+
+export async function openPglite(dataDir: string): Promise<DbHandle> {
+  const client = await PGlite.create(dataDir);
+  const db = drizzlePglite(client, { schema }) as unknown as Db;
+  await migratePgliteDb(db as never, { migrationsFolder: MIGRATIONS_DIR });
+  return {
+    db,
+    ping: async () => !client.closed,
+    close: () => client.close(),
+  };
+}
+
+/** Applies drizzle/ to a PostgreSQL database (what `bunx drizzle-kit migrate` does). */
+export async function migrateDatabase(url: string): Promise<void> {
+  const client = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await migratePostgres(drizzlePostgres(client), { migrationsFolder: MIGRATIONS_DIR });
+  } finally {
+    await client.end({ timeout: 5 });
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(fallback), ms);
+    p.then(
+      (v) => (clearTimeout(t), resolve(v)),
+      () => (clearTimeout(t), resolve(fallback)),
+    );
+  });
+}

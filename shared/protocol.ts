@@ -1,0 +1,121 @@
+import { z } from "zod";
+
+/** Wire protocol of `/ws` (CONTRACT.md section 3) and the internal message envelope. */
+
+export const MAX_BODY_CHARS = 4096;
+export const MAX_FRAME_BYTES = 64 * 1024;
+export const MAX_CLIENT_ID_CHARS = 64;
+
+export const USER_ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+export const UserId = z.string().regex(USER_ID_RE, "a user id is 1 to 64 characters of A-Z a-z 0-9 _ . -");
+export const GroupId = z.string().regex(USER_ID_RE, "a group id is 1 to 64 characters of A-Z a-z 0-9 _ . -");
+export const ClientMsgId = z.string().min(1).max(MAX_CLIENT_ID_CHARS);
+/** A cursor is opaque to clients; inside it is the decimal commit sequence of the messages table. */
+export const Cursor = z.string().regex(/^(0|[1-9][0-9]{0,17})$/, "not a cursor");
+export const Body = z.string().min(1).max(MAX_BODY_CHARS);
+
+const SendBase = { type: z.literal("send"), id: ClientMsgId, body: Body };
+export const SendFrame = z.union([
+  z.strictObject({ ...SendBase, to: UserId }),
+  z.strictObject({ ...SendBase, group: GroupId }),
+]);
+export const SyncFrame = z.strictObject({ type: z.literal("sync"), after: Cursor.optional() });
+export const PingFrame = z.strictObject({ type: z.literal("ping") });
+
+export const CLIENT_FRAME_TYPES = ["send", "sync", "ping"] as const;
+export type SendFrame = z.infer<typeof SendFrame>;
+export type SyncFrame = z.infer<typeof SyncFrame>;
+export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame>;
+
+/** Client-visible error codes: the one table of them. */
+export const ERROR_CODES = ["bad_request", "too_large", "forbidden", "rate_limited", "unavailable"] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** A chat message as stored, queued and forwarded. `seq` is absent until persist commits it. */
+export interface ChatMessage {
+  msgId: string;
+  id: string;
+  from: string;
+  to?: string;
+  group?: string;
+  body: string;
+  ts: number;
+}
+
+export const ChatMessageSchema = z.object({
+  msgId: z.string().min(1).max(64),
+  id: ClientMsgId,
+  from: UserId,
+  to: UserId.optional(),
+  group: GroupId.optional(),
+  body: Body,
+  ts: z.number().int().nonnegative(),
+});
+
+export interface MessageFrame extends ChatMessage {
+  type: "message";
+  cursor: string;
+}
+
+export type ServerFrame =
+  | { type: "ack"; id: string; msgId: string; ts: number }
+  | MessageFrame
+  | { type: "synced"; cursor: string }
+  | { type: "pong" }
+  | { type: "error"; id?: string; code: ErrorCode; message: string }
+  | { type: "presence"; user: string; online: boolean };
+
+export function messageFrame(m: ChatMessage, cursor: string): MessageFrame {
+  const f: MessageFrame = { type: "message", msgId: m.msgId, id: m.id, from: m.from, body: m.body, ts: m.ts, cursor };
+  if (m.group !== undefined) f.group = m.group;
+  else f.to = m.to;
+  return f;
+}
+
+export type ParsedFrame =
+  | { ok: true; frame: ClientFrame }
+  | { ok: false; code: ErrorCode; message: string; id?: string };
+
+/** Parses one text frame. Never throws: a malformed frame yields the error to send back. */
+export function parseClientFrame(text: string): ParsedFrame {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return { ok: false, code: "bad_request", message: "frame is not valid JSON" };
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    return { ok: false, code: "bad_request", message: "frame must be a JSON object" };
+  }
+  const obj = raw as Record<string, unknown>;
+  const idOk = ClientMsgId.safeParse(obj.id);
+  const id = idOk.success ? idOk.data : undefined;
+  const withId = id === undefined ? {} : { id };
+  let schema: z.ZodType<ClientFrame>;
+  switch (obj.type) {
+    case "send":
+      if (typeof obj.body === "string" && obj.body.length > MAX_BODY_CHARS) {
+        return { ok: false, code: "too_large", message: `body is over ${MAX_BODY_CHARS} characters`, ...withId };
+      }
+      schema = SendFrame;
+      break;
+    case "sync":
+      schema = SyncFrame;
+      break;
+    case "ping":
+      schema = PingFrame;
+      break;
+    default:
+      return { ok: false, code: "bad_request", message: `unknown frame type; expected one of ${CLIENT_FRAME_TYPES.join(", ")}`, ...withId };
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) return { ok: false, code: "bad_request", message: describeIssues(r.error), ...withId };
+  return { ok: true, frame: r.data };
+}
+
+export function describeIssues(err: z.ZodError): string {
+  return err.issues
+    .slice(0, 3)
+    .map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message))
+    .join("; ");
+}
