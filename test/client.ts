@@ -63,7 +63,7 @@ export class TestClient {
     return this.waitFor((f) => this.frames.indexOf(f) >= start && pred(f), what, timeoutMs);
   }
 
-  async sendMessage(to: { to: string } | { group: string }, body: string, id = crypto.randomUUID()): Promise<Frame> {
+  async sendMessage(to: { to: string } | { group: string }, body: string, id: string = crypto.randomUUID()): Promise<Frame> {
     this.send({ type: "send", id, body, ...to });
     return this.waitFor((f) => (f.type === "ack" || f.type === "error") && f.id === id, `ack of ${id}`);
   }

@@ -1,0 +1,160 @@
+import { timingSafeEqual, createHash } from "node:crypto";
+import { zValidator } from "@hono/zod-validator";
+import { Hono, type Context, type MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
+import { matchedRoutes } from "hono/route";
+import { z } from "zod";
+import { DirectoryUnavailable, type Directory, type Ledger } from "../../shared/directory/directory.ts";
+import { DIRECTORY_MAX_BATCH } from "../../shared/directory/directory-http.ts";
+import { silentLogger, type Logger } from "../../shared/log.ts";
+import type { Metrics } from "../../shared/metrics.ts";
+import { UserId } from "../../shared/protocol.ts";
+
+export interface DiscoverAppDeps {
+  directory: Directory;
+  ledger: Ledger;
+  internalSecret: string;
+  /** True while the backing store is connected. */
+  health: () => boolean;
+  metrics: Metrics;
+  log?: Logger;
+}
+
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
+
+const InstanceParams = z.object({
+  id: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, "an instance id is 1 to 128 characters of A-Z a-z 0-9 _ . : -"),
+});
+const HttpUrl = z.string().refine((v) => {
+  try {
+    return ["http:", "https:"].includes(new URL(v).protocol);
+  } catch {
+    return false;
+  }
+}, "must be an http:// or https:// URL");
+const MsgId = z.string().min(1).max(256);
+const users = z.array(UserId).max(DIRECTORY_MAX_BATCH);
+const msgIds = z.array(MsgId).max(DIRECTORY_MAX_BATCH);
+
+const HeartbeatBody = z.object({ url: HttpUrl, ttlMs: z.number().int().min(100).max(600_000) });
+const PresenceBody = z.object({ online: users.default([]), offline: users.default([]) });
+const LookupBody = z.object({ users });
+const ClaimsBody = z.object({ msgIds });
+const CompleteBody = z.object({
+  done: z.array(z.object({ msgId: MsgId, ts: z.number().int().nonnegative() })).max(DIRECTORY_MAX_BATCH),
+});
+
+function describe(error: { issues: z.core.$ZodIssue[] }): string {
+  const parts = error.issues.slice(0, 5).map((i) => `${i.path.length ? i.path.join(".") : "body"}: ${i.message}`);
+  if (error.issues.length > 5) parts.push(`and ${error.issues.length - 5} more`);
+  return parts.join("; ");
+}
+
+function valid<T extends z.ZodType, Target extends "json" | "param">(target: Target, schema: T) {
+  return zValidator(target, schema, (result, c) => {
+    if (!result.success) return c.json({ error: "bad_request", message: describe(result.error) }, 400);
+  });
+}
+
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+function requireSecret(secret: string): MiddlewareHandler {
+  const expected = digest(secret);
+  return async (c, next) => {
+    const header = c.req.header("authorization") ?? "";
+    const m = /^Bearer\s+(.+)$/i.exec(header);
+    if (!m || !timingSafeEqual(digest(m[1]!.trim()), expected)) return c.json({ error: "unauthorized" }, 401);
+    await next();
+  };
+}
+
+export function createDiscoverApp(deps: DiscoverAppDeps) {
+  const { directory, ledger, health, metrics } = deps;
+  const log = deps.log ?? silentLogger;
+  const requests = metrics.counter("discover_requests_total", "HTTP requests by route and status", ["method", "route", "status"]);
+  const latency = metrics.histogram(
+    "discover_request_duration_seconds",
+    "HTTP request latency by route",
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    ["method", "route"],
+  );
+  const lookups = metrics.counter("discover_lookup_users_total", "Users looked up");
+  const found = metrics.counter("discover_lookup_online_total", "Looked-up users found on at least one instance");
+
+  const auth = requireSecret(deps.internalSecret);
+  const app = new Hono();
+
+  app.use(async (c, next) => {
+    const start = performance.now();
+    await next();
+    const route = matchedRoutes(c).findLast((r) => r.method !== "ALL")?.path ?? "unmatched";
+    requests.inc({ method: c.req.method, route, status: String(c.res.status) });
+    latency.observe({ method: c.req.method, route }, (performance.now() - start) / 1000);
+  });
+
+  app.get("/health", (c) => (health() ? c.json({ ok: true }) : c.json({ ok: false }, 503)));
+  app.get("/metrics", () => metrics.render());
+
+  app.use(
+    "/v1/*",
+    bodyLimit({ maxSize: MAX_BODY_BYTES, onError: (c) => c.json({ error: "too_large", message: `body over ${MAX_BODY_BYTES} bytes` }, 413) }),
+  );
+
+  app.put("/v1/instances/:id", auth, valid("param", InstanceParams), valid("json", HeartbeatBody), async (c) => {
+    const { id } = c.req.valid("param");
+    const { url, ttlMs } = c.req.valid("json");
+    return c.json({ known: await directory.heartbeat({ id, url }, ttlMs) });
+  });
+
+  app.delete("/v1/instances/:id", auth, valid("param", InstanceParams), async (c) => {
+    await directory.removeInstance(c.req.valid("param").id);
+    return c.body(null, 204);
+  });
+
+  app.post("/v1/instances/:id/presence", auth, valid("param", InstanceParams), valid("json", PresenceBody), async (c) => {
+    const { online, offline } = c.req.valid("json");
+    await directory.setPresence(c.req.valid("param").id, online, offline);
+    return c.body(null, 204);
+  });
+
+  app.post("/v1/lookup", auth, valid("json", LookupBody), async (c) => {
+    const result = await directory.lookup(c.req.valid("json").users);
+    let online = 0;
+    for (const k in result) if (result[k]!.length) online++;
+    lookups.inc(c.req.valid("json").users.length);
+    found.inc(online);
+    return c.json({ users: result });
+  });
+
+  app.post("/v1/claims", auth, valid("json", ClaimsBody), async (c) => {
+    return c.json({ claims: await ledger.claim(c.req.valid("json").msgIds) });
+  });
+
+  app.post("/v1/claims/complete", auth, valid("json", CompleteBody), async (c) => {
+    await ledger.complete(c.req.valid("json").done);
+    return c.body(null, 204);
+  });
+
+  app.post("/v1/claims/release", auth, valid("json", ClaimsBody), async (c) => {
+    await ledger.release(c.req.valid("json").msgIds);
+    return c.body(null, 204);
+  });
+
+  app.notFound((c) => c.json({ error: "not_found" }, 404));
+
+  app.onError((err, c: Context) => {
+    if (err instanceof HTTPException) {
+      const status = err.status;
+      return c.json({ error: status === 400 ? "bad_request" : "error", message: err.message }, status);
+    }
+    if (err instanceof DirectoryUnavailable || !health()) {
+      log.debug("directory unavailable", { route: c.req.path, err });
+      return c.json({ error: "unavailable" }, 503);
+    }
+    log.error("request failed", { route: c.req.path, err, stack: err.stack });
+    return c.json({ error: "internal" }, 500);
+  });
+
+  return app;
+}
