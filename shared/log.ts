@@ -15,7 +15,7 @@ export function createLogger(base: Record<string, unknown>, level: LogLevel = "i
   const emit = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>) => {
     if (RANK[lvl] < min) return;
     const rec: Record<string, unknown> = { t: new Date().toISOString(), level: lvl, ...base, msg };
-    if (fields) for (const [k, v] of Object.entries(fields)) rec[k] = v instanceof Error ? v.message : v;
+    if (fields) for (const [k, v] of Object.entries(fields)) rec[k] = v instanceof Error ? describeError(v) : v;
     process.stderr.write(JSON.stringify(rec) + "\n");
   };
   return {
@@ -28,3 +28,13 @@ export function createLogger(base: Record<string, unknown>, level: LogLevel = "i
 }
 
 export const silentLogger: Logger = createLogger({}, "silent");
+
+/** An error's message and its causes', without the query parameters drivers put in messages. */
+function describeError(e: Error): string {
+  const parts: string[] = [];
+  for (let cur: unknown = e; cur instanceof Error && parts.length < 4; cur = cur.cause) {
+    const firstLine = cur.message.split("\n")[0]!;
+    parts.push(firstLine.length > 300 ? firstLine.slice(0, 300) + "…" : firstLine);
+  }
+  return parts.join(": ");
+}

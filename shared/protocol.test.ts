@@ -61,3 +61,8 @@ test("messageFrame carries to or group, never both", () => {
   expect(messageFrame({ ...base, to: "b" }, "7")).toEqual({ type: "message", ...base, to: "b", cursor: "7" });
   expect(messageFrame({ ...base, group: "g" }, "8")).toEqual({ type: "message", ...base, group: "g", cursor: "8" });
 });
+
+test("cursor is the last key of a message frame", () => {
+  const s = JSON.stringify(messageFrame({ msgId: "m", id: "i", from: "a", to: "b", body: "x", ts: 1 }, "5"));
+  expect(s.endsWith(',"cursor":"5"}')).toBe(true);
+});

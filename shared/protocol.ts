@@ -65,11 +65,11 @@ export type ServerFrame =
   | { type: "error"; id?: string; code: ErrorCode; message: string }
   | { type: "presence"; user: string; online: boolean };
 
+/** Builds a message frame; `cursor` is always the last key (the gateway splices per-connection cursors). */
 export function messageFrame(m: ChatMessage, cursor: string): MessageFrame {
-  const f: MessageFrame = { type: "message", msgId: m.msgId, id: m.id, from: m.from, body: m.body, ts: m.ts, cursor };
-  if (m.group !== undefined) f.group = m.group;
-  else f.to = m.to;
-  return f;
+  return m.group !== undefined
+    ? { type: "message", msgId: m.msgId, id: m.id, from: m.from, group: m.group, body: m.body, ts: m.ts, cursor }
+    : { type: "message", msgId: m.msgId, id: m.id, from: m.from, to: m.to, body: m.body, ts: m.ts, cursor };
 }
 
 export type ParsedFrame =

@@ -13,7 +13,7 @@ const log = createLogger({ service: "ws" }, cfg.LOG_LEVEL);
 
 const db = openPostgres(c.DATABASE_URL);
 const amqp = createAmqpConnection(c.AMQP_URL, log);
-const queue = createAmqpQueue(amqp, { queue: cfg.QUEUE_NAME, log });
+const queue = createAmqpQueue(amqp, { queue: cfg.QUEUE_NAME, log: log.child({ dep: "queue" }) });
 const directory = createHttpDirectory({ baseUrl: c.DISCOVER_URL, secret: c.INTERNAL_SECRET });
 
 const ws = await startWsService({

@@ -40,9 +40,8 @@ export async function insertMessages(db: Db, batch: ChatMessage[]): Promise<numb
     const inserted = await tx.execute(sql`
       insert into messages (id, client_id, sender, recipient, group_id, conv, body, ts)
       select x.id, x.client_id, x.sender, x.recipient, x.group_id, x.conv, x.body, x.ts
-      from json_to_recordset(${JSON.stringify(rows)}::json) with ordinality
-        as x(id text, client_id text, sender text, recipient text, group_id text, conv text, body text, ts bigint, n bigint)
-      order by x.n
+      from json_to_recordset(${JSON.stringify(rows)}::json)
+        as x(id text, client_id text, sender text, recipient text, group_id text, conv text, body text, ts bigint)
       on conflict (id) do nothing
       returning 1`);
     return rowCount(inserted);
