@@ -1,0 +1,63 @@
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { loadConfigOrExit } from "../../shared/config.ts";
+import { openPglite } from "../../shared/db/index.ts";
+import { createMemoryDirectory } from "../../shared/directory/directory-memory.ts";
+import { createLogger } from "../../shared/log.ts";
+import { createMetrics } from "../../shared/metrics.ts";
+import { createMemoryQueue } from "../../shared/queue/queue-memory.ts";
+import { onShutdown } from "../../shared/shutdown.ts";
+import { createBatcher } from "../persist/batcher.ts";
+import { createPersistMetrics } from "../persist/metrics.ts";
+import { startWsService } from "../ws/service.ts";
+import { devSecrets } from "./secrets.ts";
+
+/**
+ * `bun run dev`: the whole system in one process on embedded roles — the in-memory directory,
+ * the in-process queue and PGlite in DATA_DIR — wired exactly as the distributed services are.
+ */
+const cfg = loadConfigOrExit();
+const log = createLogger({ service: "dev" }, cfg.LOG_LEVEL);
+mkdirSync(cfg.DATA_DIR, { recursive: true });
+const secrets = devSecrets(cfg.DATA_DIR, { JWT_SECRET: cfg.JWT_SECRET, INTERNAL_SECRET: cfg.INTERNAL_SECRET });
+
+const db = await openPglite(join(cfg.DATA_DIR, "pglite"));
+const queue = createMemoryQueue();
+const directory = createMemoryDirectory();
+const sweeper = setInterval(() => void directory.sweepDeadInstances(), 3000);
+const batcher = createBatcher({
+  db: db.db,
+  maxRows: cfg.BATCH_SIZE,
+  maxWaitMs: cfg.BATCH_MS,
+  log: log.child({ part: "persist" }),
+  metrics: createPersistMetrics(createMetrics("persist")),
+});
+const consumer = await queue.consume(batcher, { prefetch: cfg.PREFETCH });
+
+const ws = await startWsService({
+  port: cfg.PORT ?? 3000,
+  publicUrl: cfg.PUBLIC_URL,
+  db,
+  queue,
+  directory,
+  ledger: directory,
+  jwtSecret: secrets.JWT_SECRET,
+  internalSecret: secrets.INTERNAL_SECRET,
+  rate: { perSec: cfg.RATE_LIMIT_PER_SEC, burst: cfg.RATE_LIMIT_BURST },
+  log,
+});
+
+console.log(`dev listening on ${ws.url}
+  chat client:  ${ws.url}/client/
+  websocket:    ${ws.url.replace(/^http/, "ws")}/ws?token=<jwt>
+  data:         ${join(cfg.DATA_DIR, "pglite")} (PGlite; history survives restarts)
+  JWT_SECRET:   ${secrets.generated.JWT_SECRET ? `${secrets.JWT_SECRET} (generated for development, kept in ${secrets.file})` : "from the environment"}
+  embedded:     in-memory directory and queue, PGlite — no Redis, RabbitMQ or PostgreSQL needed`);
+
+onShutdown(log, async () => {
+  clearInterval(sweeper);
+  await ws.stop();
+  await consumer.stop();
+  await batcher.drain(5000);
+  await db.close();
+});
