@@ -18,6 +18,8 @@ export interface GroupView {
   groupId: string;
   name: string;
   members: string[];
+  /** An addition to the contract's shape: the creator may remove other members. */
+  creator: string;
 }
 
 export async function createGroup(db: Db, id: string, name: string, creator: string, members: string[]): Promise<GroupView> {
@@ -26,13 +28,13 @@ export async function createGroup(db: Db, id: string, name: string, creator: str
     await tx.insert(groups).values({ id, name, creator });
     await tx.insert(groupMembers).values(all.map((userId) => ({ groupId: id, userId })));
   });
-  return { groupId: id, name, members: all };
+  return { groupId: id, name, members: all, creator };
 }
 
 export async function groupsOf(db: Db, user: string): Promise<GroupView[]> {
   const mine = db.select({ g: groupMembers.groupId }).from(groupMembers).where(eq(groupMembers.userId, user));
   const rows = await db
-    .select({ groupId: groups.id, name: groups.name, member: groupMembers.userId })
+    .select({ groupId: groups.id, name: groups.name, creator: groups.creator, member: groupMembers.userId })
     .from(groups)
     .innerJoin(groupMembers, eq(groupMembers.groupId, groups.id))
     .where(inArray(groups.id, mine))
@@ -40,7 +42,7 @@ export async function groupsOf(db: Db, user: string): Promise<GroupView[]> {
   const out = new Map<string, GroupView>();
   for (const r of rows) {
     let g = out.get(r.groupId);
-    if (!g) out.set(r.groupId, (g = { groupId: r.groupId, name: r.name, members: [] }));
+    if (!g) out.set(r.groupId, (g = { groupId: r.groupId, name: r.name, members: [], creator: r.creator }));
     g.members.push(r.member);
   }
   return [...out.values()];

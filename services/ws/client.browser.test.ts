@@ -1,0 +1,205 @@
+import { afterAll, expect, test } from "bun:test";
+import { existsSync, mkdirSync } from "node:fs";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { startCluster, type Cluster } from "../../test/harness.ts";
+
+// The browser client (services/ws/client/) in real Chromium against a real cluster: discover, two
+// ws instances and persist over Redis, RabbitMQ and PostgreSQL. Every wait is on the DOM.
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
+const PASSWORD = "correct horse battery";
+const tag = crypto.randomUUID().slice(0, 6);
+
+let setup: Promise<{ browser: Browser; cluster: Cluster }> | null = null;
+const pageErrors: string[] = [];
+
+/** Chromium and the cluster, started once; a missing or broken Chromium fails every test, loudly. */
+function env() {
+  setup ??= (async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(`browser test: no Chromium at ${CHROMIUM}. Install it (apt-get install chromium) or set CHROMIUM_PATH.`);
+    }
+    let browser: Browser;
+    try {
+      browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        headless: true,
+        args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+      });
+    } catch (err) {
+      throw new Error(`browser test: Chromium at ${CHROMIUM} failed to launch: ${(err as Error).message}`);
+    }
+    try {
+      return { browser, cluster: await startCluster({ ws: 2 }) };
+    } catch (err) {
+      await browser.close();
+      throw err;
+    }
+  })();
+  return setup;
+}
+
+afterAll(async () => {
+  const s = await setup?.catch(() => null);
+  await s?.browser.close();
+  await s?.cluster.stop();
+}, 30_000);
+
+/** A tab on `base`/client, in `ctx` (a browser profile: its localStorage survives the tab) or a new one. */
+async function openClient(base: string, ctx?: BrowserContext): Promise<Page> {
+  const { browser } = await env();
+  ctx ??= await browser.newContext({ viewport: { width: 1200, height: 760 } });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(10_000);
+  page.on("pageerror", (e) => pageErrors.push(`${base}: ${e.message}`));
+  await page.goto(`${base}/client`);
+  return page;
+}
+
+async function signUp(base: string, name: string): Promise<Page> {
+  const page = await openClient(base);
+  await page.getByTestId("auth-username").fill(name);
+  await page.getByTestId("auth-password").fill(PASSWORD);
+  await page.getByTestId("auth-register").click();
+  await connected(page);
+  expect(await page.getByTestId("me").textContent()).toBe(name);
+  return page;
+}
+
+const connected = (page: Page) => page.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
+const conv = (page: Page, key: string) => page.locator(`[data-testid="conv-item"][data-conv="${key}"]`);
+const message = (page: Page, text: string, status?: string) =>
+  page.locator(`[data-testid="message"]${status ? `[data-status="${status}"]` : ""}`).filter({ hasText: text });
+
+async function send(page: Page, text: string) {
+  await page.getByTestId("composer-input").fill(text);
+  await page.getByTestId("composer-send").click();
+  const sent = message(page, text, "sent");
+  await sent.waitFor();
+  expect(await sent.getByTestId("message-status").textContent()).toBe("sent ✓");
+  return (await sent.getAttribute("data-msgid"))!;
+}
+
+/** Every message of the open conversation, as [msgId, body]; asserts none is shown twice. */
+async function shown(page: Page): Promise<Array<[string, string]>> {
+  const rows = await page.getByTestId("message").evaluateAll((els) =>
+    els.map((e) => [(e as HTMLElement).dataset.msgid ?? "", e.querySelector('[data-testid="message-body"]')?.textContent ?? ""] as [string, string]),
+  );
+  expect(new Set(rows.map((r) => r[0])).size).toBe(rows.length);
+  return rows;
+}
+
+const alice = `alice-${tag}`;
+const bob = `bob-${tag}`;
+const carol = `carol-${tag}`;
+const pages: Record<string, Page> = {};
+let groupKey = "";
+
+test("two users on different ws instances chat both ways", async () => {
+  const { cluster } = await env();
+  const [ws1, ws2] = cluster.wsUrls as [string, string];
+  expect(ws1).not.toBe(ws2);
+  pages.alice = await signUp(ws1, alice);
+  pages.bob = await signUp(ws2, bob);
+  const a = pages.alice, b = pages.bob;
+
+  await a.getByTestId("new-chat-input").fill(bob);
+  await a.getByTestId("new-chat-button").click();
+  await a.locator(`[data-testid="conv-item"][data-conv="d:${bob}"].active`).waitFor();
+  const mid = await send(a, "Hi Bob <b>plain text</b>");
+
+  // Bob sees it arrive live: the conversation, its unread count and preview, then the message.
+  await conv(b, `d:${alice}`).getByTestId("conv-unread").filter({ hasText: "1" }).waitFor();
+  expect(await conv(b, `d:${alice}`).getByTestId("conv-preview").textContent()).toBe("Hi Bob <b>plain text</b>");
+  await conv(b, `d:${alice}`).click();
+  const got = message(b, "Hi Bob", "received");
+  await got.waitFor();
+  expect(await got.getAttribute("data-msgid")).toBe(mid);
+  expect(await got.locator("b").count()).toBe(0); // user text is never parsed as HTML
+  await conv(b, `d:${alice}`).getByTestId("conv-unread").waitFor({ state: "detached" });
+
+  await send(b, "Hello Alice!\nTwo lines.");
+  await message(a, "Hello Alice!", "received").waitFor();
+  await send(a, "Great, it works across instances.");
+  await message(b, "Great, it works across instances.", "received").waitFor();
+
+  // Presence: each sees the other online.
+  await conv(b, `d:${alice}`).locator('[data-testid="presence-dot"][data-online="true"]').waitFor();
+  await conv(a, `d:${bob}`).locator('[data-testid="presence-dot"][data-online="true"]').waitFor();
+  expect((await shown(a)).map((r) => r[1])).toEqual(["Hi Bob <b>plain text</b>", "Hello Alice!\nTwo lines.", "Great, it works across instances."]);
+  expect(pageErrors).toEqual([]);
+}, 30_000);
+
+test("a group of three across instances", async () => {
+  const { cluster } = await env();
+  const [ws1, ws2] = cluster.wsUrls as [string, string];
+  const a = pages.alice!, b = pages.bob!;
+  const c = (pages.carol = await signUp(ws1, carol));
+
+  await a.getByTestId("new-group-toggle").click();
+  await a.getByTestId("new-group-name").fill("Launch crew");
+  await a.getByTestId("new-group-members").fill(`${bob}, ${carol}`);
+  await a.getByTestId("new-group-button").click();
+  const active = a.locator('[data-testid="conv-item"][data-conv^="g:"].active');
+  await active.waitFor();
+  const key = (groupKey = (await active.getAttribute("data-conv"))!);
+  expect(await a.getByTestId("conv-title").textContent()).toBe("Launch crew");
+  await send(a, "Welcome to the crew");
+
+  for (const p of [b, c]) {
+    await conv(p, key).getByTestId("conv-name").filter({ hasText: "Launch crew" }).waitFor();
+    await conv(p, key).getByTestId("conv-unread").filter({ hasText: "1" }).waitFor();
+    await conv(p, key).click();
+    await message(p, "Welcome to the crew", "received").waitFor();
+  }
+  await send(c, "Carol here");
+  await send(b, "Bob here, on the other instance");
+  for (const p of [a, b]) await message(p, "Carol here", "received").locator(".sender", { hasText: carol }).waitFor();
+  for (const p of [a, c]) await message(p, "Bob here, on the other instance", "received").waitFor();
+  expect((await shown(c)).map((r) => r[1])).toEqual(["Welcome to the crew", "Carol here", "Bob here, on the other instance"]);
+
+  // The group's member list, from GET /api/groups.
+  await a.getByTestId("members-toggle").click();
+  expect((await a.getByTestId("members-list").locator("li").evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.user))).sort()).toEqual(
+    [alice, bob, carol].sort(),
+  );
+  await a.getByTestId("members-toggle").click();
+  expect(ws2).toBe(new URL(b.url()).origin);
+  expect(pageErrors).toEqual([]);
+}, 30_000);
+
+test("a reload keeps the history, and messages sent while away arrive once", async () => {
+  const { cluster } = await env();
+  const a = pages.alice!, b = pages.bob!;
+  await conv(b, `d:${alice}`).click();
+  const before = await shown(b);
+  expect(before.length).toBe(3);
+
+  await b.reload();
+  await connected(b);
+  await conv(b, `d:${alice}`).click();
+  await message(b, "Great, it works across instances.").waitFor();
+  expect(await shown(b)).toEqual(before);
+
+  // Bob goes away; Alice writes; Bob comes back (same browser profile) and catches up by sync.
+  const profile = b.context();
+  await b.close();
+  await conv(a, `d:${bob}`).click();
+  const mid = await send(a, "Sent while you were away");
+  const back = (pages.bob = await openClient(cluster.wsUrls[1]!, profile));
+  await connected(back);
+  await conv(back, `d:${alice}`).getByTestId("conv-unread").filter({ hasText: "1" }).waitFor();
+  await conv(back, `d:${alice}`).click();
+  await message(back, "Sent while you were away", "received").waitFor();
+  const after = await shown(back);
+  expect(after).toEqual([...before, [mid, "Sent while you were away"]]);
+
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const shot = `${ARTIFACTS}chat.png`;
+  await conv(a, groupKey).click();
+  await message(a, "Bob here, on the other instance").waitFor();
+  await a.screenshot({ path: shot });
+  console.log(`screenshot of the chat view: ${shot}`);
+  expect(pageErrors).toEqual([]);
+}, 30_000);

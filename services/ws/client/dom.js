@@ -1,0 +1,76 @@
+// DOM helpers. User content only ever reaches the page as text nodes (never innerHTML).
+
+export const $ = (id) => document.getElementById(id);
+
+/** h("li", { class: "x", dataset: { msgid } , onclick }, child, "text", …) */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "dataset") for (const [dk, dv] of Object.entries(v)) { if (dv != null) el.dataset[dk] = String(dv); }
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c == null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function hue(s) {
+  let x = 0;
+  for (let i = 0; i < s.length; i++) x = (x * 31 + s.charCodeAt(i)) >>> 0;
+  return x % 360;
+}
+
+export function initials(name) {
+  const parts = String(name).split(/[\s._-]+/).filter(Boolean);
+  const s = parts.length > 1 ? parts[0][0] + parts[1][0] : String(name).slice(0, 2);
+  return s.toUpperCase();
+}
+
+/** Fills an avatar element for a user or group name. */
+export function paintAvatar(el, name, group = false) {
+  el.textContent = group ? "#" : initials(name);
+  el.style.setProperty("--h", String(hue(name)));
+  el.classList.toggle("group", group);
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const dateFmt = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" });
+const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: "long", day: "numeric", month: "long", year: "numeric" });
+const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+
+export const fmtTime = (ts) => timeFmt.format(ts);
+export const fmtFull = (ts) => fullFmt.format(ts);
+
+export function dayKey(ts) {
+  const d = new Date(ts);
+  return `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`;
+}
+
+export function fmtDay(ts) {
+  const now = new Date();
+  if (dayKey(ts) === dayKey(now)) return "Today";
+  if (dayKey(ts) === dayKey(now.getTime() - 86_400_000)) return "Yesterday";
+  return dayFmt.format(ts);
+}
+
+/** Short time for the conversation list: the time today, else the date. */
+export function fmtShort(ts) {
+  return dayKey(ts) === dayKey(Date.now()) ? timeFmt.format(ts) : dateFmt.format(ts);
+}
+
+/** Makes `parent`'s children exactly `nodes`, in order, moving only what is out of place. */
+export function reconcile(parent, nodes) {
+  let i = 0;
+  for (const n of nodes) {
+    const at = parent.children[i];
+    if (at !== n) parent.insertBefore(n, at ?? null);
+    i++;
+  }
+  while (parent.children.length > nodes.length) parent.lastElementChild.remove();
+}

@@ -1,0 +1,414 @@
+// Client-side state: conversations, messages, the outbox and the sync cursor.
+//
+// Guarantees:
+// - A message is held once: received frames are deduplicated by `msgId`; the user's own messages
+//   are also matched by their client `id`, so an ack, a resend and the same message coming back
+//   through `sync` all land on one entry.
+// - The cursor and the cached messages are saved together in one localStorage item, so a reload
+//   never resumes from a cursor whose messages it has not kept (older ones are trimmed from the
+//   cache only; they stay reachable through the history API).
+
+const STATE_VERSION = 1;
+const KEEP_PER_CONV = 300;
+
+export const USER_ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+export function convKeyOfFrame(f, me) {
+  if (f.group != null) return `g:${f.group}`;
+  return `d:${f.from === me ? f.to : f.from}`;
+}
+
+export function newClientId() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  // randomUUID needs a secure context; getRandomValues does not.
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+// Acked and received messages in server order (ts, then msgId); unacked ones after them.
+function compareMessages(a, b) {
+  const pa = a.msgId ? 0 : 1;
+  const pb = b.msgId ? 0 : 1;
+  if (pa !== pb) return pa - pb;
+  if (a.ts !== b.ts) return a.ts - b.ts;
+  const ka = a.msgId ?? a.id;
+  const kb = b.msgId ?? b.id;
+  if (ka.length !== kb.length) return ka.length - kb.length;
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+export function createStore(me, storage = localStorage) {
+  const storageKey = `relay-chat:state:${me}`;
+  /** @type {Map<string, any>} */
+  const convs = new Map();
+  const byMsgId = new Map();
+  const byClientId = new Map();
+  const groups = new Map();
+  let groupsLoaded = false;
+  let cursor = null;
+  const listeners = new Set();
+  let saveTimer = null;
+
+  function emit(change) {
+    for (const fn of listeners) fn(change);
+  }
+
+  function conv(key, create = true) {
+    let c = convs.get(key);
+    if (!c && create) {
+      c = {
+        key,
+        kind: key[0],
+        peer: key.slice(2),
+        messages: [],
+        readTs: 0,
+        touched: 0,
+        hist: undefined, // undefined: not fetched; string: next `before`; null: no older page
+        loadingHist: false,
+      };
+      convs.set(key, c);
+    }
+    return c;
+  }
+
+  function insert(c, m) {
+    const list = c.messages;
+    let i = list.length;
+    while (i > 0 && compareMessages(list[i - 1], m) > 0) i--;
+    list.splice(i, 0, m);
+  }
+
+  function resort(c, m) {
+    const i = c.messages.indexOf(m);
+    if (i >= 0) c.messages.splice(i, 1);
+    insert(c, m);
+  }
+
+  function index(m) {
+    if (m.msgId) byMsgId.set(m.msgId, m);
+    if (m.from === me && m.id) byClientId.set(m.id, m);
+  }
+
+  function fromFrame(f) {
+    const mine = f.from === me;
+    return {
+      key: `m:${f.msgId}`,
+      conv: convKeyOfFrame(f, me),
+      msgId: f.msgId,
+      id: f.id,
+      from: f.from,
+      to: f.to,
+      group: f.group,
+      body: f.body,
+      ts: f.ts,
+      status: mine ? "sent" : "received",
+      error: null,
+    };
+  }
+
+  /** Adds a received or fetched message frame; returns the entry and whether it was new. */
+  function addFrame(f) {
+    if (typeof f?.msgId !== "string" || typeof f.body !== "string" || typeof f.from !== "string") return { msg: null, added: false };
+    if (f.group == null && typeof f.to !== "string") return { msg: null, added: false };
+    const known = byMsgId.get(f.msgId) ?? (f.from === me ? byClientId.get(f.id) : undefined);
+    if (known) {
+      if (!known.msgId || (known.from === me && known.status !== "sent")) {
+        known.msgId = f.msgId;
+        known.ts = f.ts;
+        known.status = "sent";
+        known.error = null;
+        index(known);
+        resort(conv(known.conv), known);
+        return { msg: known, added: false, changed: true };
+      }
+      return { msg: known, added: false };
+    }
+    const m = fromFrame(f);
+    const c = conv(m.conv);
+    insert(c, m);
+    index(m);
+    c.touched = Math.max(c.touched, m.ts);
+    return { msg: m, added: true };
+  }
+
+  const store = {
+    me,
+    subscribe(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+    get cursor() {
+      return cursor;
+    },
+    conv,
+    hasConv: (key) => convs.has(key),
+    groups,
+    get groupsLoaded() {
+      return groupsLoaded;
+    },
+
+    /** Applies a live or synced `message` frame. */
+    applyMessage(f) {
+      const r = addFrame(f);
+      if (typeof f.cursor === "string") cursor = f.cursor;
+      store.save();
+      if (r.msg && (r.added || r.changed)) emit({ type: "messages", conv: r.msg.conv, added: r.added ? r.msg : null });
+      return r;
+    },
+
+    applySynced(f) {
+      if (typeof f.cursor === "string") cursor = f.cursor;
+      store.save();
+      emit({ type: "synced" });
+    },
+
+    applyAck(f) {
+      const m = byClientId.get(f.id);
+      if (!m) return null;
+      if (m.msgId && m.msgId !== f.msgId) return m;
+      m.msgId = f.msgId;
+      m.ts = typeof f.ts === "number" ? f.ts : m.ts;
+      m.status = "sent";
+      m.error = null;
+      index(m);
+      const c = conv(m.conv);
+      resort(c, m);
+      c.touched = Math.max(c.touched, m.ts);
+      store.save();
+      emit({ type: "messages", conv: m.conv });
+      return m;
+    },
+
+    applySendError(f) {
+      const m = f.id ? byClientId.get(f.id) : undefined;
+      if (!m || m.status === "sent") return null;
+      m.status = "failed";
+      m.error = { code: f.code, message: f.message };
+      store.save();
+      emit({ type: "messages", conv: m.conv });
+      return m;
+    },
+
+    /** Creates an outgoing message in state "sending"; returns it (its `frame()` is what to send). */
+    addOutgoing(convKey, body) {
+      const c = conv(convKey);
+      const id = newClientId();
+      const now = Date.now();
+      const m = {
+        key: `c:${id}`,
+        conv: convKey,
+        msgId: null,
+        id,
+        from: me,
+        to: c.kind === "d" ? c.peer : undefined,
+        group: c.kind === "g" ? c.peer : undefined,
+        body,
+        ts: now,
+        status: "sending",
+        error: null,
+      };
+      insert(c, m);
+      index(m);
+      c.touched = Math.max(c.touched, now);
+      store.save();
+      emit({ type: "messages", conv: convKey, added: m });
+      return m;
+    },
+
+    markSending(m) {
+      m.status = "sending";
+      m.error = null;
+      store.save();
+      emit({ type: "messages", conv: m.conv });
+    },
+
+    discard(m) {
+      if (m.msgId) return;
+      const c = conv(m.conv);
+      const i = c.messages.indexOf(m);
+      if (i >= 0) c.messages.splice(i, 1);
+      byClientId.delete(m.id);
+      store.save();
+      emit({ type: "messages", conv: m.conv });
+    },
+
+    /** Messages written but not acked, to (re)send with their original ids. */
+    outbox() {
+      const out = [];
+      for (const m of byClientId.values()) if (!m.msgId && m.status === "sending") out.push(m);
+      return out.sort((a, b) => a.ts - b.ts);
+    },
+
+    /** Merges one page of history (oldest first) and records where the next older page starts. */
+    mergeHistory(convKey, messages, before) {
+      const c = conv(convKey);
+      let added = 0;
+      for (const f of messages ?? []) if (addFrame(f).added) added++;
+      c.hist = typeof before === "string" ? before : null;
+      store.save();
+      emit({ type: "messages", conv: convKey, history: true });
+      return added;
+    },
+
+    touch(convKey) {
+      const c = conv(convKey);
+      if (!c.touched) c.touched = Date.now();
+      store.save();
+      emit({ type: "convs" });
+      return c;
+    },
+
+    forget(convKey) {
+      const c = convs.get(convKey);
+      if (!c) return;
+      for (const m of c.messages) {
+        if (m.msgId) byMsgId.delete(m.msgId);
+        if (m.id && m.from === me) byClientId.delete(m.id);
+      }
+      convs.delete(convKey);
+      store.save();
+      emit({ type: "convs" });
+    },
+
+    markRead(convKey) {
+      const c = convs.get(convKey);
+      if (!c) return;
+      const last = lastReceived(c);
+      if (last && last.ts > c.readTs) {
+        c.readTs = last.ts;
+        store.save();
+        emit({ type: "read", conv: convKey });
+      }
+    },
+
+    unread(c) {
+      let n = 0;
+      for (let i = c.messages.length - 1; i >= 0; i--) {
+        const m = c.messages[i];
+        if (!m.msgId || m.from === me) continue;
+        if (m.ts <= c.readTs) break;
+        n++;
+      }
+      return n;
+    },
+
+    lastMessage(c) {
+      return c.messages[c.messages.length - 1] ?? null;
+    },
+
+    setGroups(list) {
+      groups.clear();
+      for (const g of list) if (g && typeof g.groupId === "string") groups.set(g.groupId, g);
+      groupsLoaded = true;
+      for (const g of groups.values()) {
+        const c = conv(`g:${g.groupId}`);
+        if (!c.touched) c.touched = Date.now();
+      }
+      emit({ type: "convs" });
+    },
+
+    /** Conversations to list, most recent first. Groups show only while the user is a member. */
+    conversations() {
+      const out = [];
+      for (const c of convs.values()) {
+        if (c.kind === "g" && groupsLoaded && !groups.has(c.peer)) continue;
+        out.push(c);
+      }
+      const when = (c) => Math.max(c.touched, store.lastMessage(c)?.ts ?? 0);
+      return out.sort((a, b) => when(b) - when(a));
+    },
+
+    totalUnread() {
+      let n = 0;
+      for (const c of store.conversations()) n += store.unread(c);
+      return n;
+    },
+
+    save() {
+      if (saveTimer) return;
+      saveTimer = setTimeout(store.flush, 200);
+    },
+
+    flush() {
+      if (saveTimer) clearTimeout(saveTimer);
+      saveTimer = null;
+      for (const keep of [KEEP_PER_CONV, 50]) {
+        try {
+          storage.setItem(storageKey, JSON.stringify(snapshot(keep)));
+          return;
+        } catch {
+          // quota: retry with less
+        }
+      }
+      try {
+        storage.setItem(storageKey, JSON.stringify({ v: STATE_VERSION, cursor: null, convs: [] }));
+      } catch {}
+    },
+
+    load() {
+      let s;
+      try {
+        s = JSON.parse(storage.getItem(storageKey) ?? "null");
+      } catch {
+        s = null;
+      }
+      if (!s || s.v !== STATE_VERSION) return false;
+      cursor = typeof s.cursor === "string" ? s.cursor : null;
+      for (const sc of s.convs ?? []) {
+        if (typeof sc?.key !== "string") continue;
+        const c = conv(sc.key);
+        c.readTs = Number(sc.readTs) || 0;
+        c.touched = Number(sc.touched) || 0;
+        for (const m of sc.messages ?? []) {
+          if (typeof m?.body !== "string") continue;
+          if (m.msgId && byMsgId.has(m.msgId)) continue;
+          const e = { ...m, conv: sc.key, key: m.msgId ? `m:${m.msgId}` : `c:${m.id}`, error: m.error ?? null };
+          insert(c, e);
+          index(e);
+        }
+      }
+      emit({ type: "convs" });
+      return true;
+    },
+
+    /** Forgets this user's saved state (on log out); nothing is saved after this. */
+    clear() {
+      clearTimeout(saveTimer);
+      saveTimer = null;
+      store.save = store.flush = () => {};
+      try {
+        storage.removeItem(storageKey);
+      } catch {}
+    },
+  };
+
+  function lastReceived(c) {
+    for (let i = c.messages.length - 1; i >= 0; i--) {
+      const m = c.messages[i];
+      if (m.msgId && m.from !== me) return m;
+    }
+    return null;
+  }
+
+  function snapshot(keep) {
+    const out = [];
+    for (const c of convs.values()) {
+      const acked = c.messages.filter((m) => m.msgId);
+      const kept = acked.slice(-keep).concat(c.messages.filter((m) => !m.msgId));
+      out.push({
+        key: c.key,
+        readTs: c.readTs,
+        touched: c.touched,
+        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error }) => ({
+          msgId, id, from, to, group, body, ts, status, error,
+        })),
+      });
+    }
+    return { v: STATE_VERSION, cursor, convs: out };
+  }
+
+  return store;
+}
