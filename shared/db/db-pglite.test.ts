@@ -1,0 +1,17 @@
+import { afterAll } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { dbContract } from "./db.contract.ts";
+import { openPglite, type DbHandle } from "./index.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "chat-pglite-test-"));
+let handle: DbHandle | undefined;
+afterAll(async () => {
+  await handle?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+dbContract("PGlite", async () => {
+  handle ??= await openPglite(dir);
+  return { db: handle.db, concurrent: true };
+});
