@@ -1,0 +1,154 @@
+import { retryForever } from "../../shared/backoff.ts";
+import type { Db } from "../../shared/db/index.ts";
+import { insertMessages } from "../../shared/db/messages.ts";
+import type { Logger } from "../../shared/log.ts";
+import type { ChatMessage } from "../../shared/protocol.ts";
+import type { QueueConsumer, QueueDelivery } from "../../shared/queue/queue.ts";
+import type { PersistMetrics } from "./metrics.ts";
+
+export interface Batcher extends QueueConsumer {
+  /**
+   * Shutdown: stops taking deliveries and barriers (they stay unacked, for the next consumer),
+   * commits and acks everything already held. Resolves true once done, or false when `timeoutMs`
+   * passed first; then it stops retrying and what is left stays unacked.
+   */
+  drain(timeoutMs?: number): Promise<boolean>;
+}
+
+export interface BatcherOptions {
+  db: Db;
+  /** A batch is written once it holds this many messages... */
+  maxRows: number;
+  /** ...or this long after its first delivery arrived. */
+  maxWaitMs: number;
+  log: Logger;
+  metrics?: PersistMetrics;
+}
+
+interface Batch {
+  deliveries: QueueDelivery[];
+  rows: number;
+  barriers: Array<() => void>;
+  due: boolean;
+}
+
+const emptyBatch = (): Batch => ({ deliveries: [], rows: 0, barriers: [], due: false });
+const isEmpty = (b: Batch) => b.deliveries.length === 0 && b.barriers.length === 0;
+
+/**
+ * The persist consumer: one INSERT per batch, at most one in flight, deliveries acked only after
+ * their batch committed, database errors retried forever with the batch kept.
+ */
+export function createBatcher({ db, maxRows, maxWaitMs, log, metrics }: BatcherOptions): Batcher {
+  let current = emptyBatch();
+  const sealed: Batch[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let writing = false;
+  let draining = false;
+  const abort = new AbortController();
+  const idleWaiters = new Set<() => void>();
+
+  const idle = () => !writing && sealed.length === 0 && isEmpty(current);
+
+  const seal = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (!isEmpty(current)) sealed.push(current);
+    current = emptyBatch();
+  };
+
+  const pump = async () => {
+    if (writing) return;
+    writing = true;
+    try {
+      for (;;) {
+        if (sealed.length === 0 && current.due) seal();
+        const batch = sealed.shift();
+        if (!batch) break;
+        if (!(await write(batch))) break;
+      }
+    } finally {
+      writing = false;
+      if (idle()) for (const w of idleWaiters) w();
+    }
+  };
+
+  const write = async (batch: Batch): Promise<boolean> => {
+    const messages = uniqueById(batch.deliveries.flatMap((d) => d.messages));
+    if (messages.length > 0) {
+      try {
+        const inserted = await retryForever(
+          async () => {
+            const t0 = performance.now();
+            const n = await insertMessages(db, messages);
+            metrics?.insertSeconds.observe((performance.now() - t0) / 1000);
+            return n;
+          },
+          {
+            signal: abort.signal,
+            onError: (err, attempt) => {
+              metrics?.dbErrors.inc();
+              if (attempt === 0 || attempt % 10 === 0) log.warn("batch insert failed; retrying", { err, attempt, rows: messages.length });
+            },
+          },
+        );
+        metrics?.rowsInserted.inc(inserted);
+        metrics?.batches.inc();
+        metrics?.batchSize.observe(messages.length);
+      } catch {
+        return false;
+      }
+    }
+    for (const d of batch.deliveries) d.ack();
+    for (const done of batch.barriers) done();
+    return true;
+  };
+
+  return {
+    onDelivery(delivery) {
+      if (draining) return;
+      current.deliveries.push(delivery);
+      current.rows += delivery.messages.length;
+      if (current.rows >= maxRows) {
+        seal();
+        void pump();
+      } else if (!timer && !current.due) {
+        timer = setTimeout(() => {
+          timer = undefined;
+          current.due = true;
+          void pump();
+        }, maxWaitMs);
+      }
+    },
+
+    onBarrier(done) {
+      if (draining) return;
+      current.barriers.push(done);
+      current.due = true;
+      void pump();
+    },
+
+    drain(timeoutMs = 8000) {
+      draining = true;
+      current.due = true;
+      void pump();
+      if (idle()) return Promise.resolve(true);
+      return new Promise<boolean>((resolve) => {
+        const finish = (ok: boolean) => {
+          clearTimeout(t);
+          idleWaiters.delete(onIdle);
+          if (!ok) abort.abort();
+          resolve(ok);
+        };
+        const onIdle = () => finish(true);
+        const t = setTimeout(() => finish(false), timeoutMs);
+        idleWaiters.add(onIdle);
+      });
+    },
+  };
+}
+
+function uniqueById(messages: ChatMessage[]): ChatMessage[] {
+  const seen = new Set<string>();
+  return messages.filter((m) => !seen.has(m.msgId) && (seen.add(m.msgId), true));
+}

@@ -1,0 +1,184 @@
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { randomUUID } from "node:crypto";
+import net from "node:net";
+import { join } from "node:path";
+import postgres from "postgres";
+import { createAmqpConnection, type AmqpConnection } from "../../shared/amqp.ts";
+import { silentLogger } from "../../shared/log.ts";
+import type { ChatMessage } from "../../shared/protocol.ts";
+import { createAmqpQueue, type AmqpQueue } from "../../shared/queue/queue-amqp.ts";
+
+const ENTRY = join(import.meta.dir, "index.ts");
+const AMQP_URL = process.env.AMQP_URL!;
+const DATABASE_URL = process.env.DATABASE_URL!;
+
+type Persist = { proc: Bun.Subprocess<"ignore", "pipe", "pipe">; url: string; stderr: () => string };
+
+/** Spawns the real service and resolves once it printed its URL. */
+async function startPersist(env: Record<string, string | undefined>): Promise<Persist> {
+  const proc = Bun.spawn(["bun", "run", ENTRY, "--port", "0"], { env: env as Record<string, string>, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  let err = "";
+  void (async () => {
+    for await (const chunk of proc.stderr) err += new TextDecoder().decode(chunk);
+  })();
+  let out = "";
+  const reader = proc.stdout.getReader();
+  for (;;) {
+    const m = /persist listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+    if (m) {
+      reader.releaseLock();
+      return { proc, url: m[1]!, stderr: () => err };
+    }
+    const { done, value } = await reader.read();
+    if (done) throw new Error(`persist exited before listening (code ${await proc.exited}): ${err}`);
+    out += new TextDecoder().decode(value);
+  }
+}
+
+const baseEnv = (databaseUrl: string, extra: Record<string, string> = {}) => ({
+  PATH: process.env.PATH,
+  HOME: process.env.HOME,
+  AMQP_URL,
+  DATABASE_URL: databaseUrl,
+  LOG_LEVEL: "warn",
+  ...extra,
+});
+
+let admin: ReturnType<typeof postgres>;
+let schema: string;
+let scopedUrl: string;
+let conn: AmqpConnection;
+let queue: AmqpQueue;
+const running = new Set<Persist>();
+
+beforeAll(async () => {
+  admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
+  schema = `persist_it_${randomUUID().replaceAll("-", "")}`;
+  await admin.unsafe(`create schema ${schema}; create table ${schema}.messages (like public.messages including all)`);
+  const u = new URL(DATABASE_URL);
+  u.searchParams.set("search_path", schema);
+  scopedUrl = u.toString();
+  conn = createAmqpConnection(AMQP_URL, silentLogger, { name: "persist index.test" });
+  queue = createAmqpQueue(conn, { log: silentLogger });
+  await queue.whenReady(AbortSignal.timeout(10_000));
+});
+
+afterEach(async () => {
+  for (const p of running) {
+    p.proc.kill("SIGKILL");
+    await p.proc.exited;
+  }
+  running.clear();
+});
+
+afterAll(async () => {
+  await queue.close();
+  await conn.close();
+  await admin.unsafe(`drop schema ${schema} cascade`);
+  await admin.end();
+});
+
+const spawnPersist = async (env: Record<string, string | undefined>) => {
+  const p = await startPersist(env);
+  running.add(p);
+  return p;
+};
+
+let seq = 0;
+const batchOf = (prefix: string, n: number): ChatMessage[] =>
+  Array.from({ length: n }, () => {
+    seq++;
+    return { msgId: `${prefix}-${seq}`, id: `c${seq}`, from: "alice", to: "bob", body: `m ${seq}`, ts: 1_700_000_000_000 + seq };
+  });
+
+const rowsWith = async (prefix: string) => {
+  const [r] = await admin.unsafe(`select count(*)::int as n, count(distinct id)::int as d from ${schema}.messages where id like $1`, [`${prefix}-%`]);
+  return { n: Number(r!.n), distinct: Number(r!.d) };
+};
+
+describe("persist as a process", () => {
+  test("writes every published message exactly once, and serves /health and /metrics", async () => {
+    const p = await spawnPersist(baseEnv(scopedUrl, { BATCH_SIZE: "250", BATCH_MS: "20" }));
+    const prefix = `it${randomUUID()}`;
+    const batches = Array.from({ length: 300 }, () => batchOf(prefix, 10));
+    await Promise.all(batches.map((b) => queue.publish(b)));
+    await queue.barrier(15_000);
+    expect(await rowsWith(prefix)).toEqual({ n: 3000, distinct: 3000 });
+
+    const health = await fetch(`${p.url}/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toEqual({ ok: true, queue: true, database: true });
+    const metrics = await (await fetch(`${p.url}/metrics`)).text();
+    const inserted = /^persist_rows_inserted_total\{[^}]*\} (\d+)/m.exec(metrics);
+    expect(Number(inserted?.[1])).toBeGreaterThanOrEqual(3000);
+    for (const name of ["persist_batches_total", "persist_batch_size_bucket", "persist_insert_seconds_bucket", "persist_dead_lettered_total", "persist_db_errors_total"]) {
+      expect(metrics).toContain(name);
+    }
+  });
+
+  test("SIGTERM mid-stream: exits within 10 s and loses nothing that was acknowledged", async () => {
+    const env = baseEnv(scopedUrl, { BATCH_SIZE: "100", BATCH_MS: "200", PREFETCH: "500" });
+    const first = await spawnPersist(env);
+    await queue.barrier(15_000); // answered once it consumes
+    const prefix = `term${randomUUID()}`;
+    let confirmed = 0;
+    const stop = async () => {
+      const t0 = performance.now();
+      first.proc.kill("SIGTERM");
+      const code = await first.proc.exited;
+      return { code, ms: performance.now() - t0 };
+    };
+    let stopped: Promise<{ code: number; ms: number }> | undefined;
+    for (let round = 0; round < 30; round++) {
+      await Promise.all(Array.from({ length: 20 }, () => queue.publish(batchOf(prefix, 5)).then(() => void (confirmed += 5))));
+      if (round === 10) stopped = stop();
+    }
+    const { code, ms } = await stopped!;
+    expect(code).toBe(0);
+    expect(ms).toBeLessThan(10_000);
+    expect(first.stderr()).not.toContain('"level":"error"');
+    const before = await rowsWith(prefix);
+    expect(before.n).toBeGreaterThan(0);
+    expect(before.n).toBeLessThan(confirmed);
+
+    await spawnPersist(env);
+    await queue.barrier(15_000);
+    expect(confirmed).toBe(3000);
+    expect(await rowsWith(prefix)).toEqual({ n: confirmed, distinct: confirmed });
+  });
+
+  test("starts while RabbitMQ is unreachable: /health answers 503, and SIGTERM still exits cleanly", async () => {
+    const closedPort = await new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, "127.0.0.1", () => {
+        const port = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(port));
+      });
+    });
+    const p = await spawnPersist({ ...baseEnv(scopedUrl), AMQP_URL: `amqp://guest:guest@127.0.0.1:${closedPort}` });
+    const health = await fetch(`${p.url}/health`);
+    expect(health.status).toBe(503);
+    expect(await health.json()).toEqual({ ok: false, queue: false, database: true });
+    p.proc.kill("SIGTERM");
+    expect(await p.proc.exited).toBe(0);
+  });
+
+  test("a bad AMQP_URL stops it at once with a message naming AMQP_URL", async () => {
+    const proc = Bun.spawn(["bun", "run", ENTRY, "--port", "0"], {
+      env: { ...baseEnv(scopedUrl), AMQP_URL: "nope" } as Record<string, string>,
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const code = await proc.exited;
+    expect(code).not.toBe(0);
+    expect(await new Response(proc.stderr).text()).toContain("AMQP_URL");
+    expect(await new Response(proc.stdout).text()).toBe("");
+  });
+
+  test("a missing DATABASE_URL stops it with a message naming DATABASE_URL", async () => {
+    const env: Record<string, string | undefined> = { ...baseEnv(scopedUrl) };
+    delete env.DATABASE_URL;
+    const proc = Bun.spawn(["bun", "run", ENTRY], { env: env as Record<string, string>, stdout: "pipe", stderr: "pipe" });
+    expect(await proc.exited).not.toBe(0);
+    expect(await new Response(proc.stderr).text()).toContain("DATABASE_URL");
+  });
+});

@@ -1,0 +1,68 @@
+import { createAmqpConnection } from "../../shared/amqp.ts";
+import { ConfigError, loadConfigOrExit, requireKeys } from "../../shared/config.ts";
+import { openPostgres } from "../../shared/db/index.ts";
+import { createLogger } from "../../shared/log.ts";
+import { createMetrics } from "../../shared/metrics.ts";
+import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
+import { createPersistApp } from "./app.ts";
+import { createBatcher } from "./batcher.ts";
+import { createPersistMetrics } from "./metrics.ts";
+
+const DEFAULT_PORT = 3003;
+const DRAIN_MS = 7000;
+const EXIT_DEADLINE_MS = 9500;
+
+function loadConfig() {
+  const cfg = loadConfigOrExit();
+  try {
+    return requireKeys(cfg, ["AMQP_URL", "DATABASE_URL"]);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    console.error(`config error: ${e.message}`);
+    process.exit(2);
+  }
+}
+
+const cfg = loadConfig();
+const log = createLogger({ service: "persist" }, cfg.LOG_LEVEL);
+const metrics = createMetrics("persist");
+const persistMetrics = createPersistMetrics(metrics);
+
+const db = openPostgres(cfg.DATABASE_URL, { max: 3 });
+const conn = createAmqpConnection(cfg.AMQP_URL, log.child({ dep: "amqp" }), { name: `persist pid ${process.pid}` });
+const queue = createAmqpQueue(conn, {
+  log: log.child({ dep: "queue" }),
+  queue: cfg.QUEUE_NAME,
+  publisher: false,
+  onDeadLetter: () => persistMetrics.deadLettered.inc(),
+});
+const batcher = createBatcher({ db: db.db, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, log, metrics: persistMetrics });
+
+const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: () => db.ping(1000), metrics });
+const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, fetch: app.fetch });
+const subscription = await queue.consume(batcher, { prefetch: cfg.PREFETCH });
+
+log.info("persist started", { port: server.port, batchSize: cfg.BATCH_SIZE, batchMs: cfg.BATCH_MS, prefetch: cfg.PREFETCH });
+console.log(`persist listening on http://127.0.0.1:${server.port}`);
+
+let stopping = false;
+async function shutdown(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  log.info("shutting down", { signal });
+  setTimeout(() => {
+    log.error("shutdown timed out");
+    process.exit(1);
+  }, EXIT_DEADLINE_MS).unref();
+  const drained = await batcher.drain(DRAIN_MS);
+  if (!drained) log.warn("could not commit everything held in time; the rest stays in the queue for redelivery");
+  await subscription.stop();
+  await queue.close();
+  await conn.close();
+  server.stop(true);
+  await db.close();
+  log.info("stopped");
+  process.exit(0);
+}
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGINT", () => void shutdown("SIGINT"));
