@@ -98,6 +98,7 @@ let sent = 0;
 let acked = 0;
 let delivered = 0;
 let errors = 0;
+const errorCodes: Record<string, number> = {};
 let sending = true;
 const ackedIds = new Set<string>();
 const deliveredIds = new Set<string>();
@@ -131,6 +132,7 @@ await Promise.all(
         ackedIds.add(f.msgId);
       } else if (f.type === "error") {
         errors++;
+        errorCodes[f.code] = (errorCodes[f.code] ?? 0) + 1;
         if (f.id !== undefined) {
           s.outstanding--;
           pump(s);
@@ -222,7 +224,7 @@ console.log(`
 | acked | ${summary.acked} |
 | delivered | ${summary.delivered} |
 | lost (acked, never delivered) | ${summary.lost} |
-| errors | ${summary.errors} |
+| errors | ${summary.errors}${errors ? ` (${Object.entries(errorCodes).map(([k, v]) => `${k}: ${v}`).join(", ")})` : ""} |
 | delivered msg/s | ${summary.deliveredPerSec} |
 | latency p50 / p95 / p99 (ms) | ${summary.latencyMs.p50} / ${summary.latencyMs.p95} / ${summary.latencyMs.p99} |
 | rows in messages | ${summary.rows} (missing ${summary.rowsMissing}) |`);
