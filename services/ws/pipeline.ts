@@ -57,19 +57,19 @@ export function createPipeline(opts: {
   const publishes = createTickBatcher<ChatMessage, void>(async (ms) => {
     await opts.queue.publish(ms);
     return ms.map(() => undefined);
-  }, 500);
+  }, { maxItems: 500, maxInFlight: 4 });
   const claims = createTickBatcher<string, Claim>(async (ids) => {
     const r = await opts.ledger.claim([...new Set(ids)]);
     return ids.map((id) => r[id] ?? { state: "new" });
-  });
+  }, { maxInFlight: 2 });
   const completes = createTickBatcher<{ msgId: string; ts: number }, void>(async (done) => {
     await opts.ledger.complete(done);
     return done.map(() => undefined);
-  });
+  }, { maxInFlight: 1 });
   const members = createTickBatcher<string, string[]>(async (groups) => {
     const m = await opts.groupMembers([...new Set(groups)]);
     return groups.map((g) => m.get(g) ?? []);
-  });
+  }, { maxInFlight: 2 });
 
   const remember = (msgId: string, ts: number) => {
     if (recent.size >= RECENT_MAX) recent.delete(recent.keys().next().value!);
