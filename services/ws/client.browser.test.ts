@@ -203,3 +203,74 @@ test("a reload keeps the history, and messages sent while away arrive once", asy
   console.log(`screenshot of the chat view: ${shot}`);
   expect(pageErrors).toEqual([]);
 }, 30_000);
+
+test("the creator removes and re-adds a member; the removed member can no longer write", async () => {
+  const a = pages.alice!, b = pages.bob!, c = pages.carol!;
+  const members = (p: Page) => p.getByTestId("members-list").locator("li");
+  const memberIds = async (p: Page) => (await members(p).evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.user!))).sort();
+
+  // Only the creator gets a remove control, and never for themself.
+  await conv(b, groupKey).click();
+  await b.getByTestId("members-toggle").click();
+  await members(b).first().waitFor();
+  expect(await b.getByTestId("member-remove").count()).toBe(0);
+  await conv(a, groupKey).click();
+  await a.getByTestId("members-toggle").click();
+  await members(a).first().waitFor();
+  expect(await a.getByTestId("member-remove").count()).toBe(2);
+  expect(await members(a).filter({ hasText: alice }).getByTestId("member-remove").count()).toBe(0);
+
+  await members(a).filter({ hasText: carol }).getByTestId("member-remove").click();
+  await members(a).filter({ hasText: carol }).waitFor({ state: "detached" });
+  expect(await memberIds(a)).toEqual([alice, bob].sort());
+
+  // Carol's next group message is refused; her client notices it left the group.
+  await conv(c, groupKey).click();
+  await c.getByTestId("composer-input").fill("Am I still here?");
+  await c.getByTestId("composer-send").click();
+  const refused = message(c, "Am I still here?", "failed");
+  await refused.waitFor();
+  expect(await refused.getByTestId("message-error").getAttribute("data-code")).toBe("forbidden");
+  await conv(c, groupKey).waitFor({ state: "detached" });
+  await c.locator('[data-testid="conv-sub"]', { hasText: "not a member" }).waitFor();
+  expect(await c.getByTestId("composer-input").isDisabled()).toBe(true);
+
+  // Alice adds her back; Carol sees the group again with the next message.
+  await a.getByTestId("add-member-input").fill(carol);
+  await a.getByTestId("add-member-button").click();
+  await members(a).filter({ hasText: carol }).waitFor();
+  await a.getByTestId("members-toggle").click();
+  await send(a, "Welcome back, Carol");
+  await conv(c, groupKey).waitFor();
+  await message(c, "Welcome back, Carol", "received").waitFor();
+  expect(await c.getByTestId("composer-input").isDisabled()).toBe(false);
+  expect(pageErrors).toEqual([]);
+}, 30_000);
+
+test("log out forgets the local state; logging in again restores every conversation from the server", async () => {
+  const a = pages.alice!;
+  await a.getByTestId("logout").click();
+  await a.getByTestId("auth-form").waitFor();
+  expect(await a.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("relay-chat:")))).toEqual([]);
+
+  await a.getByTestId("auth-username").fill(alice);
+  await a.getByTestId("auth-password").fill("not the password");
+  await a.getByTestId("auth-login").click();
+  await a.getByTestId("auth-error").filter({ hasText: "Wrong username or password" }).waitFor();
+
+  await a.getByTestId("auth-password").fill(PASSWORD);
+  await a.getByTestId("auth-login").click();
+  await connected(a);
+  expect(await a.getByTestId("me").textContent()).toBe(alice);
+  await conv(a, `d:${bob}`).click();
+  await message(a, "Sent while you were away", "sent").waitFor();
+  expect((await shown(a)).map((r) => r[1])).toEqual([
+    "Hi Bob <b>plain text</b>",
+    "Hello Alice!\nTwo lines.",
+    "Great, it works across instances.",
+    "Sent while you were away",
+  ]);
+  await conv(a, groupKey).click();
+  await message(a, "Welcome back, Carol", "sent").waitFor();
+  expect(pageErrors).toEqual([]);
+}, 30_000);

@@ -94,20 +94,19 @@ export function createPipeline(opts: {
       recipients = ms;
     } else recipients = m.to === m.from ? [m.from] : [m.to!, m.from];
 
-    const c = await claim(m.msgId).catch(() => {
-      throw new SendError("unavailable", "the directory is unavailable; retry");
-    });
-    if (c.state === "done") {
+    // Claim and publish run side by side: a resend that turns out to be done was published twice,
+    // which storage absorbs (ON CONFLICT DO NOTHING); it is neither acked anew nor delivered again.
+    const [c, published] = await Promise.allSettled([claim(m.msgId), publishes.add(m)]);
+    if (c.status === "fulfilled" && c.value.state === "done") {
       resent.inc();
-      return c.ts;
+      return c.value.ts;
     }
-    try {
-      await publishes.add(m);
-    } catch (err) {
-      opts.log.warn("publish failed", { err, msgId: m.msgId });
-      opts.ledger.release([m.msgId]).catch(() => {});
+    if (published.status === "rejected") {
+      opts.log.warn("publish failed", { err: published.reason, msgId: m.msgId });
+      if (c.status === "fulfilled") opts.ledger.release([m.msgId]).catch(() => {});
       throw new SendError("unavailable", "the message queue is unavailable; retry");
     }
+    if (c.status === "rejected") throw new SendError("unavailable", "the directory is unavailable; retry");
     completes.add({ msgId: m.msgId, ts: m.ts }).catch((err) => opts.log.warn("ledger complete failed", { err }));
     void opts.router.route(m, recipients, sender);
     return m.ts;

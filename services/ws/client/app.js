@@ -2,7 +2,7 @@
 
 import { ApiError, createApi } from "./api.js";
 import { createConnection } from "./connection.js";
-import { $, dayKey, fmtDay, fmtFull, fmtShort, fmtTime, h, paintAvatar, reconcile } from "./dom.js";
+import { $, dayKey, fmtDay, fmtFull, fmtShort, fmtTime, h, hue, paintAvatar, reconcile } from "./dom.js";
 import { createStore, USER_ID_RE } from "./store.js";
 
 const SESSION_KEY = "relay-chat:session";
@@ -215,7 +215,10 @@ const handlers = {
     store.applySynced(f);
   },
   error(f) {
-    if (!store.applySendError(f)) toast(`${ERROR_TEXT[f.code] ?? f.code}${f.message ? `: ${f.message}` : ""}`);
+    const m = store.applySendError(f);
+    // Forbidden in a group: we were most likely removed; the group list tells.
+    if (m?.group != null && f.code === "forbidden") refreshGroupsSoon();
+    if (!m) toast(`${ERROR_TEXT[f.code] ?? f.code}${f.message ? `: ${f.message}` : ""}`);
   },
   pong() {},
   presence(f) {
@@ -517,7 +520,7 @@ function renderMembers(g) {
         h("span", { class: "member-name" }, u === store.me ? `${u} (you)` : u),
         creator === u ? h("span", { class: "muted small" }, "creator") : null,
         creator === store.me && u !== store.me
-          ? h("button", { type: "button", class: "ghost small", onclick: () => removeMember(g.groupId, u) }, "Remove")
+          ? h("button", { type: "button", class: "ghost small", "data-testid": "member-remove", "aria-label": `Remove ${u}`, onclick: () => removeMember(g.groupId, u) }, "Remove")
           : null,
       ),
     ),
@@ -610,7 +613,7 @@ function messageEl(m, showSender) {
       "data-testid": "message",
       dataset: { msgid: m.msgId ?? "", id: m.id ?? "", status: m.status, from: m.from },
     },
-    showSender && !mine ? h("div", { class: "sender" }, m.from) : null,
+    showSender && !mine ? h("div", { class: "sender", style: `--h: ${hue(m.from)}` }, m.from) : null,
     h(
       "div",
       { class: "bubble" },

@@ -20,7 +20,8 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-function hue(s) {
+/** A stable hue (0..359) for a name: its avatar and sender colour. */
+export function hue(s) {
   let x = 0;
   for (let i = 0; i < s.length; i++) x = (x * 31 + s.charCodeAt(i)) >>> 0;
   return x % 360;
