@@ -1,0 +1,266 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import postgres from "postgres";
+import { mintToken, TestClient, uniqueUser } from "../../test/client.ts";
+import { startCluster, type Cluster } from "../../test/harness.ts";
+
+// Accounts and the bearer-token door (CONTRACT.md section 2) on real processes: discover, two ws
+// instances and persist over Redis, RabbitMQ and PostgreSQL.
+
+let cluster: Cluster;
+let sql: postgres.Sql;
+const clients: TestClient[] = [];
+
+beforeAll(async () => {
+  cluster = await startCluster({ ws: 2 });
+  sql = postgres(process.env.DATABASE_URL!, { max: 2, onnotice: () => {} });
+}, 60_000);
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await sql?.end();
+  await cluster?.stop();
+});
+
+const A = () => cluster.wsUrls[0]!;
+const B = () => cluster.wsUrls[1]!;
+const PASSWORD = "s3cret-enough";
+
+async function post(base: string, path: string, body: unknown, raw = false): Promise<Response> {
+  return fetch(`${base}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: raw ? (body as string) : JSON.stringify(body),
+  });
+}
+
+async function register(base: string, username: string, password = PASSWORD) {
+  const res = await post(base, "/api/register", { username, password });
+  return { status: res.status, body: (await res.json()) as { userId?: string; token?: string; error?: string } };
+}
+
+/** The token opens both doors: an /api route (200) and a WebSocket whose ping is answered. */
+async function expectTokenWorks(token: string, user: string, base = A()) {
+  const res = await fetch(`${base}/api/groups`, { headers: { authorization: `Bearer ${token}` } });
+  expect(res.status).toBe(200);
+  expect(Array.isArray(((await res.json()) as { groups: unknown }).groups)).toBe(true);
+  const c = await TestClient.connect(base, user, token);
+  clients.push(c);
+  c.send({ type: "ping" });
+  await c.next((f) => f.type === "pong", "pong");
+  c.close();
+}
+
+describe("register", () => {
+  test("201 with userId and a token that works on /ws and /api of every instance", async () => {
+    const name = uniqueUser("reg");
+    const r = await register(A(), name);
+    expect(r.status).toBe(201);
+    expect(Object.keys(r.body).sort()).toEqual(["token", "userId"]);
+    expect(r.body.userId).toBe(name);
+    expect(typeof r.body.token).toBe("string");
+    await expectTokenWorks(r.body.token!, name, A());
+    await expectTokenWorks(r.body.token!, name, B());
+  });
+
+  test("the full character set and the 64-character limit are accepted", async () => {
+    const tail = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
+    for (const name of [`A.b_c-9.${tail}`, `L${tail}`.padEnd(64, "x")]) {
+      const r = await register(A(), name);
+      expect(r.status).toBe(201);
+      expect(r.body.userId).toBe(name);
+    }
+  });
+
+  test("409 when the username is taken, on either instance, whatever the password", async () => {
+    const name = uniqueUser("taken");
+    expect((await register(A(), name)).status).toBe(201);
+    const again = await register(B(), name, "another password");
+    expect(again.status).toBe(409);
+    expect(typeof again.body.error).toBe("string");
+    // The first password still logs in: the second registration changed nothing.
+    expect((await post(A(), "/api/login", { username: name, password: PASSWORD })).status).toBe(200);
+    expect((await post(A(), "/api/login", { username: name, password: "another password" })).status).toBe(401);
+  });
+
+  test("concurrent registrations of one name: exactly one wins", async () => {
+    const name = uniqueUser("race");
+    const rs = await Promise.all([A(), B(), A(), B()].map((base) => register(base, name)));
+    expect(rs.map((r) => r.status).sort()).toEqual([201, 409, 409, 409]);
+  });
+
+  const invalid: Array<[string, string, boolean?]> = [
+    ["a username with a space", JSON.stringify({ username: "bad name", password: PASSWORD })],
+    ["a username with a slash", JSON.stringify({ username: "bad/name", password: PASSWORD })],
+    ["a username with a non-ASCII letter", JSON.stringify({ username: "zoë", password: PASSWORD })],
+    ["an empty username", JSON.stringify({ username: "", password: PASSWORD })],
+    ["a 65-character username", JSON.stringify({ username: "x".repeat(65), password: PASSWORD })],
+    ["a numeric username", JSON.stringify({ username: 12345, password: PASSWORD })],
+    ["a 7-character password", JSON.stringify({ username: "seven-chars", password: "1234567" })],
+    ["a 129-character password", JSON.stringify({ username: "long-pw", password: "p".repeat(129) })],
+    ["a numeric password", JSON.stringify({ username: "num-pw", password: 123456789 })],
+    ["no password", JSON.stringify({ username: "no-pw" })],
+    ["no username", JSON.stringify({ password: PASSWORD })],
+    ["an empty object", "{}"],
+    ["malformed JSON", '{"username": "x", "password":'],
+    ["an array", JSON.stringify([{ username: "arr", password: PASSWORD }])],
+    ["a string", JSON.stringify("username=x&password=y")],
+    ["null", "null"],
+    ["an empty body", ""],
+  ];
+  test.each(invalid)("400 for %s", async (_, text) => {
+    const res = await post(A(), "/api/register", text, true);
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: unknown };
+    expect(typeof body.error).toBe("string");
+  });
+
+  test("400 at the boundaries, 201 just inside them (8 and 128 characters)", async () => {
+    for (const password of ["p".repeat(8), "p".repeat(128)]) {
+      const name = uniqueUser("pw");
+      expect((await register(A(), name, password)).status).toBe(201);
+      expect((await post(A(), "/api/login", { username: name, password })).status).toBe(200);
+    }
+  });
+
+  test("passwords are stored only as argon2id hashes, salted", async () => {
+    const [one, two] = [uniqueUser("hash"), uniqueUser("hash")];
+    const password = "the-same-Password-for-both";
+    expect((await register(A(), one, password)).status).toBe(201);
+    expect((await register(B(), two, password)).status).toBe(201);
+    const rows = await sql<Array<{ id: string; password_hash: string }>>`select id, password_hash from users where id in ${sql([one, two])} order by id`;
+    expect(rows).toHaveLength(2);
+    for (const r of rows) {
+      expect(r.password_hash.startsWith("$argon2id$")).toBe(true);
+      expect(r.password_hash).not.toContain(password);
+      expect(await Bun.password.verify(password, r.password_hash)).toBe(true);
+    }
+    expect(rows[0]!.password_hash).not.toBe(rows[1]!.password_hash);
+    // No other column holds the password either.
+    const all = await sql`select * from users where id = ${one}`;
+    expect(JSON.stringify(all)).not.toContain(password);
+  });
+});
+
+describe("login", () => {
+  test("200 with a working token, on the other instance too", async () => {
+    const name = uniqueUser("login");
+    expect((await register(A(), name)).status).toBe(201);
+    const res = await post(B(), "/api/login", { username: name, password: PASSWORD });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { userId: string; token: string };
+    expect(Object.keys(body).sort()).toEqual(["token", "userId"]);
+    expect(body.userId).toBe(name);
+    await expectTokenWorks(body.token, name, B());
+  });
+
+  test("401 with the same answer for a wrong password and for an unknown user", async () => {
+    const name = uniqueUser("login");
+    expect((await register(A(), name)).status).toBe(201);
+    const wrong = await post(A(), "/api/login", { username: name, password: "not-the-password" });
+    const unknown = await post(A(), "/api/login", { username: uniqueUser("nobody"), password: PASSWORD });
+    const caseChanged = await post(A(), "/api/login", { username: name.toUpperCase(), password: PASSWORD });
+    expect([wrong.status, unknown.status, caseChanged.status]).toEqual([401, 401, 401]);
+    const [w, u, c] = await Promise.all([wrong.text(), unknown.text(), caseChanged.text()]);
+    expect(u).toBe(w);
+    expect(c).toBe(w);
+    expect(unknown.headers.get("content-type")).toBe(wrong.headers.get("content-type"));
+  });
+
+  test("an unknown user costs a password verification too (no fast path)", async () => {
+    // Not a timing oracle test; it checks the unknown-user path verifies against a slow hash at all.
+    const name = uniqueUser("login");
+    expect((await register(A(), name)).status).toBe(201);
+    const time = async (username: string) => {
+      const t0 = performance.now();
+      expect((await post(A(), "/api/login", { username, password: "wrong-password" })).status).toBe(401);
+      return performance.now() - t0;
+    };
+    await time(name); // warm up
+    const wrong = Math.min(await time(name), await time(name), await time(name));
+    const unknown = Math.min(await time(uniqueUser()), await time(uniqueUser()), await time(uniqueUser()));
+    expect(unknown).toBeGreaterThan(wrong / 4);
+  });
+
+  test.each([
+    ["no password", JSON.stringify({ username: "someone" })],
+    ["malformed JSON", "{"],
+    ["an array", "[]"],
+  ])("400 for %s", async (_, text) => {
+    expect((await post(A(), "/api/login", text, true)).status).toBe(400);
+  });
+});
+
+describe("bearer tokens on /api", () => {
+  const routes: Array<[string, string, unknown?]> = [
+    ["GET", "/api/groups"],
+    ["POST", "/api/groups", { name: "g", members: [] }],
+    ["POST", "/api/groups/g_any/members", { userId: "someone" }],
+    ["DELETE", "/api/groups/g_any/members/someone"],
+    ["GET", "/api/messages?with=someone"],
+    ["GET", "/api/messages?group=g_any"],
+    ["GET", "/api/presence?users=someone"],
+    ["GET", "/api/no-such-route"],
+  ];
+
+  async function call(method: string, path: string, body: unknown, authorization?: string) {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (authorization !== undefined) headers.authorization = authorization;
+    return fetch(`${A()}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  }
+
+  test("every route but register and login answers 401 to a missing, garbage, expired, foreign or ill-formed token", async () => {
+    const user = uniqueUser("tok");
+    const now = Math.floor(Date.now() / 1000);
+    const unsigned = (payload: object) =>
+      `${Buffer.from(JSON.stringify({ alg: "none", typ: "JWT" })).toString("base64url")}.${Buffer.from(JSON.stringify(payload)).toString("base64url")}.`;
+    const bad: Array<[string, string | undefined]> = [
+      ["no header", undefined],
+      ["an empty header", ""],
+      ["a bare token without Bearer", await mintToken(user, cluster.jwtSecret)],
+      ["Basic auth", `Basic ${btoa(`${user}:${PASSWORD}`)}`],
+      ["garbage", "Bearer garbage"],
+      ["a truncated token", `Bearer ${(await mintToken(user, cluster.jwtSecret)).slice(0, -4)}`],
+      ["an expired token", `Bearer ${await mintToken(user, cluster.jwtSecret, { exp: now - 10 })}`],
+      ["exp 0", `Bearer ${await mintToken(user, cluster.jwtSecret, { exp: 0 })}`],
+      ["a non-numeric exp", `Bearer ${await mintToken(user, cluster.jwtSecret, { exp: "never" })}`],
+      ["a token not valid before an hour from now", `Bearer ${await mintToken(user, cluster.jwtSecret, { nbf: now + 3600 })}`],
+      ["a token signed with another key", `Bearer ${await mintToken(user, "another-key-another-key-another-key")}`],
+      ["an unsigned (alg none) token", `Bearer ${unsigned({ sub: user })}`],
+      ["a sub with a space", `Bearer ${await mintToken("bad user", cluster.jwtSecret)}`],
+      ["a 65-character sub", `Bearer ${await mintToken("x".repeat(65), cluster.jwtSecret)}`],
+      ["an empty sub", `Bearer ${await mintToken("", cluster.jwtSecret)}`],
+      ["a numeric sub", `Bearer ${await mintToken(42 as unknown as string, cluster.jwtSecret)}`],
+      ["no sub", `Bearer ${await (await import("hono/jwt")).sign({ iat: now }, cluster.jwtSecret, "HS256")}`],
+    ];
+    for (const [method, path, body] of routes) {
+      for (const [what, auth] of bad) {
+        const res = await call(method, path, body, auth);
+        if (res.status !== 401) throw new Error(`${method} ${path} with ${what}: ${res.status}, expected 401`);
+        expect(typeof ((await res.json()) as { error: unknown }).error).toBe("string");
+      }
+    }
+  });
+
+  test("a token minted with JWT_SECRET for an unregistered user works on /api and /ws, with or without exp", async () => {
+    const user = uniqueUser("minted");
+    const future = Math.floor(Date.now() / 1000) + 3600;
+    for (const token of [await mintToken(user, cluster.jwtSecret), await mintToken(user, cluster.jwtSecret, { exp: future })]) {
+      for (const [method, path, body] of routes.filter(([, p]) => p !== "/api/no-such-route")) {
+        const res = await call(method, path, body, `Bearer ${token}`);
+        expect([401, 500, 503]).not.toContain(res.status);
+      }
+      await expectTokenWorks(token, user, A());
+      await expectTokenWorks(token, user, B());
+    }
+    const rows = await sql`select id from users where id = ${user}`;
+    expect(rows).toHaveLength(0);
+  });
+
+  test("register and login need no token, and ignore a bad one", async () => {
+    const name = uniqueUser("open");
+    const headers = { "content-type": "application/json", authorization: "Bearer garbage" };
+    const reg = await fetch(`${A()}/api/register`, { method: "POST", headers, body: JSON.stringify({ username: name, password: PASSWORD }) });
+    expect(reg.status).toBe(201);
+    const login = await fetch(`${A()}/api/login`, { method: "POST", headers, body: JSON.stringify({ username: name, password: PASSWORD }) });
+    expect(login.status).toBe(200);
+  });
+});
