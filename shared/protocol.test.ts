@@ -17,6 +17,7 @@ describe("parseClientFrame", () => {
     expect(parseClientFrame('{"type":"sync"}')).toEqual({ ok: true, frame: { type: "sync" } });
     expect(parseClientFrame('{"type":"sync","after":"42"}')).toEqual({ ok: true, frame: { type: "sync", after: "42" } });
     expect(parseClientFrame('{"type":"ping"}')).toEqual({ ok: true, frame: { type: "ping" } });
+    expect(parseClientFrame('{"type":"watch","users":["a","b"]}')).toEqual({ ok: true, frame: { type: "watch", users: ["a", "b"] } });
   });
 
   test.each([
@@ -40,6 +41,9 @@ describe("parseClientFrame", () => {
     ["sync with a bad cursor", '{"type":"sync","after":"abc"}'],
     ["sync with a numeric cursor", '{"type":"sync","after":5}'],
     ["sync with a negative cursor", '{"type":"sync","after":"-1"}'],
+    ["watch without users", '{"type":"watch"}'],
+    ["watch with a bad user id", '{"type":"watch","users":["a b"]}'],
+    ["watch with too many users", JSON.stringify({ type: "watch", users: Array.from({ length: 1001 }, (_, i) => `u${i}`) })],
   ])("rejects %s with bad_request", (_, text) => {
     expect(bad(text).code).toBe("bad_request");
   });

@@ -21,11 +21,14 @@ export const SendFrame = z.union([
 ]);
 export const SyncFrame = z.strictObject({ type: z.literal("sync"), after: Cursor.optional() });
 export const PingFrame = z.strictObject({ type: z.literal("ping") });
+/** Addition: replaces the set of users whose presence this connection is told about. */
+export const MAX_WATCHED = 1000;
+export const WatchFrame = z.strictObject({ type: z.literal("watch"), users: z.array(UserId).max(MAX_WATCHED) });
 
-export const CLIENT_FRAME_TYPES = ["send", "sync", "ping"] as const;
+export const CLIENT_FRAME_TYPES = ["send", "sync", "ping", "watch"] as const;
 export type SendFrame = z.infer<typeof SendFrame>;
 export type SyncFrame = z.infer<typeof SyncFrame>;
-export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame>;
+export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame> | z.infer<typeof WatchFrame>;
 
 /** Client-visible error codes: the one table of them. */
 export const ERROR_CODES = ["bad_request", "too_large", "forbidden", "rate_limited", "unavailable"] as const;
@@ -104,6 +107,9 @@ export function parseClientFrame(text: string): ParsedFrame {
       break;
     case "ping":
       schema = PingFrame;
+      break;
+    case "watch":
+      schema = WatchFrame;
       break;
     default:
       return { ok: false, code: "bad_request", message: `unknown frame type; expected one of ${CLIENT_FRAME_TYPES.join(", ")}`, ...withId };

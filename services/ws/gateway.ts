@@ -6,6 +6,8 @@ import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type ServerFrame, 
 import type { ConnData, Conn, Connections } from "./connections.ts";
 import { deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
 import { createRateLimiter } from "./rate-limit.ts";
+import { sendFrame } from "./frames.ts";
+import type { PresenceWatch } from "./presence.ts";
 
 /** Frames a connection may have waiting to be handled, and sends awaiting their ack. */
 export const MAX_QUEUED_FRAMES = 1000;
@@ -14,9 +16,6 @@ export const MAX_INFLIGHT_SENDS = 1000;
 export const BACKPRESSURE_LIMIT = 4 << 20;
 const READY_TIMEOUT_MS = 5000;
 
-export function sendFrame(ws: Conn, f: ServerFrame) {
-  ws.send(JSON.stringify(f));
-}
 
 /**
  * The WebSocket side of the gateway. Frames of one connection are handled in order (a chain);
@@ -27,6 +26,7 @@ export function createGateway(opts: {
   connections: Connections;
   pipeline: Pipeline;
   sync: (ws: Conn, after: number) => Promise<void>;
+  presence: PresenceWatch;
   log: Logger;
   metrics: Metrics;
   rate: { perSec: number; burst: number };
@@ -68,6 +68,10 @@ export function createGateway(opts: {
         return sendFrame(ws, { type: "pong" });
       case "sync":
         return opts.sync(ws, frame.after === undefined ? 0 : Number(frame.after));
+      case "watch":
+        return opts.presence.watch(ws, frame.users).catch(() => {
+          sendFrame(ws, { type: "error", code: "unavailable", message: "presence is unavailable right now; watch again later" });
+        });
       case "send":
         if (!limiter.take(ws.data.user)) {
           return sendFrame(ws, { type: "error", id: frame.id, code: "rate_limited", message: "too many messages; slow down" });
@@ -121,6 +125,7 @@ export function createGateway(opts: {
     close(ws) {
       ws.data.open = false;
       opts.connections.remove(ws);
+      opts.presence.unwatch(ws);
       connGauge.dec();
     },
   };

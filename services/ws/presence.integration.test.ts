@@ -110,6 +110,20 @@ describe("presence", () => {
     expect(typeof ((await res.json()) as { error: unknown }).error).toBe("string");
   });
 
+  test("watch: the current state at once, then pushed presence frames when it changes", async () => {
+    const [watcher, friend] = [uniqueUser("watcher"), uniqueUser("friend")];
+    const w = await connect(A(), watcher);
+    w.send({ type: "watch", users: [friend] });
+    expect(await w.next((f) => f.type === "presence" && f.user === friend, "initial presence")).toMatchObject({ online: false });
+    const f1 = await connect(B(), friend);
+    expect(await w.next((f) => f.type === "presence" && f.user === friend, "online push")).toMatchObject({ online: true });
+    f1.close();
+    expect(await w.next((f) => f.type === "presence" && f.user === friend, "offline push")).toMatchObject({ online: false });
+    // Watching nobody stops the pushes; a malformed watch is a bad_request and changes nothing.
+    w.send({ type: "watch", users: ["not valid!"] });
+    expect((await w.next((f) => f.type === "error", "bad watch")).code).toBe("bad_request");
+  });
+
   test("after an instance is killed with SIGKILL its users show offline within 10 s (unless connected elsewhere)", async () => {
     const [stranded, roaming] = [uniqueUser("stranded"), uniqueUser("roaming")];
     const s = await connect(B(), stranded);

@@ -9,6 +9,7 @@ import { bearer, verifyUserToken } from "./auth.ts";
 import { createConnections, type ConnData } from "./connections.ts";
 import { createGateway } from "./gateway.ts";
 import { createPipeline } from "./pipeline.ts";
+import { createPresenceWatch } from "./presence.ts";
 import { createRouter } from "./router.ts";
 import { membersOf } from "./store.ts";
 import { createSync } from "./sync.ts";
@@ -47,7 +48,16 @@ export async function startWsService(deps: WsDeps) {
     log,
     metrics,
   });
-  const gateway = createGateway({ connections, pipeline, sync: createSync({ db: deps.db.db, queue: deps.queue, log }), log, metrics, rate: deps.rate });
+  const presence = createPresenceWatch({ directory: deps.directory, log, intervalMs: 2000 });
+  const gateway = createGateway({
+    connections,
+    pipeline,
+    sync: createSync({ db: deps.db.db, queue: deps.queue, log }),
+    presence,
+    log,
+    metrics,
+    rate: deps.rate,
+  });
   const health = async () => ({
     queue: deps.queue.ready(),
     directory: connections.healthy(),
@@ -85,6 +95,7 @@ export async function startWsService(deps: WsDeps) {
     stop(): Promise<void> {
       stopping ??= (async () => {
         server.stop(false);
+        presence.stop();
         await pipeline.drain(5000);
         gateway.closeAll();
         await connections.stop();

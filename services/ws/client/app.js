@@ -195,6 +195,8 @@ function onOpen() {
   conn.send(store.cursor ? { type: "sync", after: store.cursor } : { type: "sync" });
   for (const m of store.outbox()) transmit(m);
   refreshGroups();
+  watched = "";
+  pollPresence();
 }
 
 function resendStale() {
@@ -249,6 +251,7 @@ async function refreshGroups() {
   } catch {}
 }
 
+let watched = "";
 async function pollPresence() {
   if (!store || document.hidden) return;
   const users = new Set();
@@ -257,6 +260,10 @@ async function pollPresence() {
   for (const u of g?.members ?? []) users.add(u);
   users.delete(store.me);
   const list = [...users].slice(0, 100);
+  // Ask the server to push changes of these users (presence frames); the HTTP poll stays as a
+  // fallback for servers without push.
+  const key = list.sort().join(",");
+  if (key !== watched && conn?.isOpen && conn.send({ type: "watch", users: list })) watched = key;
   if (!list.length) return;
   try {
     const r = await api.presence(list);
