@@ -1,4 +1,4 @@
-import { ConfigError, loadConfigOrExit, requireKeys } from "../../shared/config.ts";
+import { loadConfigOrExit, requireKeys } from "../../shared/config.ts";
 import { createRedisDirectory } from "../../shared/directory/directory-redis.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
@@ -8,18 +8,8 @@ import { createDiscoverApp } from "./app.ts";
 const SWEEP_EVERY_MS = 3000;
 const DEFAULT_PORT = 3000;
 
-function loadConfig() {
-  const cfg = loadConfigOrExit();
-  try {
-    return requireKeys(cfg, ["REDIS_URL", "INTERNAL_SECRET"]);
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    console.error(`config error: ${e.message}`);
-    process.exit(2);
-  }
-}
+const cfg = requireKeys(loadConfigOrExit(), ["REDIS_URL", "INTERNAL_SECRET"], "discover");
 
-const cfg = loadConfig();
 const log = createLogger({ service: "discover" }, cfg.LOG_LEVEL);
 const redis = createRedis(cfg.REDIS_URL, log.child({ dep: "redis" }));
 const directory = createRedisDirectory(redis, { prefix: cfg.REDIS_PREFIX });

@@ -1,5 +1,5 @@
 import { createAmqpConnection } from "../../shared/amqp.ts";
-import { ConfigError, loadConfigOrExit, requireKeys } from "../../shared/config.ts";
+import { loadConfigOrExit, requireKeys } from "../../shared/config.ts";
 import { openPostgres } from "../../shared/db/index.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
@@ -12,18 +12,8 @@ const DEFAULT_PORT = 3003;
 const DRAIN_MS = 7000;
 const EXIT_DEADLINE_MS = 9500;
 
-function loadConfig() {
-  const cfg = loadConfigOrExit();
-  try {
-    return requireKeys(cfg, ["AMQP_URL", "DATABASE_URL"]);
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    console.error(`config error: ${e.message}`);
-    process.exit(2);
-  }
-}
+const cfg = requireKeys(loadConfigOrExit(), ["AMQP_URL", "DATABASE_URL"], "persist");
 
-const cfg = loadConfig();
 const log = createLogger({ service: "persist" }, cfg.LOG_LEVEL);
 const metrics = createMetrics("persist");
 const persistMetrics = createPersistMetrics(metrics);

@@ -1,27 +1,15 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import postgres from "postgres";
+import { describe, expect, test } from "bun:test";
 import { mintToken, TestClient, uniqueUser } from "../../test/client.ts";
-import { startCluster, type Cluster } from "../../test/harness.ts";
+import { useCluster } from "../../test/fixture.ts";
 
 // Accounts and the bearer-token door (CONTRACT.md section 2) on real processes: discover, two ws
 // instances and persist over Redis, RabbitMQ and PostgreSQL.
 
-let cluster: Cluster;
-let sql: postgres.Sql;
-const clients: TestClient[] = [];
+const fx = useCluster({ ws: 2 });
+const sql = () => fx.sql();
 
-beforeAll(async () => {
-  cluster = await startCluster({ ws: 2 });
-  sql = postgres(process.env.DATABASE_URL!, { max: 2, onnotice: () => {} });
-}, 60_000);
-afterAll(async () => {
-  for (const c of clients) c.close();
-  await sql?.end();
-  await cluster?.stop();
-});
-
-const A = () => cluster.wsUrls[0]!;
-const B = () => cluster.wsUrls[1]!;
+const A = fx.A;
+const B = fx.B;
 const PASSWORD = "s3cret-enough";
 
 async function post(base: string, path: string, body: unknown, raw = false): Promise<Response> {
@@ -43,7 +31,7 @@ async function expectTokenWorks(token: string, user: string, base = A()) {
   expect(res.status).toBe(200);
   expect(Array.isArray(((await res.json()) as { groups: unknown }).groups)).toBe(true);
   const c = await TestClient.connect(base, user, token);
-  clients.push(c);
+  fx.track(c);
   c.send({ type: "ping" });
   await c.next((f) => f.type === "pong", "pong");
   c.close();
@@ -126,7 +114,7 @@ describe("register", () => {
     const password = "the-same-Password-for-both";
     expect((await register(A(), one, password)).status).toBe(201);
     expect((await register(B(), two, password)).status).toBe(201);
-    const rows = await sql<Array<{ id: string; password_hash: string }>>`select id, password_hash from users where id in ${sql([one, two])} order by id`;
+    const rows = await sql()<Array<{ id: string; password_hash: string }>>`select id, password_hash from users where id in ${sql()([one, two])} order by id`;
     expect(rows).toHaveLength(2);
     for (const r of rows) {
       expect(r.password_hash.startsWith("$argon2id$")).toBe(true);
@@ -135,7 +123,7 @@ describe("register", () => {
     }
     expect(rows[0]!.password_hash).not.toBe(rows[1]!.password_hash);
     // No other column holds the password either.
-    const all = await sql`select * from users where id = ${one}`;
+    const all = await sql()`select * from users where id = ${one}`;
     expect(JSON.stringify(all)).not.toContain(password);
   });
 });
@@ -215,21 +203,21 @@ describe("bearer tokens on /api", () => {
     const bad: Array<[string, string | undefined]> = [
       ["no header", undefined],
       ["an empty header", ""],
-      ["a bare token without Bearer", await mintToken(user, cluster.jwtSecret)],
+      ["a bare token without Bearer", await mintToken(user, fx.cluster.jwtSecret)],
       ["Basic auth", `Basic ${btoa(`${user}:${PASSWORD}`)}`],
       ["garbage", "Bearer garbage"],
-      ["a truncated token", `Bearer ${(await mintToken(user, cluster.jwtSecret)).slice(0, -4)}`],
-      ["an expired token", `Bearer ${await mintToken(user, cluster.jwtSecret, { exp: now - 10 })}`],
-      ["exp 0", `Bearer ${await mintToken(user, cluster.jwtSecret, { exp: 0 })}`],
-      ["a non-numeric exp", `Bearer ${await mintToken(user, cluster.jwtSecret, { exp: "never" })}`],
-      ["a token not valid before an hour from now", `Bearer ${await mintToken(user, cluster.jwtSecret, { nbf: now + 3600 })}`],
+      ["a truncated token", `Bearer ${(await mintToken(user, fx.cluster.jwtSecret)).slice(0, -4)}`],
+      ["an expired token", `Bearer ${await mintToken(user, fx.cluster.jwtSecret, { exp: now - 10 })}`],
+      ["exp 0", `Bearer ${await mintToken(user, fx.cluster.jwtSecret, { exp: 0 })}`],
+      ["a non-numeric exp", `Bearer ${await mintToken(user, fx.cluster.jwtSecret, { exp: "never" })}`],
+      ["a token not valid before an hour from now", `Bearer ${await mintToken(user, fx.cluster.jwtSecret, { nbf: now + 3600 })}`],
       ["a token signed with another key", `Bearer ${await mintToken(user, "another-key-another-key-another-key")}`],
       ["an unsigned (alg none) token", `Bearer ${unsigned({ sub: user })}`],
-      ["a sub with a space", `Bearer ${await mintToken("bad user", cluster.jwtSecret)}`],
-      ["a 65-character sub", `Bearer ${await mintToken("x".repeat(65), cluster.jwtSecret)}`],
-      ["an empty sub", `Bearer ${await mintToken("", cluster.jwtSecret)}`],
-      ["a numeric sub", `Bearer ${await mintToken(42 as unknown as string, cluster.jwtSecret)}`],
-      ["no sub", `Bearer ${await (await import("hono/jwt")).sign({ iat: now }, cluster.jwtSecret, "HS256")}`],
+      ["a sub with a space", `Bearer ${await mintToken("bad user", fx.cluster.jwtSecret)}`],
+      ["a 65-character sub", `Bearer ${await mintToken("x".repeat(65), fx.cluster.jwtSecret)}`],
+      ["an empty sub", `Bearer ${await mintToken("", fx.cluster.jwtSecret)}`],
+      ["a numeric sub", `Bearer ${await mintToken(42 as unknown as string, fx.cluster.jwtSecret)}`],
+      ["no sub", `Bearer ${await (await import("hono/jwt")).sign({ iat: now }, fx.cluster.jwtSecret, "HS256")}`],
     ];
     for (const [method, path, body] of routes) {
       for (const [what, auth] of bad) {
@@ -243,7 +231,7 @@ describe("bearer tokens on /api", () => {
   test("a token minted with JWT_SECRET for an unregistered user works on /api and /ws, with or without exp", async () => {
     const user = uniqueUser("minted");
     const future = Math.floor(Date.now() / 1000) + 3600;
-    for (const token of [await mintToken(user, cluster.jwtSecret), await mintToken(user, cluster.jwtSecret, { exp: future })]) {
+    for (const token of [await mintToken(user, fx.cluster.jwtSecret), await mintToken(user, fx.cluster.jwtSecret, { exp: future })]) {
       for (const [method, path, body] of routes.filter(([, p]) => p !== "/api/no-such-route")) {
         const res = await call(method, path, body, `Bearer ${token}`);
         expect([401, 500, 503]).not.toContain(res.status);
@@ -251,7 +239,7 @@ describe("bearer tokens on /api", () => {
       await expectTokenWorks(token, user, A());
       await expectTokenWorks(token, user, B());
     }
-    const rows = await sql`select id from users where id = ${user}`;
+    const rows = await sql()`select id from users where id = ${user}`;
     expect(rows).toHaveLength(0);
   });
 

@@ -1,27 +1,15 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import postgres from "postgres";
+import { describe, expect, test } from "bun:test";
 import { mintToken, TestClient, uniqueUser, type Frame } from "../../test/client.ts";
-import { startCluster, type Cluster } from "../../test/harness.ts";
+import { useCluster } from "../../test/fixture.ts";
 
 // Groups (CONTRACT.md sections 3 and 4) on real processes: discover, two ws instances and persist
 // over Redis, RabbitMQ and PostgreSQL. Users are minted (no registration needed).
 
-let cluster: Cluster;
-let sql: postgres.Sql;
-const clients: TestClient[] = [];
+const fx = useCluster({ ws: 2 });
+const sql = () => fx.sql();
 
-beforeAll(async () => {
-  cluster = await startCluster({ ws: 2 });
-  sql = postgres(process.env.DATABASE_URL!, { max: 2, onnotice: () => {} });
-}, 60_000);
-afterAll(async () => {
-  for (const c of clients) c.close();
-  await sql?.end();
-  await cluster?.stop();
-});
-
-const A = () => cluster.wsUrls[0]!;
-const B = () => cluster.wsUrls[1]!;
+const A = fx.A;
+const B = fx.B;
 
 interface Group {
   groupId: string;
@@ -30,18 +18,11 @@ interface Group {
   creator?: string;
 }
 
-async function connect(url: string, user: string): Promise<TestClient> {
-  const c = await TestClient.connect(url, user, await mintToken(user, cluster.jwtSecret));
-  clients.push(c);
-  // A ping answered means the connection is registered in the directory.
-  c.send({ type: "ping" });
-  await c.next((f) => f.type === "pong", "pong");
-  return c;
-}
+const connect = fx.connect;
 
 /** Calls the API as `user` (a minted token) and returns the status and the parsed body. */
 async function api(user: string, method: string, path: string, body?: unknown, base = A()): Promise<{ status: number; body: any }> {
-  const headers: Record<string, string> = { authorization: `Bearer ${await mintToken(user, cluster.jwtSecret)}` };
+  const headers: Record<string, string> = { authorization: `Bearer ${await mintToken(user, fx.cluster.jwtSecret)}` };
   if (body !== undefined) headers["content-type"] = "application/json";
   const res = await fetch(`${base}${path}`, { method, headers, body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body) });
   const text = await res.text();
@@ -66,7 +47,7 @@ const messageFor = (msgId: string) => (f: Frame) => f.type === "message" && f.ms
 async function waitForRows(ids: string[], deadlineMs = 5000) {
   const until = Date.now() + deadlineMs;
   for (;;) {
-    const rows = await sql<Array<{ id: string }>>`select id from messages where id in ${sql(ids)}`;
+    const rows = await sql()<Array<{ id: string }>>`select id from messages where id in ${sql()(ids)}`;
     if (rows.length >= ids.length || Date.now() > until) return rows;
     await Bun.sleep(20);
   }
@@ -241,7 +222,7 @@ describe("group messages", () => {
     // One row per message, not one per member.
     const rows = await waitForRows([ack.msgId, reply.msgId]);
     expect(rows).toHaveLength(2);
-    const stored = await sql<Array<{ id: string; body: string; group_id: string }>>`select id, body, group_id from messages where group_id = ${g.groupId} order by seq`;
+    const stored = await sql()<Array<{ id: string; body: string; group_id: string }>>`select id, body, group_id from messages where group_id = ${g.groupId} order by seq`;
     expect(stored.map((r) => [r.id, r.body])).toEqual([
       [ack.msgId, "hello all"],
       [reply.msgId, "hi from B"],
@@ -252,7 +233,7 @@ describe("group messages", () => {
     expect(again).toMatchObject({ type: "ack", msgId: ack.msgId, ts: ack.ts });
     await flushTo(c1, a1);
     expect(c1.frames.filter(messageFor(ack.msgId))).toHaveLength(1);
-    expect((await sql`select id from messages where id = ${ack.msgId}`).length).toBe(1);
+    expect((await sql()`select id from messages where id = ${ack.msgId}`).length).toBe(1);
   });
 
   test("a group message reaches an offline member through sync", async () => {
@@ -283,7 +264,7 @@ describe("group messages", () => {
     await b.waitFor(messageFor(ok.msgId));
     expect(b.messages().filter((f) => f.body === "let me in")).toHaveLength(0);
     await waitForRows([ok.msgId]);
-    expect((await sql`select id from messages where group_id = ${g.groupId} and body = 'let me in'`).length).toBe(0);
+    expect((await sql()`select id from messages where group_id = ${g.groupId} and body = 'let me in'`).length).toBe(0);
     // Nor may the outsider read the group's history.
     expect((await api(mallory, "GET", `/api/messages?group=${g.groupId}`)).status).toBe(403);
   });

@@ -1,35 +1,19 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { mintToken, TestClient, uniqueUser } from "../../test/client.ts";
-import { startCluster, type Cluster } from "../../test/harness.ts";
+import { useCluster } from "../../test/fixture.ts";
 
 // Presence (CONTRACT.md sections 4 and 6) on real processes: discover, two ws instances and persist
 // over Redis, RabbitMQ and PostgreSQL. The last test kills an instance, so it runs last.
 
-let cluster: Cluster;
-const clients: TestClient[] = [];
+const fx = useCluster({ ws: 2 });
 
-beforeAll(async () => {
-  cluster = await startCluster({ ws: 2 });
-}, 60_000);
-afterAll(async () => {
-  for (const c of clients) c.close();
-  await cluster?.stop();
-});
+const A = fx.A;
+const B = fx.B;
 
-const A = () => cluster.wsUrls[0]!;
-const B = () => cluster.wsUrls[1]!;
-
-async function connect(url: string, user: string): Promise<TestClient> {
-  const c = await TestClient.connect(url, user, await mintToken(user, cluster.jwtSecret));
-  clients.push(c);
-  // A ping answered means the connection is registered in the directory.
-  c.send({ type: "ping" });
-  await c.next((f) => f.type === "pong", "pong");
-  return c;
-}
+const connect = fx.connect;
 
 async function presence(base: string, users: string, asker = uniqueUser("asker")): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${base}/api/presence?users=${users}`, { headers: { authorization: `Bearer ${await mintToken(asker, cluster.jwtSecret)}` } });
+  const res = await fetch(`${base}/api/presence?users=${users}`, { headers: { authorization: `Bearer ${await mintToken(asker, fx.cluster.jwtSecret)}` } });
   return { status: res.status, body: await res.json() };
 }
 
@@ -105,7 +89,7 @@ describe("presence", () => {
     ["a 65-character id", `users=${"x".repeat(65)}`],
     ["more than 1000 users", `users=${Array.from({ length: 1001 }, (_, i) => `u${i}`).join(",")}`],
   ])("400 for %s", async (_, q) => {
-    const res = await fetch(`${A()}/api/presence?${q}`, { headers: { authorization: `Bearer ${await mintToken(uniqueUser(), cluster.jwtSecret)}` } });
+    const res = await fetch(`${A()}/api/presence?${q}`, { headers: { authorization: `Bearer ${await mintToken(uniqueUser(), fx.cluster.jwtSecret)}` } });
     expect(res.status).toBe(400);
     expect(typeof ((await res.json()) as { error: unknown }).error).toBe("string");
   });
@@ -133,8 +117,8 @@ describe("presence", () => {
 
     const DEADLINE_MS = 10_000;
     const killedAt = Date.now();
-    cluster.ws[1]!.proc.kill("SIGKILL");
-    await cluster.ws[1]!.exited;
+    fx.cluster.ws[1]!.proc.kill("SIGKILL");
+    await fx.cluster.ws[1]!.exited;
     await s.closed;
     await until(A(), stranded, false, DEADLINE_MS);
     expect(Date.now() - killedAt).toBeLessThanOrEqual(DEADLINE_MS);

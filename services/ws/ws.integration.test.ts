@@ -1,38 +1,19 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import postgres from "postgres";
+import { describe, expect, test } from "bun:test";
 import { mintToken, TestClient, uniqueUser, type Frame } from "../../test/client.ts";
-import { startCluster, type Cluster } from "../../test/harness.ts";
+import { useCluster } from "../../test/fixture.ts";
 
-let cluster: Cluster;
-let sql: postgres.Sql;
-const clients: TestClient[] = [];
+const fx = useCluster({ ws: 2 });
+const sql = () => fx.sql();
 
-beforeAll(async () => {
-  cluster = await startCluster({ ws: 2 });
-  sql = postgres(process.env.DATABASE_URL!, { max: 2, onnotice: () => {} });
-}, 60_000);
-afterAll(async () => {
-  for (const c of clients) c.close();
-  await sql?.end();
-  await cluster?.stop();
-});
+const A = fx.A;
+const B = fx.B;
 
-const A = () => cluster.wsUrls[0]!;
-const B = () => cluster.wsUrls[1]!;
-
-async function connect(url: string, user: string): Promise<TestClient> {
-  const c = await TestClient.connect(url, user, await mintToken(user, cluster.jwtSecret));
-  clients.push(c);
-  // A ping answered means the connection is registered in the directory (frames wait for that).
-  c.send({ type: "ping" });
-  await c.next((f) => f.type === "pong", "pong");
-  return c;
-}
+const connect = fx.connect;
 
 const messageFor = (msgId: string) => (f: Frame) => f.type === "message" && f.msgId === msgId;
 
 async function rowsFor(ids: string[]): Promise<Array<{ id: string; body: string }>> {
-  return sql`select id, body from messages where id in ${sql(ids)}`;
+  return sql()`select id, body from messages where id in ${sql()(ids)}`;
 }
 
 async function waitForRows(ids: string[], deadlineMs = 5000) {
@@ -134,7 +115,7 @@ describe("history", () => {
     const acks: Frame[] = [];
     for (let i = 0; i < 7; i++) acks.push(await a.sendMessage({ to: bob }, `h${i}`));
     await waitForRows(acks.map((f) => f.msgId));
-    const token = await mintToken(bob, cluster.jwtSecret);
+    const token = await mintToken(bob, fx.cluster.jwtSecret);
     const get = async (q: string) => {
       const res = await fetch(`${B()}/api/messages?${q}`, { headers: { authorization: `Bearer ${token}` } });
       expect(res.status).toBe(200);
@@ -162,7 +143,7 @@ describe("history", () => {
     ["a zero limit", "with=a&limit=0"],
     ["a non-numeric limit", "with=a&limit=ten"],
   ])("400 for %s", async (_, q) => {
-    const token = await mintToken(uniqueUser(), cluster.jwtSecret);
+    const token = await mintToken(uniqueUser(), fx.cluster.jwtSecret);
     const res = await fetch(`${A()}/api/messages?${q}`, { headers: { authorization: `Bearer ${token}` } });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: string }).error.length).toBeGreaterThan(0);
@@ -172,9 +153,9 @@ describe("history", () => {
 describe("closed doors", () => {
   test("/ws without, with a bad, and with an expired token: 401 and no upgrade", async () => {
     const user = uniqueUser();
-    const expired = await mintToken(user, cluster.jwtSecret, { exp: Math.floor(Date.now() / 1000) - 10 });
+    const expired = await mintToken(user, fx.cluster.jwtSecret, { exp: Math.floor(Date.now() / 1000) - 10 });
     const wrongKey = await mintToken(user, "another-secret-another-secret");
-    const badSub = await mintToken("bad user!", cluster.jwtSecret);
+    const badSub = await mintToken("bad user!", fx.cluster.jwtSecret);
     for (const q of ["", "?token=", "?token=garbage", `?token=${expired}`, `?token=${wrongKey}`, `?token=${badSub}`]) {
       const res = await fetch(`${A()}/ws${q}`, { headers: { upgrade: "websocket", connection: "Upgrade", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "13" } });
       expect(res.status).toBe(401);
@@ -189,21 +170,21 @@ describe("closed doors", () => {
   });
 
   test("/internal without the secret: 401, and a user token never opens it", async () => {
-    const token = await mintToken(uniqueUser(), cluster.jwtSecret);
+    const token = await mintToken(uniqueUser(), fx.cluster.jwtSecret);
     const body = JSON.stringify({ deliveries: [] });
     for (const auth of [undefined, "Bearer wrong", `Bearer ${token}`]) {
       const res = await fetch(`${A()}/internal/deliver`, { method: "POST", body, headers: auth ? { authorization: auth } : {} });
       expect(res.status).toBe(401);
     }
-    const ok = await fetch(`${A()}/internal/deliver`, { method: "POST", body, headers: { authorization: `Bearer ${cluster.internalSecret}`, "content-type": "application/json" } });
+    const ok = await fetch(`${A()}/internal/deliver`, { method: "POST", body, headers: { authorization: `Bearer ${fx.cluster.internalSecret}`, "content-type": "application/json" } });
     expect(ok.status).toBe(200);
     for (const path of ["/v1/lookup"]) {
-      expect((await fetch(`${cluster.discoverUrl}${path}`, { method: "POST", body: '{"users":[]}', headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
+      expect((await fetch(`${fx.cluster.discoverUrl}${path}`, { method: "POST", body: '{"users":[]}', headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
     }
   });
 
   test("health and metrics answer on every service", async () => {
-    for (const url of [...cluster.wsUrls, cluster.discoverUrl, cluster.persistUrl]) {
+    for (const url of [...fx.cluster.wsUrls, fx.cluster.discoverUrl, fx.cluster.persistUrl]) {
       expect((await fetch(`${url}/health`)).status).toBe(200);
       const m = await fetch(`${url}/metrics`);
       expect(m.status).toBe(200);
