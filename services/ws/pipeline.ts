@@ -61,7 +61,7 @@ export function createPipeline(opts: {
   const claims = createTickBatcher<string, Claim>(async (ids) => {
     const r = await opts.ledger.claim([...new Set(ids)]);
     return ids.map((id) => r[id] ?? { state: "new" });
-  }, { maxInFlight: 2 });
+  }, { maxInFlight: 1 });
   const completes = createTickBatcher<{ msgId: string; ts: number }, void>(async (done) => {
     await opts.ledger.complete(done);
     return done.map(() => undefined);

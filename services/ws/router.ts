@@ -47,7 +47,7 @@ export function createRouter(opts: {
     const all = [...new Set(items.flat())];
     const found = await opts.directory.lookup(all);
     return items.map(() => found);
-  }, { maxInFlight: 2 });
+  }, { maxInFlight: 1 });
 
   const forwarders = new Map<string, ReturnType<typeof createTickBatcher<Delivery, void>>>();
   const forwarderFor = (inst: InstanceInfo) => {
@@ -56,7 +56,7 @@ export function createRouter(opts: {
       f = createTickBatcher<Delivery, void>(async (deliveries) => {
         await post(inst.url, deliveries);
         return deliveries.map(() => undefined);
-      }, { maxItems: 500, maxInFlight: 2 });
+      }, { maxItems: 500, maxInFlight: 1 });
       forwarders.set(inst.url, f);
     }
     return f;

@@ -183,6 +183,25 @@ describe("closed doors", () => {
     }
   });
 
+  test("/internal/deliver refuses malformed bodies with 400", async () => {
+    const m = { msgId: "m", id: "i", from: "a", to: "b", body: "x", ts: 1 };
+    const bodies = [
+      "not json",
+      "[]",
+      JSON.stringify({}),
+      JSON.stringify({ deliveries: "x" }),
+      JSON.stringify({ deliveries: [{ message: m }] }),
+      JSON.stringify({ deliveries: [{ message: m, users: [1] }] }),
+      JSON.stringify({ deliveries: [{ message: { ...m, ts: "1" }, users: ["b"] }] }),
+      JSON.stringify({ deliveries: [{ message: { ...m, group: "g" }, users: ["b"] }] }),
+      JSON.stringify({ deliveries: [{ message: null, users: ["b"] }] }),
+    ];
+    for (const body of bodies) {
+      const res = await fetch(`${A()}/internal/deliver`, { method: "POST", body, headers: { authorization: `Bearer ${fx.cluster.internalSecret}`, "content-type": "application/json" } });
+      expect(res.status).toBe(400);
+    }
+  });
+
   test("health and metrics answer on every service", async () => {
     for (const url of [...fx.cluster.wsUrls, fx.cluster.discoverUrl, fx.cluster.persistUrl]) {
       expect((await fetch(`${url}/health`)).status).toBe(200);
