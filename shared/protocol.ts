@@ -9,10 +9,23 @@ export const MAX_CLIENT_ID_CHARS = 64;
 export const USER_ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 export const UserId = z.string().regex(USER_ID_RE, "a user id is 1 to 64 characters of A-Z a-z 0-9 _ . -");
 export const GroupId = z.string().regex(USER_ID_RE, "a group id is 1 to 64 characters of A-Z a-z 0-9 _ . -");
-export const ClientMsgId = z.string().min(1).max(MAX_CLIENT_ID_CHARS);
-/** A cursor is opaque to clients; inside it is the decimal commit sequence of the messages table. */
-export const Cursor = z.string().regex(/^(0|[1-9][0-9]{0,17})$/, "not a cursor");
-export const Body = z.string().min(1).max(MAX_BODY_CHARS);
+/**
+ * Text that PostgreSQL can store: no U+0000 and no unpaired surrogate (a JSON escape can carry
+ * either). Accepting one would ack a message whose batch insert then fails forever, blocking the queue.
+ */
+export const storableText = (s: string) => !s.includes("\u0000") && s.isWellFormed();
+const STORABLE = "must be Unicode text without U+0000 or unpaired surrogates";
+export const ClientMsgId = z.string().min(1).max(MAX_CLIENT_ID_CHARS).refine(storableText, STORABLE);
+/**
+ * A cursor is opaque to clients; inside it is the decimal commit sequence of the messages table.
+ * At most Number.MAX_SAFE_INTEGER, so the server's arithmetic on it is exact and every cursor it
+ * answers is one it accepts back.
+ */
+export const Cursor = z
+  .string()
+  .regex(/^(0|[1-9][0-9]{0,15})$/, "not a cursor")
+  .refine((s) => Number.isSafeInteger(Number(s)), "not a cursor");
+export const Body = z.string().min(1).max(MAX_BODY_CHARS).refine(storableText, STORABLE);
 
 const SendBase = { type: z.literal("send"), id: ClientMsgId, body: Body };
 export const SendFrame = z.union([
@@ -97,7 +110,8 @@ export function parseClientFrame(text: string): ParsedFrame {
   let schema: z.ZodType<ClientFrame>;
   switch (obj.type) {
     case "send":
-      if (typeof obj.body === "string" && obj.body.length > MAX_BODY_CHARS) {
+      // Characters are code points, as Body (zod) counts them: an astral character is one, not two.
+      if (typeof obj.body === "string" && obj.body.length > MAX_BODY_CHARS && [...obj.body].length > MAX_BODY_CHARS) {
         return { ok: false, code: "too_large", message: `body is over ${MAX_BODY_CHARS} characters`, ...withId };
       }
       schema = SendFrame;

@@ -29,7 +29,7 @@ const ws = await startWsService({
   rate: { perSec: cfg.RATE_LIMIT_PER_SEC, burst: cfg.RATE_LIMIT_BURST },
   log,
 });
-console.log(`ws listening on ${ws.url.replace("0.0.0.0", "127.0.0.1")}`);
+console.log(`ws listening on ${ws.url}`);
 
 onShutdown(log, async () => {
   await ws.stop();

@@ -81,7 +81,8 @@ export async function startWsService(deps: WsDeps) {
     },
     websocket: gateway.websocket,
   });
-  const url = `http://${server.hostname}:${server.port}`;
+  const host = !server.hostname || server.hostname === "0.0.0.0" || server.hostname === "::" ? "127.0.0.1" : server.hostname;
+  const url = `http://${host}:${server.port}`;
   self.url = deps.publicUrl ?? url;
   await connections.start();
   log.info("ws instance started", { url, publicUrl: self.url, instanceId });
