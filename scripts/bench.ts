@@ -196,6 +196,14 @@ for (;;) {
 }
 await sql.end();
 const lost = [...ackedIds].filter((id) => !deliveredIds.has(id)).length;
+// Resident memory of each gateway, from its /metrics, while the connections are still open.
+const gatewayRssMiB = await Promise.all(
+  wsUrls.map(async (u) => {
+    const text = await fetch(`${u}/metrics`).then((r) => r.text(), () => "");
+    const m = /^process_resident_memory_bytes(?:\{[^}]*\})? (\d+(?:\.\d+)?(?:e\+\d+)?)/m.exec(text);
+    return m ? Math.round(Number(m[1]) / 2 ** 20) : null;
+  }),
+);
 for (const s of sims) s.ws.close();
 
 latencies.sort((a, b) => a - b);
@@ -215,6 +223,7 @@ const summary = {
   latencyMs: { p50: pct(50), p95: pct(95), p99: pct(99) },
   rows,
   rowsMissing: Math.max(0, ackedIds.size - rows),
+  gatewayRssMiB,
 };
 console.log(`
 | metric | value |
@@ -227,7 +236,8 @@ console.log(`
 | errors | ${summary.errors}${errors ? ` (${Object.entries(errorCodes).map(([k, v]) => `${k}: ${v}`).join(", ")})` : ""} |
 | delivered msg/s | ${summary.deliveredPerSec} |
 | latency p50 / p95 / p99 (ms) | ${summary.latencyMs.p50} / ${summary.latencyMs.p95} / ${summary.latencyMs.p99} |
-| rows in messages | ${summary.rows} (missing ${summary.rowsMissing}) |`);
+| rows in messages | ${summary.rows} (missing ${summary.rowsMissing}) |
+| gateway RSS (MiB) | ${gatewayRssMiB.map((v) => v ?? "n/a").join(" / ")} |`);
 if (args.values.json) console.log(JSON.stringify(summary));
 await stack?.stop();
 process.exit(lost === 0 && summary.rowsMissing === 0 ? 0 : 1);
