@@ -80,6 +80,17 @@ export async function spawnService(name: string, entry: string, env: Record<stri
   return { name, url, proc, args, env, logs, exited };
 }
 
+/** Resolves once `GET /health` answers 200; rejects with the service's last log lines after `timeoutMs`. */
+export async function waitHealthy(p: ServiceProcess, timeoutMs = 30_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await fetch(`${p.url}/health`).then((r) => r.ok, () => false);
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`${p.name} was not healthy within ${timeoutMs} ms:\n${p.logs.slice(-20).join("\n")}`);
+    await Bun.sleep(25);
+  }
+}
+
 export async function stopService(p: ServiceProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<number> {
   if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill(signal);
   return p.exited;
@@ -113,6 +124,8 @@ export async function startCluster(opts: { ws?: number; env?: Record<string, str
       ...Array.from({ length: opts.ws ?? 2 }, (_, i) => spawnService(`ws${i + 1}`, "services/ws/index.ts", wsEnv)),
     ]);
     started.push(persist!, ...ws);
+    // Listening is not ready: wait until every service reports its dependencies connected.
+    await Promise.all(started.map((p) => waitHealthy(p)));
     const cluster: Cluster = {
       discoverUrl: discover.url,
       wsUrls: ws.map((w) => w.url),
