@@ -112,33 +112,42 @@ export function createPipeline(opts: {
     return m.ts;
   }
 
+  /** Resolves with the ack timestamp, or rejects with a SendError. */
+  async function send(m: ChatMessage, sender?: Conn): Promise<number> {
+    const t0 = performance.now();
+    const known = recent.get(m.msgId);
+    if (known !== undefined) {
+      resent.inc();
+      return known;
+    }
+    const running = inflight.get(m.msgId);
+    if (running) {
+      // A resend while the first attempt runs shares its outcome when it is accepted. When it is
+      // refused (forbidden, unavailable), nothing was accepted under this id, so this send is
+      // answered on its own, as it would be had it come a moment later.
+      const ts = await running.catch(() => undefined);
+      if (ts !== undefined) return ts;
+      return send(m, sender);
+    }
+    if (!accepting) throw new SendError("unavailable", "this instance is shutting down; reconnect and retry");
+    const p = process(m, sender);
+    inflight.set(m.msgId, p);
+    try {
+      const ts = await p;
+      remember(m.msgId, ts);
+      acked.inc();
+      ackSeconds.observe((performance.now() - t0) / 1000);
+      return ts;
+    } catch (err) {
+      failed.inc({ code: err instanceof SendError ? err.code : "unavailable" });
+      throw err;
+    } finally {
+      inflight.delete(m.msgId);
+    }
+  }
+
   return {
-    /** Resolves with the ack timestamp, or rejects with a SendError. */
-    async send(m: ChatMessage, sender?: Conn): Promise<number> {
-      const t0 = performance.now();
-      const known = recent.get(m.msgId);
-      if (known !== undefined) {
-        resent.inc();
-        return known;
-      }
-      const running = inflight.get(m.msgId);
-      if (running) return running;
-      if (!accepting) throw new SendError("unavailable", "this instance is shutting down; reconnect and retry");
-      const p = process(m, sender);
-      inflight.set(m.msgId, p);
-      try {
-        const ts = await p;
-        remember(m.msgId, ts);
-        acked.inc();
-        ackSeconds.observe((performance.now() - t0) / 1000);
-        return ts;
-      } catch (err) {
-        failed.inc({ code: err instanceof SendError ? err.code : "unavailable" });
-        throw err;
-      } finally {
-        inflight.delete(m.msgId);
-      }
-    },
+    send,
     /** Stops taking sends and waits (bounded) for those in flight to be acked or failed. */
     async drain(timeoutMs: number) {
       accepting = false;
