@@ -26,7 +26,7 @@ const queue = createMemoryQueue();
 const directory = createMemoryDirectory();
 const sweeper = setInterval(() => void directory.sweepDeadInstances(), 3000);
 const batcher = createBatcher({
-  db: db.db,
+  database: db,
   maxRows: cfg.BATCH_SIZE,
   maxWaitMs: cfg.BATCH_MS,
   log: log.child({ part: "persist" }),

@@ -1,3 +1,4 @@
+import "/tmp/unh.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -123,7 +124,7 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
     };
     const make = (t: ReturnType<typeof tracker>, o: Partial<BatcherOptions> = {}) => {
       const metrics = createPersistMetrics(createMetrics("test"));
-      const batcher = createBatcher({ db: tdb.handle.db, maxRows: 1000, maxWaitMs: 60_000, log: warnInto(t), metrics, ...o });
+      const batcher = createBatcher({ database: tdb.handle, maxRows: 1000, maxWaitMs: 60_000, log: warnInto(t), metrics, ...o });
       return { batcher, metrics };
     };
 
@@ -255,3 +256,63 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
 
 batcherSuite("PostgreSQL", postgresDb);
 batcherSuite("PGlite", pgliteDb);
+
+describe("batcher on PostgreSQL, when inserts do not settle", () => {
+  const url = process.env.DATABASE_URL!;
+  let admin: postgres.Sql;
+  let schema: string;
+  const scoped = (app: string) => {
+    const u = new URL(url);
+    u.searchParams.set("search_path", schema);
+    u.searchParams.set("application_name", app);
+    return u.toString();
+  };
+  const rowsIn = async (prefix: string) => {
+    const [r] = await admin.unsafe(`select count(*)::int as n from ${schema}.messages where id like $1`, [`${prefix}-%`]);
+    return r!.n as number;
+  };
+  beforeAll(async () => {
+    schema = `persist_stall_${randomUUID().replaceAll("-", "")}`;
+    admin = postgres(url, { max: 2, onnotice: () => {} });
+    await admin.unsafe(`create schema ${schema}; create table ${schema}.messages (like public.messages including all)`);
+  });
+  afterAll(async () => {
+    await admin.unsafe(`drop schema ${schema} cascade`);
+    await admin.end();
+  });
+
+  test("an insert blocked past stallMs is abandoned, the connections reset, and the batch commits once it can", async () => {
+    const p = `stall${randomUUID()}`;
+    const handle = openPostgres(scoped(`stall-${p}`), { max: 2 });
+    const t = tracker();
+    const metrics = createPersistMetrics(createMetrics("test"));
+    const errors: string[] = [];
+    const log: Logger = { ...silentLogger, error: (m) => void errors.push(m), child: () => log };
+    const batcher = createBatcher({ database: handle, maxRows: 3, maxWaitMs: 10, log, metrics, stallMs: 300 });
+    let release!: () => void;
+    const locked = new Promise<void>((r) => (release = r));
+    let holding!: () => void;
+    const held = new Promise<void>((r) => (holding = r));
+    const lock = admin.begin(async (sql) => {
+      await sql.unsafe(`lock table ${schema}.messages in access exclusive mode`);
+      holding();
+      await locked;
+    });
+    try {
+      await held;
+      for (let i = 0; i < 3; i++) batcher.onDelivery(t.delivery(String(i), [msg(p)]));
+      for (const deadline = Date.now() + 8000; errors.length < 2 && Date.now() < deadline; ) await Bun.sleep(20);
+      expect(errors[0]).toContain("stalled");
+      expect(await metricValue(metrics.dbStalls)).toBeGreaterThanOrEqual(2);
+      expect(t.acks()).toEqual([]);
+    } finally {
+      release();
+      await lock;
+    }
+    batcher.onBarrier(t.barrier("b"));
+    await t.until(() => t.log.includes("done:b"), "the batch after the lock", 15_000);
+    expect(t.log).toEqual(["ack:0", "ack:1", "ack:2", "done:b"]);
+    expect(await rowsIn(p)).toBe(3);
+    await handle.close();
+  });
+});

@@ -1,5 +1,5 @@
 import { retryForever } from "../../shared/backoff.ts";
-import type { Db } from "../../shared/db/index.ts";
+import type { DbHandle } from "../../shared/db/index.ts";
 import { insertMessages } from "../../shared/db/messages.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { ChatMessage } from "../../shared/protocol.ts";
@@ -16,13 +16,25 @@ export interface Batcher extends QueueConsumer {
 }
 
 export interface BatcherOptions {
-  db: Db;
+  database: DbHandle;
   /** A batch is written once it holds this many messages... */
   maxRows: number;
   /** ...or this long after its first delivery arrived. */
   maxWaitMs: number;
   log: Logger;
   metrics?: PersistMetrics;
+  /**
+   * An insert that has not settled after this long is abandoned: the database's connections are
+   * reset (which fails it) and the batch is retried. Guards against a query the driver left
+   * hanging on a lost connection; a real commit never takes this long. Default 15 s.
+   */
+  stallMs?: number;
+}
+
+export class InsertStalled extends Error {
+  constructor(ms: number) {
+    super(`batch insert did not settle within ${ms} ms`);
+  }
 }
 
 interface Batch {
@@ -39,7 +51,7 @@ const isEmpty = (b: Batch) => b.deliveries.length === 0 && b.barriers.length ===
  * The persist consumer: one INSERT per batch, at most one in flight, deliveries acked only after
  * their batch committed, database errors retried forever with the batch kept.
  */
-export function createBatcher({ db, maxRows, maxWaitMs, log, metrics }: BatcherOptions): Batcher {
+export function createBatcher({ database, maxRows, maxWaitMs, log, metrics, stallMs = 15_000 }: BatcherOptions): Batcher {
   let current = emptyBatch();
   const sealed: Batch[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -80,7 +92,12 @@ export function createBatcher({ db, maxRows, maxWaitMs, log, metrics }: BatcherO
         const inserted = await retryForever(
           async () => {
             const t0 = performance.now();
-            const n = await insertMessages(db, messages);
+            const n = await settleWithin(insertMessages(database.db, messages), stallMs, async () => {
+              log.error("batch insert stalled; resetting the database connections", { stallMs, rows: messages.length });
+              metrics?.dbStalls.inc();
+              await database.reset();
+              return new InsertStalled(stallMs);
+            });
             metrics?.insertSeconds.observe((performance.now() - t0) / 1000);
             return n;
           },
@@ -151,4 +168,17 @@ export function createBatcher({ db, maxRows, maxWaitMs, log, metrics }: BatcherO
 function uniqueById(messages: ChatMessage[]): ChatMessage[] {
   const seen = new Set<string>();
   return messages.filter((m) => !seen.has(m.msgId) && (seen.add(m.msgId), true));
+}
+
+/**
+ * `p`, or, when it has not settled after `ms`, the error `onLate` produces. A late rejection of
+ * `p` is then ignored; a late success is harmless, since the retried insert is idempotent.
+ */
+function settleWithin<T>(p: Promise<T>, ms: number, onLate: () => Promise<Error>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => void onLate().then(reject, reject), ms);
+  });
+  p.catch(() => {});
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }

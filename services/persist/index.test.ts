@@ -147,6 +147,42 @@ describe("persist as a process", () => {
     expect(await rowsWith(prefix)).toEqual({ n: confirmed, distinct: confirmed });
   });
 
+  test("its database sessions terminated again and again mid-stream: it keeps running and stores every message once", async () => {
+    // pg_terminate_backend lands in and between batch transactions; postgres.js then sometimes lets
+    // a rejection escape unhandled, which would end a Bun process (see surviveStrayConnectionErrors).
+    const app = `persist-kill-${randomUUID().slice(0, 8)}`;
+    const u = new URL(scopedUrl);
+    u.searchParams.set("application_name", app);
+    const p = await spawnPersist(baseEnv(u.toString(), { BATCH_SIZE: "20", BATCH_MS: "2" }));
+    await queue.barrier(15_000);
+    const prefix = `kill${randomUUID()}`;
+    let kills = 0;
+    let confirmed = 0;
+    let publishing = true;
+    const killer = (async () => {
+      while (publishing) {
+        const r = await admin`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ${app}`;
+        kills += r.length;
+        await Bun.sleep(15 + Math.random() * 30);
+      }
+    })();
+    for (const end = Date.now() + 4000; Date.now() < end; ) {
+      await Promise.all(Array.from({ length: 5 }, () => queue.publish(batchOf(prefix, 2)).then(() => void (confirmed += 2))));
+      await Bun.sleep(3);
+    }
+    publishing = false;
+    await killer;
+    await queue.barrier(30_000);
+    const rows = await rowsWith(prefix);
+    const metrics = await (await fetch(`${p.url}/metrics`)).text();
+    const dbErrors = /^persist_db_errors_total\{[^}]*\} (\d+)/m.exec(metrics)?.[1];
+    console.log(`persist under session kills: ${kills} backends terminated, ${dbErrors} failed inserts retried; published ${confirmed}, stored ${rows.n} (${rows.distinct} distinct); alive: ${p.proc.exitCode === null}`);
+    expect(kills).toBeGreaterThan(5);
+    expect(p.proc.exitCode).toBeNull();
+    expect(rows).toEqual({ n: confirmed, distinct: confirmed });
+    expect((await fetch(`${p.url}/health`)).status).toBe(200);
+  }, 60_000);
+
   test("starts while RabbitMQ is unreachable: /health answers 503, and SIGTERM still exits cleanly", async () => {
     const closedPort = await new Promise<number>((resolve) => {
       const s = net.createServer().listen(0, "127.0.0.1", () => {

@@ -7,6 +7,7 @@ import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
 import { createPersistApp } from "./app.ts";
 import { createBatcher } from "./batcher.ts";
 import { createPersistMetrics } from "./metrics.ts";
+import { surviveStrayConnectionErrors } from "../../shared/shutdown.ts";
 
 const DEFAULT_PORT = 3003;
 const DRAIN_MS = 7000;
@@ -15,6 +16,7 @@ const EXIT_DEADLINE_MS = 9500;
 const cfg = requireKeys(loadConfigOrExit(), ["AMQP_URL", "DATABASE_URL"], "persist");
 
 const log = createLogger({ service: "persist" }, cfg.LOG_LEVEL);
+surviveStrayConnectionErrors(log);
 const metrics = createMetrics("persist");
 const persistMetrics = createPersistMetrics(metrics);
 
@@ -26,7 +28,7 @@ const queue = createAmqpQueue(conn, {
   publisher: false,
   onDeadLetter: () => persistMetrics.deadLettered.inc(),
 });
-const batcher = createBatcher({ db: db.db, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, log, metrics: persistMetrics });
+const batcher = createBatcher({ database: db, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, log, metrics: persistMetrics });
 
 const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: () => db.ping(1000), metrics });
 const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, fetch: app.fetch });

@@ -9,6 +9,7 @@ export function createPersistMetrics(m: Metrics) {
     insertSeconds: m.histogram("persist_insert_seconds", "Time of one successful batch INSERT", [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
     deadLettered: m.counter("persist_dead_lettered_total", "Invalid queue messages dead-lettered"),
     dbErrors: m.counter("persist_db_errors_total", "Failed batch INSERTs (each is retried)"),
+    dbStalls: m.counter("persist_db_stalls_total", "Batch INSERTs abandoned after stallMs, with the connections reset"),
   };
 }
 export type PersistMetrics = ReturnType<typeof createPersistMetrics>;

@@ -4,12 +4,13 @@ import { openPostgres } from "../../shared/db/index.ts";
 import { createHttpDirectory } from "../../shared/directory/directory-http.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
-import { onShutdown } from "../../shared/shutdown.ts";
+import { onShutdown, surviveStrayConnectionErrors } from "../../shared/shutdown.ts";
 import { startWsService } from "./service.ts";
 
 const cfg = loadConfigOrExit();
 const c = requireKeys(cfg, ["AMQP_URL", "DATABASE_URL", "DISCOVER_URL", "JWT_SECRET", "INTERNAL_SECRET"], "ws");
 const log = createLogger({ service: "ws" }, cfg.LOG_LEVEL);
+surviveStrayConnectionErrors(log);
 
 const db = openPostgres(c.DATABASE_URL);
 const amqp = createAmqpConnection(c.AMQP_URL, log);

@@ -17,28 +17,45 @@ export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
 export const MIGRATIONS_DIR = new URL("../../drizzle", import.meta.url).pathname;
 
 export interface DbHandle {
-  db: Db;
+  /** The current database; after reset() a new object, so read it per use rather than keep it. */
+  readonly db: Db;
   /** Resolves true when a trivial query succeeds within the timeout. */
   ping(timeoutMs?: number): Promise<boolean>;
+  /**
+   * Drops every connection, failing what runs on them, and opens fresh ones: the way out of a
+   * query that hangs on a connection the driver lost track of. A no-op for the embedded database.
+   */
+  reset(): Promise<void>;
   close(): Promise<void>;
 }
 
 export function openPostgres(url: string, opts: { max?: number } = {}): DbHandle {
-  const client = postgres(url, {
-    max: opts.max ?? 10,
-    onnotice: () => {},
-    connect_timeout: 5,
-    idle_timeout: 60,
-    // postgres.js reconnects per query by itself; a dead server fails queries fast instead of hanging.
-    // Its own reconnect delay grows as 3^n/100 s up to 20 s after consecutive failures, which held a
-    // service back for up to ~20 s after PostgreSQL returned: use the one backoff policy instead (s).
-    backoff: (attempt: number) => backoffDelay(attempt) / 1000,
-  });
-  const db = drizzlePostgres(client, { schema }) as unknown as Db;
+  const open = () => {
+    const client = postgres(url, {
+      max: opts.max ?? 10,
+      onnotice: () => {},
+      connect_timeout: 5,
+      idle_timeout: 60,
+      // postgres.js reconnects per query by itself; a dead server fails queries fast instead of hanging.
+      // Its own reconnect delay grows as 3^n/100 s up to 20 s after consecutive failures, which held a
+      // service back for up to ~20 s after PostgreSQL returned: use the one backoff policy instead (s).
+      backoff: (attempt: number) => backoffDelay(attempt) / 1000,
+    });
+    return { client, db: drizzlePostgres(client, { schema }) as unknown as Db };
+  };
+  let current = open();
   return {
-    db,
-    ping: (timeoutMs = 2000) => withTimeout(client`select 1`.then(() => true), timeoutMs, false),
-    close: () => client.end({ timeout: 5 }),
+    get db() {
+      return current.db;
+    },
+    ping: (timeoutMs = 2000) => withTimeout(current.client`select 1`.then(() => true), timeoutMs, false),
+    async reset() {
+      const old = current.client;
+      current = open();
+      // timeout 0: destroy at once; queries still pending on the old connections reject.
+      await old.end({ timeout: 0 });
+    },
+    close: () => current.client.end({ timeout: 5 }),
   };
 }
 
@@ -49,6 +66,7 @@ export async function openPglite(dataDir: string): Promise<DbHandle> {
   return {
     db,
     ping: async () => !client.closed,
+    reset: async () => {},
     close: () => client.close(),
   };
 }
