@@ -1,4 +1,3 @@
-import "/tmp/unh.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -23,7 +22,13 @@ interface TestDb {
   close(): Promise<void>;
 }
 
-async function postgresDb(): Promise<TestDb> {
+/** PostgreSQL's test database can also hold an exclusive lock on the table, making inserts wait. */
+interface PgTestDb extends TestDb {
+  /** Resolves once the lock is held; the returned function releases it. */
+  lockTable(): Promise<() => Promise<void>>;
+}
+
+async function postgresDb(): Promise<PgTestDb> {
   const url = process.env.DATABASE_URL!;
   const schema = `persist_test_${randomUUID().replaceAll("-", "")}`;
   const admin = postgres(url, { max: 1, onnotice: () => {} });
@@ -35,6 +40,22 @@ async function postgresDb(): Promise<TestDb> {
     handle,
     breakInserts: async () => void (await admin.unsafe(`alter table ${schema}.messages rename to messages_away`)),
     healInserts: async () => void (await admin.unsafe(`alter table ${schema}.messages_away rename to messages`)),
+    lockTable: async () => {
+      let release!: () => void;
+      const released = new Promise<void>((r) => (release = r));
+      let held!: () => void;
+      const holding = new Promise<void>((r) => (held = r));
+      const tx = admin.begin(async (sql) => {
+        await sql.unsafe(`lock table ${schema}.messages in access exclusive mode`);
+        held();
+        await released;
+      });
+      await Promise.race([holding, tx]);
+      return async () => {
+        release();
+        await tx;
+      };
+    },
     close: async () => {
       await handle.close();
       await admin.unsafe(`drop schema ${schema} cascade`);
@@ -108,6 +129,11 @@ async function metricValue(metric: { get(): Promise<{ values: Array<{ value: num
   return values.find((v) => name === undefined || v.metricName === name)?.value ?? 0;
 }
 
+async function rowsWith(handle: DbHandle, prefix: string): Promise<number> {
+  const [r] = await handle.db.select({ n: count() }).from(messages).where(like(messages.id, `${prefix}-%`));
+  return Number(r?.n ?? 0);
+}
+
 function batcherSuite(backend: string, open: () => Promise<TestDb>) {
   describe(`batcher on ${backend}`, () => {
     let tdb: TestDb;
@@ -118,10 +144,7 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       await tdb.close();
     });
 
-    const rows = async (prefix: string) => {
-      const [r] = await tdb.handle.db.select({ n: count() }).from(messages).where(like(messages.id, `${prefix}-%`));
-      return Number(r?.n ?? 0);
-    };
+    const rows = (prefix: string) => rowsWith(tdb.handle, prefix);
     const make = (t: ReturnType<typeof tracker>, o: Partial<BatcherOptions> = {}) => {
       const metrics = createPersistMetrics(createMetrics("test"));
       const batcher = createBatcher({ database: tdb.handle, maxRows: 1000, maxWaitMs: 60_000, log: warnInto(t), metrics, ...o });
@@ -258,61 +281,34 @@ batcherSuite("PostgreSQL", postgresDb);
 batcherSuite("PGlite", pgliteDb);
 
 describe("batcher on PostgreSQL, when inserts do not settle", () => {
-  const url = process.env.DATABASE_URL!;
-  let admin: postgres.Sql;
-  let schema: string;
-  const scoped = (app: string) => {
-    const u = new URL(url);
-    u.searchParams.set("search_path", schema);
-    u.searchParams.set("application_name", app);
-    return u.toString();
-  };
-  const rowsIn = async (prefix: string) => {
-    const [r] = await admin.unsafe(`select count(*)::int as n from ${schema}.messages where id like $1`, [`${prefix}-%`]);
-    return r!.n as number;
-  };
+  let tdb: PgTestDb;
   beforeAll(async () => {
-    schema = `persist_stall_${randomUUID().replaceAll("-", "")}`;
-    admin = postgres(url, { max: 2, onnotice: () => {} });
-    await admin.unsafe(`create schema ${schema}; create table ${schema}.messages (like public.messages including all)`);
+    tdb = await postgresDb();
   });
   afterAll(async () => {
-    await admin.unsafe(`drop schema ${schema} cascade`);
-    await admin.end();
+    await tdb.close();
   });
 
   test("an insert blocked past stallMs is abandoned, the connections reset, and the batch commits once it can", async () => {
     const p = `stall${randomUUID()}`;
-    const handle = openPostgres(scoped(`stall-${p}`), { max: 2 });
     const t = tracker();
     const metrics = createPersistMetrics(createMetrics("test"));
     const errors: string[] = [];
     const log: Logger = { ...silentLogger, error: (m) => void errors.push(m), child: () => log };
-    const batcher = createBatcher({ database: handle, maxRows: 3, maxWaitMs: 10, log, metrics, stallMs: 300 });
-    let release!: () => void;
-    const locked = new Promise<void>((r) => (release = r));
-    let holding!: () => void;
-    const held = new Promise<void>((r) => (holding = r));
-    const lock = admin.begin(async (sql) => {
-      await sql.unsafe(`lock table ${schema}.messages in access exclusive mode`);
-      holding();
-      await locked;
-    });
+    const batcher = createBatcher({ database: tdb.handle, maxRows: 3, maxWaitMs: 10, log, metrics, stallMs: 300 });
+    const unlock = await tdb.lockTable();
     try {
-      await held;
       for (let i = 0; i < 3; i++) batcher.onDelivery(t.delivery(String(i), [msg(p)]));
       for (const deadline = Date.now() + 8000; errors.length < 2 && Date.now() < deadline; ) await Bun.sleep(20);
       expect(errors[0]).toContain("stalled");
       expect(await metricValue(metrics.dbStalls)).toBeGreaterThanOrEqual(2);
       expect(t.acks()).toEqual([]);
     } finally {
-      release();
-      await lock;
+      await unlock();
     }
     batcher.onBarrier(t.barrier("b"));
     await t.until(() => t.log.includes("done:b"), "the batch after the lock", 15_000);
     expect(t.log).toEqual(["ack:0", "ack:1", "ack:2", "done:b"]);
-    expect(await rowsIn(p)).toBe(3);
-    await handle.close();
+    expect(await rowsWith(tdb.handle, p)).toBe(3);
   });
 });
