@@ -3,6 +3,7 @@ import { createRedisDirectory } from "../../shared/directory/directory-redis.ts"
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
 import { closeRedis, createRedis, isRedisReady } from "../../shared/redis.ts";
+import { onShutdown } from "../../shared/shutdown.ts";
 import { createDiscoverApp } from "./app.ts";
 
 const SWEEP_EVERY_MS = 3000;
@@ -46,22 +47,11 @@ const sweeper = setInterval(async () => {
 log.info("discover started", { port: server.port });
 console.log(`discover listening on http://127.0.0.1:${server.port}`);
 
-let stopping = false;
-async function shutdown(signal: string) {
-  if (stopping) return;
-  stopping = true;
-  log.info("shutting down", { signal });
-  setTimeout(() => {
-    log.error("shutdown timed out");
-    process.exit(1);
-  }, 9000).unref();
+onShutdown(log, async () => {
   clearInterval(sweeper);
   const forced = setTimeout(() => server.stop(true), 5000);
   await server.stop();
   clearTimeout(forced);
   await closeRedis(redis);
   log.info("stopped");
-  process.exit(0);
-}
-process.on("SIGTERM", () => void shutdown("SIGTERM"));
-process.on("SIGINT", () => void shutdown("SIGINT"));
+});

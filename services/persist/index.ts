@@ -7,7 +7,7 @@ import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
 import { createPersistApp } from "./app.ts";
 import { createBatcher } from "./batcher.ts";
 import { createPersistMetrics } from "./metrics.ts";
-import { surviveStrayConnectionErrors } from "../../shared/shutdown.ts";
+import { onShutdown, surviveStrayConnectionErrors } from "../../shared/shutdown.ts";
 
 const DEFAULT_PORT = 3003;
 const DRAIN_MS = 7000;
@@ -37,24 +37,17 @@ const subscription = await queue.consume(batcher, { prefetch: cfg.PREFETCH });
 log.info("persist started", { port: server.port, batchSize: cfg.BATCH_SIZE, batchMs: cfg.BATCH_MS, prefetch: cfg.PREFETCH });
 console.log(`persist listening on http://127.0.0.1:${server.port}`);
 
-let stopping = false;
-async function shutdown(signal: string) {
-  if (stopping) return;
-  stopping = true;
-  log.info("shutting down", { signal });
-  setTimeout(() => {
-    log.error("shutdown timed out");
-    process.exit(1);
-  }, EXIT_DEADLINE_MS).unref();
-  const drained = await batcher.drain(DRAIN_MS);
-  if (!drained) log.warn("could not commit everything held in time; the rest stays in the queue for redelivery");
-  await subscription.stop();
-  await queue.close();
-  await conn.close();
-  server.stop(true);
-  await db.close();
-  log.info("stopped");
-  process.exit(0);
-}
-process.on("SIGTERM", () => void shutdown("SIGTERM"));
-process.on("SIGINT", () => void shutdown("SIGINT"));
+onShutdown(
+  log,
+  async () => {
+    const drained = await batcher.drain(DRAIN_MS);
+    if (!drained) log.warn("could not commit everything held in time; the rest stays in the queue for redelivery");
+    await subscription.stop();
+    await queue.close();
+    await conn.close();
+    server.stop(true);
+    await db.close();
+    log.info("stopped");
+  },
+  EXIT_DEADLINE_MS,
+);
