@@ -1,6 +1,6 @@
 import postgres from "postgres";
 import { conversationKey } from "../shared/db/messages.ts";
-import { mintToken, TestClient, type Frame } from "./client.ts";
+import { mintToken, TestClient, uniqueUser, type Frame } from "./client.ts";
 import { startCluster, type Cluster, type ServiceProcess } from "./harness.ts";
 import { testInfra } from "./env.ts";
 
@@ -347,6 +347,25 @@ export class Recipient {
   }
 }
 
+
+/**
+ * A fresh pair: bob connected (and synced) on `recipientUrl`, and alice's Sender connected on
+ * `senderUrl`, ready to stream to him.
+ */
+export async function senderToRecipient(
+  secret: string,
+  senderUrl: string,
+  recipientUrl: string,
+  opts: Omit<SenderOptions, "user" | "secret" | "to">,
+): Promise<{ alice: string; bob: string; bobR: Recipient; s: Sender }> {
+  const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+  const bobR = new Recipient(bob, secret);
+  await bobR.connect(recipientUrl);
+  await bobR.syncUntilSynced();
+  const s = new Sender({ user: alice, secret, to: bob, ...opts });
+  await s.connect(senderUrl);
+  return { alice, bob, bobR, s };
+}
 /**
  * Starts every infra server that is down and waits until each of `urls` answers /health 200.
  * Returns how long each service took to become healthy (ms, by URL).

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type postgres from "postgres";
 import { uniqueUser } from "./client.ts";
-import { alive, connectReady, diff, httpStatus, openSql, presence, Recipient, restoreInfra, Sender, storedIds, waitUntil, startHealthyCluster } from "./chaos.ts";
+import { alive, connectReady, diff, httpStatus, openSql, presence, Recipient, restoreInfra, senderToRecipient, storedIds, waitUntil, startHealthyCluster } from "./chaos.ts";
 import { testInfra } from "./env.ts";
 import { spawnService, stopService, type Cluster, type ServiceProcess } from "./harness.ts";
 
@@ -77,14 +77,8 @@ function expectAllAlive() {
 }
 
 /** A sender on ws[0] streaming to a recipient on ws[1] (live) that retries errored sends. */
-async function stream(total: number, opts: { retryDelayMs?: number } = {}) {
-  const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
-  const bobR = new Recipient(bob, cluster.jwtSecret);
-  await bobR.connect(cluster.wsUrls[1]!);
-  await withLogs(bobR.syncUntilSynced());
-  const s = new Sender({ user: alice, secret: cluster.jwtSecret, to: bob, total, window: 10, retryDelayMs: opts.retryDelayMs ?? 200, replyBoundMs: 12_000 });
-  await s.connect(cluster.wsUrls[0]!);
-  return { alice, bob, bobR, s };
+function stream(total: number, opts: { retryDelayMs?: number } = {}) {
+  return withLogs(senderToRecipient(cluster.jwtSecret, cluster.wsUrls[0]!, cluster.wsUrls[1]!, { total, window: 10, retryDelayMs: opts.retryDelayMs ?? 200, replyBoundMs: 12_000 }));
 }
 
 describe.skipIf(!infra)("RabbitMQ", () => {

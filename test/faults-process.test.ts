@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import type postgres from "postgres";
 import { TestClient, mintToken, uniqueUser } from "./client.ts";
-import { alive, connectReady, diff, httpStatus, lookup, openSql, presence, Recipient, Sender, storedIds, waitUntil, startHealthyCluster } from "./chaos.ts";
+import { alive, connectReady, diff, httpStatus, lookup, openSql, presence, Recipient, Sender, senderToRecipient, storedIds, waitUntil, startHealthyCluster } from "./chaos.ts";
 import { stopService, type Cluster, type ServiceProcess } from "./harness.ts";
 
 // Process faults (CONTRACT.md sections 1 and 6): a gateway or persist killed, frozen or asked to
@@ -120,12 +120,7 @@ describe("persist", () => {
     "SIGKILL mid-stream, then restart: every acked message in PostgreSQL exactly once",
     async () => {
       cluster = await startHealthyCluster({ ws: 2 });
-      const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
-      const bobR = new Recipient(bob, cluster.jwtSecret);
-      await bobR.connect(cluster.wsUrls[1]!);
-      await bobR.syncUntilSynced();
-      const s = new Sender({ user: alice, secret: cluster.jwtSecret, to: bob, total: 2000, window: 20, retryDelayMs: 100 });
-      await s.connect(cluster.wsUrls[0]!);
+      const { alice, bob, bobR, s } = await senderToRecipient(cluster.jwtSecret, cluster.wsUrls[0]!, cluster.wsUrls[1]!, { total: 2000, window: 20, retryDelayMs: 100 });
       await s.ackedAtLeast(500);
 
       const killedAt = performance.now();
@@ -167,13 +162,8 @@ describe("persist", () => {
     "SIGSTOP for a few seconds, then SIGCONT: sends still acked, rows appear after",
     async () => {
       cluster = await startHealthyCluster({ ws: 2 });
-      const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
-      const bobR = new Recipient(bob, cluster.jwtSecret);
-      await bobR.connect(cluster.wsUrls[1]!);
-      await bobR.syncUntilSynced();
       const TOTAL = 3000;
-      const s = new Sender({ user: alice, secret: cluster.jwtSecret, to: bob, total: TOTAL, window: 20, retryDelayMs: 100 });
-      await s.connect(cluster.wsUrls[0]!);
+      const { alice, bob, bobR, s } = await senderToRecipient(cluster.jwtSecret, cluster.wsUrls[0]!, cluster.wsUrls[1]!, { total: TOTAL, window: 20, retryDelayMs: 100 });
       await s.ackedAtLeast(300);
 
       const persistPid = cluster.persist.proc.pid;
@@ -221,12 +211,7 @@ describe("persist", () => {
     "SIGTERM mid-stream: exits 0 within 10 s and nothing acked is lost",
     async () => {
       cluster = await startHealthyCluster({ ws: 2 });
-      const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
-      const bobR = new Recipient(bob, cluster.jwtSecret);
-      await bobR.connect(cluster.wsUrls[1]!);
-      await bobR.syncUntilSynced();
-      const s = new Sender({ user: alice, secret: cluster.jwtSecret, to: bob, total: 2000, window: 20, retryDelayMs: 100 });
-      await s.connect(cluster.wsUrls[0]!);
+      const { alice, bob, bobR, s } = await senderToRecipient(cluster.jwtSecret, cluster.wsUrls[0]!, cluster.wsUrls[1]!, { total: 2000, window: 20, retryDelayMs: 100 });
       await s.ackedAtLeast(500);
 
       const t0 = performance.now();

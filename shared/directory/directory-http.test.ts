@@ -1,33 +1,22 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createDiscoverApp } from "../../services/discover/app.ts";
-import { silentLogger } from "../log.ts";
 import { createMetrics } from "../metrics.ts";
-import { closeRedis, createRedis, isRedisReady, type Redis } from "../redis.ts";
+import { closeRedis, isRedisReady, type Redis } from "../redis.ts";
+import { deletePrefix, openTestRedis } from "../../test/redis.ts";
 import { directoryContract } from "./directory.contract.ts";
 import { DirectoryUnavailable } from "./directory.ts";
 import { createHttpDirectory, DirectoryRequestError, type FetchLike } from "./directory-http.ts";
 import { createMemoryDirectory } from "./directory-memory.ts";
 import { createRedisDirectory } from "./directory-redis.ts";
 
-const REDIS_URL = process.env.REDIS_URL;
-if (!REDIS_URL) throw new Error("REDIS_URL is not set (the test preload starts Redis and sets it)");
 const SECRET = "test-internal-secret-0123456789";
 
 let redis: Redis;
 beforeAll(async () => {
-  redis = createRedis(REDIS_URL, silentLogger);
-  if (redis.status !== "ready") await new Promise((resolve) => redis.once("ready", resolve));
+  redis = await openTestRedis();
 });
 afterAll(() => closeRedis(redis));
 
-async function deletePrefix(prefix: string) {
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    if (keys.length) await redis.del(...keys);
-    cursor = next;
-  } while (cursor !== "0");
-}
 
 directoryContract("http client over the discover app over redis", async () => {
   const prefix = `test:${crypto.randomUUID()}:`;
@@ -40,7 +29,7 @@ directoryContract("http client over the discover app over redis", async () => {
     metrics: createMetrics("discover"),
   });
   const client = createHttpDirectory({ baseUrl: "http://discover.test/", secret: SECRET, fetch: (url, init) => app.request(url, init) });
-  return { directory: client, ledger: client, cleanup: () => deletePrefix(prefix) };
+  return { directory: client, ledger: client, cleanup: () => deletePrefix(redis, prefix) };
 });
 
 function appWith(backend = createMemoryDirectory()) {

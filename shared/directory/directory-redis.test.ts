@@ -1,28 +1,18 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { silentLogger } from "../log.ts";
 import { closeRedis, createRedis, type Redis } from "../redis.ts";
+import { deletePrefix, openTestRedis } from "../../test/redis.ts";
 import { directoryContract } from "./directory.contract.ts";
 import { DirectoryUnavailable } from "./directory.ts";
 import { createRedisDirectory } from "./directory-redis.ts";
 
-const REDIS_URL = process.env.REDIS_URL;
-if (!REDIS_URL) throw new Error("REDIS_URL is not set (the test preload starts Redis and sets it)");
 
 let redis: Redis;
 beforeAll(async () => {
-  redis = createRedis(REDIS_URL, silentLogger);
-  if (redis.status !== "ready") await new Promise((resolve) => redis.once("ready", resolve));
+  redis = await openTestRedis();
 });
 afterAll(() => closeRedis(redis));
 
-async function deletePrefix(redis: Redis, prefix: string) {
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    if (keys.length) await redis.del(...keys);
-    cursor = next;
-  } while (cursor !== "0");
-}
 
 function fresh() {
   const prefix = `test:${crypto.randomUUID()}:`;
