@@ -32,7 +32,7 @@ export function onShutdown(log: Logger, stop: () => Promise<void>, graceMs = 900
 /** Error codes of a lost connection: PostgreSQL's classes 08 and 57, and the drivers' own. */
 const CONNECTION_LOST = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "CONNECTION_CLOSED", "CONNECTION_DESTROYED", "CONNECTION_ENDED", "CONNECT_TIMEOUT"]);
 
-export function isConnectionLoss(reason: unknown): boolean {
+function isConnectionLoss(reason: unknown): boolean {
   const code = (reason as { code?: unknown } | null)?.code;
   return typeof code === "string" && (CONNECTION_LOST.has(code) || /^(08|57)[0-9A-Z]{3}$/.test(code));
 }

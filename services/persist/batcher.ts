@@ -31,7 +31,7 @@ export interface BatcherOptions {
   stallMs?: number;
 }
 
-export class InsertStalled extends Error {
+class InsertStalled extends Error {
   constructor(ms: number) {
     super(`batch insert did not settle within ${ms} ms`);
   }
