@@ -35,7 +35,7 @@ export const ConfigSchema = z.object({
   BATCH_MS: z.coerce.number().int().min(0).max(10_000).default(20),
   PREFETCH: positiveInt.max(65535).default(2000),
   /** Isolation for tests and side-by-side stacks: the queue's name and the directory's Redis key prefix. */
-  QUEUE_NAME: z.string().regex(/^[A-Za-z0-9_.:-]{1,200}$/, "letters, digits and _ . : - only").default("chat.messages"),
+  QUEUE_NAME: z.string().regex(/^[A-Za-z0-9_.:-]{1,200}$/, "letters, digits and _ . : - only").default("chat.stream"),
   REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_.:-]{0,100}$/, "letters, digits and _ . : - only").default("chat:"),
   /** dev: where PGlite keeps its files. */
   DATA_DIR: z.string().min(1).default("./.data"),

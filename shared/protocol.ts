@@ -17,14 +17,15 @@ export const storableText = (s: string) => !s.includes("\u0000") && s.isWellForm
 const STORABLE = "must be Unicode text without U+0000 or unpaired surrogates";
 export const ClientMsgId = z.string().min(1).max(MAX_CLIENT_ID_CHARS).refine(storableText, STORABLE);
 /**
- * A cursor is opaque to clients; inside it is the decimal commit sequence of the messages table.
- * At most Number.MAX_SAFE_INTEGER, so the server's arithmetic on it is exact and every cursor it
- * answers is one it accepts back.
+ * A cursor is opaque to clients. Inside it is a position in the user's stream, `<epoch>.<pos>`
+ * (docs/delivery.md), or, from clients of the previous version, a plain decimal commit sequence.
+ * Each number is at most Number.MAX_SAFE_INTEGER, so every cursor the server answers it accepts back.
  */
+const SAFE_INT = "(0|[1-9][0-9]{0,15})";
 export const Cursor = z
   .string()
-  .regex(/^(0|[1-9][0-9]{0,15})$/, "not a cursor")
-  .refine((s) => Number.isSafeInteger(Number(s)), "not a cursor");
+  .regex(new RegExp(`^${SAFE_INT}(\\.${SAFE_INT})?$`), "not a cursor")
+  .refine((s) => s.split(".").every((n) => Number.isSafeInteger(Number(n))), "not a cursor");
 export const Body = z.string().min(1).max(MAX_BODY_CHARS).refine(storableText, STORABLE);
 
 const SendBase = { type: z.literal("send"), id: ClientMsgId, body: Body };
@@ -47,7 +48,7 @@ export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame> | z.
 export const ERROR_CODES = ["bad_request", "too_large", "forbidden", "rate_limited", "unavailable"] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
-/** A chat message as stored, queued and forwarded. `seq` is absent until persist commits it. */
+/** A chat message as stored, queued and forwarded. */
 export interface ChatMessage {
   msgId: string;
   id: string;
@@ -56,6 +57,11 @@ export interface ChatMessage {
   group?: string;
   body: string;
   ts: number;
+  /**
+   * Queue only: every user whose stream the message enters (the sender, the recipient or the
+   * group's members at the time of the send), decided once by the accepting gateway.
+   */
+  rcpt?: string[];
 }
 
 export const ChatMessageSchema = z.object({
@@ -66,6 +72,7 @@ export const ChatMessageSchema = z.object({
   group: GroupId.optional(),
   body: Body,
   ts: z.number().int().nonnegative(),
+  rcpt: z.array(UserId).max(100_000).optional(),
 });
 
 export interface MessageFrame extends ChatMessage {
@@ -74,7 +81,7 @@ export interface MessageFrame extends ChatMessage {
 }
 
 export type ServerFrame =
-  | { type: "ack"; id: string; msgId: string; ts: number }
+  | { type: "ack"; id: string; msgId: string; ts: number; cursor?: string }
   | MessageFrame
   | { type: "synced"; cursor: string }
   | { type: "pong" }

@@ -6,6 +6,7 @@ import { createMemoryDirectory } from "../../shared/directory/directory-memory.t
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
 import { createMemoryQueue } from "../../shared/queue/queue-memory.ts";
+import { createMemoryAllocator } from "../../shared/stream/allocator-memory.ts";
 import { onShutdown } from "../../shared/shutdown.ts";
 import { createBatcher } from "../persist/batcher.ts";
 import { createPersistMetrics } from "../persist/metrics.ts";
@@ -25,8 +26,10 @@ const db = await openPglite(join(cfg.DATA_DIR, "pglite"));
 const queue = createMemoryQueue();
 const directory = createMemoryDirectory();
 const sweeper = setInterval(() => void directory.sweepDeadInstances(), 3000);
+const allocator = createMemoryAllocator();
 const batcher = createBatcher({
   database: db,
+  allocator,
   maxRows: cfg.BATCH_SIZE,
   maxWaitMs: cfg.BATCH_MS,
   log: log.child({ part: "persist" }),
@@ -40,7 +43,7 @@ const ws = await startWsService({
   db,
   queue,
   directory,
-  ledger: directory,
+  allocator,
   jwtSecret: secrets.JWT_SECRET,
   internalSecret: secrets.INTERNAL_SECRET,
   rate: { perSec: cfg.RATE_LIMIT_PER_SEC, burst: cfg.RATE_LIMIT_BURST },

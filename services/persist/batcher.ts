@@ -1,14 +1,15 @@
 import { retryForever } from "../../shared/backoff.ts";
 import type { DbHandle } from "../../shared/db/index.ts";
-import { insertMessages } from "../../shared/db/messages.ts";
+import { conversationKey, insertBatch, type StreamEntry } from "../../shared/db/messages.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { ChatMessage } from "../../shared/protocol.ts";
 import type { QueueConsumer, QueueDelivery } from "../../shared/queue/queue.ts";
+import type { StreamAllocator } from "../../shared/stream/allocator.ts";
 import type { PersistMetrics } from "./metrics.ts";
 
 export interface Batcher extends QueueConsumer {
   /**
-   * Shutdown: stops taking deliveries and barriers (they stay unacked, for the next consumer),
+   * Shutdown: stops taking deliveries (they stay unacked, for another consumer),
    * commits and acks everything already held. Resolves true once done, or false when `timeoutMs`
    * passed first; then it stops retrying and what is left stays unacked.
    */
@@ -17,6 +18,8 @@ export interface Batcher extends QueueConsumer {
 
 export interface BatcherOptions {
   database: DbHandle;
+  /** Gives each message its positions (the same ones the gateway was given, if it asked first). */
+  allocator: StreamAllocator;
   /** A batch is written once it holds this many messages... */
   maxRows: number;
   /** ...or this long after its first delivery arrived. */
@@ -40,18 +43,19 @@ class InsertStalled extends Error {
 interface Batch {
   deliveries: QueueDelivery[];
   rows: number;
-  barriers: Array<() => void>;
   due: boolean;
 }
 
-const emptyBatch = (): Batch => ({ deliveries: [], rows: 0, barriers: [], due: false });
-const isEmpty = (b: Batch) => b.deliveries.length === 0 && b.barriers.length === 0;
+const emptyBatch = (): Batch => ({ deliveries: [], rows: 0, due: false });
+const isEmpty = (b: Batch) => b.deliveries.length === 0;
 
 /**
- * The persist consumer: one INSERT per batch, at most one in flight, deliveries acked only after
- * their batch committed, database errors retried forever with the batch kept.
+ * The persist consumer: per batch one allocator call (positions are idempotent per message, so
+ * these are the positions the gateway delivered live with) and one INSERT statement, at most one
+ * in flight; deliveries acked only after their batch committed; allocator and database errors
+ * retried forever with the batch kept. Any number of batchers (processes) may run at once.
  */
-export function createBatcher({ database, maxRows, maxWaitMs, log, metrics, stallMs = 15_000 }: BatcherOptions): Batcher {
+export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, stallMs = 15_000 }: BatcherOptions): Batcher {
   let current = emptyBatch();
   const sealed: Batch[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -92,7 +96,8 @@ export function createBatcher({ database, maxRows, maxWaitMs, log, metrics, stal
         const inserted = await retryForever(
           async () => {
             const t0 = performance.now();
-            const n = await settleWithin(insertMessages(database.db, messages), stallMs, async () => {
+            const entries = await streamEntries(allocator, messages);
+            const n = await settleWithin(insertBatch(database.db, messages, entries), stallMs, async () => {
               log.error("batch insert stalled; resetting the database connections", { stallMs, rows: messages.length });
               metrics?.dbStalls.inc();
               await database.reset();
@@ -117,7 +122,6 @@ export function createBatcher({ database, maxRows, maxWaitMs, log, metrics, stal
       }
     }
     for (const d of batch.deliveries) d.ack();
-    for (const done of batch.barriers) done();
     return true;
   };
 
@@ -138,13 +142,6 @@ export function createBatcher({ database, maxRows, maxWaitMs, log, metrics, stal
       }
     },
 
-    onBarrier(done) {
-      if (draining) return;
-      current.barriers.push(done);
-      current.due = true;
-      void pump();
-    },
-
     drain(timeoutMs = 8000) {
       draining = true;
       current.due = true;
@@ -163,6 +160,25 @@ export function createBatcher({ database, maxRows, maxWaitMs, log, metrics, stal
       });
     },
   };
+}
+
+/**
+ * The users whose streams a message enters. The gateway decided them (`rcpt`); a message queued by
+ * the previous version has none, and then goes to its sender and direct recipient.
+ */
+export function recipientsOf(m: ChatMessage): string[] {
+  if (m.rcpt && m.rcpt.length > 0) return m.rcpt;
+  return m.to !== undefined && m.to !== m.from ? [m.from, m.to] : [m.from];
+}
+
+async function streamEntries(allocator: StreamAllocator, messages: ChatMessage[]): Promise<StreamEntry[]> {
+  const results = await allocator.allocate(messages.map((m) => ({ msgId: m.msgId, users: recipientsOf(m) })));
+  const entries: StreamEntry[] = [];
+  messages.forEach((m, i) => {
+    const conv = conversationKey(m);
+    for (const [user, position] of Object.entries(results[i]!.positions)) entries.push({ user, position, msgId: m.msgId, conv });
+  });
+  return entries;
 }
 
 function uniqueById(messages: ChatMessage[]): ChatMessage[] {

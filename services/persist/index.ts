@@ -4,6 +4,8 @@ import { openPostgres } from "../../shared/db/index.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
 import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
+import { closeRedis, createRedis } from "../../shared/redis.ts";
+import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
 import { createPersistApp } from "./app.ts";
 import { createBatcher } from "./batcher.ts";
 import { createPersistMetrics } from "./metrics.ts";
@@ -13,7 +15,7 @@ const DEFAULT_PORT = 3003;
 const DRAIN_MS = 7000;
 const EXIT_DEADLINE_MS = 9500;
 
-const cfg = requireKeys(loadConfigOrExit(), ["AMQP_URL", "DATABASE_URL"], "persist");
+const cfg = requireKeys(loadConfigOrExit(), ["AMQP_URL", "DATABASE_URL", "REDIS_URL"], "persist");
 
 const log = createLogger({ service: "persist" }, cfg.LOG_LEVEL);
 surviveStrayConnectionErrors(log);
@@ -28,7 +30,9 @@ const queue = createAmqpQueue(conn, {
   publisher: false,
   onDeadLetter: () => persistMetrics.deadLettered.inc(),
 });
-const batcher = createBatcher({ database: db, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, log, metrics: persistMetrics });
+const redis = createRedis(cfg.REDIS_URL, log.child({ dep: "redis" }));
+const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX });
+const batcher = createBatcher({ database: db, allocator, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, log, metrics: persistMetrics });
 
 const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: () => db.ping(1000), metrics });
 const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, fetch: app.fetch });
@@ -47,6 +51,7 @@ onShutdown(
     await conn.close();
     server.stop(true);
     await db.close();
+    await closeRedis(redis);
     log.info("stopped");
   },
   EXIT_DEADLINE_MS,

@@ -3,13 +3,15 @@ import { Hono, type Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
 import type { Db } from "../../shared/db/index.ts";
-import { conversationKey, readHistory } from "../../shared/db/messages.ts";
+import { conversationKey, legacyPosition, readConversation } from "../../shared/db/messages.ts";
 import { DirectoryUnavailable, type Directory } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
 import { Cursor, describeIssues, GroupId, messageFrame, UserId } from "../../shared/protocol.ts";
 import { bearer, issueUserToken, secretMatches, verifyUserToken } from "./auth.ts";
+import type { Delivery as StreamDelivery } from "./delivery.ts";
 import type { Delivery, Router } from "./router.ts";
+import { formatPosition, parseCursor } from "../../shared/stream/position.ts";
 import * as store from "./store.ts";
 
 type Env = { Variables: { user: string } };
@@ -48,13 +50,16 @@ const HistoryQuery = z
  * validated at their own boundary; a structural check (much cheaper than a schema per message on
  * this hot path) keeps malformed bodies out.
  */
+const POSITION_RE = /^[0-9]{1,16}\.[0-9]{1,16}$/;
 function parseDeliveries(raw: unknown): Delivery[] | null {
   const ds = (raw as { deliveries?: unknown } | null)?.deliveries;
   if (!Array.isArray(ds) || ds.length > 10_000) return null;
   const str = (v: unknown) => typeof v === "string";
   for (const d of ds as Array<Record<string, any>>) {
     const m = d?.message;
-    if (typeof m !== "object" || m === null || !Array.isArray(d.users) || !d.users.every(str)) return null;
+    const ps = d?.positions;
+    if (typeof m !== "object" || m === null || typeof ps !== "object" || ps === null || Array.isArray(ps)) return null;
+    if (!Object.values(ps).every((p) => str(p) && POSITION_RE.test(p as string))) return null;
     if (!str(m.msgId) || !str(m.id) || !str(m.from) || !str(m.body) || typeof m.ts !== "number") return null;
     if (str(m.to) === str(m.group)) return null;
   }
@@ -69,6 +74,7 @@ export function createApp(opts: {
   db: Db;
   directory: Directory;
   router: Router;
+  stream: StreamDelivery;
   jwtSecret: string;
   internalSecret: string;
   health: () => Promise<Record<string, boolean>>;
@@ -110,9 +116,9 @@ export function createApp(opts: {
   });
   app.post("/internal/deliver", async (c) => {
     const deliveries = parseDeliveries(await c.req.json().catch(() => null));
-    if (!deliveries) return c.json({ error: "expected {deliveries:[{message, users}]}" }, 400);
+    if (!deliveries) return c.json({ error: "expected {deliveries:[{message, positions:{user:\"epoch.pos\"}}]}" }, 400);
     let missing = 0;
-    for (const d of deliveries) missing += opts.router.deliverLocal(d.message, d.users);
+    for (const d of deliveries) missing += opts.router.deliverForwarded(d);
     return c.json({ missing });
   });
 
@@ -176,8 +182,16 @@ export function createApp(opts: {
     }
     const conv = conversationKey(q.group !== undefined ? { from: me, group: q.group } : { from: me, to: q.with! });
     const limit = Math.min(q.limit ?? 50, 200);
-    const page = await readHistory(db, conv, q.before === undefined ? undefined : Number(q.before), limit);
-    const frames = page.messages.map((m) => messageFrame(m, String(m.seq)));
+    // Reads its own writes: every entry of the caller's stream allocated before now is stored first.
+    await opts.stream.awaitWritten(me);
+    let before;
+    if (q.before !== undefined) {
+      const c = parseCursor(q.before);
+      // A previous version's cursor is a commit sequence: older than it means up to the one before.
+      before = "legacy" in c ? { epoch: 0, pos: (await legacyPosition(db, me, c.legacy - 1)).pos + 1 } : c;
+    }
+    const page = await readConversation(db, me, conv, before, limit);
+    const frames = page.messages.map((m) => messageFrame(m, formatPosition(m.position)));
     return c.json({ messages: frames, before: page.more ? frames[0]!.cursor : null });
   });
 

@@ -2,21 +2,24 @@ import type { ServerWebSocket } from "bun";
 import { retryForever } from "../../shared/backoff.ts";
 import type { Directory, InstanceInfo } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
+import type { StreamState } from "./delivery.ts";
 
-/** Per-connection state. `cursor` is what live message frames carry: see docs/delivery.md. */
+/** Per-connection state. */
 export interface ConnData {
   user: string;
-  connId: number;
-  /** Commit sequence up to which this connection has been synced (0 before any sync). */
-  cursor: number;
-  /** While a sync is answered, live frames wait here (then flushed with the new cursor). */
-  held: Array<{ msgId: string; head: string }> | null;
+  /** Live delivery: the connection's position in its user's stream (services/ws/delivery.ts). */
+  stream: StreamState;
   /** Frames are handled in order: each one chains on the previous. */
   chain: Promise<void>;
+  /** Frames and their bytes waiting in the chain. */
   queued: number;
+  queuedBytes: number;
   inflight: number;
-  /** Resolves once the directory routes this user to this instance. */
+  /** Sends of this connection take allocation turns in order (pipeline.ts). */
+  order: Promise<void>;
+  /** Resolves once the directory routes this user here and the stream baseline is read. */
   ready: Promise<void>;
+  isReady: boolean;
   open: boolean;
 }
 export type Conn = ServerWebSocket<ConnData>;
@@ -99,6 +102,7 @@ export function createConnections(opts: { directory: Directory; self: InstanceIn
       }
     },
     of: (user: string): Set<Conn> | undefined => byUser.get(user),
+    localUsers: () => byUser.keys(),
     isLocal: (user: string) => byUser.has(user),
     all: function* () {
       for (const set of byUser.values()) yield* set;

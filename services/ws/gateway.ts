@@ -1,31 +1,33 @@
-import type { Server, WebSocketHandler } from "bun";
-import { sleep } from "../../shared/backoff.ts";
+import type { WebSocketHandler } from "bun";
+import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
 import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
 import type { ConnData, Conn, Connections } from "./connections.ts";
+import { newStreamState, type Delivery } from "./delivery.ts";
 import { deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { sendFrame } from "./frames.ts";
 import type { PresenceWatch } from "./presence.ts";
 
-/** Frames a connection may have waiting to be handled, and sends awaiting their ack. */
+/** Frames (and their bytes) a connection may have waiting to be handled, and sends awaiting their ack. */
 export const MAX_QUEUED_FRAMES = 1000;
+export const MAX_QUEUED_BYTES = 1 << 20;
 export const MAX_INFLIGHT_SENDS = 1000;
 /** Outbound bytes a connection may have buffered before it is closed as too slow. */
 export const BACKPRESSURE_LIMIT = 4 << 20;
 const READY_TIMEOUT_MS = 5000;
 
-
 /**
  * The WebSocket side of the gateway. Frames of one connection are handled in order (a chain);
  * a send occupies its slot only until it is handed to the pipeline, so acks may overlap, bounded
- * by MAX_INFLIGHT_SENDS. Nothing is handled before the directory routes the user here.
+ * by MAX_INFLIGHT_SENDS. Frames wait until the directory routes the user here and the
+ * connection's stream baseline is read; nothing is handled after the socket closed.
  */
 export function createGateway(opts: {
   connections: Connections;
   pipeline: Pipeline;
-  sync: (ws: Conn, after: number) => Promise<void>;
+  stream: Delivery;
   presence: PresenceWatch;
   log: Logger;
   metrics: Metrics;
@@ -35,15 +37,14 @@ export function createGateway(opts: {
   const badFrames = opts.metrics.counter("ws_bad_frames_total", "Frames answered with bad_request or too_large", ["code"]);
   const connGauge = opts.metrics.gauge("ws_connections", "Open WebSocket connections");
   const limiter = createRateLimiter(opts.rate.perSec, opts.rate.burst);
-  let nextConnId = 1;
 
   const handleSend = async (ws: Conn, f: SendFrame) => {
     const m: ChatMessage = { msgId: deriveMsgId(ws.data.user, f.id), id: f.id, from: ws.data.user, body: f.body, ts: Date.now() };
     if ("group" in f) m.group = f.group;
     else m.to = f.to;
     try {
-      const ts = await opts.pipeline.send(m, ws);
-      if (ws.data.open) sendFrame(ws, { type: "ack", id: f.id, msgId: m.msgId, ts });
+      const a = await opts.pipeline.send(m, ws);
+      if (ws.data.open) sendFrame(ws, { type: "ack", id: f.id, msgId: m.msgId, ts: a.ts, cursor: a.cursor });
     } catch (err) {
       const e = err instanceof SendError ? err : new SendError("unavailable", "temporarily unavailable; retry");
       if (!(err instanceof SendError)) opts.log.error("send failed", { err });
@@ -52,6 +53,9 @@ export function createGateway(opts: {
       ws.data.inflight--;
     }
   };
+
+  /** Resolves once the connection is ready; one timer per connection, not per frame. */
+  const whenReady = (ws: Conn) => (ws.data.isReady ? undefined : ws.data.ready);
 
   const handle = async (ws: Conn, text: string) => {
     const parsed = parseClientFrame(text);
@@ -63,14 +67,21 @@ export function createGateway(opts: {
     }
     const frame = parsed.frame;
     framesIn.inc({ type: frame.type });
+    const id = frame.type === "send" ? { id: frame.id } : {};
+    try {
+      await whenReady(ws);
+    } catch {
+      return sendFrame(ws, { type: "error", ...id, code: "unavailable", message: "this instance cannot register you in the directory right now; retry" });
+    }
+    if (!ws.data.open) return;
     switch (frame.type) {
       case "ping":
         return sendFrame(ws, { type: "pong" });
       case "sync":
-        return opts.sync(ws, frame.after === undefined ? 0 : Number(frame.after));
+        return opts.stream.sync(ws, frame.after);
       case "watch":
         return opts.presence.watch(ws, frame.users).catch(() => {
-          sendFrame(ws, { type: "error", code: "unavailable", message: "presence is unavailable right now; watch again later" });
+          if (ws.data.open) sendFrame(ws, { type: "error", code: "unavailable", message: "presence is unavailable right now; watch again later" });
         });
       case "send":
         if (!limiter.take(ws.data.user)) {
@@ -85,11 +96,6 @@ export function createGateway(opts: {
     }
   };
 
-  const ready = async (ws: Conn) => {
-    const ok = await Promise.race([ws.data.ready.then(() => true), sleep(READY_TIMEOUT_MS).then(() => false)]);
-    if (!ok) throw new SendError("unavailable", "the directory is unavailable; retry");
-  };
-
   const websocket: WebSocketHandler<ConnData> = {
     maxPayloadLength: MAX_FRAME_BYTES,
     backpressureLimit: BACKPRESSURE_LIMIT,
@@ -98,34 +104,57 @@ export function createGateway(opts: {
     sendPings: true,
     open(ws) {
       ws.data.open = true;
-      ws.data.ready = opts.connections.add(ws);
       connGauge.inc();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const registered = opts.connections.add(ws).then(async () => {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            return await opts.stream.init(ws);
+          } catch (err) {
+            if (!ws.data.open) throw err;
+            await sleep(backoffDelay(attempt, { capMs: 2000 }));
+          }
+        }
+      });
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("registration timed out")), READY_TIMEOUT_MS);
+      });
+      ws.data.ready = Promise.race([registered, timeout]).finally(() => clearTimeout(timer));
+      ws.data.ready.then(
+        () => (ws.data.isReady = true),
+        () => {},
+      );
+      // A timed-out registration still completes in the background; later frames see it.
+      registered.then(
+        () => (ws.data.isReady = true),
+        (err) => opts.log.warn("connection setup failed", { err }),
+      );
     },
     message(ws, data) {
+      if (!ws.data.open) return;
       if (typeof data !== "string") {
         sendFrame(ws, { type: "error", code: "bad_request", message: "frames must be JSON text frames" });
         return;
       }
-      if (ws.data.queued >= MAX_QUEUED_FRAMES) {
+      if (ws.data.queued >= MAX_QUEUED_FRAMES || ws.data.queuedBytes + data.length > MAX_QUEUED_BYTES) {
         sendFrame(ws, { type: "error", code: "rate_limited", message: "too many frames waiting; slow down" });
         return;
       }
       ws.data.queued++;
+      ws.data.queuedBytes += data.length;
       ws.data.chain = ws.data.chain
-        .then(() => ready(ws))
-        .then(() => handle(ws, data))
-        .catch((err) => {
-          if (err instanceof SendError && ws.data.open) sendFrame(ws, { type: "error", code: err.code, message: err.message });
-          else opts.log.error("frame handling failed", { err });
-        })
+        .then(() => (ws.data.open ? handle(ws, data) : undefined))
+        .catch((err) => opts.log.error("frame handling failed", { err }))
         .finally(() => {
           ws.data.queued--;
+          ws.data.queuedBytes -= data.length;
         });
     },
     close(ws) {
       ws.data.open = false;
       opts.connections.remove(ws);
       opts.presence.unwatch(ws);
+      opts.stream.drop(ws);
       connGauge.dec();
     },
   };
@@ -134,14 +163,22 @@ export function createGateway(opts: {
     websocket,
     /** Upgrade data for an authenticated user. */
     connData(user: string): ConnData {
-      return { user, connId: nextConnId++, cursor: 0, held: null, chain: Promise.resolve(), queued: 0, inflight: 0, ready: Promise.resolve(), open: false };
+      return {
+        user,
+        stream: newStreamState(),
+        chain: Promise.resolve(),
+        queued: 0,
+        queuedBytes: 0,
+        inflight: 0,
+        order: Promise.resolve(),
+        ready: Promise.resolve(),
+        isReady: false,
+        open: false,
+      };
     },
     /** Closes every connection with 1001 so clients reconnect elsewhere. */
     closeAll(reason = "server shutting down") {
       for (const ws of opts.connections.all()) ws.close(1001, reason);
-    },
-    upgrade(server: Server<ConnData>, req: Request, user: string): boolean {
-      return server.upgrade(req, { data: this.connData(user) });
     },
   };
 }

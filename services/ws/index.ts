@@ -4,11 +4,13 @@ import { openPostgres } from "../../shared/db/index.ts";
 import { createHttpDirectory } from "../../shared/directory/directory-http.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
+import { closeRedis, createRedis } from "../../shared/redis.ts";
+import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
 import { onShutdown, surviveStrayConnectionErrors } from "../../shared/shutdown.ts";
 import { startWsService } from "./service.ts";
 
 const cfg = loadConfigOrExit();
-const c = requireKeys(cfg, ["AMQP_URL", "DATABASE_URL", "DISCOVER_URL", "JWT_SECRET", "INTERNAL_SECRET"], "ws");
+const c = requireKeys(cfg, ["AMQP_URL", "DATABASE_URL", "DISCOVER_URL", "REDIS_URL", "JWT_SECRET", "INTERNAL_SECRET"], "ws");
 const log = createLogger({ service: "ws" }, cfg.LOG_LEVEL);
 surviveStrayConnectionErrors(log);
 
@@ -16,6 +18,8 @@ const db = openPostgres(c.DATABASE_URL);
 const amqp = createAmqpConnection(c.AMQP_URL, log);
 const queue = createAmqpQueue(amqp, { queue: cfg.QUEUE_NAME, log: log.child({ dep: "queue" }) });
 const directory = createHttpDirectory({ baseUrl: c.DISCOVER_URL, secret: c.INTERNAL_SECRET });
+const redis = createRedis(c.REDIS_URL, log.child({ dep: "redis" }));
+const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX });
 
 const ws = await startWsService({
   port: cfg.PORT ?? 3001,
@@ -24,7 +28,7 @@ const ws = await startWsService({
   db,
   queue,
   directory,
-  ledger: directory,
+  allocator,
   jwtSecret: c.JWT_SECRET,
   internalSecret: c.INTERNAL_SECRET,
   rate: { perSec: cfg.RATE_LIMIT_PER_SEC, burst: cfg.RATE_LIMIT_BURST },
@@ -36,5 +40,6 @@ onShutdown(log, async () => {
   await ws.stop();
   await queue.close();
   await amqp.close();
+  await closeRedis(redis);
   await db.close();
 });

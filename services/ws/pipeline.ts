@@ -1,10 +1,10 @@
 import { sleep } from "../../shared/backoff.ts";
-import type { Claim, Ledger } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import type { ErrorCode } from "../../shared/protocol.ts";
-import type { ChatMessage } from "../../shared/protocol.ts";
+import type { ChatMessage, ErrorCode } from "../../shared/protocol.ts";
 import type { MessageQueue } from "../../shared/queue/queue.ts";
+import type { AllocResult, StreamAllocator } from "../../shared/stream/allocator.ts";
+import { formatPosition } from "../../shared/stream/position.ts";
 import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn } from "./connections.ts";
 import type { Router } from "./router.ts";
@@ -27,17 +27,26 @@ export function deriveMsgId(from: string, clientId: string): string {
   return h.digest("base64url").slice(0, 22);
 }
 
+/** What an ack carries: the first accepted attempt's ts, and the message's position in the sender's stream. */
+export interface Accepted {
+  ts: number;
+  cursor: string;
+}
+
 /**
- * The send path. Guarantees:
- * - resolves (with the ack timestamp) only after the queue confirmed the message: acked = durable;
- * - a resend of the same (sender, id), here or on another instance, resolves with the same msgId
- *   and is neither published nor delivered again (the ledger remembers acked ids for a day);
- * - live delivery starts only after the confirm, so no recipient ever sees a message that was not
- *   accepted, and a recipient who registered before a sync's barrier is reached live (delivery.md).
+ * The send path, top to bottom: recipients (group members at the time of the send) → publish
+ * (the broker's confirm: durable) → positions and the delivery claim (allocator) → live delivery
+ * → ack. Guarantees (docs/delivery.md):
+ * - resolves only after the queue confirmed the message: acked = durable;
+ * - positions are allocated only for confirmed messages, so persist writes every allocated
+ *   position (it allocates the same ones again, idempotently): a user's stream has no holes;
+ * - messages from one connection are allocated, hence delivered, in the order they were sent;
+ * - a resend of (sender, id), here or elsewhere, resolves with the first attempt's ts and is
+ *   delivered only by the attempt that claimed it first.
  */
 export function createPipeline(opts: {
   queue: MessageQueue;
-  ledger: Ledger;
+  allocator: StreamAllocator;
   router: Router;
   /** Members of each group (empty array for an unknown group), one query per tick. */
   groupMembers: (groupIds: string[]) => Promise<Map<string, string[]>>;
@@ -45,75 +54,76 @@ export function createPipeline(opts: {
   metrics: Metrics;
 }) {
   const acked = opts.metrics.counter("ws_messages_acked_total", "Messages acknowledged to senders");
-  const resent = opts.metrics.counter("ws_messages_resent_total", "Resends answered from the idempotency ledger");
+  const resent = opts.metrics.counter("ws_messages_resent_total", "Resends acknowledged without delivering again");
   const failed = opts.metrics.counter("ws_messages_failed_total", "Sends answered with an error", ["code"]);
   const ackSeconds = opts.metrics.histogram("ws_ack_seconds", "From receiving a send to its ack", [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5]);
 
-  const recent = new Map<string, number>();
+  const recent = new Map<string, Accepted>();
   const RECENT_MAX = 100_000;
-  const inflight = new Map<string, Promise<number>>();
+  const inflight = new Map<string, Promise<Accepted>>();
   let accepting = true;
 
   const publishes = createTickBatcher<ChatMessage, void>(async (ms) => {
     await opts.queue.publish(ms);
     return ms.map(() => undefined);
   }, { maxItems: 500, maxInFlight: 4 });
-  const claims = createTickBatcher<string, Claim>(async (ids) => {
-    const r = await opts.ledger.claim([...new Set(ids)]);
-    return ids.map((id) => r[id] ?? { state: "new" });
-  }, { maxInFlight: 1 });
-  const completes = createTickBatcher<{ msgId: string; ts: number }, void>(async (done) => {
-    await opts.ledger.complete(done);
-    return done.map(() => undefined);
-  }, { maxInFlight: 1 });
+  // One allocation in flight: allocation order is the order of `add` calls, which keeps each
+  // connection's messages in the order they were sent.
+  const allocations = createTickBatcher((reqs: Parameters<StreamAllocator["allocate"]>[0]) => opts.allocator.allocate(reqs), { maxItems: 2000, maxInFlight: 1 });
   const members = createTickBatcher<string, string[]>(async (groups) => {
     const m = await opts.groupMembers([...new Set(groups)]);
     return groups.map((g) => m.get(g) ?? []);
-  }, { maxInFlight: 2 });
+  }, { maxInFlight: 1 });
 
-  const remember = (msgId: string, ts: number) => {
+  const remember = (msgId: string, a: Accepted) => {
     if (recent.size >= RECENT_MAX) recent.delete(recent.keys().next().value!);
-    recent.set(msgId, ts);
+    recent.set(msgId, a);
   };
 
-  async function claim(msgId: string): Promise<Claim> {
-    for (let i = 0; ; i++) {
-      const c = await claims.add(msgId);
-      if (c.state !== "pending" || i >= 20) return c.state === "pending" ? { state: "new" } : c;
-      await sleep(100);
-    }
-  }
+  /** Takes the connection's next turn: resolves when every earlier send of it has queued its allocation. */
+  const takeTurn = (ws: Conn | undefined) => {
+    const prev = ws ? ws.data.order : Promise.resolve();
+    let done!: () => void;
+    const mine = new Promise<void>((r) => (done = r));
+    if (ws) ws.data.order = mine;
+    return { prev, done };
+  };
 
-  async function process(m: ChatMessage, sender: Conn | undefined): Promise<number> {
-    let recipients: string[];
-    if (m.group !== undefined) {
-      const ms = await members.add(m.group).catch(() => {
-        throw new SendError("unavailable", "group membership is unavailable; retry");
+  async function process(m: ChatMessage, sender: Conn | undefined): Promise<Accepted> {
+    const turn = takeTurn(sender);
+    let allocation: Promise<AllocResult>;
+    try {
+      let users: string[];
+      if (m.group !== undefined) {
+        const ms = await members.add(m.group).catch(() => {
+          throw new SendError("unavailable", "group membership is unavailable; retry");
+        });
+        if (!ms.includes(m.from)) throw new SendError("forbidden", "you are not a member of this group");
+        users = ms;
+      } else users = m.to === m.from ? [m.from] : [m.from, m.to!];
+      m.rcpt = users;
+      await publishes.add(m).catch((err) => {
+        opts.log.warn("publish failed", { err, msgId: m.msgId });
+        throw new SendError("unavailable", "the message queue is unavailable; retry");
       });
-      if (!ms.includes(m.from)) throw new SendError("forbidden", "you are not a member of this group");
-      recipients = ms;
-    } else recipients = m.to === m.from ? [m.from] : [m.to!, m.from];
-
-    // Claim and publish run side by side: a resend that turns out to be done was published twice,
-    // which storage absorbs (ON CONFLICT DO NOTHING); it is neither acked anew nor delivered again.
-    const [c, published] = await Promise.allSettled([claim(m.msgId), publishes.add(m)]);
-    if (c.status === "fulfilled" && c.value.state === "done") {
-      resent.inc();
-      return c.value.ts;
+      await turn.prev;
+      allocation = allocations.add({ msgId: m.msgId, users, claim: { sender: m.from, ts: m.ts } });
+    } finally {
+      turn.done();
     }
-    if (published.status === "rejected") {
-      opts.log.warn("publish failed", { err: published.reason, msgId: m.msgId });
-      if (c.status === "fulfilled") opts.ledger.release([m.msgId]).catch(() => {});
-      throw new SendError("unavailable", "the message queue is unavailable; retry");
-    }
-    if (c.status === "rejected") throw new SendError("unavailable", "the directory is unavailable; retry");
-    completes.add({ msgId: m.msgId, ts: m.ts }).catch((err) => opts.log.warn("ledger complete failed", { err }));
-    void opts.router.route(m, recipients, sender);
-    return m.ts;
+    // Confirmed but not allocated when this fails: persist allocates it later and the recipients'
+    // gateways or syncs pick it up; the sender resends and is acked then.
+    const a = await allocation.catch((err) => {
+      opts.log.warn("position allocation failed", { err, msgId: m.msgId });
+      throw new SendError("unavailable", "message positions are unavailable; retry");
+    });
+    if (a.claimed!.fresh) void opts.router.route(m, a.positions, sender);
+    else resent.inc();
+    return { ts: a.claimed!.ts, cursor: formatPosition(a.positions[m.from]!) };
   }
 
-  /** Resolves with the ack timestamp, or rejects with a SendError. */
-  async function send(m: ChatMessage, sender?: Conn): Promise<number> {
+  /** Resolves with what the ack carries, or rejects with a SendError. */
+  async function send(m: ChatMessage, sender?: Conn): Promise<Accepted> {
     const t0 = performance.now();
     const known = recent.get(m.msgId);
     if (known !== undefined) {
@@ -123,21 +133,20 @@ export function createPipeline(opts: {
     const running = inflight.get(m.msgId);
     if (running) {
       // A resend while the first attempt runs shares its outcome when it is accepted. When it is
-      // refused (forbidden, unavailable), nothing was accepted under this id, so this send is
-      // answered on its own, as it would be had it come a moment later.
-      const ts = await running.catch(() => undefined);
-      if (ts !== undefined) return ts;
+      // refused (forbidden, unavailable), this send is answered on its own.
+      const a = await running.catch(() => undefined);
+      if (a !== undefined) return a;
       return send(m, sender);
     }
     if (!accepting) throw new SendError("unavailable", "this instance is shutting down; reconnect and retry");
     const p = process(m, sender);
     inflight.set(m.msgId, p);
     try {
-      const ts = await p;
-      remember(m.msgId, ts);
+      const a = await p;
+      remember(m.msgId, a);
       acked.inc();
       ackSeconds.observe((performance.now() - t0) / 1000);
-      return ts;
+      return a;
     } catch (err) {
       failed.inc({ code: err instanceof SendError ? err.code : "unavailable" });
       throw err;

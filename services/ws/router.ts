@@ -2,35 +2,31 @@ import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Directory, InstanceInfo } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { messageFrame, type ChatMessage } from "../../shared/protocol.ts";
+import type { ChatMessage } from "../../shared/protocol.ts";
+import { formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
 import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn, Connections } from "./connections.ts";
+import { frameHead, type Delivery as StreamDelivery } from "./delivery.ts";
 
-/** A forwarded delivery: one message for some users held by the receiving instance. */
+/** A forwarded delivery: one message and, for each user the receiving instance holds, the position in their stream ("epoch.pos"). */
 export interface Delivery {
   message: ChatMessage;
-  users: string[];
+  positions: Record<string, string>;
 }
 
-/** The head of a message frame up to its cursor; each connection appends its own cursor. */
-export function frameHead(m: ChatMessage): string {
-  const s = JSON.stringify(messageFrame(m, ""));
-  return s.slice(0, s.length - 3);
-}
-const tail = (cursor: number) => `"${cursor}"}`;
-
-/** Sends a frame head to one connection, or holds it while the connection is answering a sync. */
-export function sendHead(ws: Conn, msgId: string, head: string) {
-  if (ws.data.held) ws.data.held.push({ msgId, head });
-  else ws.send(head + tail(ws.data.cursor));
-}
+/** Deliveries one peer may have waiting; past it new ones are dropped (the peer's gap repair fills them). */
+export const MAX_FORWARD_BACKLOG = 20_000;
+const FORWARD_ATTEMPTS = 3;
+const FORWARD_TIMEOUT_MS = 2000;
 
 /**
- * Live delivery of confirmed messages: to local connections at once, and to other instances with
- * one HTTP request per instance per tick. Live delivery is best effort; `sync` is the safety net.
+ * Live delivery of allocated messages: to local connections at once, and to other instances with
+ * one HTTP request per instance per tick. A forward that fails is not retried for long: the
+ * receiving instance notices the gap in the recipient's stream and fills it from storage.
  */
 export function createRouter(opts: {
   connections: Connections;
+  stream: StreamDelivery;
   directory: Directory;
   self: InstanceInfo;
   internalSecret: string;
@@ -41,6 +37,7 @@ export function createRouter(opts: {
   const doFetch = opts.fetch ?? fetch;
   const forwarded = opts.metrics.counter("ws_forwarded_messages_total", "Messages forwarded to other instances");
   const forwardFailed = opts.metrics.counter("ws_forward_failures_total", "Forward requests given up after retries");
+  const forwardDropped = opts.metrics.counter("ws_forward_dropped_total", "Deliveries dropped because a peer's backlog was full");
   const notThere = opts.metrics.counter("ws_forward_not_there_total", "Users another instance said it does not hold");
 
   const lookups = createTickBatcher<string[], Record<string, InstanceInfo[]>>(async (items) => {
@@ -49,28 +46,33 @@ export function createRouter(opts: {
     return items.map(() => found);
   }, { maxInFlight: 1 });
 
-  const forwarders = new Map<string, ReturnType<typeof createTickBatcher<Delivery, void>>>();
-  const forwarderFor = (inst: InstanceInfo) => {
-    let f = forwarders.get(inst.url);
-    if (!f) {
-      f = createTickBatcher<Delivery, void>(async (deliveries) => {
+  const peers = new Map<string, { batcher: ReturnType<typeof createTickBatcher<Delivery, void>>; backlog: number; lastUsed: number }>();
+  const peerFor = (inst: InstanceInfo) => {
+    let p = peers.get(inst.url);
+    if (!p) {
+      const batcher = createTickBatcher<Delivery, void>(async (deliveries) => {
         await post(inst.url, deliveries);
         return deliveries.map(() => undefined);
       }, { maxItems: 500, maxInFlight: 1 });
-      forwarders.set(inst.url, f);
+      peers.set(inst.url, (p = { batcher, backlog: 0, lastUsed: Date.now() }));
     }
-    return f;
+    p.lastUsed = Date.now();
+    return p;
   };
+  // Forget idle peers (instances come and go).
+  const sweep = setInterval(() => {
+    for (const [url, p] of peers) if (p.backlog === 0 && Date.now() - p.lastUsed > 60_000) peers.delete(url);
+  }, 30_000);
 
   async function post(url: string, deliveries: Delivery[]) {
     const body = JSON.stringify({ deliveries });
-    for (let attempt = 0; attempt < 4; attempt++) {
+    for (let attempt = 0; attempt < FORWARD_ATTEMPTS; attempt++) {
       try {
         const res = await doFetch(`${url}/internal/deliver`, {
           method: "POST",
           headers: { "content-type": "application/json", authorization: `Bearer ${opts.internalSecret}` },
           body,
-          signal: AbortSignal.timeout(3000),
+          signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
         });
         if (res.ok) {
           const { missing } = (await res.json()) as { missing: number };
@@ -83,51 +85,72 @@ export function createRouter(opts: {
           break;
         }
       } catch (err) {
-        if (attempt === 3) opts.log.warn("forward failed", { url, err });
+        if (attempt === FORWARD_ATTEMPTS - 1) opts.log.warn("forward failed", { url, err });
       }
-      await sleep(backoffDelay(attempt, { baseMs: 50, capMs: 1000 }));
+      await sleep(backoffDelay(attempt, { baseMs: 50, capMs: 500 }));
     }
     forwardFailed.inc();
   }
 
-  /** Delivers to this instance's connections of `users` (but `except`); returns how many users had none. */
-  function deliverLocal(m: ChatMessage, users: Iterable<string>, except?: Conn): number {
+  /** Offers a message to this instance's connections of each user at that user's position (but not to `except`, which gets an ack). Returns how many users had no connection here. */
+  function deliverLocal(m: ChatMessage, positions: Iterable<[string, Position]>, except?: Conn): number {
     let head: string | undefined;
     let missing = 0;
-    for (const u of users) {
+    for (const [u, position] of positions) {
       const conns = opts.connections.of(u);
       if (!conns) {
         missing++;
         continue;
       }
       head ??= frameHead(m);
-      for (const ws of conns) if (ws !== except) sendHead(ws, m.msgId, head);
+      for (const ws of conns) opts.stream.offer(ws, { position, head: ws === except ? null : head });
     }
     return missing;
   }
 
-  /** Routes a confirmed message to every connection of `users`, here and elsewhere. Never rejects. */
-  async function route(m: ChatMessage, users: string[], sender?: Conn): Promise<void> {
-    deliverLocal(m, users, sender);
+  /** Routes an allocated message to every connection of its users, here and elsewhere. Never rejects. */
+  async function route(m: ChatMessage, positions: Record<string, Position>, sender?: Conn): Promise<void> {
+    const { rcpt: _, ...message } = m;
+    deliverLocal(message, Object.entries(positions), sender);
+    const users = Object.keys(positions);
     let where: Record<string, InstanceInfo[]>;
     try {
       where = await lookups.add(users);
     } catch (err) {
-      opts.log.warn("directory lookup failed; remote recipients will get it on sync", { err, msgId: m.msgId });
+      opts.log.warn("directory lookup failed; remote recipients' gateways will repair the gap", { err, msgId: m.msgId });
       return;
     }
-    const byInstance = new Map<string, { inst: InstanceInfo; users: string[] }>();
+    const byInstance = new Map<string, { inst: InstanceInfo; positions: Record<string, string> }>();
     for (const u of users) {
       for (const inst of where[u] ?? []) {
         if (inst.id === opts.self.id) continue;
         let e = byInstance.get(inst.id);
-        if (!e) byInstance.set(inst.id, (e = { inst, users: [] }));
-        e.users.push(u);
+        if (!e) byInstance.set(inst.id, (e = { inst, positions: {} }));
+        e.positions[u] = formatPosition(positions[u]!);
       }
     }
-    await Promise.all([...byInstance.values()].map((e) => forwarderFor(e.inst).add({ message: m, users: e.users })));
+    await Promise.all(
+      [...byInstance.values()].map(async (e) => {
+        const peer = peerFor(e.inst);
+        if (peer.backlog >= MAX_FORWARD_BACKLOG) return forwardDropped.inc();
+        peer.backlog++;
+        try {
+          await peer.batcher.add({ message, positions: e.positions });
+        } finally {
+          peer.backlog--;
+        }
+      }),
+    );
   }
 
-  return { route, deliverLocal };
+  /** A forwarded delivery arriving here. */
+  function deliverForwarded(d: Delivery): number {
+    return deliverLocal(
+      d.message,
+      Object.entries(d.positions).map(([u, c]) => [u, parseCursor(c) as Position]),
+    );
+  }
+
+  return { route, deliverForwarded, stop: () => clearInterval(sweep) };
 }
 export type Router = ReturnType<typeof createRouter>;

@@ -1,18 +1,19 @@
 import type { Server } from "bun";
 import type { DbHandle } from "../../shared/db/index.ts";
-import { INSTANCE_TTL_MS, type Directory, type Ledger } from "../../shared/directory/directory.ts";
+import { INSTANCE_TTL_MS, type Directory } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
 import type { MessageQueue } from "../../shared/queue/queue.ts";
+import type { StreamAllocator } from "../../shared/stream/allocator.ts";
 import { createApp } from "./app.ts";
 import { bearer, verifyUserToken } from "./auth.ts";
 import { createConnections, type ConnData } from "./connections.ts";
+import { createDelivery } from "./delivery.ts";
 import { createGateway } from "./gateway.ts";
 import { createPipeline } from "./pipeline.ts";
 import { createPresenceWatch } from "./presence.ts";
 import { createRouter } from "./router.ts";
 import { membersOf } from "./store.ts";
-import { createSync } from "./sync.ts";
 
 export interface WsDeps {
   port: number;
@@ -22,7 +23,7 @@ export interface WsDeps {
   db: DbHandle;
   queue: MessageQueue;
   directory: Directory;
-  ledger: Ledger;
+  allocator: StreamAllocator;
   jwtSecret: string;
   internalSecret: string;
   rate: { perSec: number; burst: number };
@@ -39,10 +40,18 @@ export async function startWsService(deps: WsDeps) {
   const self = { id: instanceId, url: deps.publicUrl ?? "" };
 
   const connections = createConnections({ directory: deps.directory, self, log, heartbeatMs: INSTANCE_TTL_MS / 3, ttlMs: INSTANCE_TTL_MS });
-  const router = createRouter({ connections, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics });
+  const stream = createDelivery({
+    db: () => deps.db.db,
+    allocator: deps.allocator,
+    log,
+    metrics,
+    connectionsOf: (u) => connections.of(u),
+    localUsers: () => connections.localUsers(),
+  });
+  const router = createRouter({ connections, stream, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics });
   const pipeline = createPipeline({
     queue: deps.queue,
-    ledger: deps.ledger,
+    allocator: deps.allocator,
     router,
     groupMembers: (ids) => membersOf(deps.db.db, ids),
     log,
@@ -52,7 +61,7 @@ export async function startWsService(deps: WsDeps) {
   const gateway = createGateway({
     connections,
     pipeline,
-    sync: createSync({ db: deps.db.db, queue: deps.queue, log }),
+    stream,
     presence,
     log,
     metrics,
@@ -60,11 +69,12 @@ export async function startWsService(deps: WsDeps) {
   });
   const health = async () => ({
     queue: deps.queue.ready(),
+    allocator: deps.allocator.ready(),
     directory: connections.healthy(),
     database: await deps.db.ping(),
     ...(deps.extraHealth ? await deps.extraHealth() : {}),
   });
-  const app = createApp({ db: deps.db.db, directory: deps.directory, router, jwtSecret: deps.jwtSecret, internalSecret: deps.internalSecret, health, metrics, log });
+  const app = createApp({ db: deps.db.db, directory: deps.directory, router, stream, jwtSecret: deps.jwtSecret, internalSecret: deps.internalSecret, health, metrics, log });
 
   const server: Server<ConnData> = Bun.serve<ConnData>({
     port: deps.port,
@@ -98,6 +108,8 @@ export async function startWsService(deps: WsDeps) {
         server.stop(false);
         presence.stop();
         await pipeline.drain(5000);
+        stream.stop();
+        router.stop();
         gateway.closeAll();
         await connections.stop();
         server.stop(true);

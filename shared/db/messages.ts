@@ -1,13 +1,19 @@
-import { and, asc, desc, eq, gt, inArray, lt, lte, max, ne, or, sql } from "drizzle-orm";
+import { sql } from "drizzle-orm";
 import type { ChatMessage } from "../protocol.ts";
+import { LEGACY_EPOCH, type Position } from "../stream/position.ts";
 import type { Db } from "./index.ts";
-import { groupMembers, messages } from "./schema.ts";
 
-/** Any 64-bit key; every writer of `messages` takes it so commit order equals `seq` order. */
-const MESSAGES_WRITE_LOCK = 0x63686174;
+/** A message as read from one user's stream: with its position there. */
+export interface StreamMessage extends ChatMessage {
+  position: Position;
+}
 
-export interface StoredMessage extends ChatMessage {
-  seq: number;
+/** One stream entry to write: `msgId` enters `user`'s stream at `position`. */
+export interface StreamEntry {
+  user: string;
+  position: Position;
+  msgId: string;
+  conv: string;
 }
 
 export function conversationKey(m: { from: string; to?: string; group?: string }): string {
@@ -18,13 +24,12 @@ export function conversationKey(m: { from: string; to?: string; group?: string }
 }
 
 /**
- * Inserts a batch in one statement, idempotent on the message id. The advisory lock serialises
- * writers, so a transaction that draws larger `seq` values always commits after every transaction
- * that drew smaller ones: readers see committed rows as a prefix of `seq`.
- * Returns how many rows were new.
+ * Writes a batch of messages and their stream entries in one statement, idempotent on the message
+ * id and on (user, epoch, pos): a redelivered batch writes nothing twice. No lock: any number of
+ * writers may run at once, since positions were decided before. Returns how many messages were new.
  */
-export async function insertMessages(db: Db, batch: ChatMessage[]): Promise<number> {
-  if (batch.length === 0) return 0;
+export async function insertBatch(db: Db, batch: ChatMessage[], entries: StreamEntry[]): Promise<number> {
+  if (batch.length === 0 && entries.length === 0) return 0;
   const rows = batch.map((m) => ({
     id: m.msgId,
     client_id: m.id,
@@ -35,80 +40,80 @@ export async function insertMessages(db: Db, batch: ChatMessage[]): Promise<numb
     body: m.body,
     ts: m.ts,
   }));
-  return db.transaction(async (tx) => {
-    await tx.execute(sql`select pg_advisory_xact_lock(${MESSAGES_WRITE_LOCK})`);
-    const inserted = await tx.execute(sql`
+  const stream = entries.map((e) => ({ user_id: e.user, epoch: e.position.epoch, pos: e.position.pos, msg_id: e.msgId, conv: e.conv }));
+  const result = await db.execute(sql`
+    with m as (
       insert into messages (id, client_id, sender, recipient, group_id, conv, body, ts)
       select x.id, x.client_id, x.sender, x.recipient, x.group_id, x.conv, x.body, x.ts
       from json_to_recordset(${JSON.stringify(rows)}::json)
         as x(id text, client_id text, sender text, recipient text, group_id text, conv text, body text, ts bigint)
+      order by x.id
       on conflict (id) do nothing
-      returning 1`);
-    return rowCount(inserted);
-  });
+      returning 1
+    ), s as (
+      insert into stream (user_id, epoch, pos, msg_id, conv)
+      select y.user_id, y.epoch, y.pos, y.msg_id, y.conv
+      from json_to_recordset(${JSON.stringify(stream)}::json)
+        as y(user_id text, epoch bigint, pos bigint, msg_id text, conv text)
+      order by y.user_id, y.epoch, y.pos
+      on conflict do nothing
+      returning 1
+    )
+    select (select count(*) from m)::int as messages, (select count(*) from s)::int as entries`);
+  return Number(firstRow<{ messages: number }>(result)?.messages ?? 0);
 }
 
-function rowCount(result: unknown): number {
-  if (Array.isArray(result)) return result.length;
-  const r = result as { rows?: unknown[]; affectedRows?: number };
-  return r.rows?.length ?? r.affectedRows ?? 0;
+function rowsOf<T>(result: unknown): T[] {
+  if (Array.isArray(result)) return result as T[];
+  return ((result as { rows?: T[] }).rows ?? []) as T[];
 }
+const firstRow = <T>(result: unknown): T | undefined => rowsOf<T>(result)[0];
 
-const columns = {
-  seq: messages.seq,
-  msgId: messages.id,
-  id: messages.clientId,
-  from: messages.sender,
-  to: messages.recipient,
-  group: messages.groupId,
-  body: messages.body,
-  ts: messages.ts,
-};
+type Row = { epoch: string | number; pos: string | number; msg_id: string; client_id: string; sender: string; recipient: string | null; group_id: string | null; body: string; ts: string | number };
 
-type Row = { seq: number; msgId: string; id: string; from: string; to: string | null; group: string | null; body: string; ts: number };
-
-function toStored(r: Row): StoredMessage {
-  const m: StoredMessage = { seq: Number(r.seq), msgId: r.msgId, id: r.id, from: r.from, body: r.body, ts: Number(r.ts) };
-  if (r.group !== null) m.group = r.group;
-  else if (r.to !== null) m.to = r.to;
+function toMessage(r: Row): StreamMessage {
+  const m: StreamMessage = { position: { epoch: Number(r.epoch), pos: Number(r.pos) }, msgId: r.msg_id, id: r.client_id, from: r.sender, body: r.body, ts: Number(r.ts) };
+  if (r.group_id !== null) m.group = r.group_id;
+  else if (r.recipient !== null) m.to = r.recipient;
   return m;
 }
 
-/** The top of the committed prefix of `seq`: every message with seq <= it is visible now and forever. */
-export async function committedWatermark(db: Db): Promise<number> {
-  const [r] = await db.select({ w: max(messages.seq) }).from(messages);
-  return Number(r?.w ?? 0);
-}
+const SELECT_ENTRY = sql`select s.epoch, s.pos, s.msg_id, m.client_id, m.sender, m.recipient, m.group_id, m.body, m.ts
+  from stream s join messages m on m.id = s.msg_id`;
 
 /**
- * One page of the messages that involve `user` (sent by them, addressed to them, or to a group they
- * are in now) with after < seq <= upTo, oldest first.
+ * One page of `user`'s stream with after < position <= upTo, oldest first. An entry whose message
+ * row is not written yet is left out (its writer commits both in one statement, so this does not
+ * happen for entries written by persist).
  */
-export async function readInvolving(db: Db, user: string, after: number, upTo: number, limit: number): Promise<StoredMessage[]> {
-  const myGroups = db.select({ g: groupMembers.groupId }).from(groupMembers).where(eq(groupMembers.userId, user));
-  const rows = await db
-    .select(columns)
-    .from(messages)
-    .where(
-      and(
-        gt(messages.seq, after),
-        lte(messages.seq, upTo),
-        or(eq(messages.sender, user), eq(messages.recipient, user), and(ne(messages.sender, user), inArray(messages.groupId, myGroups))),
-      ),
-    )
-    .orderBy(asc(messages.seq))
-    .limit(limit);
-  return rows.map(toStored);
+export async function readStream(db: Db, user: string, after: Position, upTo: Position, limit: number): Promise<StreamMessage[]> {
+  const rows = await db.execute(sql`${SELECT_ENTRY}
+    where s.user_id = ${user} and (s.epoch, s.pos) > (${after.epoch}, ${after.pos}) and (s.epoch, s.pos) <= (${upTo.epoch}, ${upTo.pos})
+    order by s.epoch, s.pos limit ${limit}`);
+  return rowsOf<Row>(rows).map(toMessage);
 }
 
-/** A page of one conversation's history, newest page first, rows oldest first; `more` when older rows exist. */
-export async function readHistory(db: Db, conv: string, before: number | undefined, limit: number): Promise<{ messages: StoredMessage[]; more: boolean }> {
-  const rows = await db
-    .select(columns)
-    .from(messages)
-    .where(before === undefined ? eq(messages.conv, conv) : and(eq(messages.conv, conv), lt(messages.seq, before)))
-    .orderBy(desc(messages.seq))
-    .limit(limit + 1);
+/** A page of one conversation as `user` sees it (their stream), newest page first, rows oldest first. */
+export async function readConversation(db: Db, user: string, conv: string, before: Position | undefined, limit: number): Promise<{ messages: StreamMessage[]; more: boolean }> {
+  const b = before ?? { epoch: Number.MAX_SAFE_INTEGER, pos: Number.MAX_SAFE_INTEGER };
+  const rows = rowsOf<Row>(
+    await db.execute(sql`${SELECT_ENTRY}
+      where s.user_id = ${user} and s.conv = ${conv} and (s.epoch, s.pos) < (${b.epoch}, ${b.pos})
+      order by s.epoch desc, s.pos desc limit ${limit + 1}`),
+  );
   const more = rows.length > limit;
-  return { messages: rows.slice(0, limit).reverse().map(toStored), more };
+  return { messages: rows.slice(0, limit).reverse().map(toMessage), more };
+}
+
+/** How many entries `user`'s stream holds in epoch `epoch` with from < pos <= to. */
+export async function countEntries(db: Db, user: string, epoch: number, from: number, to: number): Promise<number> {
+  const r = await db.execute(sql`select count(*)::int as n from stream where user_id = ${user} and epoch = ${epoch} and pos > ${from} and pos <= ${to}`);
+  return Number(firstRow<{ n: number }>(r)?.n ?? 0);
+}
+
+/** Maps a cursor of the previous version (a commit sequence) onto the user's legacy epoch. */
+export async function legacyPosition(db: Db, user: string, seq: number): Promise<Position> {
+  const r = await db.execute(sql`select coalesce(max(s.pos), 0)::bigint as pos from stream s join messages m on m.id = s.msg_id
+    where s.user_id = ${user} and s.epoch = ${LEGACY_EPOCH} and m.seq <= ${seq}`);
+  return { epoch: LEGACY_EPOCH, pos: Number(firstRow<{ pos: number }>(r)?.pos ?? 0) };
 }

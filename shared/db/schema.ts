@@ -3,31 +3,39 @@ import { bigint, bigserial, index, pgTable, primaryKey, text, timestamp } from "
 /**
  * The one schema, used by PostgreSQL (postgres.js) and PGlite alike.
  *
- * `messages.seq` is the commit sequence: persist takes a transaction-scoped advisory lock before
- * inserting, so sequence values become visible in increasing order and the committed rows always
- * form a prefix of `seq` (with holes only where a duplicate insert burned a value). Cursors are
- * `seq` values; see docs/delivery.md.
+ * `messages` holds each message once. `stream` is every user's stream: one entry per (user,
+ * position), positions assigned by the allocator when the message was accepted (docs/delivery.md).
+ * Cursors, sync and history read `stream`; `messages.seq` only maps cursors of the previous
+ * version (commit sequence numbers) onto the legacy epoch 0 of each stream.
  */
-export const messages = pgTable(
-  "messages",
+export const messages = pgTable("messages", {
+  id: text("id").primaryKey(),
+  seq: bigserial("seq", { mode: "number" }).notNull(),
+  clientId: text("client_id").notNull(),
+  sender: text("sender").notNull(),
+  recipient: text("recipient"),
+  groupId: text("group_id"),
+  /** Conversation key: `d:<a>:<b>` (a < b) for direct messages, `g:<groupId>` for groups. */
+  conv: text("conv").notNull(),
+  body: text("body").notNull(),
+  ts: bigint("ts", { mode: "number" }).notNull(),
+});
+
+/**
+ * One entry of a user's stream. `kind` is what travels at that position: today always "message"
+ * (with `msgId`); edits, deletions and receipts can take positions in the same stream later.
+ */
+export const stream = pgTable(
+  "stream",
   {
-    id: text("id").primaryKey(),
-    seq: bigserial("seq", { mode: "number" }).notNull().unique(),
-    clientId: text("client_id").notNull(),
-    sender: text("sender").notNull(),
-    recipient: text("recipient"),
-    groupId: text("group_id"),
-    /** Conversation key: `d:<a>:<b>` (a < b) for direct messages, `g:<groupId>` for groups. */
+    userId: text("user_id").notNull(),
+    epoch: bigint("epoch", { mode: "number" }).notNull(),
+    pos: bigint("pos", { mode: "number" }).notNull(),
+    kind: text("kind").notNull().default("message"),
+    msgId: text("msg_id").notNull(),
     conv: text("conv").notNull(),
-    body: text("body").notNull(),
-    ts: bigint("ts", { mode: "number" }).notNull(),
   },
-  (t) => [
-    index("messages_conv_seq").on(t.conv, t.seq),
-    index("messages_sender_seq").on(t.sender, t.seq),
-    index("messages_recipient_seq").on(t.recipient, t.seq),
-    index("messages_group_seq").on(t.groupId, t.seq),
-  ],
+  (t) => [primaryKey({ columns: [t.userId, t.epoch, t.pos] }), index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos)],
 );
 
 export const users = pgTable("users", {
@@ -54,4 +62,4 @@ export const groupMembers = pgTable(
   (t) => [primaryKey({ columns: [t.groupId, t.userId] }), index("group_members_user").on(t.userId)],
 );
 
-export const schema = { messages, users, groups, groupMembers };
+export const schema = { messages, stream, users, groups, groupMembers };

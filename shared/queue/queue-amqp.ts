@@ -3,13 +3,8 @@ import type { Channel, ConfirmChannel, ConsumeMessage, Message } from "amqplib";
 import type { AmqpConnection, KeptChannel } from "../amqp.ts";
 import type { Logger } from "../log.ts";
 import { ChatMessageSchema, describeIssues, type ChatMessage } from "../protocol.ts";
-import { createBarrierRounds } from "./barrier.ts";
 import { QUEUE_TOPOLOGY, QueueUnavailable, type MessageQueue, type QueueConsumer } from "./queue.ts";
 
-/** AMQP `type` property of a barrier marker; its reply goes to `replyTo` with the same `correlationId`. */
-export const BARRIER_MESSAGE_TYPE = "chat.barrier";
-const DIRECT_REPLY_TO = "amq.rabbitmq.reply-to";
-const EMPTY = Buffer.alloc(0);
 
 const BrokerBatch = z
   .array(ChatMessageSchema.refine((m) => (m.to === undefined) !== (m.group === undefined), "needs exactly one of to and group"))
@@ -22,7 +17,7 @@ export interface AmqpQueueOptions {
   /** Default QUEUE_TOPOLOGY names for the default queue, else `<queue>.dlx` and `<queue>.dead`. */
   deadLetterExchange?: string;
   deadLetterQueue?: string;
-  /** False for a consumer-only process: no publisher channels; publish and barrier reject. Default true. */
+  /** False for a consumer-only process: no publisher channels; publish rejects. Default true. */
   publisher?: boolean;
   /** A publish not confirmed within this rejects with QueueUnavailable. Default 10 s. */
   publishTimeoutMs?: number;
@@ -51,7 +46,8 @@ export function queueTopology(opts: Pick<AmqpQueueOptions, "queue" | "deadLetter
  * Declares the queue and its dead-letter queue. A quorum queue: it confirms persistent messages as
  * soon as its write-ahead log is synced (a classic queue batches fsyncs for up to hundreds of ms,
  * which was most of our ack latency), survives a broker restart, and is what a cluster replicates.
- * Single active consumer keeps barriers exact.
+ * Any number of consumers share it (RabbitMQ spreads deliveries over them): positions are assigned
+ * before persisting and writes are idempotent, so the order in which consumers write is free.
  */
 export async function assertQueueTopology(ch: Channel, t: QueueTopology): Promise<void> {
   await ch.assertExchange(t.deadLetterExchange, "fanout", { durable: true });
@@ -60,7 +56,7 @@ export async function assertQueueTopology(ch: Channel, t: QueueTopology): Promis
   await ch.assertQueue(t.queue, {
     durable: true,
     deadLetterExchange: t.deadLetterExchange,
-    arguments: { "x-queue-type": "quorum", "x-single-active-consumer": true },
+    arguments: { "x-queue-type": "quorum" },
   });
 }
 
@@ -137,59 +133,11 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
     );
   }
 
-  let replyCh: Channel | undefined;
-  const replies = new Map<string, (err?: unknown) => void>();
-  let correlationSeq = 0;
-  const barriers = createBarrierRounds((finish) => {
-    const ch = replyCh;
-    if (!ch) throw new QueueUnavailable("queue not connected");
-    const id = `${process.pid}.${++correlationSeq}`;
-    replies.set(id, finish);
-    try {
-      ch.publish("", topology.queue, EMPTY, { replyTo: DIRECT_REPLY_TO, correlationId: id, type: BARRIER_MESSAGE_TYPE });
-    } catch (err) {
-      replies.delete(id);
-      throw new QueueUnavailable(`barrier not sent: ${String(err)}`);
-    }
-    return () => replies.delete(id);
-  });
-  if (publisher) {
-    kept.push(
-      conn.keepChannel({
-        name: "barrier",
-        setup: async (ch) => {
-          await ch.consume(
-            DIRECT_REPLY_TO,
-            (msg) => {
-              const id = msg?.properties.correlationId;
-              const finish = typeof id === "string" ? replies.get(id) : undefined;
-              if (!finish) return;
-              replies.delete(id);
-              finish();
-            },
-            { noAck: true },
-          );
-        },
-        onOpen: (ch) => {
-          replyCh = ch;
-          checkReady();
-        },
-        onClose: (ch) => {
-          if (replyCh !== ch) return;
-          replyCh = undefined;
-          const waiting = [...replies.values()];
-          replies.clear();
-          for (const finish of waiting) finish(new QueueUnavailable("queue connection lost during a barrier"));
-        },
-      }),
-    );
-  }
-
   const consumers = new Set<KeptChannel<Channel>>();
 
   function isReady() {
     if (closed || !conn.ready()) return false;
-    if (publisher && (!pubCh || !replyCh)) return false;
+    if (publisher && !pubCh) return false;
     for (const c of consumers) if (!c.current()) return false;
     return true;
   }
@@ -240,13 +188,6 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
       return p;
     },
 
-    barrier(timeoutMs) {
-      if (closed) return Promise.reject(new QueueUnavailable("queue closed"));
-      if (!publisher) return Promise.reject(new QueueUnavailable("this queue handle does not publish"));
-      if (!replyCh) return Promise.reject(new QueueUnavailable("queue not connected"));
-      return barriers.wait(timeoutMs);
-    },
-
     async consume(consumer: QueueConsumer, { prefetch }) {
       if (closed) throw new QueueUnavailable("queue closed");
       const keptConsumer = conn.keepChannel({
@@ -276,28 +217,16 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
           return;
         }
         let settled = false;
-        const ack = (reply?: () => void) => {
+        const ack = () => {
           if (settled) return;
           settled = true;
           if (!isOpen()) return;
           try {
-            reply?.();
             ch.ack(msg);
           } catch {
             // the channel died meanwhile: the broker redelivers
           }
         };
-        if (msg.properties.type === BARRIER_MESSAGE_TYPE) {
-          const { replyTo, correlationId } = msg.properties;
-          guard(() =>
-            consumer.onBarrier(() =>
-              ack(() => {
-                if (typeof replyTo === "string" && replyTo) ch.publish("", replyTo, EMPTY, { correlationId });
-              }),
-            ),
-          );
-          return;
-        }
         const parsed = parseBrokerMessage(msg);
         if (!parsed.ok) {
           settled = true;
@@ -344,7 +273,6 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
     async close() {
       if (closed) return;
       closed = true;
-      barriers.failAll(new QueueUnavailable("queue closed"));
       await Promise.allSettled([...outstanding]);
       await Promise.all([...kept, ...consumers].map((k) => k.stop()));
       consumers.clear();

@@ -1,11 +1,7 @@
-import { createBarrierRounds } from "./barrier.ts";
 import type { ChatMessage } from "../protocol.ts";
 import { QueueUnavailable, type MessageQueue, type QueueConsumer } from "./queue.ts";
 
-
-type Item =
-  | { seq: number; kind: "messages"; messages: ChatMessage[] }
-  | { seq: number; kind: "barrier"; finish: (err?: unknown) => void; abandoned: boolean };
+type Item = { seq: number; messages: ChatMessage[] };
 
 interface ConsumerState {
   consumer: QueueConsumer;
@@ -20,7 +16,7 @@ export function createMemoryQueue(): MessageQueue {
   let closed = false;
   let ready: Item[] = [];
   const consumers: ConsumerState[] = [];
-  let pumping = false;
+  let next = 0;
   let pumpScheduled = false;
 
   const schedulePump = () => {
@@ -32,60 +28,38 @@ export function createMemoryQueue(): MessageQueue {
     });
   };
 
+  /** Round robin over consumers with room in their prefetch window, as RabbitMQ does. */
   const pump = () => {
-    if (pumping) return;
-    pumping = true;
-    try {
-      for (;;) {
-        const c = consumers[0];
-        if (!c || closed || c.unacked.size >= c.prefetch) return;
-        const item = ready.shift();
-        if (!item) return;
-        if (item.kind === "barrier" && item.abandoned) continue;
-        c.unacked.set(item.seq, item);
-        deliver(c, item);
+    while (!closed && ready.length > 0) {
+      let c: ConsumerState | undefined;
+      for (let i = 0; i < consumers.length; i++) {
+        const cand = consumers[(next + i) % consumers.length]!;
+        if (cand.unacked.size < cand.prefetch) {
+          c = cand;
+          next = (next + i + 1) % consumers.length;
+          break;
+        }
       }
-    } finally {
-      pumping = false;
-    }
-  };
-
-  const settleItem = (c: ConsumerState, item: Item) => {
-    if (c.stopped || !c.unacked.delete(item.seq)) return false;
-    schedulePump();
-    return true;
-  };
-
-  const deliver = (c: ConsumerState, item: Item) => {
-    if (item.kind === "barrier") {
-      c.consumer.onBarrier(() => {
-        if (settleItem(c, item)) item.finish();
+      if (!c) return;
+      const item = ready.shift()!;
+      c.unacked.set(item.seq, item);
+      const owner = c;
+      owner.consumer.onDelivery({
+        messages: item.messages.map((m) => ({ ...m })),
+        ack: () => {
+          if (owner.stopped || !owner.unacked.delete(item.seq)) return;
+          schedulePump();
+        },
       });
-    } else {
-      c.consumer.onDelivery({ messages: item.messages.map((m) => ({ ...m })), ack: () => void settleItem(c, item) });
     }
   };
-
-  const barriers = createBarrierRounds((finish) => {
-    if (closed) throw new QueueUnavailable("queue closed");
-    const item: Item = { seq: ++seq, kind: "barrier", finish, abandoned: false };
-    ready.push(item);
-    schedulePump();
-    return () => {
-      item.abandoned = true;
-    };
-  });
 
   return {
     async publish(messages) {
       if (closed) throw new QueueUnavailable("queue closed");
       if (messages.length === 0) return;
-      ready.push({ seq: ++seq, kind: "messages", messages: messages.map((m) => ({ ...m })) });
+      ready.push({ seq: ++seq, messages: messages.map((m) => ({ ...m })) });
       schedulePump();
-    },
-    barrier(timeoutMs) {
-      if (closed) return Promise.reject(new QueueUnavailable("queue closed"));
-      return barriers.wait(timeoutMs);
     },
     async consume(consumer, { prefetch }) {
       if (closed) throw new QueueUnavailable("queue closed");
@@ -111,7 +85,6 @@ export function createMemoryQueue(): MessageQueue {
       closed = true;
       for (const c of consumers) c.stopped = true;
       consumers.length = 0;
-      barriers.failAll(new QueueUnavailable("queue closed"));
     },
   };
 }

@@ -14,8 +14,6 @@ export interface QueueDelivery {
 export interface QueueConsumer {
   /** Deliveries arrive in queue order; unacked ones are redelivered if the consumer goes away. */
   onDelivery(delivery: QueueDelivery): void;
-  /** A barrier: call `done` once every delivery received before it is committed. */
-  onBarrier(done: () => void): void;
 }
 
 export interface MessageQueue {
@@ -25,13 +23,8 @@ export interface MessageQueue {
    */
   publish(messages: ChatMessage[]): Promise<void>;
   /**
-   * Resolves once every message whose publish resolved before this call is committed by the
-   * consumer; rejects with QueueUnavailable after `timeoutMs`. This is what makes sync exact.
-   */
-  barrier(timeoutMs: number): Promise<void>;
-  /**
-   * Starts consuming with at most `prefetch` unacked messages. Only one consumer is active on the
-   * queue at a time (others wait as standbys), which keeps barriers exact. Unparseable broker
+   * Starts consuming with at most `prefetch` unacked messages. Any number of consumers share the
+   * queue: each delivery goes to one of them, and an unacked one to another when its consumer goes. Unparseable broker
    * messages are dead-lettered with a log line and never reach the consumer.
    */
   consume(consumer: QueueConsumer, opts: { prefetch: number }): Promise<{ stop(): Promise<void> }>;
@@ -44,7 +37,7 @@ export class QueueUnavailable extends Error {}
 
 /** RabbitMQ topology shared by publishers and consumers. */
 export const QUEUE_TOPOLOGY = {
-  queue: "chat.messages",
-  deadLetterExchange: "chat.dead",
-  deadLetterQueue: "chat.messages.dead",
+  queue: "chat.stream",
+  deadLetterExchange: "chat.stream.dlx",
+  deadLetterQueue: "chat.stream.dead",
 } as const;

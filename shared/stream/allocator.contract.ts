@@ -1,0 +1,117 @@
+import { describe, expect, test } from "bun:test";
+import type { StreamAllocator } from "./allocator.ts";
+import { comparePositions } from "./position.ts";
+
+export interface AllocatorFixture {
+  allocator: StreamAllocator;
+  /** Loses every counter, as a restart without persistence or a failover would. */
+  wipe(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+/** One suite for every allocator implementation (memory, Redis). */
+export function allocatorContract(name: string, make: (opts: { window?: number }) => Promise<AllocatorFixture>) {
+  describe(`allocator contract: ${name}`, () => {
+    const withFixture = (fn: (f: AllocatorFixture) => Promise<void>, opts: { window?: number } = {}) => async () => {
+      const f = await make(opts);
+      try {
+        await fn(f);
+      } finally {
+        await f.cleanup();
+      }
+    };
+
+    test(
+      "positions per user are 1, 2, 3… in request order, each user counting on its own",
+      withFixture(async ({ allocator }) => {
+        const r = await allocator.allocate([
+          { msgId: "m1", users: ["a", "b"] },
+          { msgId: "m2", users: ["a"] },
+          { msgId: "m3", users: ["b", "a", "a"] },
+        ]);
+        expect(r.map((x) => x.positions.a?.pos)).toEqual([1, 2, 3]);
+        expect(r.map((x) => x.positions.b?.pos)).toEqual([1, undefined, 2]);
+        expect(r[0]!.positions.a!.epoch).toBe(r[2]!.positions.a!.epoch);
+        const later = await allocator.allocate([{ msgId: "m4", users: ["a"] }]);
+        expect(later[0]!.positions.a!.pos).toBe(4);
+      }),
+    );
+
+    test(
+      "allocating a (user, msgId) again returns the same position, even among new ones",
+      withFixture(async ({ allocator }) => {
+        const [first] = await allocator.allocate([{ msgId: "x", users: ["a", "b"] }]);
+        const again = await allocator.allocate([
+          { msgId: "y", users: ["a"] },
+          { msgId: "x", users: ["b", "a"] },
+        ]);
+        expect(again[1]!.positions).toEqual(first!.positions);
+        expect(again[0]!.positions.a!.pos).toBe(2);
+      }),
+    );
+
+    test(
+      "concurrent calls never hand out a position twice",
+      withFixture(async ({ allocator }) => {
+        const calls = await Promise.all(Array.from({ length: 20 }, (_, i) => allocator.allocate([{ msgId: `c${i}`, users: ["hot"] }, { msgId: `d${i}`, users: ["hot"] }])));
+        const ps = calls.flat().map((x) => x.positions.hot!.pos).sort((a, b) => a - b);
+        expect(ps).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+      }),
+    );
+
+    test(
+      "the first claim of (sender, msgId) is fresh; later ones return its ts",
+      withFixture(async ({ allocator }) => {
+        const [a] = await allocator.allocate([{ msgId: "k", users: ["s", "t"], claim: { sender: "s", ts: 111 } }]);
+        expect(a!.claimed).toEqual({ fresh: true, ts: 111 });
+        const [b, c] = await allocator.allocate([
+          { msgId: "k", users: ["s", "t"], claim: { sender: "s", ts: 222 } },
+          { msgId: "k", users: ["s", "t"], claim: { sender: "other", ts: 333 } },
+        ]);
+        expect(b!.claimed).toEqual({ fresh: false, ts: 111 });
+        expect(b!.positions).toEqual(a!.positions);
+        expect(c!.claimed).toEqual({ fresh: true, ts: 333 });
+        const [plain] = await allocator.allocate([{ msgId: "k", users: ["t"] }]);
+        expect(plain!.claimed).toBeUndefined();
+      }),
+    );
+
+    test(
+      "tops is the last position handed out, and opens an epoch for a new user",
+      withFixture(async ({ allocator }) => {
+        const t0 = await allocator.tops(["n"]);
+        expect(t0.n!.pos).toBe(0);
+        const [r] = await allocator.allocate([{ msgId: "1", users: ["n"] }]);
+        expect(r!.positions.n).toEqual({ epoch: t0.n!.epoch, pos: 1 });
+        expect((await allocator.tops(["n", "n"])).n).toEqual({ epoch: t0.n!.epoch, pos: 1 });
+      }),
+    );
+
+    test(
+      "after losing its data it opens a larger epoch and never repeats a position",
+      withFixture(async ({ allocator, wipe }) => {
+        const before = await allocator.allocate([{ msgId: "1", users: ["w"] }, { msgId: "2", users: ["w"] }]);
+        await wipe();
+        const after = await allocator.allocate([{ msgId: "3", users: ["w"] }, { msgId: "1", users: ["w"] }]);
+        const old = before[1]!.positions.w!;
+        const neu = after[0]!.positions.w!;
+        expect(neu.epoch).toBeGreaterThan(old.epoch);
+        expect(neu.pos).toBe(1);
+        expect(comparePositions(after[1]!.positions.w!, old)).toBe(1);
+      }),
+    );
+
+    test(
+      "idempotency holds for the last `window` allocations of a user",
+      withFixture(
+        async ({ allocator }) => {
+          await allocator.allocate(Array.from({ length: 5 }, (_, i) => ({ msgId: `w${i}`, users: ["u"] })));
+          const [recent, old] = await allocator.allocate([{ msgId: "w4", users: ["u"] }, { msgId: "w0", users: ["u"] }]);
+          expect(recent!.positions.u!.pos).toBe(5);
+          expect(old!.positions.u!.pos).toBe(6); // w0 fell out of a window of 3: a new position
+        },
+        { window: 3 },
+      ),
+    );
+  });
+}
