@@ -288,12 +288,12 @@ export class Recipient {
   async connect(url: string): Promise<TestClient> {
     const c = await TestClient.connect(url, this.user, await mintToken(this.user, this.secret));
     this.connections++;
-    let last = -1n;
+    let last: number[] = [-1, -1];
     c.ws.addEventListener("message", (e) => {
       const f = JSON.parse(String(e.data)) as Frame;
       if (f.type !== "message" && f.type !== "synced") return;
-      const cur = BigInt(f.cursor);
-      if (cur < last) this.cursorRegressions++;
+      const cur = String(f.cursor).split(".").map(Number);
+      if (cur[0]! < last[0]! || (cur[0] === last[0] && cur[1]! < last[1]!)) this.cursorRegressions++;
       last = cur;
       this.cursor = f.cursor;
       if (f.type === "message") this.counts.set(f.msgId, (this.counts.get(f.msgId) ?? 0) + 1);
