@@ -1,12 +1,13 @@
 import { describe, expect, test } from "bun:test";
+import { sql } from "drizzle-orm";
 import type { ChatMessage } from "../protocol.ts";
+import { LEGACY_EPOCH, type Position } from "../stream/position.ts";
 import type { Db } from "./index.ts";
-import { committedWatermark, conversationKey, insertMessages, readHistory, readInvolving } from "./messages.ts";
-import { groupMembers, groups } from "./schema.ts";
+import { conversationKey, countEntries, insertBatch, legacyPosition, readConversation, readStream, type StreamEntry, type StreamMessage } from "./messages.ts";
 
 /**
  * The database role's contract, run against PostgreSQL and PGlite: the same queries must mean the
- * same on both, including the commit-order guarantee sync relies on.
+ * same on both, including positions compared as (epoch, pos) row values with bound parameters.
  */
 export function dbContract(name: string, open: () => Promise<{ db: Db; concurrent: boolean }>) {
   describe(`database role: ${name}`, () => {
@@ -20,91 +21,234 @@ export function dbContract(name: string, open: () => Promise<{ db: Db; concurren
       ts: 1_700_000_000_000 + n,
       ...to,
     });
+    const entry = (user: string, epoch: number, pos: number, m: ChatMessage): StreamEntry => ({ user, position: { epoch, pos }, msgId: m.msgId, conv: conversationKey(m) });
+    /** What readStream/readConversation should return for `m` at `position`. */
+    const asRead = (m: ChatMessage, position: Position): StreamMessage => ({ ...m, position });
+    const at = (ms: StreamMessage[]) => ms.map((m) => `${m.position.epoch}.${m.position.pos}:${m.msgId}`);
+    const key = (m: ChatMessage, p: Position) => `${p.epoch}.${p.pos}:${m.msgId}`;
+    const streamRows = async (db: Db, user: string) => {
+      const r = await db.execute(sql`select epoch::text as e, pos::text as p, msg_id from stream where user_id = ${user} order by stream.epoch, stream.pos`);
+      const rows = (Array.isArray(r) ? r : (r as { rows: unknown[] }).rows) as Array<{ e: string; p: string; msg_id: string }>;
+      return rows.map((x) => `${x.e}.${x.p}:${x.msg_id}`);
+    };
 
-    test("insert is idempotent on the message id and seq follows insertion order", async () => {
-      const { db } = await open();
-      const a = `a-${tag()}`;
-      const b = `b-${tag()}`;
-      const batch = [msg(a, { to: b }), msg(b, { to: a }), msg(a, { to: b })];
-      expect(await insertMessages(db, batch)).toBe(3);
-      expect(await insertMessages(db, [batch[1]!, msg(a, { to: b })])).toBe(1);
-      const all = await readInvolving(db, a, 0, await committedWatermark(db), 100);
-      expect(all.map((m) => m.msgId)).toEqual([batch[0]!.msgId, batch[1]!.msgId, batch[2]!.msgId, all[3]!.msgId]);
-      const seqs = all.map((m) => m.seq);
-      expect([...seqs].sort((x, y) => x - y)).toEqual(seqs);
-      expect(all[1]).toEqual({ ...batch[1]!, seq: seqs[1]! });
-    });
-
-    test("readInvolving: sent, received and group messages of the user's groups, bounded by (after, upTo]", async () => {
-      const { db } = await open();
-      const [u, v, w] = [`u-${tag()}`, `v-${tag()}`, `w-${tag()}`];
-      const g = `g_${tag()}`;
-      const other = `g_${tag()}`;
-      await db.insert(groups).values([
-        { id: g, name: "mine", creator: v },
-        { id: other, name: "not mine", creator: v },
-      ]);
-      await db.insert(groupMembers).values([
-        { groupId: g, userId: u },
-        { groupId: g, userId: v },
-        { groupId: other, userId: v },
-      ]);
-      const before = await committedWatermark(db);
-      const ms = [msg(u, { to: v }), msg(v, { to: u }), msg(v, { to: w }), msg(v, { group: g }), msg(v, { group: other }), msg(u, { group: g })];
-      await insertMessages(db, ms);
-      const upTo = await committedWatermark(db);
-      const got = await readInvolving(db, u, before, upTo, 100);
-      expect(got.map((m) => m.msgId)).toEqual([ms[0]!, ms[1]!, ms[3]!, ms[5]!].map((m) => m.msgId));
-      expect(got[2]!.group).toBe(g);
-      expect(got[2]!.to).toBeUndefined();
-      const page = await readInvolving(db, u, before, upTo, 2);
-      expect(page.map((m) => m.msgId)).toEqual([ms[0]!.msgId, ms[1]!.msgId]);
-      const rest = await readInvolving(db, u, page[1]!.seq, upTo, 100);
-      expect(rest.map((m) => m.msgId)).toEqual([ms[3]!.msgId, ms[5]!.msgId]);
-      expect(await readInvolving(db, u, before, got[0]!.seq, 100)).toHaveLength(1);
-    });
-
-    test("readHistory pages one conversation newest first", async () => {
+    test("insertBatch writes messages and entries once: a redelivered or overlapping batch writes nothing twice", async () => {
       const { db } = await open();
       const [a, b] = [`a-${tag()}`, `b-${tag()}`];
-      const ms = Array.from({ length: 5 }, (_, i) => msg(i % 2 ? b : a, { to: i % 2 ? a : b }, `h${i}`));
-      await insertMessages(db, [...ms, msg(a, { to: `x-${tag()}` })]);
-      const conv = conversationKey({ from: b, to: a });
-      const p1 = await readHistory(db, conv, undefined, 2);
-      expect(p1.messages.map((m) => m.body)).toEqual(["h3", "h4"]);
+      const E = 1_700_000_000_000_000;
+      const ms = [msg(a, { to: b }), msg(b, { to: a }), msg(a, { to: b })];
+      const entries = ms.flatMap((m, i) => [entry(a, E, i + 1, m), entry(b, E, i + 1, m)]);
+      expect(await insertBatch(db, ms, entries)).toBe(3);
+      // the same batch again (a redelivery): nothing new
+      expect(await insertBatch(db, ms, entries)).toBe(0);
+      // overlapping: one old message with its entries, one new
+      const extra = msg(a, { to: b });
+      expect(await insertBatch(db, [ms[1]!, extra], [entry(a, E, 2, ms[1]!), entry(b, E, 2, ms[1]!), entry(a, E, 4, extra), entry(b, E, 4, extra)])).toBe(1);
+      // a conflicting entry for a taken (user, epoch, pos) does not replace the first one
+      expect(await insertBatch(db, [], [entry(a, E, 1, extra)])).toBe(0);
+      const want = [...ms, extra].map((m, i) => key(m, { epoch: E, pos: i + 1 }));
+      expect(await streamRows(db, a)).toEqual(want);
+      expect(await streamRows(db, b)).toEqual(want);
+      const read = await readStream(db, a, { epoch: E, pos: 0 }, { epoch: E, pos: 100 }, 100);
+      expect(read).toEqual([...ms, extra].map((m, i) => asRead(m, { epoch: E, pos: i + 1 })));
+      const r = await db.execute(sql`select count(*)::int as n from messages where id in (${sql.join([...ms, extra].map((m) => sql`${m.msgId}`), sql`, `)})`);
+      const rows = (Array.isArray(r) ? r : (r as { rows: unknown[] }).rows) as Array<{ n: number }>;
+      expect(Number(rows[0]!.n)).toBe(4);
+      expect(await insertBatch(db, [], [])).toBe(0);
+    });
+
+    test("concurrent insertBatch calls with overlapping batches store every message and entry once", async () => {
+      const { db, concurrent } = await open();
+      const u = `c-${tag()}`;
+      const E = 42;
+      const ms = Array.from({ length: 60 }, () => msg(u, { to: `d-${tag()}` }));
+      const writers = Array.from({ length: concurrent ? 6 : 1 }, async (_, w) => {
+        // each writer writes the whole range in its own order of batches, all overlapping
+        const batches = Array.from({ length: 6 }, (_, i) => ms.slice(i * 10, i * 10 + 10));
+        const order = w % 2 ? batches.reverse() : batches;
+        let inserted = 0;
+        for (const b of order) inserted += await insertBatch(db, b, b.map((m) => entry(u, E, ms.indexOf(m) + 1, m)));
+        return inserted;
+      });
+      const counts = await Promise.all(writers);
+      expect(counts.reduce((x, y) => x + y, 0)).toBe(60);
+      expect(await streamRows(db, u)).toEqual(ms.map((m, i) => key(m, { epoch: E, pos: i + 1 })));
+      expect(await countEntries(db, u, E, 0, 60)).toBe(60);
+    });
+
+    test("readStream: one user's entries with after < (epoch, pos) <= upTo, in (epoch, pos) order across epochs, paged by limit", async () => {
+      const { db } = await open();
+      const [u, v] = [`u-${tag()}`, `v-${tag()}`];
+      const g = `g_${tag()}`;
+      // epochs 9 < 10 < a realistic one (µs since 1970): compared as numbers, not text, and beyond 32 bits
+      const [E1, E2, E3] = [9, 10, 1_760_000_000_000_000];
+      const e1 = Array.from({ length: 11 }, (_, i) => (i % 3 === 2 ? msg(v, { group: g }) : i % 2 ? msg(v, { to: u }) : msg(u, { to: v })));
+      const e2 = [msg(u, { to: v }), msg(v, { to: u })];
+      const e3 = [msg(v, { group: g })];
+      const placed: Array<[ChatMessage, Position]> = [
+        ...e1.map((m, i): [ChatMessage, Position] => [m, { epoch: E1, pos: i + 1 }]),
+        ...e2.map((m, i): [ChatMessage, Position] => [m, { epoch: E2, pos: i + 1 }]),
+        ...e3.map((m, i): [ChatMessage, Position] => [m, { epoch: E3, pos: i + 1 }]),
+      ];
+      // written in a scrambled order, and v's stream at other positions alongside
+      const scrambled = [...placed].reverse();
+      await insertBatch(
+        db,
+        scrambled.map(([m]) => m),
+        scrambled.flatMap(([m, p]) => [entry(u, p.epoch, p.pos, m), entry(v, p.epoch + 1, p.pos + 100, m)]),
+      );
+      // an entry whose message row is missing is left out
+      const ghost = msg(u, { to: v });
+      await insertBatch(db, [], [entry(u, E3, 2, ghost)]);
+      const all = placed.map(([m, p]) => asRead(m, p));
+      const everything = await readStream(db, u, { epoch: 0, pos: 0 }, { epoch: Number.MAX_SAFE_INTEGER, pos: Number.MAX_SAFE_INTEGER }, 1000);
+      expect(everything).toEqual(all);
+      expect(everything[2]!.group).toBe(g);
+      expect(everything[2]!.to).toBeUndefined();
+      expect(everything[1]!.to).toBe(u);
+      expect(everything[1]!.group).toBeUndefined();
+
+      // bounds: after is exclusive, upTo inclusive, both across epochs
+      const mid = await readStream(db, u, { epoch: E1, pos: 10 }, { epoch: E2, pos: 1 }, 100);
+      expect(at(mid)).toEqual([key(e1[10]!, { epoch: E1, pos: 11 }), key(e2[0]!, { epoch: E2, pos: 1 })]);
+      expect(at(await readStream(db, u, { epoch: E1, pos: 11 }, { epoch: E3, pos: 1 }, 100))).toEqual(at(all.slice(11)));
+      expect(at(await readStream(db, u, { epoch: E1, pos: 2 }, { epoch: E1, pos: 10 }, 100))).toEqual(at(all.slice(2, 10)));
+      expect(await readStream(db, u, { epoch: E2, pos: 2 }, { epoch: E2, pos: 2 }, 100)).toEqual([]);
+      expect(await readStream(db, u, { epoch: E3, pos: 1 }, { epoch: E3, pos: 5 }, 100)).toEqual([]); // the ghost at E3.2
+      // a position in an epoch without entries bounds like any other
+      expect(at(await readStream(db, u, { epoch: E2 + 1, pos: 0 }, { epoch: E3, pos: 0 }, 100))).toEqual([]);
+      expect(at(await readStream(db, u, { epoch: E1, pos: 999 }, { epoch: E2 + 1, pos: 0 }, 100))).toEqual(at(all.slice(11, 13)));
+
+      // paging: each page continues after the last position of the previous one
+      const pages: string[][] = [];
+      let after: Position = { epoch: 0, pos: 0 };
+      for (;;) {
+        const page = await readStream(db, u, after, { epoch: E3, pos: 1 }, 4);
+        if (page.length === 0) break;
+        expect(page.length).toBeLessThanOrEqual(4);
+        pages.push(at(page));
+        after = page.at(-1)!.position;
+      }
+      expect(pages.map((p) => p.length)).toEqual([4, 4, 4, 2]);
+      expect(pages.flat()).toEqual(at(all));
+
+      // v's stream holds the same messages at its own positions
+      const vs = await readStream(db, v, { epoch: 0, pos: 0 }, { epoch: E1 + 1, pos: 200 }, 100);
+      expect(at(vs)).toEqual(e1.map((m, i) => key(m, { epoch: E1 + 1, pos: i + 101 })));
+    });
+
+    test("readConversation pages one conversation of one user's stream, newest page first, across epochs", async () => {
+      const { db } = await open();
+      const [a, b, c] = [`a-${tag()}`, `b-${tag()}`, `c-${tag()}`];
+      const [E1, E2] = [1_760_000_000_000_000, 1_760_000_000_000_001];
+      const conv = [0, 1, 2, 3, 4].map((i) => msg(i % 2 ? b : a, { to: i % 2 ? a : b }, `h${i}`));
+      const other = msg(a, { to: c }, "other");
+      // a's stream: h0 h1 other h2 in E1, h3 h4 in E2; b's stream has the conversation elsewhere
+      const aStream: Array<[ChatMessage, Position]> = [
+        [conv[0]!, { epoch: E1, pos: 1 }],
+        [conv[1]!, { epoch: E1, pos: 2 }],
+        [other, { epoch: E1, pos: 3 }],
+        [conv[2]!, { epoch: E1, pos: 4 }],
+        [conv[3]!, { epoch: E2, pos: 1 }],
+        [conv[4]!, { epoch: E2, pos: 2 }],
+      ];
+      await insertBatch(db, [...conv, other], [
+        ...aStream.map(([m, p]) => entry(a, p.epoch, p.pos, m)),
+        ...conv.map((m, i) => entry(b, 7, i + 1, m)),
+      ]);
+      const key_ = conversationKey({ from: b, to: a });
+      expect(key_).toBe(conversationKey(conv[0]!));
+      const p1 = await readConversation(db, a, key_, undefined, 2);
+      expect(p1.messages).toEqual([asRead(conv[3]!, { epoch: E2, pos: 1 }), asRead(conv[4]!, { epoch: E2, pos: 2 })]);
       expect(p1.more).toBe(true);
-      const p2 = await readHistory(db, conv, p1.messages[0]!.seq, 2);
+      const p2 = await readConversation(db, a, key_, p1.messages[0]!.position, 2);
       expect(p2.messages.map((m) => m.body)).toEqual(["h1", "h2"]);
-      const p3 = await readHistory(db, conv, p2.messages[0]!.seq, 2);
+      expect(p2.messages.map((m) => m.position)).toEqual([
+        { epoch: E1, pos: 2 },
+        { epoch: E1, pos: 4 },
+      ]);
+      expect(p2.more).toBe(true);
+      const p3 = await readConversation(db, a, key_, p2.messages[0]!.position, 2);
       expect(p3.messages.map((m) => m.body)).toEqual(["h0"]);
       expect(p3.more).toBe(false);
+      // exactly `limit` left: no more
+      const exact = await readConversation(db, a, key_, { epoch: E1, pos: 4 }, 2);
+      expect(exact.messages.map((m) => m.body)).toEqual(["h0", "h1"]);
+      expect(exact.more).toBe(false);
+      // `before` is exclusive, and a position between epochs bounds like any other
+      expect((await readConversation(db, a, key_, { epoch: E2, pos: 0 }, 10)).messages.map((m) => m.body)).toEqual(["h0", "h1", "h2"]);
+      // the other user's stream: its own positions
+      const bAll = await readConversation(db, b, key_, undefined, 10);
+      expect(bAll.messages.map((m) => `${m.position.epoch}.${m.position.pos}:${m.body}`)).toEqual(conv.map((m, i) => `7.${i + 1}:${m.body}`));
+      expect(bAll.more).toBe(false);
+      // the other conversation and a stranger see only their own
+      expect((await readConversation(db, a, conversationKey(other), undefined, 10)).messages).toEqual([asRead(other, { epoch: E1, pos: 3 })]);
+      expect(await readConversation(db, c, conversationKey(other), undefined, 10)).toEqual({ messages: [], more: false });
     });
 
-    test("committed rows always form a prefix of seq (no row at or below a watermark appears later)", async () => {
-      const { db, concurrent } = await open();
-      const a = `p-${tag()}`;
-      let writing = true;
-      const writers = Array.from({ length: concurrent ? 6 : 1 }, async () => {
-        for (let i = 0; i < 15; i++) await insertMessages(db, Array.from({ length: 20 }, () => msg(a, { to: `q-${i}` })));
-      });
-      const checks: Array<{ w: number; seen: number }> = [];
-      const reader = (async () => {
-        while (writing) {
-          const w = await committedWatermark(db);
-          checks.push({ w, seen: await countUpTo(db, a, w) });
-          await Bun.sleep(1);
-        }
-      })();
-      await Promise.all(writers);
-      writing = false;
-      await reader;
-      expect(checks.length).toBeGreaterThan(0);
-      for (const c of checks) expect(await countUpTo(db, a, c.w)).toBe(c.seen);
+    test("countEntries counts one user's entries in one epoch with from < pos <= to", async () => {
+      const { db } = await open();
+      const [u, v] = [`u-${tag()}`, `v-${tag()}`];
+      const E = 1_760_000_000_000_000;
+      const ms = Array.from({ length: 6 }, () => msg(u, { to: v }));
+      // u: E.1 E.2 E.3 E.5 (a hole at 4), and E+1.1 E+1.2; v: E.1..E.6
+      const uPos: Position[] = [
+        { epoch: E, pos: 1 },
+        { epoch: E, pos: 2 },
+        { epoch: E, pos: 3 },
+        { epoch: E, pos: 5 },
+        { epoch: E + 1, pos: 1 },
+        { epoch: E + 1, pos: 2 },
+      ];
+      await insertBatch(db, ms, [...ms.map((m, i) => entry(u, uPos[i]!.epoch, uPos[i]!.pos, m)), ...ms.map((m, i) => entry(v, E, i + 1, m))]);
+      expect(await countEntries(db, u, E, 0, 5)).toBe(4);
+      expect(await countEntries(db, u, E, 0, 3)).toBe(3);
+      expect(await countEntries(db, u, E, 1, 5)).toBe(3);
+      expect(await countEntries(db, u, E, 3, 5)).toBe(1);
+      expect(await countEntries(db, u, E, 3, 4)).toBe(0);
+      expect(await countEntries(db, u, E, 5, 5)).toBe(0);
+      expect(await countEntries(db, u, E + 1, 0, 100)).toBe(2);
+      expect(await countEntries(db, u, E - 1, 0, 100)).toBe(0);
+      expect(await countEntries(db, v, E, 0, 100)).toBe(6);
+      expect(await countEntries(db, `nobody-${tag()}`, E, 0, 100)).toBe(0);
+    });
+
+    test("legacyPosition maps a commit sequence onto the user's epoch 0 entries", async () => {
+      const { db } = await open();
+      const [u, v, w] = [`u-${tag()}`, `v-${tag()}`, `w-${tag()}`];
+      // as the migration left them: messages with their seq, and epoch 0 entries in seq order
+      const ms = [msg(u, { to: v }), msg(v, { to: w }), msg(v, { to: u }), msg(u, { to: v }), msg(w, { to: u })];
+      const seqs: number[] = [];
+      for (const m of ms) {
+        const r = await db.execute(sql`insert into messages (id, client_id, sender, recipient, group_id, conv, body, ts)
+          values (${m.msgId}, ${m.id}, ${m.from}, ${m.to!}, null, ${conversationKey(m)}, ${m.body}, ${m.ts}) returning seq`);
+        const rows = (Array.isArray(r) ? r : (r as { rows: unknown[] }).rows) as Array<{ seq: string | number }>;
+        seqs.push(Number(rows[0]!.seq));
+      }
+      expect([...seqs].sort((x, y) => x - y)).toEqual(seqs);
+      // u is in ms 0, 2, 3 (epoch 0 pos 1, 2, 3); ms 4 only in a later epoch for u; v in 0..3
+      const uLegacy = [0, 2, 3];
+      for (const [pos, i] of uLegacy.entries()) {
+        await db.execute(sql`insert into stream (user_id, epoch, pos, msg_id, conv) values (${u}, ${LEGACY_EPOCH}, ${pos + 1}, ${ms[i]!.msgId}, ${conversationKey(ms[i]!)})`);
+      }
+      await db.execute(sql`insert into stream (user_id, epoch, pos, msg_id, conv) values (${u}, ${1_760_000_000_000_000}, ${1}, ${ms[4]!.msgId}, ${conversationKey(ms[4]!)})`);
+      for (const i of [0, 1, 2, 3]) {
+        await db.execute(sql`insert into stream (user_id, epoch, pos, msg_id, conv) values (${v}, ${LEGACY_EPOCH}, ${i + 1}, ${ms[i]!.msgId}, ${conversationKey(ms[i]!)})`);
+      }
+      const L = (pos: number) => ({ epoch: LEGACY_EPOCH, pos });
+      expect(await legacyPosition(db, u, seqs[0]! - 1)).toEqual(L(0));
+      expect(await legacyPosition(db, u, 0)).toEqual(L(0));
+      expect(await legacyPosition(db, u, seqs[0]!)).toEqual(L(1));
+      expect(await legacyPosition(db, u, seqs[1]!)).toEqual(L(1)); // ms 1 is not u's
+      expect(await legacyPosition(db, u, seqs[2]!)).toEqual(L(2));
+      expect(await legacyPosition(db, u, seqs[3]!)).toEqual(L(3));
+      expect(await legacyPosition(db, u, seqs[4]!)).toEqual(L(3)); // ms 4 is in a later epoch only
+      expect(await legacyPosition(db, u, Number.MAX_SAFE_INTEGER)).toEqual(L(3));
+      expect(await legacyPosition(db, v, seqs[1]!)).toEqual(L(2));
+      expect(await legacyPosition(db, w, seqs[4]!)).toEqual(L(0)); // no epoch 0 entries at all
+      // the mapped position reads on exactly after what the old cursor had seen
+      const rest = await readStream(db, u, await legacyPosition(db, u, seqs[2]!), { epoch: LEGACY_EPOCH, pos: 100 }, 100);
+      expect(rest.map((m) => m.msgId)).toEqual([ms[3]!.msgId]);
     });
   });
-}
-
-/** How many messages `sender` sent with seq <= w, as one reader sees now. */
-async function countUpTo(db: Db, sender: string, w: number): Promise<number> {
-  return (await readInvolving(db, sender, 0, w, 1_000_000)).length;
 }
