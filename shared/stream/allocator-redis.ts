@@ -4,30 +4,48 @@ import { ALLOC_WINDOW, AllocatorUnavailable, byUser, type AllocResult, type Stre
 import type { Position } from "./position.ts";
 
 // Every key of a user shares the hash tag {u:<user>}, so each script touches one slot (Redis Cluster).
-// s: hash {e: epoch, n: last position}; m: zset msgId -> position (the idempotency window);
-// c: zset msgId -> ack ts of the sender's delivery claims.
+// s: hash {e: epoch, n: last position}; m0/m1: hashes msgId -> position, the idempotency window in
+// two generations (m0 current; when it holds `window` ids it becomes m1 and the old m1 goes);
+// c0/c1: the same for the sender's delivery claims, msgId -> ack ts. Hashes, not sorted sets:
+// HGET/HSET cost a fraction of ZSCORE/ZADD, and a generation swap is one RENAME.
 const OPEN_EPOCH = `
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then
   local t = redis.call('TIME')
   e = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
   redis.call('HSET', KEYS[1], 'e', e, 'n', 0)
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[3])
 end
 `;
 
+// KEYS: s, m0, m1, c0, c1. ARGV: window, count of msgIds, msgIds…, then (msgId, ts) claim pairs.
+// Returns {epoch, pos…, (fresh, ts)…}.
 const ALLOC = `${OPEN_EPOCH}
+local window = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
 local out = {e}
-for i = 2, #ARGV do
-  local p = redis.call('ZSCORE', KEYS[2], ARGV[i])
+for i = 3, n + 2 do
+  local id = ARGV[i]
+  local p = redis.call('HGET', KEYS[2], id) or redis.call('HGET', KEYS[3], id)
   if not p then
     p = redis.call('HINCRBY', KEYS[1], 'n', 1)
-    redis.call('ZADD', KEYS[2], p, ARGV[i])
+    if redis.call('HSET', KEYS[2], id, p) == 1 and redis.call('HLEN', KEYS[2]) >= window then redis.call('RENAME', KEYS[2], KEYS[3]) end
   end
   out[#out + 1] = tostring(p)
 end
-local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[1])
-if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1) end
+for i = n + 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local t = redis.call('HGET', KEYS[4], id) or redis.call('HGET', KEYS[5], id)
+  if t then
+    out[#out + 1] = '0'
+    out[#out + 1] = t
+  else
+    redis.call('HSET', KEYS[4], id, ARGV[i + 1])
+    if redis.call('HLEN', KEYS[4]) >= window then redis.call('RENAME', KEYS[4], KEYS[5]) end
+    out[#out + 1] = '1'
+    out[#out + 1] = ARGV[i + 1]
+  end
+end
 return out
 `;
 
@@ -35,28 +53,9 @@ const TOP = `${OPEN_EPOCH}
 return {e, redis.call('HGET', KEYS[1], 'n')}
 `;
 
-const CLAIM = `
-local out = {}
-for i = 2, #ARGV, 2 do
-  local t = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if t then
-    out[#out + 1] = '0'
-    out[#out + 1] = t
-  else
-    redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
-    out[#out + 1] = '1'
-    out[#out + 1] = ARGV[i + 1]
-  end
-end
-local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
-if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1) end
-return out
-`;
-
 type Scripted = Redis & {
-  streamAlloc(s: string, m: string, window: number, ...ids: string[]): Promise<string[]>;
-  streamTop(s: string, m: string): Promise<string[]>;
-  streamClaim(c: string, window: number, ...pairs: (string | number)[]): Promise<string[]>;
+  streamAlloc(s: string, m0: string, m1: string, c0: string, c1: string, window: number, n: number, ...args: (string | number)[]): Promise<string[]>;
+  streamTop(s: string, m0: string, m1: string): Promise<string[]>;
 };
 
 /** The allocator over Redis or Redis Cluster. One script call per user per batch, all sent at once. */
@@ -64,10 +63,9 @@ export function createRedisAllocator(redis: Redis, opts: { prefix?: string; wind
   const prefix = opts.prefix ?? "";
   const window = opts.window ?? ALLOC_WINDOW;
   const r = redis as Scripted;
-  r.defineCommand("streamAlloc", { numberOfKeys: 2, lua: ALLOC });
-  r.defineCommand("streamTop", { numberOfKeys: 2, lua: TOP });
-  r.defineCommand("streamClaim", { numberOfKeys: 1, lua: CLAIM });
-  const key = (u: string, k: "s" | "m" | "c") => `${prefix}{u:${u}}:${k}`;
+  r.defineCommand("streamAlloc", { numberOfKeys: 5, lua: ALLOC });
+  r.defineCommand("streamTop", { numberOfKeys: 3, lua: TOP });
+  const key = (u: string, k: string) => `${prefix}{u:${u}}:${k}`;
   const unavailable = (err: unknown) => {
     throw new AllocatorUnavailable(`position allocator unavailable: ${(err as Error)?.message ?? err}`);
   };
@@ -76,30 +74,35 @@ export function createRedisAllocator(redis: Redis, opts: { prefix?: string; wind
     async allocate(requests) {
       const out: AllocResult[] = requests.map(() => ({ positions: {} }));
       const users = byUser(requests);
-      const allocs = [...users].map(async ([u, idx]) => {
-        const res = await r.streamAlloc(key(u, "s"), key(u, "m"), window, ...idx.map((i) => requests[i]!.msgId));
-        const epoch = Number(res[0]);
-        idx.forEach((i, k) => (out[i]!.positions[u] = { epoch, pos: Number(res[k + 1]) }));
-      });
-      const bySender = new Map<string, number[]>();
+      const claimsOf = new Map<string, number[]>();
       requests.forEach((q, i) => {
         if (!q.claim) return;
-        let l = bySender.get(q.claim.sender);
-        if (!l) bySender.set(q.claim.sender, (l = []));
+        let l = claimsOf.get(q.claim.sender);
+        if (!l) claimsOf.set(q.claim.sender, (l = []));
         l.push(i);
+        if (!users.has(q.claim.sender)) users.set(q.claim.sender, []);
       });
-      const claims = [...bySender].map(async ([s, idx]) => {
-        const res = await r.streamClaim(key(s, "c"), window, ...idx.flatMap((i) => [requests[i]!.msgId, requests[i]!.claim!.ts]));
-        idx.forEach((i, k) => (out[i]!.claimed = { fresh: res[2 * k] === "1", ts: Number(res[2 * k + 1]) }));
+      const calls = [...users].map(async ([u, idx]) => {
+        const claims = claimsOf.get(u) ?? [];
+        const res = await r.streamAlloc(
+          key(u, "s"), key(u, "m0"), key(u, "m1"), key(u, "c0"), key(u, "c1"),
+          window, idx.length,
+          ...idx.map((i) => requests[i]!.msgId),
+          ...claims.flatMap((i) => [requests[i]!.msgId, requests[i]!.claim!.ts]),
+        );
+        const epoch = Number(res[0]);
+        idx.forEach((i, k) => (out[i]!.positions[u] = { epoch, pos: Number(res[k + 1]) }));
+        const base = idx.length + 1;
+        claims.forEach((i, k) => (out[i]!.claimed = { fresh: res[base + 2 * k] === "1", ts: Number(res[base + 2 * k + 1]) }));
       });
-      await Promise.all([...allocs, ...claims]).catch(unavailable);
+      await Promise.all(calls).catch(unavailable);
       return out;
     },
     async tops(users) {
       const out: Record<string, Position> = {};
       await Promise.all(
         [...new Set(users)].map(async (u) => {
-          const [e, n] = await r.streamTop(key(u, "s"), key(u, "m"));
+          const [e, n] = await r.streamTop(key(u, "s"), key(u, "m0"), key(u, "m1"));
           out[u] = { epoch: Number(e), pos: Number(n) };
         }),
       ).catch(unavailable);

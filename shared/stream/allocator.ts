@@ -9,7 +9,8 @@ import type { Position } from "./position.ts";
  * Guarantees:
  * - within an epoch a user's positions are 1, 2, 3… in allocation order, never handed out twice;
  * - allocating (user, msgId) again returns the same position while the pair is among the user's
- *   last `window` allocations (idempotent), so gateway and persist may both ask;
+ *   last `window` allocations (idempotent; an implementation may remember up to twice that), so
+ *   gateway and persist may both ask;
  * - when the allocator lost a user's counter (restart without persistence, failover), the next
  *   call opens a new, larger epoch instead of reusing positions.
  */

@@ -1,0 +1,233 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openPglite, type DbHandle } from "../../shared/db/index.ts";
+import { conversationKey, insertBatch } from "../../shared/db/messages.ts";
+import { silentLogger } from "../../shared/log.ts";
+import { createMetrics } from "../../shared/metrics.ts";
+import type { ChatMessage } from "../../shared/protocol.ts";
+import { createMemoryAllocator } from "../../shared/stream/allocator-memory.ts";
+import { formatPosition, type Position } from "../../shared/stream/position.ts";
+import type { Conn } from "./connections.ts";
+import { CLOSE_RESYNC, createDelivery, frameHead, newStreamState } from "./delivery.ts";
+
+// Unit tests of each connection's stream (services/ws/delivery.ts) with the far side of its roles
+// real but local: PGlite for storage, the memory allocator for positions.
+
+let dir: string;
+let db: DbHandle;
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "delivery-test-"));
+  db = await openPglite(join(dir, "pglite"));
+});
+afterAll(async () => {
+  await db.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+type Fake = Conn & { sent: any[]; closedWith: number | null };
+function fakeConn(user: string): Fake {
+  const c = {
+    sent: [] as any[],
+    closedWith: null as number | null,
+    data: { user, stream: newStreamState(), open: true } as any,
+    send(s: string) {
+      c.sent.push(JSON.parse(s));
+      return s.length;
+    },
+    close(code: number) {
+      c.closedWith = code;
+      c.data.open = false;
+    },
+    getBufferedAmount: () => 0,
+  };
+  return c as unknown as Fake;
+}
+
+let n = 0;
+const uid = (p: string) => `${p}${++n}-${crypto.randomUUID().slice(0, 6)}`;
+
+function setup(opts: Partial<Parameters<typeof createDelivery>[0]> = {}) {
+  const allocator = createMemoryAllocator();
+  const conns = new Map<string, Set<Conn>>();
+  const d = createDelivery({
+    db: () => db.db,
+    allocator,
+    log: silentLogger,
+    metrics: createMetrics("test"),
+    connectionsOf: (u) => conns.get(u),
+    localUsers: () => conns.keys(),
+    repairDelayMs: 20,
+    checkIntervalMs: 50,
+    ...opts,
+  });
+  const open = async (user: string) => {
+    const ws = fakeConn(user);
+    if (!conns.has(user)) conns.set(user, new Set());
+    conns.get(user)!.add(ws);
+    await d.init(ws);
+    return ws;
+  };
+  /** Accepts a message from `from` to `to`: positions allocated; returns it with `to`'s position. */
+  const accept = async (from: string, to: string, id = crypto.randomUUID()) => {
+    const m: ChatMessage = { msgId: crypto.randomUUID(), id, from, to, body: `body ${id}`, ts: Date.now() };
+    const [r] = await allocator.allocate([{ msgId: m.msgId, users: [from, to] }]);
+    return { m, at: r!.positions[to]!, positions: r!.positions };
+  };
+  /** What persist does: store the message and its stream entries. */
+  const store = (x: { m: ChatMessage; positions: Record<string, Position> }) =>
+    insertBatch(db.db, [x.m], Object.entries(x.positions).map(([user, position]) => ({ user, position, msgId: x.m.msgId, conv: conversationKey(x.m) })));
+  const offer = (ws: Conn, x: { m: ChatMessage; at: Position }) => d.offer(ws, { position: x.at, head: frameHead(x.m) });
+  return { d, allocator, open, accept, store, offer };
+}
+
+const until = async (what: string, pred: () => boolean, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(5);
+  }
+};
+const ids = (ws: Fake) => ws.sent.filter((f) => f.type === "message").map((f) => f.id);
+
+describe("live delivery in order", () => {
+  test("items arriving out of order go out in position order, none twice", async () => {
+    const t = setup();
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    const xs = [];
+    for (let i = 0; i < 5; i++) xs.push(await t.accept(a, b, `m${i}`));
+    for (const i of [2, 0, 4, 1, 3, 0, 2]) t.offer(ws, xs[i]!);
+    expect(ids(ws)).toEqual(["m0", "m1", "m2", "m3", "m4"]);
+    expect(ws.sent.map((f) => f.cursor)).toEqual(xs.map((x) => formatPosition(x.at)));
+    t.d.stop();
+  });
+
+  test("the connection's own send is passed silently and does not hold back what follows", async () => {
+    const t = setup();
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    const own = await t.accept(b, a, "own");
+    const next = await t.accept(a, b, "next");
+    t.offer(ws, next);
+    expect(ids(ws)).toEqual([]);
+    t.d.offer(ws, { position: own.positions[b]!, head: null });
+    expect(ids(ws)).toEqual(["next"]);
+    t.d.stop();
+  });
+
+  test("a gap no live item fills is filled from storage, and the connection stays open", async () => {
+    const t = setup();
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    const lost = await t.accept(a, b, "lost");
+    const later = await t.accept(a, b, "later");
+    await t.store(lost);
+    t.offer(ws, later);
+    await until("the repair", () => ids(ws).length === 2);
+    expect(ids(ws)).toEqual(["lost", "later"]);
+    expect(ws.closedWith).toBeNull();
+    t.d.stop();
+  });
+
+  test("a gap with nothing after it (the last forward failed) is found by the periodic check", async () => {
+    const t = setup();
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    const lost = await t.accept(a, b, "only");
+    await t.store(lost);
+    await until("the check's repair", () => ids(ws).length === 1);
+    expect(ws.sent[0].cursor).toBe(formatPosition(lost.at));
+    t.d.stop();
+  });
+
+  test("storage that never catches up closes the connection with 4000 (resync), bounded in time", async () => {
+    const t = setup({ giveUpMs: 200 });
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    await t.accept(a, b, "never stored");
+    t.offer(ws, await t.accept(a, b, "after"));
+    await until("the close", () => ws.closedWith !== null);
+    expect(ws.closedWith).toBe(CLOSE_RESYNC);
+    expect(ids(ws)).toEqual([]);
+    t.d.stop();
+  });
+
+  test("a closed connection takes nothing", async () => {
+    const t = setup();
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    ws.data.open = false;
+    t.d.drop(ws);
+    t.offer(ws, await t.accept(a, b, "x"));
+    expect(ws.sent).toEqual([]);
+    t.d.stop();
+  });
+
+  test("a new epoch (allocator data lost) waits until the old one can hold nothing more, then flows", async () => {
+    const t = setup({ epochGraceMs: 150 });
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    t.offer(ws, await t.accept(a, b, "old"));
+    t.allocator.wipe();
+    const fresh = await t.accept(a, b, "new");
+    t.offer(ws, fresh);
+    expect(ids(ws)).toEqual(["old"]);
+    await until("the new epoch", () => ids(ws).length === 2);
+    expect(ws.sent[1].cursor).toBe(formatPosition(fresh.at));
+    t.d.stop();
+  });
+});
+
+describe("sync", () => {
+  test("answers what follows the cursor, waits for storage to catch up, then flushes what was held", async () => {
+    const t = setup();
+    const [a, b] = [uid("a"), uid("b")];
+    const xs = [];
+    for (let i = 0; i < 4; i++) xs.push(await t.accept(a, b, `s${i}`));
+    for (const x of xs.slice(0, 3)) await t.store(x);
+    const ws = await t.open(b);
+    const syncing = t.d.sync(ws, formatPosition(xs[0]!.at));
+    // Accepted while the answer runs: either inside its top (then answered from storage) or after
+    // it (then held and sent after synced); either way exactly once, in order.
+    const live = await t.accept(a, b, "live");
+    t.offer(ws, live);
+    await t.store(live);
+    await Bun.sleep(50);
+    await t.store(xs[3]!); // storage catches up late: the answer waited for it
+    await syncing;
+    expect(ids(ws)).toEqual(["s1", "s2", "s3", "live"]);
+    const synced = ws.sent.findIndex((f) => f.type === "synced");
+    expect(synced).toBeGreaterThanOrEqual(3);
+    const cursors = ws.sent.filter((f) => f.type === "message").map((f) => f.cursor);
+    expect(cursors).toEqual([...xs.slice(1), live].map((x) => formatPosition(x.at)));
+    t.d.stop();
+  });
+
+  test("answers unavailable when storage does not catch up in time, and skips nothing", async () => {
+    const t = setup({ syncTimeoutMs: 100 });
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    const x = await t.accept(a, b, "unstored");
+    ws.data.stream.cur = { epoch: x.at.epoch, pos: 0 };
+    await t.d.sync(ws, undefined);
+    expect(ws.sent.map((f) => f.type)).toEqual(["error"]);
+    expect(ws.sent[0].code).toBe("unavailable");
+    t.d.stop();
+  });
+
+  test("awaitWritten resolves once storage holds the user's stream up to its top", async () => {
+    const t = setup({ syncTimeoutMs: 2000 });
+    const [a, b] = [uid("a"), uid("b")];
+    const x = await t.accept(a, b, "w");
+    let done = false;
+    const p = t.d.awaitWritten(b).then(() => (done = true));
+    await Bun.sleep(60);
+    expect(done).toBe(false);
+    await t.store(x);
+    await p;
+    expect(done).toBe(true);
+    t.d.stop();
+  });
+});
