@@ -33,8 +33,10 @@ export function createRouter(opts: {
   log: Logger;
   metrics: Metrics;
   fetch?: typeof fetch;
+  maxBacklog?: number;
 }) {
   const doFetch = opts.fetch ?? fetch;
+  const maxBacklog = opts.maxBacklog ?? MAX_FORWARD_BACKLOG;
   const forwarded = opts.metrics.counter("ws_forwarded_messages_total", "Messages forwarded to other instances");
   const forwardFailed = opts.metrics.counter("ws_forward_failures_total", "Forward requests given up after retries");
   const forwardDropped = opts.metrics.counter("ws_forward_dropped_total", "Deliveries dropped because a peer's backlog was full");
@@ -132,7 +134,7 @@ export function createRouter(opts: {
     await Promise.all(
       [...byInstance.values()].map(async (e) => {
         const peer = peerFor(e.inst);
-        if (peer.backlog >= MAX_FORWARD_BACKLOG) return forwardDropped.inc();
+        if (peer.backlog >= maxBacklog) return forwardDropped.inc();
         peer.backlog++;
         try {
           await peer.batcher.add({ message, positions: e.positions });
