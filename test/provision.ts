@@ -112,6 +112,10 @@ function privilege(opts: ProvisionOptions, env: Record<string, string | undefine
   if ((opts.uid ?? process.getuid?.()) === 0) return [];
   const sudo = opts.sudo ?? which("sudo", { PATH: env.PATH ?? "" });
   if (!sudo) return null;
-  const probe = spawnSync([sudo, "-n", "true"], { env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
-  return probe.exitCode === 0 ? [sudo, "-n"] : null;
+  try {
+    const probe = spawnSync([sudo, "-n", "true"], { env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    return probe.exitCode === 0 ? [sudo, "-n"] : null;
+  } catch {
+    return null; // not executable
+  }
 }
