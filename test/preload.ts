@@ -1,4 +1,6 @@
-// bun test preload: once per run (bun test runs every file in this one process), starts whichever
+// bun test preload: once per run (bun test runs every file in this one process), first makes
+// node_modules match bun.lock and patches/ (scripts/ensure-deps.ts: a fresh clone needs no
+// `bun install`; nothing imported here loads a package before that), then starts whichever
 // of Redis, RabbitMQ and PostgreSQL has no URL in the environment, exports their URLs, applies the
 // migrations, and stops the servers when the run ends, fails or is interrupted. It also raises the
 // default per-test timeout to 30 s (bunfig.toml has no such setting) unless --timeout is given.
@@ -12,14 +14,23 @@
 // one `apt-get install` line that fixes it (test/provision.ts).
 
 import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { plugin } from "bun";
 import { afterAll } from "bun:test";
+import { ensureDeps } from "../scripts/ensure-deps.ts";
 import { DEFAULT_CHROMIUM, setTestInfra } from "./env.ts";
 import { type Infra, type InfraService, MissingBinaryError, missingBinaries, removeStaleInfraDirs, startInfra } from "./infra.ts";
 import { runNeeds, testArgs } from "./needs.ts";
 import { type Missing, ProvisionError, provision } from "./provision.ts";
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+
+try {
+  ensureDeps({ root: join(import.meta.dir, "..") });
+} catch (err) {
+  console.error((err as Error).message);
+  process.exit(1);
+}
 
 // setDefaultTimeout() only reaches the file that calls it, so every test file calls it first thing
 // (on its first line, keeping line numbers). An explicit `bun test --timeout N` wins.
