@@ -97,7 +97,7 @@ test("neither root nor sudo: installs nothing and names every gap and the one li
   for (const how of noSudo) {
     expect(() => run({ uid: 1000, ...how })).toThrow(
       new ProvisionError(
-        "this test run needs redis-server, epmd, initdb, pg_ctl, not installed; installing needs root or passwordless sudo. As root, run:\n  apt-get install -y redis-server erlang-base postgresql",
+        "this test run needs redis-server, epmd, initdb, pg_ctl, not installed (installing needs root or passwordless sudo); as root, run: apt-get install -y redis-server erlang-base postgresql",
       ),
     );
   }

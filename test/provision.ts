@@ -7,8 +7,8 @@
 //   them with `apt-get update` and `apt-get install -y`, and checks that nothing is missing after.
 //   A policy-rc.d that refuses every start keeps the packages' system services from starting
 //   (the tests run their own servers) and is removed afterwards; on systemd they are disabled.
-// - Without root or sudo it installs nothing and throws a ProvisionError whose message lists every
-//   missing piece and the single `apt-get install` line that fixes them all.
+// - Without root or sudo it installs nothing and throws a ProvisionError whose message, one line,
+//   lists every missing piece and the single `apt-get install` command that fixes them all.
 
 import { spawnSync, which } from "bun";
 import { existsSync } from "node:fs";
@@ -60,7 +60,7 @@ export function provision(opts: ProvisionOptions): string[] {
   const prefix = privilege(opts, env);
   if (!prefix) {
     throw new ProvisionError(
-      `this test run needs ${binaries}, not installed; installing needs root or passwordless sudo. As root, run:\n  ${installLine}`,
+      `this test run needs ${binaries}, not installed (installing needs root or passwordless sudo); as root, run: ${installLine}`,
     );
   }
   const aptGet = opts.aptGet ?? which("apt-get", { PATH: env.PATH ?? "" });
