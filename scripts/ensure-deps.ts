@@ -37,7 +37,8 @@ export function ensureDeps(opts: EnsureDepsOptions): boolean {
   const install = opts.install ?? [process.execPath, "install", "--frozen-lockfile"];
   const why = !existsSync(modules) ? "there is no node_modules" : have === null ? "node_modules has no record of its install" : "bun.lock, package.json or a patch changed since the last install";
   (opts.log ?? console.error)(`installing the locked dependencies (${why}): bun install --frozen-lockfile`);
-  const r = spawnSync(install, { cwd: opts.root, stdin: "ignore", stdout: "inherit", stderr: "inherit" });
+  // its output goes to stderr, keeping stdout for the command that follows (bench prints results there)
+  const r = spawnSync(install, { cwd: opts.root, stdin: "ignore", stdout: 2, stderr: "inherit" });
   if (r.exitCode !== 0) {
     throw new Error(`bun install --frozen-lockfile failed (${r.exitCode === null ? `signal ${r.signalCode}` : `exit ${r.exitCode}`}); node_modules does not match bun.lock`);
   }
