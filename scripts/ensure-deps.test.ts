@@ -57,19 +57,32 @@ describe("ensureDeps", () => {
   });
 });
 
-test("a fresh clone without node_modules: `bun run dev --port P` installs the locked, patched versions and answers /health", async () => {
-  // the working tree's files as git would clone them (tracked, plus new ones not ignored)
-  const clone = join(temp, "clone");
+/** The working tree's files as git would clone them (tracked, plus new ones not ignored), without node_modules. */
+function freshClone(name: string): string {
+  const clone = join(temp, name);
   const listed = Bun.spawnSync(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT });
-  expect(listed.exitCode).toBe(0);
+  if (listed.exitCode !== 0) throw new Error(`git ls-files failed: ${listed.stderr.toString()}`);
   for (const f of listed.stdout.toString().split("\0")) {
     if (f && existsSync(join(ROOT, f))) cpSync(join(ROOT, f), join(clone, f));
   }
   expect(existsSync(join(clone, "node_modules"))).toBe(false);
+  return clone;
+}
+const env = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? temp, LOG_LEVEL: "warn" };
 
+test("a fresh clone without node_modules: `bun run test <unit files>` installs first and passes", async () => {
+  const clone = freshClone("clone-test");
+  const run = Bun.spawn(["bun", "run", "test", "shared/tick.test.ts", "shared/protocol.test.ts"], { cwd: clone, env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
+  expect({ code, output: out + err }).toEqual({ code: 0, output: expect.stringContaining("installing the locked dependencies (there is no node_modules)") });
+  expect(err).toContain(" 0 fail");
+  expect(existsSync(join(clone, "node_modules", STAMP))).toBe(true);
+}, 120_000);
+
+test("a fresh clone without node_modules: `bun run dev --port P` installs the locked, patched versions and answers /health", async () => {
+  const clone = freshClone("clone-dev");
   const port = await freePort();
-  const env = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? temp, DATA_DIR: join(temp, "data"), LOG_LEVEL: "warn" };
-  const dev = Bun.spawn(["bun", "run", "dev", "--port", String(port)], { cwd: clone, env, stdin: "ignore", stdout: "pipe", stderr: "pipe", detached: true });
+  const dev = Bun.spawn(["bun", "run", "dev", "--port", String(port)], { cwd: clone, env: { ...env, DATA_DIR: join(temp, "data") }, stdin: "ignore", stdout: "pipe", stderr: "pipe", detached: true });
   // its own process group: nothing it started outlives the test, however it ends
   cleanups.push(() => {
     try {

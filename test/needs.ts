@@ -25,7 +25,7 @@ export interface NeedsRule {
   browserImport: string;
 }
 
-export const EVERYTHING: RunNeeds = { servers: true, browser: true };
+export const EVERYTHING: Readonly<RunNeeds> = Object.freeze({ servers: true, browser: true });
 // `bun test` flags whose value may follow as a separate argument
 const VALUE_FLAGS = new Set([
   "--timeout",
@@ -52,10 +52,10 @@ const VALUE_FLAGS = new Set([
 // flags that choose files by themselves
 const OPEN_FLAGS = /^--(changed|test-worker|cwd)(=|$)/;
 
-/** The arguments after `test` in this process's command line (Linux), or null when unknown. */
+/** The arguments after `test` in a `bun test` command line, or null when unknown. */
 export function testArgs(cmdline: string[]): string[] | null {
   const i = cmdline.indexOf("test", 1);
-  return i < 0 ? null : cmdline.slice(i + 1).filter((a) => a !== "");
+  return i < 0 ? null : cmdline.slice(i + 1);
 }
 
 /** What the files chosen by `bun test <args>` (run in cwd) need; args null: unknown, so everything. */

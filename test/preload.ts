@@ -1,6 +1,6 @@
 // bun test preload: once per run (bun test runs every file in this one process), first makes
 // node_modules match bun.lock and patches/ (scripts/ensure-deps.ts: a fresh clone needs no
-// `bun install`; nothing imported here loads a package before that), then starts whichever
+// `bun install`; when it installed, the run starts again in a new process), then starts whichever
 // of Redis, RabbitMQ and PostgreSQL has no URL in the environment, exports their URLs, applies the
 // migrations, and stops the servers when the run ends, fails or is interrupted. It also raises the
 // default per-test timeout to 30 s (bunfig.toml has no such setting) unless --timeout is given.
@@ -15,7 +15,7 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { plugin } from "bun";
+import { plugin, spawnSync } from "bun";
 import { afterAll } from "bun:test";
 import { ensureDeps } from "../scripts/ensure-deps.ts";
 import { DEFAULT_CHROMIUM, setTestInfra } from "./env.ts";
@@ -25,8 +25,21 @@ import { type Missing, ProvisionError, provision } from "./provision.ts";
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 
+const cmdline = (() => {
+  try {
+    return readFileSync("/proc/self/cmdline", "utf8").split("\0").slice(0, -1);
+  } catch {
+    return [];
+  }
+})();
+
+// A run that had to install the dependencies runs again in a new process: this one may already
+// have looked for packages where there were none.
 try {
-  ensureDeps({ root: join(import.meta.dir, "..") });
+  if (ensureDeps({ root: join(import.meta.dir, "..") })) {
+    if (!cmdline.length) throw new Error("installed the locked dependencies: run the tests again");
+    process.exit(spawnSync([process.execPath, ...cmdline.slice(1)], { stdio: ["inherit", "inherit", "inherit"] }).exitCode ?? 1);
+  }
 } catch (err) {
   console.error((err as Error).message);
   process.exit(1);
@@ -34,13 +47,6 @@ try {
 
 // setDefaultTimeout() only reaches the file that calls it, so every test file calls it first thing
 // (on its first line, keeping line numbers). An explicit `bun test --timeout N` wins.
-const cmdline = (() => {
-  try {
-    return readFileSync("/proc/self/cmdline", "utf8").split("\0");
-  } catch {
-    return [];
-  }
-})();
 if (!cmdline.some((a) => a === "--timeout" || a.startsWith("--timeout="))) {
   plugin({
     name: "default-test-timeout",
