@@ -1,5 +1,8 @@
 import type { Infra } from "./infra.ts";
 
+/** Where the browser test finds Chromium unless CHROMIUM_PATH says otherwise (Debian's package puts it here). */
+export const DEFAULT_CHROMIUM = "/usr/bin/chromium";
+
 let current: Infra | null = null;
 
 /**

@@ -72,8 +72,15 @@ export interface InfraOptions {
   only?: InfraService[];
 }
 
+/** A server binary (or the postgres user) that is not installed, and the Debian package that provides it. */
 export class MissingBinaryError extends Error {
   override name = "MissingBinaryError";
+  constructor(
+    readonly binary: string,
+    readonly pkg: string,
+  ) {
+    super(`missing ${binary}: apt-get install -y ${pkg}`);
+  }
 }
 
 export const INFRA_DIR_PREFIX = "relay-chat-infra-";
@@ -123,7 +130,23 @@ function onPath(name: string): string | null {
 }
 
 function missing(binary: string, pkg: string): MissingBinaryError {
-  return new MissingBinaryError(`missing ${binary}: apt-get install -y ${pkg}`);
+  return new MissingBinaryError(binary, pkg);
+}
+
+const FINDERS: Record<InfraService, () => unknown> = { redis: findRedis, rabbit: findRabbit, postgres: findPostgres };
+
+/** What startInfra({ only: services }) would find missing, each server's first gap (nothing when all are installed). */
+export function missingBinaries(services: InfraService[]): MissingBinaryError[] {
+  const out: MissingBinaryError[] = [];
+  for (const s of services) {
+    try {
+      FINDERS[s]();
+    } catch (err) {
+      if (!(err instanceof MissingBinaryError)) throw err;
+      out.push(err);
+    }
+  }
+  return out;
 }
 
 function findRedis(): string {

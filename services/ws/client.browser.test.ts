@@ -1,12 +1,13 @@
 import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdirSync } from "node:fs";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { DEFAULT_CHROMIUM } from "../../test/env.ts";
 import { startCluster, type Cluster } from "../../test/harness.ts";
 
 // The browser client (services/ws/client/) in real Chromium against a real cluster: discover, two
 // ws instances and persist over Redis, RabbitMQ and PostgreSQL. Every wait is on the DOM.
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
 const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
 const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
