@@ -33,7 +33,12 @@ export const ConfigSchema = z.object({
   /** persist: rows per INSERT and the longest a batch waits. */
   BATCH_SIZE: positiveInt.max(5000).default(1000),
   BATCH_MS: z.coerce.number().int().min(0).max(10_000).default(20),
-  PREFETCH: positiveInt.max(65535).default(2000),
+  /**
+   * persist: unacked broker messages (not chat messages: each broker message carries up to
+   * MAX_PUBLISH_BATCH = 500 of them). Bounds what one persist holds while PostgreSQL is down:
+   * at most PREFETCH × 500 messages (50 × 500 × 4 KiB bodies ≈ 100 MiB worst case).
+   */
+  PREFETCH: positiveInt.max(1000).default(50),
   /** Isolation for tests and side-by-side stacks: the queue's name and the directory's Redis key prefix. */
   QUEUE_NAME: z.string().regex(/^[A-Za-z0-9_.:-]{1,200}$/, "letters, digits and _ . : - only").default("chat.stream"),
   REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_.:-]{0,100}$/, "letters, digits and _ . : - only").default("chat:"),

@@ -70,7 +70,7 @@ function setup(opts: Partial<Parameters<typeof createDelivery>[0]> = {}) {
     return ws;
   };
   /** Accepts a message from `from` to `to`: positions allocated; returns it with `to`'s position. */
-  const accept = async (from: string, to: string, id = crypto.randomUUID()) => {
+  const accept = async (from: string, to: string, id: string = crypto.randomUUID()) => {
     const m: ChatMessage = { msgId: crypto.randomUUID(), id, from, to, body: `body ${id}`, ts: Date.now() };
     const [r] = await allocator.allocate([{ msgId: m.msgId, users: [from, to] }]);
     return { m, at: r!.positions[to]!, positions: r!.positions };

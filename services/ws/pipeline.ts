@@ -27,6 +27,9 @@ export function deriveMsgId(from: string, clientId: string): string {
   return h.digest("base64url").slice(0, 22);
 }
 
+/** Chat messages per broker message at most (persist's PREFETCH counts broker messages). */
+export const MAX_PUBLISH_BATCH = 500;
+
 /** What an ack carries: the first accepted attempt's ts, and the message's position in the sender's stream. */
 export interface Accepted {
   ts: number;
@@ -66,7 +69,7 @@ export function createPipeline(opts: {
   const publishes = createTickBatcher<ChatMessage, void>(async (ms) => {
     await opts.queue.publish(ms);
     return ms.map(() => undefined);
-  }, { maxItems: 500, maxInFlight: 4 });
+  }, { maxItems: MAX_PUBLISH_BATCH, maxInFlight: 4 });
   // One allocation in flight: allocation order is the order of `add` calls, which keeps each
   // connection's messages in the order they were sent.
   const allocations = createTickBatcher((reqs: Parameters<StreamAllocator["allocate"]>[0]) => opts.allocator.allocate(reqs), { maxItems: 2000, maxInFlight: 1 });
