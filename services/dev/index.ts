@@ -2,6 +2,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfigOrExit } from "../../shared/config.ts";
 import { openPglite } from "../../shared/db/index.ts";
+import { latestPosition } from "../../shared/db/messages.ts";
 import { createMemoryDirectory } from "../../shared/directory/directory-memory.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
@@ -26,7 +27,9 @@ const db = await openPglite(join(cfg.DATA_DIR, "pglite"));
 const queue = createMemoryQueue();
 const directory = createMemoryDirectory();
 const sweeper = setInterval(() => void directory.sweepDeadInstances(), 3000);
-const allocator = createMemoryAllocator();
+// Positions continue from what PGlite holds: the in-process queue dies with the process, so after
+// a restart nothing allocated is unwritten and no new epoch is needed.
+const allocator = createMemoryAllocator({ seed: (user) => latestPosition(db.db, user) });
 const batcher = createBatcher({
   database: db,
   allocator,

@@ -74,6 +74,7 @@ export function createGateway(opts: {
       return sendFrame(ws, { type: "error", ...id, code: "unavailable", message: "this instance cannot register you in the directory right now; retry" });
     }
     if (!ws.data.open) return;
+    opts.stream.frame(ws, frame.type);
     switch (frame.type) {
       case "ping":
         return sendFrame(ws, { type: "pong" });

@@ -8,8 +8,15 @@ interface UserState {
   claims: Map<string, number>;
 }
 
-/** The allocator for `bun run dev` and unit tests. `wipe()` simulates losing the allocator's data. */
-export function createMemoryAllocator(opts: { window?: number; now?: () => number } = {}): StreamAllocator & { wipe(): void } {
+/**
+ * The allocator for `bun run dev` and unit tests. `wipe()` simulates losing the allocator's data.
+ * With `seed`, a user first seen continues the stream storage already holds (its latest entry's
+ * epoch and position) instead of opening an epoch: right for one process whose queue lives and dies
+ * with it (`bun run dev`), where nothing allocated can be unwritten after a restart.
+ */
+export function createMemoryAllocator(
+  opts: { window?: number; now?: () => number; seed?: (user: string) => Promise<Position | null> } = {},
+): StreamAllocator & { wipe(): void } {
   const window = opts.window ?? ALLOC_WINDOW;
   let lastEpoch = 0;
   const now = opts.now ?? (() => Date.now() * 1000);
@@ -22,11 +29,33 @@ export function createMemoryAllocator(opts: { window?: number; now?: () => numbe
     }
     return s;
   };
+  const loading = new Map<string, Promise<void>>();
+  const load = async (list: Iterable<string>) => {
+    if (!opts.seed) return;
+    const waits: Promise<void>[] = [];
+    for (const u of list) {
+      if (users.has(u)) continue;
+      let l = loading.get(u);
+      if (!l) {
+        l = opts.seed(u).then((p) => {
+          if (p && !users.has(u)) {
+            lastEpoch = Math.max(lastEpoch, p.epoch);
+            users.set(u, { epoch: p.epoch, n: p.pos, ids: new Map(), claims: new Map() });
+          }
+        });
+        loading.set(u, l);
+        void l.finally(() => loading.delete(u)).catch(() => {});
+      }
+      waits.push(l);
+    }
+    await Promise.all(waits);
+  };
   const trim = (m: Map<string, number>) => {
     while (m.size > window) m.delete(m.keys().next().value!);
   };
   return {
     async allocate(requests) {
+      await load(requests.flatMap((r) => (r.claim ? [...r.users, r.claim.sender] : r.users)));
       const out = requests.map(() => ({ positions: {} as Record<string, Position> }));
       for (const [u, idx] of byUser(requests)) {
         const s = state(u);
@@ -53,6 +82,7 @@ export function createMemoryAllocator(opts: { window?: number; now?: () => numbe
       });
     },
     async tops(list) {
+      await load(list);
       const r: Record<string, Position> = {};
       for (const u of list) {
         const s = state(u);
