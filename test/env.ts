@@ -1,4 +1,4 @@
-import type { Infra } from "./infra.ts";
+import type { Infra } from "../scripts/infra.ts";
 
 let current: Infra | null = null;
 

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { plugin } from "bun";
 import { afterAll } from "bun:test";
 import { setTestInfra } from "./env.ts";
-import { type Infra, type InfraService, MissingBinaryError, removeStaleInfraDirs, startInfra } from "./infra.ts";
+import { type Infra, type InfraService, MissingBinaryError, removeStaleInfraDirs, startInfra } from "../scripts/infra.ts";
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { BACKPRESSURE_LIMIT } from "../services/ws/gateway.ts";
 import { mintToken, uniqueUser } from "./client.ts";
 import { alive, connectReady, httpStatus, metric, presence, rssBytes, Sender, waitUntil, startHealthyCluster } from "./chaos.ts";
-import type { Cluster } from "./harness.ts";
+import type { Cluster } from "../scripts/cluster.ts";
 
 // Resource limits: a client that stops reading is cut off once its outbound buffer passes
 // BACKPRESSURE_LIMIT (the gateway's memory stays bounded and it keeps serving others), and the
