@@ -3,7 +3,7 @@ import { closeRedis, type Redis } from "../shared/redis.ts";
 import { mintToken, TestClient, uniqueUser, type Frame } from "./client.ts";
 import { metric, waitUntil } from "./chaos.ts";
 import { useCluster } from "./fixture.ts";
-import { spawnService, stopService, waitHealthy, type ServiceProcess } from "./harness.ts";
+import { spawnService, stopService, waitHealthy, type ServiceProcess } from "../scripts/cluster.ts";
 import { deletePrefix, openTestRedis } from "./redis.ts";
 
 // The delivery core (issue 9, docs/delivery.md) on real processes, Redis, RabbitMQ and PostgreSQL:

@@ -3,7 +3,7 @@ import type postgres from "postgres";
 import { uniqueUser } from "./client.ts";
 import { alive, connectReady, diff, httpStatus, openSql, presence, Recipient, restoreInfra, senderToRecipient, storedIds, waitUntil, startHealthyCluster } from "./chaos.ts";
 import { testInfra } from "./env.ts";
-import { spawnService, stopService, type Cluster, type ServiceProcess } from "./harness.ts";
+import { spawnService, stopService, type Cluster, type ServiceProcess } from "../scripts/cluster.ts";
 
 // Dependency faults (CONTRACT.md sections 1 and 6): RabbitMQ, Redis or PostgreSQL stopped or killed
 // under a running stream, and services started while a dependency is down. While it is down:

@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import type postgres from "postgres";
 import { TestClient, mintToken, uniqueUser } from "./client.ts";
 import { alive, connectReady, diff, httpStatus, lookup, openSql, presence, Recipient, Sender, senderToRecipient, storedIds, waitUntil, startHealthyCluster } from "./chaos.ts";
-import { stopService, type Cluster, type ServiceProcess } from "./harness.ts";
+import { stopService, type Cluster, type ServiceProcess } from "../scripts/cluster.ts";
 
 // Process faults (CONTRACT.md sections 1 and 6): a gateway or persist killed, frozen or asked to
 // stop mid-stream. Each test has its own cluster and ends with: the set of acknowledged msgIds equals

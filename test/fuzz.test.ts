@@ -5,7 +5,7 @@ import { ERROR_CODES, parseClientFrame, Cursor } from "../shared/protocol.ts";
 import { mintToken, uniqueUser, type Frame, type TestClient } from "./client.ts";
 import { alive, connectReady, diff, httpStatus, openSql, waitUntil, startHealthyCluster } from "./chaos.ts";
 import { anyFrame, expected, overTheWire, utf8Bytes, type Expected } from "./fuzz-frames.ts";
-import type { Cluster } from "./harness.ts";
+import type { Cluster } from "../scripts/cluster.ts";
 
 // Frame fuzzing (CONTRACT.md section 3): random and mutated frames must each get exactly one
 // answer (one `error` with the right code and id for a malformed frame; ack, pong or synced for a

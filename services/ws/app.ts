@@ -8,7 +8,8 @@ import { DirectoryUnavailable, type Directory } from "../../shared/directory/dir
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
 import { Cursor, describeIssues, GroupId, messageFrame, UserId } from "../../shared/protocol.ts";
-import { bearer, issueUserToken, secretMatches, verifyUserToken } from "./auth.ts";
+import { bearer, secretMatches } from "../../shared/secret.ts";
+import { issueUserToken, verifyUserToken } from "./auth.ts";
 import type { Delivery as StreamDelivery } from "./delivery.ts";
 import type { Delivery, Router } from "./router.ts";
 import { formatPosition, parseCursor } from "../../shared/stream/position.ts";

@@ -1,6 +1,9 @@
 import { sign, verify } from "hono/jwt";
 import { USER_ID_RE } from "../../shared/protocol.ts";
 
+// service.ts reads the user token of /ws from the same header.
+export { bearer } from "../../shared/secret.ts";
+
 /** User tokens: HS256 JWTs whose `sub` is a valid user id; `exp` is enforced when present. */
 export async function verifyUserToken(token: string | undefined | null, secret: string): Promise<string | null> {
   if (!token) return null;
@@ -19,18 +22,4 @@ export const TOKEN_TTL_SECONDS = 7 * 24 * 3600;
 export function issueUserToken(userId: string, secret: string, ttlSeconds = TOKEN_TTL_SECONDS): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return sign({ sub: userId, iat: now, exp: now + ttlSeconds }, secret, "HS256");
-}
-
-export function bearer(header: string | undefined | null): string | null {
-  if (!header) return null;
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
-  return m ? m[1]! : null;
-}
-
-/** Constant-time comparison for the service-to-service secret. */
-export function secretMatches(given: string | null, expected: string): boolean {
-  if (given === null) return false;
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && crypto.timingSafeEqual(a, b);
 }

@@ -2,7 +2,7 @@ import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdirSync } from "node:fs";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { DEFAULT_CHROMIUM } from "../../test/env.ts";
-import { startCluster, type Cluster } from "../../test/harness.ts";
+import { startCluster, type Cluster } from "../../scripts/cluster.ts";
 
 // The browser client (services/ws/client/) in real Chromium against a real cluster: discover, two
 // ws instances and persist over Redis, RabbitMQ and PostgreSQL. Every wait is on the DOM.

@@ -11,97 +11,42 @@ import {
 } from "./directory.ts";
 
 /**
- * Keys, under the prefix p:
- *   {p}instances   set of instance ids that may hold users (what the sweeper walks)
- *   {p}hb:{id}     the instance's URL, expiring with its heartbeat TTL: alive while it exists
- *   {p}iu:{id}     set of users on the instance
- *   {p}u:{user}    set of instance ids holding the user
- *   {p}claim:{id}  "p" while pending, else the ack timestamp
- * The scripts build keys from the prefix, so on Redis Cluster the prefix must carry a hash tag
- * (e.g. "{dir}:") to keep every key in one slot.
+ * Keys, under the prefix p (which must not itself carry a hash tag, or every key lands in one slot):
+ *   {p}instances          set of instance ids that may hold users (what the sweeper walks)
+ *   {p}{i:<id>}hb         the instance's URL, expiring with its heartbeat TTL: alive while it exists
+ *   {p}{i:<id>}users      set of users on the instance
+ *   {p}{u:<user>}         set of instance ids holding the user
+ *   {p}claim:<msgId>      "p" while pending, else the ack timestamp
+ * Every command and script touches the keys of one hash slot only, so on Redis Cluster the keys
+ * spread over the slots: an instance's two keys share the tag {i:<id>}, a user's key has its own
+ * tag, and what spans users (presence, lookup, wipe) is one single-key command per user, all sent
+ * at once. The price is that those spans are not atomic: a wipe removes the instance's users set
+ * first and then each user's entry, and the caller of heartbeat re-announces after a wipe anyway.
  */
 export interface RedisDirectory extends Directory, Ledger {
   /** Forgets the users of every instance whose heartbeat lapsed; returns those instance ids. */
   sweepDeadInstances(): Promise<string[]>;
 }
 
-const LOOKUP_CHUNK = 2000;
+// KEYS: hb, users  ARGV: url, ttl  → {1} when the instance was alive, else {0, users it held} (now forgotten)
+const HEARTBEAT = `
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET') then return {1} end
+local users = redis.call('SMEMBERS', KEYS[2])
+redis.call('DEL', KEYS[2])
+return {0, users}
+`;
 
+// KEYS: hb, users  ARGV: "dead-only"?  → the users the instance held (now forgotten); nil if alive and dead-only
 const WIPE = `
-local function wipe(p, id)
-  local iu = p .. 'iu:' .. id
-  for _, u in ipairs(redis.call('SMEMBERS', iu)) do redis.call('SREM', p .. 'u:' .. u, id) end
-  redis.call('DEL', iu)
-end
+if ARGV[1] == 'dead-only' and redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local users = redis.call('SMEMBERS', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2])
+return users
 `;
 
-// KEYS: hb  ARGV: prefix, id, url, ttl
-const HEARTBEAT = `${WIPE}
-local existed = redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4], 'GET')
-redis.call('SADD', ARGV[1] .. 'instances', ARGV[2])
-if existed then return 1 end
-wipe(ARGV[1], ARGV[2])
-return 0
-`;
-
-// KEYS: hb  ARGV: prefix, id
-const REMOVE = `${WIPE}
-wipe(ARGV[1], ARGV[2])
-redis.call('DEL', KEYS[1])
-redis.call('SREM', ARGV[1] .. 'instances', ARGV[2])
-return 0
-`;
-
-// ARGV: prefix
-const SWEEP = `${WIPE}
-local p = ARGV[1]
-local dead = {}
-for _, id in ipairs(redis.call('SMEMBERS', p .. 'instances')) do
-  if redis.call('EXISTS', p .. 'hb:' .. id) == 0 then
-    wipe(p, id)
-    redis.call('SREM', p .. 'instances', id)
-    dead[#dead + 1] = id
-  end
-end
-return dead
-`;
-
-// KEYS: user sets  ARGV: prefix  → per user a flat list id, url, id, url…
-const LOOKUP = `
-local alive = {}
-local out = {}
-for i, key in ipairs(KEYS) do
-  local row = {}
-  for _, id in ipairs(redis.call('SMEMBERS', key)) do
-    local url = alive[id]
-    if url == nil then
-      url = redis.call('GET', ARGV[1] .. 'hb:' .. id)
-      alive[id] = url
-    end
-    if url then
-      row[#row + 1] = id
-      row[#row + 1] = url
-    end
-  end
-  out[i] = row
-end
-return out
-`;
-
-// KEYS: claim keys  ARGV: pending ttl  → per key "" (new), "p" (pending) or the ack timestamp
-const CLAIM = `
-local out = {}
-for i, key in ipairs(KEYS) do
-  out[i] = redis.call('SET', key, 'p', 'NX', 'PX', ARGV[1], 'GET') or ''
-end
-return out
-`;
-
-// KEYS: claim keys
+// KEYS: claim key
 const RELEASE = `
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == 'p' then redis.call('DEL', key) end
-end
+if redis.call('GET', KEYS[1]) == 'p' then redis.call('DEL', KEYS[1]) end
 return 0
 `;
 
@@ -119,10 +64,7 @@ function luaScript(lua: string) {
 
 const scripts = {
   heartbeat: luaScript(HEARTBEAT),
-  remove: luaScript(REMOVE),
-  sweep: luaScript(SWEEP),
-  lookup: luaScript(LOOKUP),
-  claim: luaScript(CLAIM),
+  wipe: luaScript(WIPE),
   release: luaScript(RELEASE),
 };
 
@@ -142,64 +84,77 @@ function unique(xs: string[]): string[] {
 
 export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {}): RedisDirectory {
   const p = opts.prefix ?? "dir:";
-  const hb = (id: string) => `${p}hb:${id}`;
-  const iu = (id: string) => `${p}iu:${id}`;
-  const u = (user: string) => `${p}u:${user}`;
+  const instances = `${p}instances`;
+  const hb = (id: string) => `${p}{i:${id}}hb`;
+  const usersOf = (id: string) => `${p}{i:${id}}users`;
+  const u = (user: string) => `${p}{u:${user}}`;
   const claimKey = (msgId: string) => `${p}claim:${msgId}`;
 
-  async function lookupChunk(users: string[]): Promise<Array<[string, InstanceInfo[]]>> {
-    const rows = (await scripts.lookup(redis, users.map(u), [p])) as string[][];
-    return users.map((user, i) => {
-      const row = rows[i] ?? [];
-      const found: InstanceInfo[] = [];
-      for (let j = 0; j < row.length; j += 2) found.push({ id: row[j]!, url: row[j + 1]! });
-      return [user, found];
-    });
+  /** Drops `id` from each user's entry: the second half of a wipe. */
+  const unlink = (id: string, users: string[]) => Promise.all(users.map((user) => redis.srem(u(user), id)));
+
+  /** Forgets the instance; with deadOnly, only while its heartbeat is gone. False if it was alive. */
+  async function wipe(id: string, deadOnly: boolean): Promise<boolean> {
+    const users = (await scripts.wipe(redis, [hb(id), usersOf(id)], [deadOnly ? "dead-only" : "any"])) as string[] | null;
+    if (!users) return false;
+    await unlink(id, users);
+    await redis.srem(instances, id);
+    return true;
   }
 
   return {
     async heartbeat(instance, ttlMs) {
-      const r = await guard(scripts.heartbeat(redis, [hb(instance.id)], [p, instance.id, instance.url, Math.max(1, Math.round(ttlMs))]));
-      return r === 1;
+      const ttl = Math.max(1, Math.round(ttlMs));
+      const [[known, wiped]] = await guard(
+        Promise.all([
+          scripts.heartbeat(redis, [hb(instance.id), usersOf(instance.id)], [instance.url, ttl]) as Promise<[number, string[]?]>,
+          redis.sadd(instances, instance.id),
+        ]),
+      );
+      if (wiped?.length) await guard(unlink(instance.id, wiped));
+      return known === 1;
     },
 
     async setPresence(instanceId, online, offline) {
       if (!online.length && !offline.length) return;
-      const tx = redis.multi();
-      if (offline.length) {
-        for (const user of offline) tx.srem(u(user), instanceId);
-        tx.srem(iu(instanceId), ...offline);
-      }
-      if (online.length) {
-        for (const user of online) tx.sadd(u(user), instanceId);
-        tx.sadd(iu(instanceId), ...online);
-      }
-      tx.sadd(`${p}instances`, instanceId);
-      const results = await guard(tx.exec());
-      const failed = results?.find(([err]) => err);
-      if (!results || failed) await guard(Promise.reject(failed?.[0] ?? new Error("transaction aborted")));
+      const ops: Array<Promise<unknown>> = [];
+      // offline: the user's entry first; online: the instance's set first (what a wipe walks)
+      for (const user of offline) ops.push(redis.srem(u(user), instanceId));
+      if (offline.length) ops.push(redis.srem(usersOf(instanceId), ...offline));
+      if (online.length) ops.push(redis.sadd(usersOf(instanceId), ...online));
+      for (const user of online) ops.push(redis.sadd(u(user), instanceId));
+      ops.push(redis.sadd(instances, instanceId));
+      await guard(Promise.all(ops));
     },
 
     async lookup(users) {
       const wanted = unique(users);
-      const chunks: string[][] = [];
-      for (let i = 0; i < wanted.length; i += LOOKUP_CHUNK) chunks.push(wanted.slice(i, i + LOOKUP_CHUNK));
-      const parts = await guard(Promise.all(chunks.map(lookupChunk)));
-      return Object.fromEntries(parts.flat());
+      const held = await guard(Promise.all(wanted.map((user) => redis.smembers(u(user)))));
+      const ids = unique(held.flat());
+      const urls = await guard(Promise.all(ids.map((id) => redis.get(hb(id)))));
+      const alive = new Map<string, string>();
+      ids.forEach((id, i) => urls[i] != null && alive.set(id, urls[i]!));
+      return Object.fromEntries(
+        wanted.map((user, i): [string, InstanceInfo[]] => [
+          user,
+          held[i]!.flatMap((id) => (alive.has(id) ? [{ id, url: alive.get(id)! }] : [])),
+        ]),
+      );
     },
 
     async removeInstance(instanceId) {
-      await guard(scripts.remove(redis, [hb(instanceId)], [p, instanceId]));
+      await guard(wipe(instanceId, false));
     },
 
     async sweepDeadInstances() {
-      return (await guard(scripts.sweep(redis, [], [p]))) as string[];
+      const ids = await guard(redis.smembers(instances));
+      const swept = await guard(Promise.all(ids.map((id) => wipe(id, true))));
+      return ids.filter((_, i) => swept[i]);
     },
 
     async claim(msgIds) {
       const ids = unique(msgIds);
-      if (!ids.length) return {};
-      const states = (await guard(scripts.claim(redis, ids.map(claimKey), [CLAIM_PENDING_MS]))) as string[];
+      const states = await guard(Promise.all(ids.map((id) => redis.call("SET", [claimKey(id), "p", "NX", "PX", CLAIM_PENDING_MS, "GET"]) as Promise<string | null>)));
       return Object.fromEntries(
         ids.map((id, i): [string, Claim] => {
           const s = states[i];
@@ -211,17 +166,11 @@ export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {
     },
 
     async complete(done) {
-      if (!done.length) return;
-      const pipe = redis.pipeline();
-      for (const { msgId, ts } of done) pipe.set(claimKey(msgId), String(ts), "PX", CLAIM_DONE_MS);
-      const results = await guard(pipe.exec());
-      const failed = results?.find(([err]) => err);
-      if (!results || failed) await guard(Promise.reject(failed?.[0] ?? new Error("pipeline aborted")));
+      await guard(Promise.all(done.map(({ msgId, ts }) => redis.set(claimKey(msgId), String(ts), "PX", CLAIM_DONE_MS))));
     },
 
     async release(msgIds) {
-      if (!msgIds.length) return;
-      await guard(scripts.release(redis, unique(msgIds).map(claimKey), []));
+      await guard(Promise.all(unique(msgIds).map((id) => scripts.release(redis, [claimKey(id)], []))));
     },
   };
 }

@@ -58,9 +58,14 @@ queueContract("amqp", async () => {
   };
 });
 
-/** A TCP proxy in front of the broker that a test can cut (an abrupt network loss) or make refuse. */
+/**
+ * A TCP proxy in front of the broker that a test can cut (an abrupt network loss), make refuse,
+ * or make hold back what the broker sends (its confirms and replies) while the client's bytes still
+ * reach the broker.
+ */
 function createTcpProxy(target: URL) {
   const sockets = new Set<net.Socket>();
+  const upstreams: Array<{ upstream: net.Socket; client: net.Socket }> = [];
   let refusing = false;
   const server = net.createServer((client) => {
     if (refusing) return void client.destroy();
@@ -76,6 +81,7 @@ function createTcpProxy(target: URL) {
     upstream.on("error", end).on("close", end);
     client.pipe(upstream);
     upstream.pipe(client);
+    upstreams.push({ upstream, client });
   });
   const listening = new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
@@ -89,6 +95,13 @@ function createTcpProxy(target: URL) {
     cut() {
       for (const s of sockets) s.destroy();
       sockets.clear();
+      upstreams.length = 0;
+    },
+    holdReplies() {
+      for (const { upstream, client } of upstreams) {
+        upstream.unpipe(client);
+        upstream.pause();
+      }
     },
     refuse(on: boolean) {
       refusing = on;
@@ -225,12 +238,20 @@ describe("amqp queue specifics", () => {
   test("publishes in flight when the connection drops reject with QueueUnavailable; none hangs", async () => {
     const proxy = createTcpProxy(new URL(AMQP_URL));
     cleanups.push(proxy.close);
-    const { queue } = await fresh({}, await proxy.url());
+    const { name, queue } = await fresh({}, await proxy.url());
     await queue.whenReady(withTimeout(4000));
+    // The broker gets every publish but its confirms are held back, so all 200 are in flight at the cut.
+    proxy.holdReplies();
     const publishes = Array.from({ length: 200 }, () => queue.publish([chatMessage("drop")]).then(() => "ok", (e: unknown) => e));
+    await eventually(async () => {
+      const { messageCount } = await adminCh.checkQueue(name);
+      if (messageCount < 200) throw new Error(`the broker holds ${messageCount} of 200 publishes`);
+    });
     proxy.cut();
     const results = await Promise.all(publishes);
-    for (const x of results) if (x !== "ok") expect(x).toBeInstanceOf(QueueUnavailable);
+    const inFlightAtCut = results.filter((x) => x instanceof QueueUnavailable).length;
+    expect(results.filter((x) => x === "ok")).toEqual([]);
+    expect(inFlightAtCut).toBe(200);
     await eventually(() => queue.publish([chatMessage("drop")]));
   });
 
