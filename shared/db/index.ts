@@ -16,6 +16,13 @@ export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
 
 export const MIGRATIONS_DIR = new URL("../../drizzle", import.meta.url).pathname;
 
+// TEMP until merged: hand-written SQL in drizzle/pending/ (idempotent) applied after the
+// migrations, until it is folded into the drizzle/ chain.
+const PENDING_SQL = ["accounts.sql"].map((f) => new URL(`../../drizzle/pending/${f}`, import.meta.url).pathname);
+async function applyPending(exec: (sql: string) => Promise<unknown>): Promise<void> {
+  for (const f of PENDING_SQL) await exec(await Bun.file(f).text());
+}
+
 export interface DbHandle {
   /** The current database; after reset() a new object, so read it per use rather than keep it. */
   readonly db: Db;
@@ -63,6 +70,7 @@ export async function openPglite(dataDir: string): Promise<DbHandle> {
   const client = await PGlite.create(dataDir);
   const db = drizzlePglite(client, { schema }) as unknown as Db;
   await migratePgliteDb(db as never, { migrationsFolder: MIGRATIONS_DIR });
+  await applyPending((sql) => client.exec(sql)); // TEMP until merged
   return {
     db,
     ping: async () => !client.closed,
@@ -76,6 +84,7 @@ export async function migrateDatabase(url: string): Promise<void> {
   const client = postgres(url, { max: 1, onnotice: () => {} });
   try {
     await migratePostgres(drizzlePostgres(client), { migrationsFolder: MIGRATIONS_DIR });
+    await applyPending((sql) => client.unsafe(sql)); // TEMP until merged
   } finally {
     await client.end({ timeout: 5 });
   }

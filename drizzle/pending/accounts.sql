@@ -1,0 +1,13 @@
+-- Issue 12 (accounts): refresh tokens. Hand-written equivalent of shared/db/schema.ts's
+-- `refreshTokens`; idempotent. To be folded into the drizzle/ migration chain at merge.
+CREATE TABLE IF NOT EXISTS "refresh_tokens" (
+	"token_hash" text PRIMARY KEY NOT NULL,
+	"user_id" text NOT NULL,
+	"family_id" text NOT NULL,
+	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
+	"expires_at" timestamp with time zone NOT NULL,
+	"used_at" timestamp with time zone,
+	"revoked_at" timestamp with time zone
+);
+CREATE INDEX IF NOT EXISTS "refresh_tokens_family" ON "refresh_tokens" USING btree ("family_id");
+CREATE INDEX IF NOT EXISTS "refresh_tokens_user" ON "refresh_tokens" USING btree ("user_id");
