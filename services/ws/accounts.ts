@@ -39,7 +39,7 @@ export function accountSettings(cfg: Config): AccountSettings {
       loginUser: { max: cfg.LOGIN_USER_MAX_FAILURES, windowMs: cfg.LOGIN_WINDOW_SEC * s, lockMs: cfg.LOGIN_LOCK_SEC * s, maxLockMs: cfg.LOGIN_LOCK_MAX_SEC * s },
       loginAddr: { max: cfg.LOGIN_ADDR_MAX_FAILURES, windowMs: cfg.LOGIN_WINDOW_SEC * s, lockMs: cfg.LOGIN_LOCK_SEC * s, maxLockMs: cfg.LOGIN_LOCK_MAX_SEC * s },
       // A plain rate: past the limit, refused until the window would have ended.
-      registerAddr: { max: cfg.REGISTER_ADDR_MAX + 1, windowMs: cfg.REGISTER_WINDOW_SEC * s, lockMs: cfg.REGISTER_WINDOW_SEC * s, maxLockMs: cfg.REGISTER_WINDOW_SEC * s },
+      registerAddr: { max: cfg.REGISTER_ADDR_MAX + 1, windowMs: cfg.REGISTER_WINDOW_SEC * s, lockMs: cfg.REGISTER_WINDOW_SEC * s, maxLockMs: cfg.REGISTER_WINDOW_SEC * s, forgetAfterLock: true },
     },
     trustedProxyHops: cfg.TRUSTED_PROXY_HOPS,
     accessTtlSec: cfg.ACCESS_TOKEN_TTL_SEC,

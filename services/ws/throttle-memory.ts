@@ -46,7 +46,7 @@ export function createMemoryThrottle(opts: { now?: () => number; maxKeys?: numbe
       const lock = lockAfter(e.count, rule);
       if (lock > 0) {
         e.lockUntil = t + lock;
-        e.until = Math.max(e.until, t + lock + rule.windowMs);
+        e.until = rule.forgetAfterLock ? t + lock : Math.max(e.until, t + lock + rule.windowMs);
       }
       return lock;
     },

@@ -68,6 +68,16 @@ export function throttleContract(name: string, make: () => Promise<Throttle>) {
       expect(locks.filter((l) => l > 0)).toEqual([RULE.lockMs]);
     });
 
+    test("forgetAfterLock: once the lock ends the count starts afresh", async () => {
+      const t = await make();
+      const k = key();
+      const rule = { max: 2, windowMs: 60_000, lockMs: 30, maxLockMs: 30, forgetAfterLock: true };
+      await t.hit(k, rule);
+      expect(await t.hit(k, rule)).toBe(30);
+      while ((await t.lockedFor([k])) > 0) await Bun.sleep(5); // bounded by the test timeout
+      expect(await t.hit(k, rule)).toBe(0);
+    });
+
     test("a lock ends by itself", async () => {
       const t = await make();
       const k = key();

@@ -10,7 +10,8 @@ export interface Throttle {
    * Counts one event for `key` in its window (the window starts at the first event). From the
    * `max`-th event on, the key is locked for `lockMs * 2^(count - max)`, at most `maxLockMs`, and
    * the count is kept at least as long as the lock plus a window, so repeated failures after a
-   * lock ends lock for longer. Returns the lock now in force for this key (0: none).
+   * lock ends lock for longer — unless `forgetAfterLock`, which forgets the count when the lock
+   * ends (a plain rate limit). Returns the lock now in force for this key (0: none).
    */
   hit(key: string, rule: ThrottleRule): Promise<number>;
   /** Forgets the key's count and lock (a successful login resets its username). */
@@ -22,6 +23,7 @@ export interface ThrottleRule {
   windowMs: number;
   lockMs: number;
   maxLockMs: number;
+  forgetAfterLock?: boolean;
 }
 
 /** The lock that the `count`-th event starts under `rule` (0 below the threshold). */
