@@ -10,6 +10,7 @@ import { createApp } from "./app.ts";
 import type { Revocations } from "./revocations.ts";
 import { createMemoryRevocations } from "./revocations-memory.ts";
 import type { Router } from "./router.ts";
+import type { Throttle } from "./throttle.ts";
 import { createMemoryThrottle } from "./throttle-memory.ts";
 import { createTokenGate } from "./token-gate.ts";
 
@@ -23,9 +24,9 @@ afterAll(() => handle.close());
 const SECRET = "accounts-test-secret-accounts-test-secret";
 const PASSWORD = "s3cret-enough";
 
-function makeApp(env: Record<string, string> = {}, revocations: Revocations = createMemoryRevocations()) {
+function makeApp(env: Record<string, string> = {}, revocations: Revocations = createMemoryRevocations(), broken?: Throttle) {
   let now = Date.now();
-  const throttle = createMemoryThrottle({ now: () => now });
+  const throttle = broken ?? createMemoryThrottle({ now: () => now });
   const cfg = parseConfig([], {
     LOGIN_USER_MAX_FAILURES: "3",
     LOGIN_ADDR_MAX_FAILURES: "6",
@@ -201,6 +202,13 @@ describe("login throttling", () => {
     }
     const reg = await t.call("POST", "/api/register", { body: { username: uniq(), password: PASSWORD }, addr: proxy, headers: { "x-forwarded-for": "nope" } });
     expect(reg.status).toBe(400);
+  });
+
+  test("a throttle store that cannot answer makes login and register answer 503, never an unthrottled guess", async () => {
+    const fail = () => Promise.reject(new Error("down"));
+    const t = makeApp({}, createMemoryRevocations(), { lockedFor: fail, hit: fail, reset: fail });
+    expect((await login(t, uniq(), "wrong-password")).status).toBe(503);
+    expect((await t.call("POST", "/api/register", { body: { username: uniq(), password: PASSWORD } })).status).toBe(503);
   });
 
   test.each([
