@@ -344,6 +344,10 @@ describe("refresh", () => {
     const s = await register(t);
     await handle.db.execute(`update refresh_tokens set expires_at = now() - interval '1 second' where user_id = '${s.userId}'` as never);
     expect((await t.call("POST", "/api/refresh", { body: { refreshToken: s.refreshToken } })).status).toBe(401);
+    // The next sign-in of the user clears the expired row.
+    expect((await login(t, s.userId, PASSWORD)).status).toBe(200);
+    const rows = (await handle.db.execute(`select expires_at from refresh_tokens where user_id = '${s.userId}'` as never)) as unknown as unknown[];
+    expect(rows).toHaveLength(1);
   });
 });
 

@@ -1,4 +1,4 @@
-import { and, eq, gt, inArray, isNull } from "drizzle-orm";
+import { and, eq, gt, inArray, isNull, lt } from "drizzle-orm";
 import type { Db } from "../../shared/db/index.ts";
 import { groupMembers, groups, refreshTokens, users } from "../../shared/db/schema.ts";
 
@@ -24,6 +24,8 @@ const hashOf = (token: string) => new Bun.CryptoHasher("sha256").update(token).d
 export async function addRefreshToken(db: Db, userId: string, familyId: string, ttlMs: number): Promise<string> {
   const token = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
   await db.insert(refreshTokens).values({ tokenHash: hashOf(token), userId, familyId, expiresAt: new Date(Date.now() + ttlMs) });
+  // Expired rows are of no use, not even for reuse detection: each user's go when they get a new one.
+  await db.delete(refreshTokens).where(and(eq(refreshTokens.userId, userId), lt(refreshTokens.expiresAt, new Date())));
   return token;
 }
 
