@@ -11,7 +11,10 @@ import { createMemoryAllocator } from "../../shared/stream/allocator-memory.ts";
 import { onShutdown } from "../../shared/shutdown.ts";
 import { createBatcher } from "../persist/batcher.ts";
 import { createPersistMetrics } from "../persist/metrics.ts";
+import { accountSettings } from "../ws/accounts.ts";
+import { createMemoryRevocations } from "../ws/revocations-memory.ts";
 import { startWsService } from "../ws/service.ts";
+import { createMemoryThrottle } from "../ws/throttle-memory.ts";
 import { devSecrets } from "./secrets.ts";
 
 /**
@@ -50,6 +53,9 @@ const ws = await startWsService({
   jwtSecret: secrets.JWT_SECRET,
   internalSecret: secrets.INTERNAL_SECRET,
   rate: { perSec: cfg.RATE_LIMIT_PER_SEC, burst: cfg.RATE_LIMIT_BURST },
+  throttle: createMemoryThrottle(),
+  revocations: createMemoryRevocations(),
+  accounts: accountSettings(cfg),
   log,
 });
 
@@ -58,7 +64,7 @@ console.log(`dev listening on ${ws.url}
   websocket:    ${ws.url.replace(/^http/, "ws")}/ws?token=<jwt>
   data:         ${join(cfg.DATA_DIR, "pglite")} (PGlite; history survives restarts)
   JWT_SECRET:   ${secrets.generated.JWT_SECRET ? `${secrets.JWT_SECRET} (generated for development, kept in ${secrets.file})` : "from the environment"}
-  embedded:     in-memory directory and queue, PGlite — no Redis, RabbitMQ or PostgreSQL needed`);
+  embedded:     in-memory directory, queue, login throttle and token revocations, PGlite — no Redis, RabbitMQ or PostgreSQL needed`);
 
 onShutdown(log, async () => {
   clearInterval(sweeper);

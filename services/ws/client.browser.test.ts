@@ -54,6 +54,8 @@ async function openClient(base: string, ctx?: BrowserContext): Promise<Page> {
   const page = await ctx.newPage();
   page.setDefaultTimeout(10_000);
   page.on("pageerror", (e) => pageErrors.push(`${base}: ${e.message}`));
+  // The Content-Security-Policy must not block anything the client does.
+  page.on("console", (m) => m.type() === "error" && /Content Security Policy/i.test(m.text()) && pageErrors.push(`${base}: ${m.text()}`));
   await page.goto(`${base}/client`);
   return page;
 }
@@ -273,5 +275,49 @@ test("log out forgets the local state; logging in again restores every conversat
   ]);
   await conv(a, groupKey).click();
   await message(a, "Welcome back, Carol", "sent").waitFor();
+  expect(pageErrors).toEqual([]);
+}, 30_000);
+
+/** The session the page keeps in localStorage. */
+const storedSession = (page: Page) =>
+  page.evaluate(() => JSON.parse(localStorage.getItem("relay-chat:session") ?? "null") as { userId: string; token: string; refreshToken?: string } | null);
+
+test("the client stays signed in across an access-token expiry: it refreshes silently", async () => {
+  const { cluster } = await env();
+  const name = `dana-${tag}`;
+  const page = await signUp(cluster.wsUrls[0]!, name);
+  const before = (await storedSession(page))!;
+  expect(typeof before.refreshToken).toBe("string");
+  // Make the stored access token one that expired a minute ago (same user, same version), then reload:
+  // the WebSocket is refused, the client refreshes and connects again without asking for a password.
+  const { sign } = await import("hono/jwt");
+  const expired = await sign({ sub: name, ver: 0, exp: Math.floor(Date.now() / 1000) - 60 }, cluster.jwtSecret, "HS256");
+  await page.evaluate((t) => {
+    const s = JSON.parse(localStorage.getItem("relay-chat:session")!);
+    localStorage.setItem("relay-chat:session", JSON.stringify({ ...s, token: t }));
+  }, expired);
+  await page.reload();
+  await connected(page);
+  expect(await page.getByTestId("me").textContent()).toBe(name);
+  const after = (await storedSession(page))!;
+  expect(after.token).not.toBe(expired);
+  expect(after.refreshToken).not.toBe(before.refreshToken);
+  expect(pageErrors).toEqual([]);
+}, 30_000);
+
+test("log out everywhere from another device signs this tab out", async () => {
+  const { cluster } = await env();
+  const name = `erin-${tag}`;
+  const page = await signUp(cluster.wsUrls[1]!, name);
+  const elsewhere = (await (await fetch(`${cluster.wsUrls[0]}/api/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: name, password: PASSWORD }),
+  })).json()) as { token: string };
+  const res = await fetch(`${cluster.wsUrls[0]}/api/logout-all`, { method: "POST", headers: { authorization: `Bearer ${elsewhere.token}` } });
+  expect(res.status).toBe(204);
+  await page.getByTestId("auth-form").waitFor();
+  await page.getByTestId("auth-error").filter({ hasText: "session has ended" }).waitFor();
+  expect(await storedSession(page)).toBeNull();
   expect(pageErrors).toEqual([]);
 }, 30_000);

@@ -62,4 +62,23 @@ export const groupMembers = pgTable(
   (t) => [primaryKey({ columns: [t.groupId, t.userId] }), index("group_members_user").on(t.userId)],
 );
 
-export const schema = { messages, stream, users, groups, groupMembers };
+/**
+ * Refresh tokens, stored only as SHA-256 hashes of their random 256-bit value. A family is one
+ * sign-in (`sid` in the access tokens it yields): each use marks the row used and adds its
+ * successor; using a used row again revokes the whole family (the token was copied).
+ */
+export const refreshTokens = pgTable(
+  "refresh_tokens",
+  {
+    tokenHash: text("token_hash").primaryKey(),
+    userId: text("user_id").notNull(),
+    familyId: text("family_id").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    expiresAt: timestamp("expires_at", { withTimezone: true }).notNull(),
+    usedAt: timestamp("used_at", { withTimezone: true }),
+    revokedAt: timestamp("revoked_at", { withTimezone: true }),
+  },
+  (t) => [index("refresh_tokens_family").on(t.familyId), index("refresh_tokens_user").on(t.userId)],
+);
+
+export const schema = { messages, stream, users, groups, groupMembers, refreshTokens };

@@ -32,8 +32,15 @@ const sentAt = new Map(); // client id -> when last written to a socket (this pa
 
 const api = createApi({
   getToken: () => session?.token ?? "",
+  getRefreshToken: () => session?.refreshToken,
+  onSession: saveSession,
   onUnauthorized: () => session && logout("Your session has ended. Please log in again."),
 });
+
+function saveSession(r) {
+  session = { userId: r.userId, token: r.token, refreshToken: r.refreshToken };
+  localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+}
 
 // ---------- session ----------
 
@@ -49,7 +56,7 @@ function jwtExpired(token) {
 function readSession() {
   try {
     const s = JSON.parse(localStorage.getItem(SESSION_KEY) ?? "null");
-    if (s && USER_ID_RE.test(s.userId) && typeof s.token === "string" && !jwtExpired(s.token)) return s;
+    if (s && USER_ID_RE.test(s.userId) && typeof s.token === "string" && (!jwtExpired(s.token) || typeof s.refreshToken === "string")) return s;
   } catch {}
   return null;
 }
@@ -86,8 +93,7 @@ async function authenticate(mode) {
   buttons.forEach((b) => (b.disabled = true));
   try {
     const r = mode === "register" ? await api.register(username, password) : await api.login(username, password);
-    session = { userId: r.userId, token: r.token };
-    localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+    saveSession(r);
     startChat();
   } catch (e) {
     const s = e instanceof ApiError ? e.status : 0;
@@ -124,7 +130,7 @@ function startChat() {
     onStatus: renderConnStatus,
     onRefused: () => {
       // The upgrade is refused with 401 for a bad or expired token; the API tells us which.
-      if (jwtExpired(session.token)) logout("Your session has expired. Please log in again.");
+      if (jwtExpired(session.token)) api.refresh().catch((e) => e.status === 401 && logout("Your session has expired. Please log in again."));
       else api.groups().then((r) => store?.setGroups(r.groups ?? []), () => {});
     },
   });
@@ -147,6 +153,7 @@ function startChat() {
 
 function logout(message = "") {
   if (!session) return;
+  api.logout().catch(() => {});
   conn?.stop();
   unsubscribe?.();
   store?.clear(); // a shared computer keeps nothing of this user
@@ -175,6 +182,7 @@ addEventListener("storage", (e) => {
   if (e.key !== SESSION_KEY) return;
   const next = readSession();
   if (next?.userId !== session?.userId) location.reload();
+  else if (next) session = next; // another tab refreshed the session
 });
 
 // ---------- socket ----------
