@@ -128,8 +128,9 @@ describe("persist", () => {
       const ackedAtKill = s.acked.size;
       // While no persist runs: sends are still acked (the queue holds them) ...
       await s.ackedAtLeast(Math.min(2000, ackedAtKill + 500));
-      // ... and a sync cannot complete (the barrier is not answered): unavailable, not silence.
-      const probe = new Recipient(uniqueUser("probe"), cluster.jwtSecret);
+      // ... and a sync of the recipient, whose stream holds positions nobody has written yet, cannot
+      // complete: unavailable, not silence, and nothing skipped.
+      const probe = new Recipient(bob, cluster.jwtSecret);
       await probe.connect(cluster.wsUrls[0]!);
       const p0 = performance.now();
       const probeAnswer = await probe.sync();
