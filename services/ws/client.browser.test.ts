@@ -274,3 +274,50 @@ test("log out forgets the local state; logging in again restores every conversat
   await message(a, "Welcome back, Carol", "sent").waitFor();
   expect(pageErrors).toEqual([]);
 }, 30_000);
+
+test("messages typed offline are sent in the order typed and shown in the server's order on both sides", async () => {
+  const a = pages.alice!, b = pages.bob!;
+  await conv(a, `d:${bob}`).click();
+  await conv(b, `d:${alice}`).click();
+  const before = (await shown(a)).map((r) => r[1]);
+  const typed = Array.from({ length: 8 }, (_, i) => `offline ${i + 1}`);
+
+  await a.context().setOffline(true);
+  await a.locator('[data-testid="conn-status"][data-state="offline"]').waitFor();
+  for (const t of typed) {
+    await a.getByTestId("composer-input").fill(t);
+    await a.getByTestId("composer-send").click();
+    await message(a, t, "sending").waitFor();
+  }
+  // Pending messages stay after the positioned ones, in the order typed, and the list previews the last.
+  const bodies = await a.getByTestId("message-body").allTextContents();
+  expect(bodies).toEqual([...before, ...typed]);
+  expect(await conv(a, `d:${bob}`).getByTestId("conv-preview").textContent()).toBe(`You: ${typed.at(-1)}`);
+  await a.context().setOffline(false);
+  await connected(a);
+  await message(a, typed.at(-1)!, "sent").waitFor();
+  await message(b, typed.at(-1)!, "received").waitFor();
+  expect(await a.locator('[data-testid="message"]:not([data-status="sent"]):not([data-status="received"])').count()).toBe(0);
+
+  for (const p of [a, b]) expect((await shown(p)).map((r) => r[1])).toEqual([...before, ...typed]);
+  expect(await conv(a, `d:${bob}`).getByTestId("conv-preview").textContent()).toBe(`You: ${typed.at(-1)}`);
+  expect(await conv(b, `d:${alice}`).getByTestId("conv-preview").textContent()).toBe(typed.at(-1)!);
+
+  // The same order after a reload (from the cache and a sync), and on a fresh device (from history).
+  await b.reload();
+  await connected(b);
+  await conv(b, `d:${alice}`).click();
+  await message(b, typed.at(-1)!).waitFor();
+  expect((await shown(b)).map((r) => r[1])).toEqual([...before, ...typed]);
+  const { cluster } = await env();
+  const fresh = await openClient(cluster.wsUrls[0]!);
+  await fresh.getByTestId("auth-username").fill(bob);
+  await fresh.getByTestId("auth-password").fill(PASSWORD);
+  await fresh.getByTestId("auth-login").click();
+  await connected(fresh);
+  await conv(fresh, `d:${alice}`).click();
+  await message(fresh, typed.at(-1)!).waitFor();
+  expect((await shown(fresh)).map((r) => r[1])).toEqual([...before, ...typed]);
+  await fresh.context().close();
+  expect(pageErrors).toEqual([]);
+}, 30_000);

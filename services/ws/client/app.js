@@ -8,7 +8,7 @@ import { createConnection } from "./connection.js";
 import { $, paintAvatar } from "./dom.js";
 import { initGroups, refreshGroups, refreshGroupsSoon } from "./groups.js";
 import { ERROR_TEXT, renderConnStatus, toast } from "./notify.js";
-import { resendAll, resendStale, resetOutbox } from "./outbox.js";
+import { pump, resendAll, resendStale, resetOutbox } from "./outbox.js";
 import { applyPresence, initPresence, pollPresence, resetPresence, rewatch } from "./presence.js";
 import { forgetSession, jwtExpired, readSession, SESSION_KEY } from "./session.js";
 import { initSidebar, renderSidebar, resetSidebar } from "./sidebar.js";
@@ -97,11 +97,13 @@ function onOpen() {
 const handlers = {
   ack(f) {
     ctx.store.applyAck(f);
+    pump();
   },
   message(f) {
     const { store } = ctx;
     const r = store.applyMessage(f);
     if (r.added && r.msg.group != null && store.groupsLoaded && !store.groups.has(r.msg.group)) refreshGroupsSoon();
+    if (r.changed && r.msg.from === store.me) pump(); // came back through sync: acked
   },
   synced(f) {
     ctx.store.applySynced(f);
@@ -111,6 +113,7 @@ const handlers = {
     // Forbidden in a group: we were most likely removed; the group list tells.
     if (m?.group != null && f.code === "forbidden") refreshGroupsSoon();
     if (!m) toast(`${ERROR_TEXT[f.code] ?? f.code}${f.message ? `: ${f.message}` : ""}`);
+    pump();
   },
   pong() {},
   presence: applyPresence,

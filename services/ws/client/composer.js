@@ -2,7 +2,7 @@
 
 import { $ } from "./dom.js";
 import { ERROR_TEXT, toast } from "./notify.js";
-import { transmit } from "./outbox.js";
+import { pump } from "./outbox.js";
 import { ctx } from "./state.js";
 
 const drafts = new Map();
@@ -36,8 +36,8 @@ export function initComposer() {
       toast(ERROR_TEXT.too_large);
       return;
     }
-    const m = ctx.store.addOutgoing(key, body);
-    transmit(m);
+    ctx.store.addOutgoing(key, body);
+    pump();
     input.value = "";
     drafts.delete(key);
     syncComposer();

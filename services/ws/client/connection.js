@@ -1,5 +1,6 @@
 // The WebSocket to `/ws` (CONTRACT.md section 3): reconnects with capped exponential backoff and
-// jitter, pings every 25 s and drops a connection that stops answering, and dispatches each
+// jitter, pings every 25 s and drops a connection that stops answering (at once when the browser
+// reports the network gone), and dispatches each
 // frame to the handler named by its `type` (unknown types are ignored).
 
 const BASE_MS = 500;
@@ -109,6 +110,14 @@ export function createConnection({ url, handlers, onOpen, onStatus, onRefused })
     retryTimer = setTimeout(connect, delay);
   }
 
+  // The browser knows the network is gone: drop the socket now instead of waiting for pings.
+  function onOffline() {
+    if (!running) return;
+    drop();
+    clearTimers();
+    status("offline");
+  }
+
   function onOnline() {
     if (running && !ws) {
       attempt = 0;
@@ -128,11 +137,13 @@ export function createConnection({ url, handlers, onOpen, onStatus, onRefused })
       running = true;
       attempt = 0;
       addEventListener("online", onOnline);
+      addEventListener("offline", onOffline);
       connect();
     },
     stop() {
       running = false;
       removeEventListener("online", onOnline);
+      removeEventListener("offline", onOffline);
       clearTimers();
       drop();
       status("stopped");

@@ -1,12 +1,16 @@
-// Sending: writes outgoing messages to the socket and resends what stays unacknowledged.
+// Sending: the user's unacknowledged messages go out one at a time, in the order they were typed
+// (the server keeps one sender's messages in the order it receives them, so nothing typed offline
+// or during a reconnect can overtake an earlier message). The next one is written when the one
+// in flight is acked or refused; one unacknowledged for too long is written again with its id
+// (the server acks a repeated id again and stores it once).
 
 import { ctx } from "./state.js";
 
 const RESEND_AFTER_MS = 15_000;
-const sentAt = new Map(); // client id -> when last written to a socket (this page only)
+let inFlight = null; // { id, at }: the message written to the current socket and not yet answered
 
 export function resetOutbox() {
-  sentAt.clear();
+  inFlight = null;
 }
 
 function frameOf(m) {
@@ -15,17 +19,25 @@ function frameOf(m) {
     : { type: "send", id: m.id, to: m.to, body: m.body };
 }
 
-export function transmit(m) {
-  if (ctx.conn.send(frameOf(m))) sentAt.set(m.id, Date.now());
+/** Writes the oldest unsent message unless one is in flight; call after any change to the outbox. */
+export function pump({ force = false } = {}) {
+  const { store, conn } = ctx;
+  if (!store || !conn?.isOpen) return;
+  const head = store.outbox()[0];
+  if (!head) {
+    inFlight = null;
+    return;
+  }
+  if (!force && inFlight?.id === head.id) return;
+  if (conn.send(frameOf(head))) inFlight = { id: head.id, at: Date.now() };
 }
 
-/** On every (re)connection: resend what was never acked, with the same ids. */
+/** On every (re)connection: nothing is in flight on the new socket. */
 export function resendAll() {
-  for (const m of ctx.store.outbox()) transmit(m);
+  inFlight = null;
+  pump();
 }
 
 export function resendStale() {
-  if (!ctx.conn?.isOpen) return;
-  const now = Date.now();
-  for (const m of ctx.store.outbox()) if (now - (sentAt.get(m.id) ?? 0) > RESEND_AFTER_MS) transmit(m);
+  if (inFlight && Date.now() - inFlight.at > RESEND_AFTER_MS) pump({ force: true });
 }

@@ -7,8 +7,13 @@
 // - The cursor and the cached messages are saved together in one localStorage item, so a reload
 //   never resumes from a cursor whose messages it has not kept (older ones are trimmed from the
 //   cache only; they stay reachable through the history API).
+// - Each conversation is kept in the order of order.js: the server's positions (the cursor of each
+//   frame as this user received it), then the user's pending messages in the order they were typed.
+//   Timestamps are only shown, never used to order messages.
 
-const STATE_VERSION = 1;
+import { compareCursors, compareMessages, isLegacyCursor, maxCursor, parseCursor, position } from "./order.js";
+
+const STATE_VERSION = 2;
 const KEEP_PER_CONV = 300;
 
 export const USER_ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -28,18 +33,6 @@ export function newClientId() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-// Acked and received messages in server order (ts, then msgId); unacked ones after them.
-function compareMessages(a, b) {
-  const pa = a.msgId ? 0 : 1;
-  const pb = b.msgId ? 0 : 1;
-  if (pa !== pb) return pa - pb;
-  if (a.ts !== b.ts) return a.ts - b.ts;
-  const ka = a.msgId ?? a.id;
-  const kb = b.msgId ?? b.id;
-  if (ka.length !== kb.length) return ka.length - kb.length;
-  return ka < kb ? -1 : ka > kb ? 1 : 0;
-}
-
 export function createStore(me, storage = localStorage) {
   const storageKey = `relay-chat:state:${me}`;
   /** @type {Map<string, any>} */
@@ -49,6 +42,7 @@ export function createStore(me, storage = localStorage) {
   const groups = new Map();
   let groupsLoaded = false;
   let cursor = null;
+  let seq = 0; // see order.js
   const listeners = new Set();
   let saveTimer = null;
 
@@ -92,9 +86,33 @@ export function createStore(me, storage = localStorage) {
     if (m.from === me && m.id) byClientId.set(m.id, m);
   }
 
-  function fromFrame(f) {
+  /** The greatest position in a conversation (its list is sorted: the last positioned message). */
+  function top(c) {
+    for (let i = c.messages.length - 1; i >= 0; i--) {
+      const p = position(c.messages[i]);
+      if (p) return p;
+    }
+    return null;
+  }
+
+  /**
+   * Records where a message stands: the frame's cursor when it is the message's own position,
+   * else (an ack, or a frame without one) just after everything this user has seen so far. A live
+   * frame from a server before positions per user carried the connection's cursor (a plain
+   * integer the stream has already reached), not the message's own; sync answers and history
+   * always carry the message's own.
+   */
+  function place(m, f, live = false) {
+    const own = parseCursor(f.cursor) && !(live && isLegacyCursor(f.cursor) && compareCursors(f.cursor, cursor) <= 0);
+    if (own) {
+      m.cursor = maxCursor(m.cursor, f.cursor);
+      delete m.anchor;
+    } else if (!m.cursor && !m.anchor) m.anchor = maxCursor(cursor ?? "0", top(conv(m.conv)));
+  }
+
+  function fromFrame(f, live) {
     const mine = f.from === me;
-    return {
+    const m = {
       key: `m:${f.msgId}`,
       conv: convKeyOfFrame(f, me),
       msgId: f.msgId,
@@ -106,27 +124,36 @@ export function createStore(me, storage = localStorage) {
       ts: f.ts,
       status: mine ? "sent" : "received",
       error: null,
+      seq: ++seq,
     };
+    place(m, f, live);
+    return m;
   }
 
   /** Adds a received or fetched message frame; returns the entry and whether it was new. */
-  function addFrame(f) {
+  function addFrame(f, live = false) {
     if (typeof f?.msgId !== "string" || typeof f.body !== "string" || typeof f.from !== "string") return { msg: null, added: false };
     if (f.group == null && typeof f.to !== "string") return { msg: null, added: false };
     const known = byMsgId.get(f.msgId) ?? (f.from === me ? byClientId.get(f.id) : undefined);
     if (known) {
-      if (!known.msgId || (known.from === me && known.status !== "sent")) {
+      const before = known.cursor;
+      const unacked = !known.msgId || (known.from === me && known.status !== "sent");
+      if (unacked) {
         known.msgId = f.msgId;
         known.ts = f.ts;
         known.status = "sent";
         known.error = null;
+        known.seq = ++seq;
         index(known);
+      }
+      place(known, f, live);
+      if (unacked || known.cursor !== before) {
         resort(conv(known.conv), known);
         return { msg: known, added: false, changed: true };
       }
       return { msg: known, added: false };
     }
-    const m = fromFrame(f);
+    const m = fromFrame(f, live);
     const c = conv(m.conv);
     insert(c, m);
     index(m);
@@ -152,7 +179,7 @@ export function createStore(me, storage = localStorage) {
 
     /** Applies a live or synced `message` frame. */
     applyMessage(f) {
-      const r = addFrame(f);
+      const r = addFrame(f, true);
       if (typeof f.cursor === "string") cursor = f.cursor;
       store.save();
       if (r.msg && (r.added || r.changed)) emit({ type: "messages", conv: r.msg.conv, added: r.added ? r.msg : null });
@@ -169,10 +196,12 @@ export function createStore(me, storage = localStorage) {
       const m = byClientId.get(f.id);
       if (!m) return null;
       if (m.msgId && m.msgId !== f.msgId) return m;
+      if (!m.msgId) m.seq = ++seq; // the first ack only: acked again after a resend, it keeps its place
       m.msgId = f.msgId;
       m.ts = typeof f.ts === "number" ? f.ts : m.ts;
       m.status = "sent";
       m.error = null;
+      place(m, f);
       index(m);
       const c = conv(m.conv);
       resort(c, m);
@@ -209,6 +238,7 @@ export function createStore(me, storage = localStorage) {
         ts: now,
         status: "sending",
         error: null,
+        seq: ++seq,
       };
       insert(c, m);
       index(m);
@@ -235,11 +265,11 @@ export function createStore(me, storage = localStorage) {
       emit({ type: "messages", conv: m.conv });
     },
 
-    /** Messages written but not acked, to (re)send with their original ids. */
+    /** Messages written but not acked, to (re)send with their original ids, in the order typed. */
     outbox() {
       const out = [];
       for (const m of byClientId.values()) if (!m.msgId && m.status === "sending") out.push(m);
-      return out.sort((a, b) => a.ts - b.ts);
+      return out.sort((a, b) => a.seq - b.seq);
     },
 
     /** Merges one page of history (oldest first) and records where the next older page starts. */
@@ -355,7 +385,9 @@ export function createStore(me, storage = localStorage) {
       } catch {
         s = null;
       }
-      if (!s || s.v !== STATE_VERSION) return false;
+      // Version 1 kept no positions: its acked messages keep their saved order at the start of
+      // the stream until sync or history brings their own positions.
+      if (!s || (s.v !== STATE_VERSION && s.v !== 1)) return false;
       cursor = typeof s.cursor === "string" ? s.cursor : null;
       for (const sc of s.convs ?? []) {
         if (typeof sc?.key !== "string") continue;
@@ -366,6 +398,9 @@ export function createStore(me, storage = localStorage) {
           if (typeof m?.body !== "string") continue;
           if (m.msgId && byMsgId.has(m.msgId)) continue;
           const e = { ...m, conv: sc.key, key: m.msgId ? `m:${m.msgId}` : `c:${m.id}`, error: m.error ?? null };
+          if (m.msgId && !parseCursor(m.cursor) && !parseCursor(m.anchor)) e.anchor = "0";
+          if (!Number.isSafeInteger(e.seq)) e.seq = seq + 1;
+          seq = Math.max(seq, e.seq);
           insert(c, e);
           index(e);
         }
@@ -402,8 +437,8 @@ export function createStore(me, storage = localStorage) {
         key: c.key,
         readTs: c.readTs,
         touched: c.touched,
-        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error }) => ({
-          msgId, id, from, to, group, body, ts, status, error,
+        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n }) => ({
+          msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n,
         })),
       });
     }

@@ -6,7 +6,7 @@ import { draftOf, syncComposer } from "./composer.js";
 import { $, dayKey, fmtDay, fmtFull, fmtTime, h, hue, paintAvatar, reconcile } from "./dom.js";
 import { renderMembers } from "./groups.js";
 import { ERROR_TEXT, RETRYABLE } from "./notify.js";
-import { transmit } from "./outbox.js";
+import { pump } from "./outbox.js";
 import { isOnline, pollPresence } from "./presence.js";
 import { convName, renderSidebar } from "./sidebar.js";
 import { api, ctx } from "./state.js";
@@ -152,7 +152,7 @@ function messageEl(m, showSender) {
 
 function retry(m) {
   ctx.store.markSending(m);
-  transmit(m);
+  pump();
 }
 
 export function renderMessages({ history = false, own = false, jump = false } = {}) {
