@@ -65,6 +65,19 @@ if (needed.length) {
 
 try {
   await (await import("../shared/db/migrate.ts")).migrateDatabase(process.env.DATABASE_URL!);
+  // TEMP until merged: drizzle/pending/*.sql, folded into the migration chain when merged.
+  {
+    const { default: postgres } = await import("postgres");
+    const { readdirSync } = await import("node:fs");
+    const dir = new URL("../drizzle/pending/", import.meta.url).pathname;
+    const client = postgres(process.env.DATABASE_URL!, { max: 1, onnotice: () => {} });
+    try {
+      for (const f of readdirSync(dir).filter((n) => n.endsWith(".sql")).sort()) await client.unsafe(readFileSync(dir + f, "utf8"));
+    } finally {
+      await client.end({ timeout: 5 });
+    }
+  }
+  // end TEMP
 } catch (err) {
   await shutdown();
   throw err;
