@@ -321,3 +321,79 @@ test("messages typed offline are sent in the order typed and shown in the server
   await fresh.context().close();
   expect(pageErrors).toEqual([]);
 }, 30_000);
+
+test("usernames ignore case; unknown users are flagged before writing; a chat can be closed for good", async () => {
+  const { cluster } = await env();
+  const [ws1, ws2] = cluster.wsUrls as [string, string];
+  const a = pages.alice!;
+  const dave = `dave-${tag}`;
+  const d = await signUp(ws2, dave);
+
+  // "DAVE-…" is taken by "dave-…".
+  const other = await openClient(ws1);
+  await other.getByTestId("auth-username").fill(dave.toUpperCase());
+  await other.getByTestId("auth-password").fill(PASSWORD);
+  await other.getByTestId("auth-register").click();
+  await other.getByTestId("auth-error").filter({ hasText: "taken" }).waitFor();
+  await other.context().close();
+
+  // Opening "DAVE-…" opens the chat with "dave-…", with no warning.
+  await a.getByTestId("new-chat-input").fill(dave.toUpperCase());
+  await a.getByTestId("new-chat-button").click();
+  await conv(a, `d:${dave}`).and(a.locator(".active")).waitFor();
+  expect(await a.getByTestId("conv-title").textContent()).toBe(dave);
+  expect(await conv(a, `d:${dave.toUpperCase()}`).count()).toBe(0);
+  await send(a, "Hi Dave");
+  expect(await a.getByTestId("peer-warning").isVisible()).toBe(false);
+
+  // A never-registered id: warned, and the composer waits for "Write anyway".
+  const ghost = `ghost-${tag}`;
+  await a.getByTestId("new-chat-input").fill(ghost);
+  await a.getByTestId("new-chat-button").click();
+  await a.getByTestId("peer-warning").filter({ hasText: "not a registered user" }).waitFor();
+  expect(await a.getByTestId("composer-input").isDisabled()).toBe(true);
+  await a.getByTestId("peer-warning-confirm").click();
+  expect(await a.getByTestId("composer-input").isDisabled()).toBe(false);
+  await send(a, "Anyone there?");
+
+  // Closing removes it from the list, also after a reload.
+  await conv(a, `d:${ghost}`).hover();
+  await conv(a, `d:${ghost}`).getByTestId("conv-close").click();
+  await conv(a, `d:${ghost}`).waitFor({ state: "detached" });
+  await a.getByTestId("conv-pane").waitFor({ state: "hidden" });
+  await conv(a, `d:${dave}`).hover();
+  await conv(a, `d:${dave}`).getByTestId("conv-close").click();
+  await conv(a, `d:${dave}`).waitFor({ state: "detached" });
+  await a.reload();
+  await connected(a);
+  await conv(a, `d:${bob}`).waitFor();
+  expect(await conv(a, `d:${ghost}`).count()).toBe(0);
+  expect(await conv(a, `d:${dave}`).count()).toBe(0);
+  // …until a new message arrives.
+  await conv(d, `d:${alice}`).click();
+  await send(d, "Dave again");
+  await conv(a, `d:${dave}`).getByTestId("conv-preview").filter({ hasText: "Dave again" }).waitFor();
+  expect(await conv(a, `d:${ghost}`).count()).toBe(0);
+
+  // Groups: unknown members are refused before anything is created; known ones in any case are found.
+  await a.getByTestId("new-group-toggle").click();
+  await a.getByTestId("new-group-name").fill("Ghost club");
+  await a.getByTestId("new-group-members").fill(`${dave.toUpperCase()}, ${ghost}`);
+  await a.getByTestId("new-group-button").click();
+  await a.getByTestId("side-error").filter({ hasText: ghost }).waitFor();
+  expect(await a.locator('[data-testid="conv-item"][data-conv^="g:"]').filter({ hasText: "Ghost club" }).count()).toBe(0);
+  await a.getByTestId("new-group-members").fill(dave.toUpperCase());
+  await a.getByTestId("new-group-button").click();
+  await a.locator('[data-testid="conv-item"][data-conv^="g:"].active').filter({ hasText: "Ghost club" }).waitFor();
+  await a.getByTestId("members-toggle").click();
+  const members = a.getByTestId("members-list").locator("li");
+  await members.filter({ hasText: dave }).waitFor();
+  expect((await members.evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.user))).sort()).toEqual([alice, dave].sort());
+  await a.getByTestId("add-member-input").fill(ghost);
+  await a.getByTestId("add-member-button").click();
+  await a.locator("#members-error", { hasText: ghost }).waitFor();
+  expect(await members.count()).toBe(2);
+  await a.getByTestId("members-toggle").click();
+  await d.close();
+  expect(pageErrors).toEqual([]);
+}, 30_000);

@@ -14,7 +14,8 @@ import { forgetSession, jwtExpired, readSession, SESSION_KEY } from "./session.j
 import { initSidebar, renderSidebar, resetSidebar } from "./sidebar.js";
 import { api, ctx } from "./state.js";
 import { createStore } from "./store.js";
-import { initThread, keyFromHash, markActiveRead, openConv, renderMessages, renderPaneHead, resetThread } from "./thread.js";
+import { closeConv, initThread, keyFromHash, markActiveRead, openConv, renderMessages, renderPaneHead, resetThread } from "./thread.js";
+import { resetUsers } from "./users.js";
 
 const PRESENCE_EVERY_MS = 5_000;
 const GROUPS_EVERY_MS = 15_000;
@@ -31,6 +32,7 @@ function startChat() {
   unsubscribe = store.subscribe(onStoreChange);
   resetPresence();
   resetOutbox();
+  resetUsers();
   ctx.conn = createConnection({
     url: () => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws?token=${encodeURIComponent(ctx.session.token)}`,
     handlers,
@@ -155,7 +157,7 @@ function flushRender(p) {
 // ---------- wiring ----------
 
 initAuthView({ onLoggedIn: startChat });
-initSidebar({ openConv });
+initSidebar({ openConv, closeConv });
 initGroups({ openConv });
 initThread();
 initComposer();

@@ -4,6 +4,7 @@ import { $, h } from "./dom.js";
 import { isOnline } from "./presence.js";
 import { activeGroup, api, ctx } from "./state.js";
 import { USER_ID_RE } from "./store.js";
+import { resolveUsers } from "./users.js";
 
 let groupsTimer = null;
 export function refreshGroupsSoon() {
@@ -80,7 +81,12 @@ export function initGroups({ openConv }) {
       return;
     }
     try {
-      await api.addMember(g.groupId, userId);
+      const { canonical, unknown } = await resolveUsers([userId]);
+      if (unknown.length) {
+        err.textContent = `No registered user "${userId}". Check the name.`;
+        return;
+      }
+      await api.addMember(g.groupId, canonical[0]);
       input.value = "";
       await refreshGroups();
     } catch (ex) {

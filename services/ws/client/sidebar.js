@@ -4,6 +4,7 @@ import { $, fmtFull, fmtShort, h, paintAvatar, reconcile } from "./dom.js";
 import { isOnline } from "./presence.js";
 import { api, ctx } from "./state.js";
 import { USER_ID_RE } from "./store.js";
+import { resolveUsers } from "./users.js";
 
 const convEls = new Map(); // key -> { li, sig }
 
@@ -53,7 +54,12 @@ export function renderSidebar() {
     const sig = JSON.stringify([name, last?.key, last?.status, last?.ts, unread, active, c.kind === "d" && isOnline(c.peer), last && fmtShort(last.ts)]);
     let e = convEls.get(c.key);
     if (!e) {
-      const li = h("li", { class: "conv", "data-testid": "conv-item", dataset: { conv: c.key } }, h("button", { type: "button", class: "conv-btn" }));
+      const li = h(
+        "li",
+        { class: "conv", "data-testid": "conv-item", dataset: { conv: c.key } },
+        h("button", { type: "button", class: "conv-btn" }),
+        h("button", { type: "button", class: "ghost conv-close", "data-testid": "conv-close", title: "Remove from the list" }, "×"),
+      );
       e = { li, sig: "" };
       convEls.set(c.key, e);
     }
@@ -66,6 +72,7 @@ export function renderSidebar() {
       if (active) btn.setAttribute("aria-current", "true");
       else btn.removeAttribute("aria-current");
       btn.replaceChildren(...convContent(c, name, last, unread));
+      e.li.lastElementChild.setAttribute("aria-label", `Remove ${name} from the list`);
     }
     live.add(c.key);
     return e.li;
@@ -81,14 +88,16 @@ function sideError(text) {
   $("side-error").textContent = text;
 }
 
-/** `openConv(key)` opens a conversation. */
-export function initSidebar({ openConv }) {
+/** `openConv(key)` opens a conversation, `closeConv(key)` removes one from the list. */
+export function initSidebar({ openConv, closeConv }) {
   $("conv-list").addEventListener("click", (e) => {
     const li = e.target.closest("[data-conv]");
-    if (li) openConv(li.dataset.conv);
+    if (!li) return;
+    if (e.target.closest(".conv-close")) closeConv(li.dataset.conv);
+    else openConv(li.dataset.conv);
   });
 
-  $("new-chat-form").addEventListener("submit", (e) => {
+  $("new-chat-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     sideError("");
     const input = $("new-chat-input");
@@ -98,7 +107,16 @@ export function initSidebar({ openConv }) {
       return;
     }
     input.value = "";
-    openConv(`d:${id}`);
+    // Usernames are unique regardless of case: "Bob" opens the chat with "bob".
+    const { canonical } = await resolveUsers([id]);
+    if (ctx.store) openConv(`d:${canonical[0] ?? id}`);
+  });
+
+  $("new-group").addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || !$("new-group").open) return;
+    e.stopPropagation();
+    $("new-group").open = false;
+    $("new-group").querySelector("summary").focus();
   });
 
   $("new-group-form").addEventListener("submit", async (e) => {
@@ -113,8 +131,14 @@ export function initSidebar({ openConv }) {
     const button = e.submitter ?? $("new-group-form").querySelector("button");
     button.disabled = true;
     try {
-      const g = await api.createGroup(name, members.filter((u) => u !== store.me));
+      const { canonical, unknown } = await resolveUsers(members.filter((u) => u.toLowerCase() !== store.me.toLowerCase()));
+      if (unknown.length) {
+        sideError(`No registered user ${unknown.map((u) => `"${u}"`).join(", ")}. Check the name${unknown.length > 1 ? "s" : ""}.`);
+        return;
+      }
+      const g = await api.createGroup(name, canonical);
       store.setGroups([...store.groups.values()].filter((x) => x.groupId !== g.groupId).concat([g]));
+      store.touch(`g:${g.groupId}`);
       $("new-group-name").value = "";
       $("new-group-members").value = "";
       $("new-group").open = false;

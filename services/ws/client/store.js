@@ -158,6 +158,7 @@ export function createStore(me, storage = localStorage) {
     insert(c, m);
     index(m);
     c.touched = Math.max(c.touched, m.ts);
+    if (live) c.closed = false; // a new message brings a closed conversation back
     return { msg: m, added: true };
   }
 
@@ -283,12 +284,23 @@ export function createStore(me, storage = localStorage) {
       return added;
     },
 
-    touch(convKey) {
+    /** Opens a conversation: back in the list if it was closed; `activity` puts it first if new. */
+    touch(convKey, { activity = true } = {}) {
       const c = conv(convKey);
-      if (!c.touched) c.touched = Date.now();
+      if (!c.touched && activity) c.touched = Date.now();
+      c.closed = false;
       store.save();
       emit({ type: "convs" });
       return c;
+    },
+
+    /** Removes a conversation from the list until it is opened again or a new message arrives. */
+    close(convKey) {
+      const c = convs.get(convKey);
+      if (!c) return;
+      c.closed = true;
+      store.save();
+      emit({ type: "convs" });
     },
 
     forget(convKey) {
@@ -333,10 +345,7 @@ export function createStore(me, storage = localStorage) {
       groups.clear();
       for (const g of list) if (g && typeof g.groupId === "string") groups.set(g.groupId, g);
       groupsLoaded = true;
-      for (const g of groups.values()) {
-        const c = conv(`g:${g.groupId}`);
-        if (!c.touched) c.touched = Date.now();
-      }
+      for (const g of groups.values()) conv(`g:${g.groupId}`); // listed by their last activity
       emit({ type: "convs" });
     },
 
@@ -344,7 +353,7 @@ export function createStore(me, storage = localStorage) {
     conversations() {
       const out = [];
       for (const c of convs.values()) {
-        if (c.kind === "g" && groupsLoaded && !groups.has(c.peer)) continue;
+        if (c.closed || (c.kind === "g" && groupsLoaded && !groups.has(c.peer))) continue;
         out.push(c);
       }
       const when = (c) => Math.max(c.touched, store.lastMessage(c)?.ts ?? 0);
@@ -394,6 +403,7 @@ export function createStore(me, storage = localStorage) {
         const c = conv(sc.key);
         c.readTs = Number(sc.readTs) || 0;
         c.touched = Number(sc.touched) || 0;
+        c.closed = sc.closed === true;
         for (const m of sc.messages ?? []) {
           if (typeof m?.body !== "string") continue;
           if (m.msgId && byMsgId.has(m.msgId)) continue;
@@ -437,6 +447,7 @@ export function createStore(me, storage = localStorage) {
         key: c.key,
         readTs: c.readTs,
         touched: c.touched,
+        closed: c.closed || undefined,
         messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n }) => ({
           msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n,
         })),

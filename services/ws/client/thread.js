@@ -10,6 +10,7 @@ import { pump } from "./outbox.js";
 import { isOnline, pollPresence } from "./presence.js";
 import { convName, renderSidebar } from "./sidebar.js";
 import { api, ctx } from "./state.js";
+import { lookupUsers, userInfo } from "./users.js";
 
 const NEAR_BOTTOM_PX = 80;
 const NEAR_TOP_PX = 120;
@@ -44,7 +45,7 @@ export function openConv(key, { push = true } = {}) {
       pushedHash = true;
     } else history.replaceState(null, "", url);
   }
-  if (key && key.startsWith("d:")) store.touch(key);
+  if (key) store.touch(key, { activity: key.startsWith("d:") });
   const changed = key !== ctx.activeKey;
   ctx.activeKey = key;
   $("chat-view").classList.toggle("has-active", !!key);
@@ -66,6 +67,23 @@ export function openConv(key, { push = true } = {}) {
   if (c.hist === undefined) loadOlder(key);
   if (changed && matchMedia("(min-width: 721px)").matches) $("composer-input").focus();
   if (changed) pollPresence();
+  if (changed && c.kind === "d" && c.peer !== store.me) {
+    lookupUsers([c.peer]).then(() => ctx.store === store && ctx.activeKey === key && renderPaneHead());
+  }
+}
+
+/** Removes a conversation from the list (until a new message arrives or it is opened again). */
+export function closeConv(key) {
+  ctx.store?.close(key);
+  if (key === ctx.activeKey) openConv(null);
+}
+
+// Direct chats with an id that is not a registered account: the user confirmed writing anyway.
+const confirmedUnknown = new Set();
+
+/** Whether the server said this direct chat's peer has no account (messages to it are kept unread). */
+function unknownPeer(c) {
+  return c.kind === "d" && c.peer !== ctx.store.me && userInfo(c.peer)?.registered === false;
 }
 
 export function renderPaneHead() {
@@ -83,7 +101,15 @@ export function renderPaneHead() {
     sub.dataset.online = String(on);
     $("members-toggle").hidden = true;
     $("members-panel").hidden = true;
+    const warn = unknownPeer(c);
+    $("peer-warning").hidden = !warn;
+    if (warn) {
+      $("peer-warning-text").textContent = `"${c.peer}" is not a registered user. Messages to this id are kept, but nobody may ever read them.`;
+      $("peer-warning-confirm").hidden = confirmedUnknown.has(c.key);
+      if (!confirmedUnknown.has(c.key)) canWrite = false;
+    }
   } else {
+    $("peer-warning").hidden = true;
     const g = store.groups.get(c.peer);
     delete sub.dataset.online;
     $("members-toggle").hidden = !g;
@@ -234,6 +260,13 @@ async function loadOlder(key) {
 }
 
 export function initThread() {
+  $("peer-warning-confirm").addEventListener("click", () => {
+    if (!ctx.activeKey) return;
+    confirmedUnknown.add(ctx.activeKey);
+    renderPaneHead();
+    $("composer-input").focus();
+  });
+  $("peer-warning-close").addEventListener("click", () => ctx.activeKey && closeConv(ctx.activeKey));
   addEventListener("popstate", () => ctx.store && openConv(keyFromHash(), { push: false }));
   $("back").addEventListener("click", () => {
     if (pushedHash) {
