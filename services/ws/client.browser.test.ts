@@ -397,3 +397,43 @@ test("usernames ignore case; unknown users are flagged before writing; a chat ca
   await d.close();
   expect(pageErrors).toEqual([]);
 }, 30_000);
+
+test("logging out in one tab logs out every tab, and no tab writes the message cache back", async () => {
+  const { cluster } = await env();
+  const erin = `erin-${tag}`;
+  const t1 = await signUp(cluster.wsUrls[0]!, erin);
+  const t2 = await openClient(cluster.wsUrls[0]!, t1.context()); // a second tab of the same profile and origin
+  await connected(t2);
+  expect(await t2.getByTestId("me").textContent()).toBe(erin);
+  await t2.getByTestId("new-chat-input").fill(alice);
+  await t2.getByTestId("new-chat-button").click();
+  await send(t2, "Written in the second tab");
+  await conv(t1, `d:${alice}`).getByTestId("conv-preview").filter({ hasText: "Written in the second tab" }).waitFor();
+  const cacheKey = `relay-chat:state:${erin}`;
+  await t2.waitForFunction((k) => (localStorage.getItem(k) ?? "").includes("Written in the second tab"), cacheKey);
+
+  // The second tab keeps changing its state (a draft, an open chat) up to the moment of the logout.
+  await t2.getByTestId("composer-input").fill("a draft");
+  await t1.getByTestId("logout").click();
+  await t1.getByTestId("auth-form").waitFor();
+  await t2.getByTestId("auth-form").waitFor();
+  const saved = (p: Page) => p.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("relay-chat:")));
+  for (const p of [t1, t2]) expect(await saved(p)).toEqual([]);
+  expect(await t2.getByTestId("auth-error").textContent()).toContain("logged out in another tab");
+  expect(await t2.getByTestId("conv-list").locator("li").count()).toBe(0);
+
+  // Leaving or reloading the second tab writes nothing back either.
+  await t2.reload();
+  await t2.getByTestId("auth-form").waitFor();
+  for (const p of [t1, t2]) expect(await saved(p)).toEqual([]);
+
+  // Logging in again in one tab logs the other in too.
+  await t1.getByTestId("auth-username").fill(erin);
+  await t1.getByTestId("auth-password").fill(PASSWORD);
+  await t1.getByTestId("auth-login").click();
+  await connected(t1);
+  await connected(t2);
+  expect(await t2.getByTestId("me").textContent()).toBe(erin);
+  await t1.context().close();
+  expect(pageErrors).toEqual([]);
+}, 30_000);

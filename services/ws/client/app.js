@@ -27,7 +27,8 @@ let unsubscribe = null;
 
 function startChat() {
   const me = ctx.session.userId;
-  const store = (ctx.store = createStore(me));
+  // Another tab may log out at any time: never write the cache once the saved session is not ours.
+  const store = (ctx.store = createStore(me, localStorage, { canSave: () => readSession()?.userId === me }));
   store.load();
   unsubscribe = store.subscribe(onStoreChange);
   resetPresence();
@@ -64,8 +65,8 @@ function startChat() {
   timers.push(setInterval(renderSidebar, 60_000)); // relative times
 }
 
-function logout(message = "") {
-  if (!ctx.session) return;
+/** Ends this tab's chat and drops everything it held of the user, in memory and in localStorage. */
+function teardown() {
   ctx.conn?.stop();
   unsubscribe?.();
   ctx.store?.clear(); // a shared computer keeps nothing of this user
@@ -73,15 +74,33 @@ function logout(message = "") {
   timers = [];
   ctx.store = ctx.conn = ctx.session = null;
   ctx.activeKey = null;
-  forgetSession();
   resetSidebar();
   resetThread();
   pendingRender = null;
   history.replaceState(null, "", location.pathname + location.search);
   document.title = "Relay";
+}
+
+function logout(message = "") {
+  if (!ctx.session) return;
+  teardown();
+  forgetSession(); // every other tab sees this (a storage event) and tears down too
   showAuth(message);
 }
 ctx.logout = logout;
+
+/** The saved session changed in another tab: log out here too, or follow a new login. */
+function onSessionElsewhere() {
+  const next = readSession();
+  if (next?.userId === ctx.session?.userId) {
+    if (next) ctx.session = next; // the same user with a new token
+    return;
+  }
+  if (ctx.session) teardown();
+  ctx.session = next;
+  if (next) startChat();
+  else showAuth("You logged out in another tab.");
+}
 
 // ---------- socket ----------
 
@@ -178,10 +197,8 @@ document.addEventListener("visibilitychange", () => {
 });
 addEventListener("pagehide", () => ctx.store?.flush());
 addEventListener("storage", (e) => {
-  // Logged in or out in another tab.
-  if (e.key !== SESSION_KEY) return;
-  const next = readSession();
-  if (next?.userId !== ctx.session?.userId) location.reload();
+  // key null: localStorage was cleared.
+  if (e.key === SESSION_KEY || e.key === null) onSessionElsewhere();
 });
 
 // ---------- boot ----------

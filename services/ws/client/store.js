@@ -33,7 +33,11 @@ export function newClientId() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-export function createStore(me, storage = localStorage) {
+/**
+ * `canSave()` is asked before every write of the cache: false (another tab logged this user out)
+ * writes nothing.
+ */
+export function createStore(me, storage = localStorage, { canSave = () => true } = {}) {
   const storageKey = `relay-chat:state:${me}`;
   /** @type {Map<string, any>} */
   const convs = new Map();
@@ -374,6 +378,7 @@ export function createStore(me, storage = localStorage) {
     flush() {
       if (saveTimer) clearTimeout(saveTimer);
       saveTimer = null;
+      if (!canSave()) return;
       for (const keep of [KEEP_PER_CONV, 50]) {
         try {
           storage.setItem(storageKey, JSON.stringify(snapshot(keep)));
