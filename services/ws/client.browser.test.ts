@@ -284,6 +284,9 @@ test("messages typed offline are sent in the order typed and shown in the server
 
   await a.context().setOffline(true);
   await a.locator('[data-testid="conn-status"][data-state="offline"]').waitFor();
+  // Cut off, Alice cannot know who is online: Bob's presence shows as unknown, not "online".
+  await conv(a, `d:${bob}`).locator('[data-testid="presence-dot"][data-online="unknown"]').waitFor();
+  await a.locator('[data-testid="conv-sub"][data-online="unknown"]', { hasText: "unknown" }).waitFor();
   for (const t of typed) {
     await a.getByTestId("composer-input").fill(t);
     await a.getByTestId("composer-send").click();
@@ -295,6 +298,7 @@ test("messages typed offline are sent in the order typed and shown in the server
   expect(await conv(a, `d:${bob}`).getByTestId("conv-preview").textContent()).toBe(`You: ${typed.at(-1)}`);
   await a.context().setOffline(false);
   await connected(a);
+  await conv(a, `d:${bob}`).locator('[data-testid="presence-dot"][data-online="true"]').waitFor();
   await message(a, typed.at(-1)!, "sent").waitFor();
   await message(b, typed.at(-1)!, "received").waitFor();
   expect(await a.locator('[data-testid="message"]:not([data-status="sent"]):not([data-status="received"])').count()).toBe(0);

@@ -9,7 +9,7 @@ import { $, paintAvatar } from "./dom.js";
 import { initGroups, refreshGroups, refreshGroupsSoon } from "./groups.js";
 import { ERROR_TEXT, renderConnStatus, toast } from "./notify.js";
 import { pump, resendAll, resendStale, resetOutbox } from "./outbox.js";
-import { applyPresence, initPresence, pollPresence, resetPresence, rewatch } from "./presence.js";
+import { applyPresence, connectionChanged, initPresence, pollPresence, resetPresence, rewatch } from "./presence.js";
 import { forgetSession, jwtExpired, readSession, SESSION_KEY } from "./session.js";
 import { initSidebar, renderSidebar, resetSidebar } from "./sidebar.js";
 import { api, ctx } from "./state.js";
@@ -40,7 +40,9 @@ function startChat() {
     onOpen,
     onStatus: (state, detail) => {
       renderConnStatus(state, detail);
-      if (ctx.store) renderMessages({});
+      if (!ctx.store) return;
+      renderMessages({});
+      connectionChanged();
     },
     onRefused: () => {
       // The upgrade is refused with 401 for a bad or expired token; the API tells us which.

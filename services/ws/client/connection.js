@@ -1,12 +1,13 @@
 // The WebSocket to `/ws` (CONTRACT.md section 3): reconnects with capped exponential backoff and
-// jitter, pings every 25 s and drops a connection that stops answering (at once when the browser
-// reports the network gone), and dispatches each
-// frame to the handler named by its `type` (unknown types are ignored).
+// jitter, pings every 5 s and drops a connection that does not answer within 5 s (at once when
+// the browser reports the network gone), and dispatches each frame to the handler named by its
+// `type` (unknown types are ignored).
 
 const BASE_MS = 500;
 const CAP_MS = 10_000;
-const PING_EVERY_MS = 25_000;
-const PONG_WITHIN_MS = 10_000;
+// A silent connection (the network frozen, no close) is noticed within PING_EVERY_MS + PONG_WITHIN_MS.
+const PING_EVERY_MS = 5_000;
+const PONG_WITHIN_MS = 5_000;
 
 export function backoffDelay(attempt) {
   const ceiling = Math.min(CAP_MS, BASE_MS * 2 ** Math.min(attempt, 20));

@@ -1,7 +1,7 @@
 // Group management: the group list from the server, the members panel, adding, removing, leaving.
 
 import { $, h } from "./dom.js";
-import { isOnline } from "./presence.js";
+import { presenceDot } from "./presence.js";
 import { activeGroup, api, ctx } from "./state.js";
 import { USER_ID_RE } from "./store.js";
 import { resolveUsers } from "./users.js";
@@ -32,7 +32,7 @@ export function renderMembers(g) {
       h(
         "li",
         { dataset: { user: u } },
-        h("span", { class: "dot", dataset: { online: String(isOnline(u)) } }),
+        presenceDot(u),
         h("span", { class: "member-name" }, u === me ? `${u} (you)` : u),
         creator === u ? h("span", { class: "muted small" }, "creator") : null,
         creator === me && u !== me

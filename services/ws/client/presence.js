@@ -1,6 +1,7 @@
 // Who is online: pushed `presence` frames for the watched contacts, with GET /api/presence as a
 // slow fallback.
 
+import { h } from "./dom.js";
 import { activeGroup, api, ctx } from "./state.js";
 
 const presence = new Map();
@@ -22,8 +23,35 @@ export function rewatch() {
   watched = "";
 }
 
-export function isOnline(user) {
-  return user === ctx.store?.me ? !!ctx.conn?.isOpen : presence.get(user) === true;
+/**
+ * "online" | "offline" | "unknown": unknown before the server said, and for everyone else while
+ * this tab's own connection is down (what it knew may be stale).
+ */
+export function presenceOf(user) {
+  const open = !!ctx.conn?.isOpen;
+  if (user === ctx.store?.me) return open ? "online" : "offline";
+  const known = presence.get(user);
+  return !open || known === undefined ? "unknown" : known ? "online" : "offline";
+}
+
+export const isOnline = (user) => presenceOf(user) === "online";
+
+const WORDS = { online: "online", offline: "offline", unknown: "status unknown" };
+
+/** A presence dot (data-online "true", "false" or "unknown"), its state in words for screen readers. */
+export function presenceDot(user, attrs = {}) {
+  const p = presenceOf(user);
+  return h(
+    "span",
+    { class: "dot", ...attrs, dataset: { online: p === "unknown" ? "unknown" : String(p === "online") } },
+    h("span", { class: "sr-only" }, WORDS[p]),
+  );
+}
+
+/** The connection opened or closed: while it is down nothing is known of the others. */
+export function connectionChanged() {
+  if (!ctx.conn?.isOpen) presence.clear();
+  onChange();
 }
 
 export function applyPresence(f) {

@@ -1,7 +1,7 @@
 // The conversation list and the forms above it (new chat, new group).
 
 import { $, fmtFull, fmtShort, h, paintAvatar, reconcile } from "./dom.js";
-import { isOnline } from "./presence.js";
+import { presenceDot, presenceOf } from "./presence.js";
 import { api, ctx } from "./state.js";
 import { USER_ID_RE } from "./store.js";
 import { resolveUsers } from "./users.js";
@@ -30,7 +30,7 @@ function convContent(c, name, last, unread) {
   }
   return [
     h("span", { class: "avatar-wrap" }, av,
-      c.kind === "d" ? h("span", { class: "dot", "data-testid": "presence-dot", dataset: { online: String(isOnline(c.peer)) } }) : null),
+      c.kind === "d" ? presenceDot(c.peer, { "data-testid": "presence-dot" }) : null),
     h("span", { class: "conv-main" },
       h("span", { class: "conv-top" },
         h("span", { class: "conv-name", "data-testid": "conv-name" }, name),
@@ -51,7 +51,7 @@ export function renderSidebar() {
     const unread = store.unread(c);
     const name = convName(c);
     const active = c.key === activeKey;
-    const sig = JSON.stringify([name, last?.key, last?.status, last?.ts, unread, active, c.kind === "d" && isOnline(c.peer), last && fmtShort(last.ts)]);
+    const sig = JSON.stringify([name, last?.key, last?.status, last?.ts, unread, active, c.kind === "d" && presenceOf(c.peer), last && fmtShort(last.ts)]);
     let e = convEls.get(c.key);
     if (!e) {
       const li = h(

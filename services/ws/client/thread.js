@@ -7,7 +7,7 @@ import { $, dayKey, fmtDay, fmtFull, fmtTime, h, hue, paintAvatar, reconcile } f
 import { renderMembers } from "./groups.js";
 import { ERROR_TEXT, RETRYABLE } from "./notify.js";
 import { pump } from "./outbox.js";
-import { isOnline, pollPresence } from "./presence.js";
+import { isOnline, pollPresence, presenceOf } from "./presence.js";
 import { convName, renderSidebar } from "./sidebar.js";
 import { api, ctx } from "./state.js";
 import { lookupUsers, userInfo } from "./users.js";
@@ -96,9 +96,9 @@ export function renderPaneHead() {
   const composerInput = $("composer-input");
   let canWrite = true;
   if (c.kind === "d") {
-    const on = isOnline(c.peer);
-    sub.textContent = on ? "online" : "offline";
-    sub.dataset.online = String(on);
+    const p = presenceOf(c.peer);
+    sub.textContent = p === "unknown" ? (ctx.conn?.isOpen ? "" : "status unknown while you are offline") : p;
+    sub.dataset.online = p === "unknown" ? "unknown" : String(p === "online");
     $("members-toggle").hidden = true;
     $("members-panel").hidden = true;
     const warn = unknownPeer(c);
