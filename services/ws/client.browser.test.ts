@@ -441,3 +441,90 @@ test("logging out in one tab logs out every tab, and no tab writes the message c
   await t1.context().close();
   expect(pageErrors).toEqual([]);
 }, 30_000);
+
+test("the small things: newest activity first, new-messages hint, links, long text, drafts, Escape, labels", async () => {
+  const { cluster } = await env();
+  const [ws1] = cluster.wsUrls as [string, string];
+  const a = pages.alice!, b = pages.bob!, c = pages.carol!;
+
+  // An empty group made earlier stays below a direct chat with newer messages, on a fresh device too.
+  await c.getByTestId("new-group-toggle").click();
+  await c.getByTestId("new-group-name").fill("Quiet corner");
+  await c.getByTestId("new-group-members").fill(alice);
+  await c.getByTestId("new-group-button").click();
+  const quiet = (await c.locator('[data-testid="conv-item"][data-conv^="g:"].active').getAttribute("data-conv"))!;
+  await conv(a, quiet).waitFor({ timeout: 20_000 });
+  await conv(b, `d:${alice}`).click();
+  await send(b, "Newest news");
+  await conv(a, `d:${bob}`).getByTestId("conv-preview").filter({ hasText: "Newest news" }).waitFor();
+  const device = await openClient(ws1);
+  await device.getByTestId("auth-username").fill(alice);
+  await device.getByTestId("auth-password").fill(PASSWORD);
+  await device.getByTestId("auth-login").click();
+  await connected(device);
+  await conv(device, quiet).waitFor();
+  await conv(device, `d:${bob}`).getByTestId("conv-preview").filter({ hasText: "Newest news" }).waitFor();
+  const order = await device.getByTestId("conv-item").evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.conv));
+  expect(order.indexOf(`d:${bob}`)).toBeLessThan(order.indexOf(quiet));
+  // The list says unread counts in words, and presence in words.
+  expect(await conv(device, `d:${bob}`).getByTestId("conv-unread").textContent()).toContain("unread message");
+  expect(await conv(device, `d:${bob}`).getByTestId("presence-dot").textContent()).toMatch(/^(online|offline|status unknown)$/);
+  await device.context().close();
+
+  // Scrolled up, a new message shows a hint and is not marked read; the hint scrolls down and reads it.
+  await conv(a, `d:${bob}`).click();
+  for (let i = 1; i <= 6; i++) await send(b, `filler #${i}#\n${"line\n".repeat(8)}end`);
+  await message(a, "filler #6#", "received").waitFor();
+  await a.getByTestId("message-list").evaluate((el) => (el.scrollTop = 0));
+  await send(b, "Look down");
+  await a.getByTestId("new-below").waitFor();
+  await conv(a, `d:${bob}`).getByTestId("conv-unread").waitFor();
+  await a.getByTestId("new-below").click();
+  await conv(a, `d:${bob}`).getByTestId("conv-unread").waitFor({ state: "detached" });
+  await a.getByTestId("new-below").waitFor({ state: "hidden" });
+
+  // Links are clickable and safe; other schemes stay text.
+  await send(b, "See https://example.com/a?b=1. Not javascript:alert(1)");
+  const link = message(a, "See https://example.com").locator("a");
+  await link.waitFor();
+  expect(await link.count()).toBe(1);
+  expect(await link.getAttribute("href")).toBe("https://example.com/a?b=1");
+  expect(await link.getAttribute("rel")).toContain("noopener");
+  expect(await link.getAttribute("target")).toBe("_blank");
+
+  // The title is a heading.
+  await a.getByRole("heading", { name: bob }).waitFor();
+
+  // Over 4096 characters: said before sending, nothing cut.
+  await a.getByTestId("composer-input").fill("x".repeat(4100));
+  await a.getByTestId("composer-limit").filter({ hasText: "4096" }).waitFor();
+  expect(await a.getByTestId("composer-send").isDisabled()).toBe(true);
+  expect((await a.getByTestId("composer-input").inputValue()).length).toBe(4100);
+
+  // Drafts survive a reload.
+  await a.getByTestId("composer-input").fill("half-written thought");
+  await a.waitForFunction((k) => (localStorage.getItem(k) ?? "").includes("half-written thought"), `relay-chat:state:${alice}`);
+  await a.reload();
+  await connected(a);
+  await conv(a, `d:${bob}`).click();
+  expect(await a.getByTestId("composer-input").inputValue()).toBe("half-written thought");
+  await a.getByTestId("composer-input").fill("");
+
+  // Note to self: the avatar shows the user's initials, not "A(".
+  await a.getByTestId("new-chat-input").fill(alice);
+  await a.getByTestId("new-chat-button").click();
+  await conv(a, `d:${alice}`).and(a.locator(".active")).waitFor();
+  expect(await a.locator("#conv-avatar").textContent()).toBe(`A${tag[0]!.toUpperCase()}`);
+
+  // Escape closes the new-group form.
+  await a.getByTestId("new-group-toggle").click();
+  await a.getByTestId("new-group-name").focus();
+  await a.keyboard.press("Escape");
+  expect(await a.locator("#new-group").evaluate((e) => (e as HTMLDetailsElement).open)).toBe(false);
+
+  // A new user's empty list puts its hint right under the tools, not at the bottom.
+  const fresh = await signUp(ws1, `fay-${tag}`);
+  expect((await fresh.getByTestId("conv-list").boundingBox())!.height).toBe(0);
+  await fresh.context().close();
+  expect(pageErrors).toEqual([]);
+}, 60_000);

@@ -1,23 +1,28 @@
-// The message composer, with one unsent draft per conversation (this page only).
+// The message composer, with one unsent draft per conversation (kept in the store's cache).
 
 import { $ } from "./dom.js";
 import { ERROR_TEXT, toast } from "./notify.js";
 import { pump } from "./outbox.js";
 import { ctx } from "./state.js";
 
-const drafts = new Map();
-export const draftOf = (key) => (key ? drafts.get(key) ?? "" : "");
+const MAX_BODY = 4096;
+
+export const draftOf = (key) => (key && ctx.store?.hasConv(key) ? ctx.store.conv(key).draft ?? "" : "");
 
 export function syncComposer() {
   const input = $("composer-input");
-  $("composer-send").disabled = input.disabled || !input.value.trim();
+  const n = input.value.trim().length;
+  const limit = $("composer-limit");
+  limit.hidden = n <= MAX_BODY;
+  if (n > MAX_BODY) limit.textContent = `${n} characters: a message holds ${MAX_BODY} at most. Shorten it to send.`;
+  $("composer-send").disabled = input.disabled || !n || n > MAX_BODY;
   input.style.height = "auto";
   input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
 }
 
 export function initComposer() {
   $("composer-input").addEventListener("input", () => {
-    if (ctx.activeKey) drafts.set(ctx.activeKey, $("composer-input").value);
+    if (ctx.activeKey) ctx.store.setDraft(ctx.activeKey, $("composer-input").value);
     syncComposer();
   });
   $("composer-input").addEventListener("keydown", (e) => {
@@ -32,14 +37,14 @@ export function initComposer() {
     const body = input.value.trim();
     const key = ctx.activeKey;
     if (!key || !body || input.disabled) return;
-    if (body.length > 4096) {
+    if (body.length > MAX_BODY) {
       toast(ERROR_TEXT.too_large);
       return;
     }
     ctx.store.addOutgoing(key, body);
     pump();
     input.value = "";
-    drafts.delete(key);
+    ctx.store.setDraft(key, "");
     syncComposer();
     input.focus();
   });

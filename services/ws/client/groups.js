@@ -7,6 +7,7 @@ import { USER_ID_RE } from "./store.js";
 import { resolveUsers } from "./users.js";
 
 let groupsTimer = null;
+let onLoaded = () => {};
 export function refreshGroupsSoon() {
   if (groupsTimer) return;
   groupsTimer = setTimeout(() => {
@@ -20,7 +21,9 @@ export async function refreshGroups() {
   if (!s) return;
   try {
     const r = await api.groups();
-    if (s === ctx.store) s.setGroups(r?.groups ?? []);
+    if (s !== ctx.store) return;
+    s.setGroups(r?.groups ?? []);
+    onLoaded();
   } catch {}
 }
 
@@ -59,8 +62,9 @@ function resetLeave() {
   $("leave-group").textContent = "Leave group";
 }
 
-/** `openConv(key)` opens a conversation (null: none). */
-export function initGroups({ openConv }) {
+/** `openConv(key)` opens a conversation (null: none); `loaded()` runs after each group list. */
+export function initGroups({ openConv, loaded }) {
+  onLoaded = loaded;
   $("members-toggle").addEventListener("click", () => {
     const p = $("members-panel");
     p.hidden = !p.hidden;

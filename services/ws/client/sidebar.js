@@ -15,14 +15,14 @@ export function resetSidebar() {
 
 export function convName(c) {
   const { store } = ctx;
-  if (c.kind === "g") return store.groups.get(c.peer)?.name || c.peer;
+  if (c.kind === "g") return store.groups.get(c.peer)?.name || c.name || c.peer;
   return c.peer === store.me ? `${c.peer} (you)` : c.peer;
 }
 
 function convContent(c, name, last, unread) {
   const me = ctx.store.me;
   const av = h("span", { class: "avatar", "aria-hidden": "true" });
-  paintAvatar(av, name, c.kind === "g");
+  paintAvatar(av, c.kind === "g" ? name : c.peer, c.kind === "g");
   let preview = "No messages yet";
   if (last) {
     const who = last.from === me ? "You: " : c.kind === "g" ? `${last.from}: ` : "";
@@ -37,7 +37,11 @@ function convContent(c, name, last, unread) {
         last ? h("time", { class: "conv-time", title: fmtFull(last.ts) }, fmtShort(last.ts)) : null),
       h("span", { class: "conv-bottom" },
         h("span", { class: "conv-preview", "data-testid": "conv-preview" }, preview),
-        unread ? h("span", { class: "badge", "data-testid": "conv-unread" }, unread > 99 ? "99+" : String(unread)) : null)),
+        unread
+          ? h("span", { class: "badge", "data-testid": "conv-unread" },
+              h("span", { "aria-hidden": "true" }, unread > 99 ? "99+" : String(unread)),
+              h("span", { class: "sr-only" }, `, ${unread} unread message${unread === 1 ? "" : "s"}`))
+          : null)),
   ];
 }
 

@@ -298,6 +298,14 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       return c;
     },
 
+    /** The unsent text of a conversation's composer, kept with the cache (so gone after log out). */
+    setDraft(convKey, text) {
+      const c = conv(convKey);
+      if ((c.draft ?? "") === text) return;
+      c.draft = text;
+      store.save();
+    },
+
     /** Removes a conversation from the list until it is opened again or a new message arrives. */
     close(convKey) {
       const c = convs.get(convKey);
@@ -349,7 +357,8 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       groups.clear();
       for (const g of list) if (g && typeof g.groupId === "string") groups.set(g.groupId, g);
       groupsLoaded = true;
-      for (const g of groups.values()) conv(`g:${g.groupId}`); // listed by their last activity
+      // Listed by their last activity; the name is remembered for after leaving or removal.
+      for (const g of groups.values()) conv(`g:${g.groupId}`).name = g.name;
       emit({ type: "convs" });
     },
 
@@ -409,6 +418,8 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
         c.readTs = Number(sc.readTs) || 0;
         c.touched = Number(sc.touched) || 0;
         c.closed = sc.closed === true;
+        if (typeof sc.name === "string") c.name = sc.name;
+        if (typeof sc.draft === "string") c.draft = sc.draft;
         for (const m of sc.messages ?? []) {
           if (typeof m?.body !== "string") continue;
           if (m.msgId && byMsgId.has(m.msgId)) continue;
@@ -453,6 +464,8 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
         readTs: c.readTs,
         touched: c.touched,
         closed: c.closed || undefined,
+        name: c.name,
+        draft: c.draft || undefined,
         messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n }) => ({
           msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n,
         })),

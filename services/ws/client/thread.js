@@ -3,7 +3,7 @@
 
 import { ApiError } from "./api.js";
 import { draftOf, syncComposer } from "./composer.js";
-import { $, dayKey, fmtDay, fmtFull, fmtTime, h, hue, paintAvatar, reconcile } from "./dom.js";
+import { $, dayKey, fmtDay, fmtFull, fmtTime, h, hue, linkify, paintAvatar, reconcile } from "./dom.js";
 import { renderMembers } from "./groups.js";
 import { ERROR_TEXT, RETRYABLE } from "./notify.js";
 import { pump } from "./outbox.js";
@@ -27,9 +27,15 @@ export function keyFromHash() {
   return /^[dg]:[A-Za-z0-9_.-]{1,64}$/.test(k) ? k : null;
 }
 
+function nearBottom() {
+  const s = $("message-scroll");
+  return s.scrollHeight - s.scrollTop - s.clientHeight < NEAR_BOTTOM_PX;
+}
+
+/** Marks the open conversation read, if the user can see its newest messages. */
 export function markActiveRead() {
   const { store, activeKey } = ctx;
-  if (activeKey && !document.hidden && store.hasConv(activeKey)) store.markRead(activeKey);
+  if (activeKey && !document.hidden && store.hasConv(activeKey) && nearBottom()) store.markRead(activeKey);
 }
 
 // Opening a conversation from the list pushes one history entry, so the browser's back button
@@ -55,6 +61,7 @@ export function openConv(key, { push = true } = {}) {
     msgEls.clear();
     $("message-items").replaceChildren();
     $("members-panel").hidden = true;
+    $("new-below").hidden = true;
     $("composer-input").value = draftOf(key);
     syncComposer();
   }
@@ -91,7 +98,7 @@ export function renderPaneHead() {
   const c = store.conv(ctx.activeKey);
   const name = convName(c);
   $("conv-title").textContent = name;
-  paintAvatar($("conv-avatar"), name, c.kind === "g");
+  paintAvatar($("conv-avatar"), c.kind === "g" ? name : c.peer, c.kind === "g");
   const sub = $("conv-sub");
   const composerInput = $("composer-input");
   let canWrite = true;
@@ -151,7 +158,7 @@ function messageEl(m, showSender) {
     h(
       "div",
       { class: "bubble" },
-      h("div", { class: "body", "data-testid": "message-body" }, m.body),
+      h("div", { class: "body", "data-testid": "message-body" }, linkify(m.body)),
       h(
         "div",
         { class: "meta" },
@@ -187,7 +194,8 @@ export function renderMessages({ history = false, own = false, jump = false } = 
   const scroller = $("message-scroll");
   const list = $("message-items");
   const c = store.conv(activeKey);
-  const nearBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
+  const atBottom = nearBottom();
+  const lastBefore = list.lastElementChild;
   const fromBottom = scroller.scrollHeight - scroller.scrollTop;
 
   const nodes = [];
@@ -216,8 +224,11 @@ export function renderMessages({ history = false, own = false, jump = false } = 
   for (const k of msgEls.keys()) if (!live.has(k)) msgEls.delete(k);
   reconcile(list, nodes);
 
-  if (jump || own || nearBottom) scroller.scrollTop = scroller.scrollHeight;
-  else if (history) scroller.scrollTop = scroller.scrollHeight - fromBottom;
+  if (jump || own || atBottom) {
+    scroller.scrollTop = scroller.scrollHeight;
+    $("new-below").hidden = true;
+  } else if (history) scroller.scrollTop = scroller.scrollHeight - fromBottom;
+  else if (list.lastElementChild !== lastBefore && list.lastElementChild?.classList.contains("theirs")) $("new-below").hidden = false;
   renderHistoryStatus();
   // Still at the top (a short conversation, or a page that brought nothing new): keep going.
   if (typeof c.hist === "string" && !c.loadingHist && !c.histError && scroller.scrollTop < NEAR_TOP_PX) loadOlder(c.key);
@@ -259,6 +270,15 @@ async function loadOlder(key) {
   if (key === ctx.activeKey) renderHistoryStatus();
 }
 
+/** Groups with nothing cached (just joined, or a new device) fetch their latest page for the list. */
+export function prefetchEmptyGroups() {
+  const { store } = ctx;
+  for (const id of store?.groups.keys() ?? []) {
+    const c = store.conv(`g:${id}`);
+    if (!c.messages.length && c.hist === undefined) loadOlder(c.key);
+  }
+}
+
 export function initThread() {
   $("peer-warning-confirm").addEventListener("click", () => {
     if (!ctx.activeKey) return;
@@ -279,6 +299,17 @@ export function initThread() {
     if (e.key === "Escape" && ctx.activeKey && !$("members-panel").hidden) $("members-panel").hidden = true;
   });
   $("message-scroll").addEventListener("scroll", () => {
-    if (ctx.activeKey && $("message-scroll").scrollTop < NEAR_TOP_PX) loadOlder(ctx.activeKey);
+    if (!ctx.activeKey) return;
+    if ($("message-scroll").scrollTop < NEAR_TOP_PX) loadOlder(ctx.activeKey);
+    if (nearBottom()) {
+      $("new-below").hidden = true;
+      markActiveRead();
+    }
   }, { passive: true });
+  $("new-below").addEventListener("click", () => {
+    const s = $("message-scroll");
+    s.scrollTop = s.scrollHeight;
+    $("new-below").hidden = true;
+    markActiveRead();
+  });
 }
