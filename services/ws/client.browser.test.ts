@@ -528,3 +528,43 @@ test("the small things: newest activity first, new-messages hint, links, long te
   await fresh.context().close();
   expect(pageErrors).toEqual([]);
 }, 60_000);
+
+/** Serious and critical accessibility violations on the page as it is now (axe-core, run in the page). */
+async function axeViolations(page: Page): Promise<string[]> {
+  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });
+  const found = await page.evaluate(async () => {
+    const r = await (window as unknown as { axe: { run(ctx: Document): Promise<{ violations: Array<{ id: string; impact: string; nodes: Array<{ target: unknown[] }> }> }> } }).axe.run(document);
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.slice(0, 3).map((n) => String(n.target)) }));
+  });
+  return found.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id} (${v.impact}) at ${v.targets.join(", ")}`);
+}
+
+test("no serious accessibility violations in the main views, light and dark, wide and phone-sized", async () => {
+  const { browser, cluster } = await env();
+  for (const scheme of ["light", "dark"] as const) {
+    const ctx = await browser.newContext({ viewport: { width: 1200, height: 760 }, colorScheme: scheme });
+    const p = await ctx.newPage();
+    p.setDefaultTimeout(10_000);
+    await p.goto(`${cluster.wsUrls[0]}/client`);
+    await p.getByTestId("auth-form").waitFor();
+    expect(await axeViolations(p), `auth view, ${scheme}`).toEqual([]);
+    await p.getByTestId("auth-username").fill(alice);
+    await p.getByTestId("auth-password").fill(PASSWORD);
+    await p.getByTestId("auth-login").click();
+    await connected(p);
+    await conv(p, `d:${bob}`).click();
+    await message(p, "Look down").waitFor();
+    expect(await axeViolations(p), `conversation, ${scheme}`).toEqual([]);
+    await conv(p, groupKey).click();
+    await p.getByTestId("members-toggle").click();
+    await p.getByTestId("members-list").locator("li").first().waitFor();
+    expect(await axeViolations(p), `group with members, ${scheme}`).toEqual([]);
+    await p.setViewportSize({ width: 390, height: 760 });
+    expect(await axeViolations(p), `phone-sized conversation, ${scheme}`).toEqual([]);
+    await p.getByTestId("back").click();
+    await p.getByTestId("conv-list").waitFor();
+    expect(await axeViolations(p), `phone-sized list, ${scheme}`).toEqual([]);
+    await ctx.close();
+  }
+  expect(pageErrors).toEqual([]);
+}, 60_000);

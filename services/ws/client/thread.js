@@ -207,7 +207,7 @@ export function renderMessages({ history = false, own = false, jump = false } = 
       const key = `day:${dk}`;
       let d = msgEls.get(key);
       if (!d) {
-        d = { el: h("li", { class: "day", role: "separator" }, h("span", {}, fmtDay(m.ts))), sig: "" };
+        d = { el: h("li", { class: "day" }, h("span", {}, fmtDay(m.ts))), sig: "" };
         msgEls.set(key, d);
       }
       nodes.push(d.el);
