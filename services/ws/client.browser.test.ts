@@ -564,6 +564,8 @@ test("no serious accessibility violations in the main views, light and dark, wid
     await p.getByTestId("back").click();
     await p.getByTestId("conv-list").waitFor();
     expect(await axeViolations(p), `phone-sized list, ${scheme}`).toEqual([]);
+    // Long previews are cut with an ellipsis, never widen the page.
+    expect(await p.evaluate(() => document.documentElement.scrollWidth)).toBe(390);
     await ctx.close();
   }
   expect(pageErrors).toEqual([]);
