@@ -14,7 +14,7 @@ import { forgetSession, jwtExpired, readSession, SESSION_KEY } from "./session.j
 import { initSidebar, renderSidebar, resetSidebar } from "./sidebar.js";
 import { api, ctx } from "./state.js";
 import { createStore } from "./store.js";
-import { closeConv, initThread, prefetchEmptyGroups, keyFromHash, markActiveRead, openConv, renderMessages, renderPaneHead, resetThread } from "./thread.js";
+import { closeConv, initThread, keyFromHash, markActiveRead, openConv, prefetchEmptyGroups, renderMessages, renderPaneHead, resetThread } from "./thread.js";
 import { resetUsers } from "./users.js";
 
 const PRESENCE_EVERY_MS = 5_000;

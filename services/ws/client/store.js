@@ -100,18 +100,22 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
   }
 
   /**
-   * Records where a message stands: the frame's cursor when it is the message's own position,
-   * else (an ack, or a frame without one) just after everything this user has seen so far. A live
-   * frame from a server before positions per user carried the connection's cursor (a plain
-   * integer the stream has already reached), not the message's own; sync answers and history
-   * always carry the message's own.
+   * Records where a message stands. A cursor of the "<epoch>.<pos>" form is the message's own
+   * position in this user's stream, and always wins. Without one (an ack), it is anchored just
+   * after everything this user has seen so far. Servers before per-user positions sent plain
+   * integers that are not comparable between live frames (the connection's cursor, one the stream
+   * has already reached) and sync or history (the message's own): such a cursor places a message
+   * seen for the first time, and never moves one already placed.
    */
   function place(m, f, live = false) {
-    const own = parseCursor(f.cursor) && !(live && isLegacyCursor(f.cursor) && compareCursors(f.cursor, cursor) <= 0);
-    if (own) {
-      m.cursor = maxCursor(m.cursor, f.cursor);
+    const at = f.cursor;
+    if (parseCursor(at) && !isLegacyCursor(at)) {
+      m.cursor = m.cursor && !isLegacyCursor(m.cursor) ? maxCursor(m.cursor, at) : at;
       delete m.anchor;
-    } else if (!m.cursor && !m.anchor) m.anchor = maxCursor(cursor ?? "0", top(conv(m.conv)));
+    } else if (!position(m)) {
+      if (parseCursor(at) && !(live && compareCursors(at, cursor ?? "0") <= 0)) m.cursor = at;
+      else m.anchor = maxCursor(cursor ?? "0", top(conv(m.conv)));
+    }
   }
 
   function fromFrame(f, live) {
