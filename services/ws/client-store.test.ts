@@ -118,3 +118,22 @@ describe("order in the store", () => {
     expect(storage.keys()).toEqual([]);
   });
 });
+
+describe("read marker", () => {
+  test("unread counts by order, not time: a later message with an older timestamp is unread", () => {
+    const storage = memoryStorage();
+    const s = createStore("me", storage);
+    s.applyMessage(frame("bob", "me", "one", "4.1", { ts: 5_000 }));
+    s.markRead("d:bob");
+    expect(s.unread(s.conv("d:bob"))).toBe(0);
+    s.applyMessage(frame("bob", "me", "two", "4.2", { ts: 4_000 }));
+    s.applyMessage(frame("bob", "me", "three", "4.3", { ts: 5_000 }));
+    expect(s.unread(s.conv("d:bob"))).toBe(2);
+    s.flush();
+    const t = createStore("me", storage);
+    t.load();
+    expect(t.unread(t.conv("d:bob"))).toBe(2);
+    t.markRead("d:bob");
+    expect(t.unread(t.conv("d:bob"))).toBe(0);
+  });
+});

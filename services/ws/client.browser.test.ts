@@ -398,6 +398,20 @@ test("usernames ignore case; unknown users are flagged before writing; a chat ca
   await a.locator("#members-error", { hasText: ghost }).waitFor();
   expect(await members.count()).toBe(2);
   await a.getByTestId("members-toggle").click();
+
+  // A group made through the API with a never-registered member lists it as not registered.
+  const made = await a.evaluate(async (ghostId) => {
+    const { token } = JSON.parse(localStorage.getItem("relay-chat:session")!);
+    const res = await fetch("/api/groups", { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify({ name: "Made elsewhere", members: [ghostId] }) });
+    return ((await res.json()) as { groupId: string }).groupId;
+  }, ghost);
+  await a.reload(); // the group list is fetched at start (else every 15 s)
+  await connected(a);
+  await conv(a, `g:${made}`).click();
+  await a.getByTestId("members-toggle").click();
+  await members.filter({ hasText: ghost }).getByTestId("member-unknown").waitFor();
+  expect(await members.filter({ hasText: alice }).getByTestId("member-unknown").count()).toBe(0);
+  await a.getByTestId("members-toggle").click();
   await d.close();
   expect(pageErrors).toEqual([]);
 }, 30_000);

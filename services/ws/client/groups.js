@@ -4,7 +4,7 @@ import { $, h } from "./dom.js";
 import { presenceDot } from "./presence.js";
 import { activeGroup, api, ctx } from "./state.js";
 import { USER_ID_RE } from "./store.js";
-import { resolveUsers } from "./users.js";
+import { lookupUsers, resolveUsers, userInfo } from "./users.js";
 
 let groupsTimer = null;
 let onLoaded = () => {};
@@ -38,6 +38,7 @@ export function renderMembers(g) {
         presenceDot(u),
         h("span", { class: "member-name" }, u === me ? `${u} (you)` : u),
         creator === u ? h("span", { class: "muted small" }, "creator") : null,
+        userInfo(u)?.registered === false ? h("span", { class: "muted small", "data-testid": "member-unknown" }, "not registered") : null,
         creator === me && u !== me
           ? h("button", { type: "button", class: "ghost small", "data-testid": "member-remove", "aria-label": `Remove ${u}`, onclick: () => removeMember(g.groupId, u) }, "Remove")
           : null,
@@ -70,6 +71,9 @@ export function initGroups({ openConv, loaded }) {
     p.hidden = !p.hidden;
     $("members-error").textContent = "";
     resetLeave();
+    // Flag members without an account (groups made before the client checked, or by other clients).
+    const g = activeGroup();
+    if (!p.hidden && g) lookupUsers(g.members).then(() => activeGroup() === g && renderMembers(g));
   });
 
   $("add-member-form").addEventListener("submit", async (e) => {

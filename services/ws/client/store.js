@@ -331,12 +331,13 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       emit({ type: "convs" });
     },
 
+    /** Marks read up to the last received message (by order, not time). */
     markRead(convKey) {
       const c = convs.get(convKey);
       if (!c) return;
       const last = lastReceived(c);
-      if (last && last.ts > c.readTs) {
-        c.readTs = last.ts;
+      if (last && !isRead(c, last)) {
+        c.read = { cursor: last.cursor, anchor: last.anchor, seq: last.seq };
         store.save();
         emit({ type: "read", conv: convKey });
       }
@@ -347,7 +348,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       for (let i = c.messages.length - 1; i >= 0; i--) {
         const m = c.messages[i];
         if (!m.msgId || m.from === me) continue;
-        if (m.ts <= c.readTs) break;
+        if (isRead(c, m)) break;
         n++;
       }
       return n;
@@ -420,6 +421,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
         if (typeof sc?.key !== "string") continue;
         const c = conv(sc.key);
         c.readTs = Number(sc.readTs) || 0;
+        if (sc.read && typeof sc.read === "object") c.read = sc.read;
         c.touched = Number(sc.touched) || 0;
         c.closed = sc.closed === true;
         if (typeof sc.name === "string") c.name = sc.name;
@@ -450,6 +452,12 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     },
   };
 
+  /** Whether `m` is at or before the conversation's read marker (a cache of version 1: its time). */
+  function isRead(c, m) {
+    if (c.read) return compareMessages(m, c.read) <= 0;
+    return m.ts <= c.readTs;
+  }
+
   function lastReceived(c) {
     for (let i = c.messages.length - 1; i >= 0; i--) {
       const m = c.messages[i];
@@ -466,6 +474,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       out.push({
         key: c.key,
         readTs: c.readTs,
+        read: c.read,
         touched: c.touched,
         closed: c.closed || undefined,
         name: c.name,
