@@ -125,7 +125,9 @@ const handlers = {
   message(f) {
     const { store } = ctx;
     const r = store.applyMessage(f);
-    if (r.added && r.msg.group != null && store.groupsLoaded && !store.groups.has(r.msg.group)) refreshGroupsSoon();
+    // A group we do not know yet (just added), or a sender not in its member list (added since).
+    const g = r.msg?.group != null ? store.groups.get(r.msg.group) : undefined;
+    if (r.added && r.msg.group != null && store.groupsLoaded && !g?.members.includes(r.msg.from)) refreshGroupsSoon();
     if (r.changed && r.msg.from === store.me) pump(); // came back through sync: acked
   },
   synced(f) {

@@ -73,7 +73,13 @@ export function initGroups({ openConv, loaded }) {
     resetLeave();
     // Flag members without an account (groups made before the client checked, or by other clients).
     const g = activeGroup();
-    if (!p.hidden && g) lookupUsers(g.members).then(() => activeGroup() === g && renderMembers(g));
+    if (!p.hidden && g) {
+      refreshGroups();
+      lookupUsers(g.members).then(() => {
+        const now = activeGroup();
+        if (now?.groupId === g.groupId) renderMembers(now);
+      });
+    }
   });
 
   $("add-member-form").addEventListener("submit", async (e) => {
