@@ -72,6 +72,21 @@ describe("register", () => {
     expect((await post(A(), "/api/login", { username: name, password: "another password" })).status).toBe(401);
   });
 
+  test("409 for a name taken in another letter case; the first spelling stays, login is exact", async () => {
+    const name = `Case-${crypto.randomUUID().slice(0, 8)}`;
+    expect((await register(A(), name.toUpperCase())).status).toBe(201);
+    for (const variant of [name, name.toLowerCase(), name.toUpperCase()]) expect((await register(B(), variant)).status).toBe(409);
+    expect((await sql()`select id from users where lower(id) = ${name.toLowerCase()}`).map((r) => r.id)).toEqual([name.toUpperCase()]);
+    expect((await post(A(), "/api/login", { username: name.toUpperCase(), password: PASSWORD })).status).toBe(200);
+    expect((await post(A(), "/api/login", { username: name.toLowerCase(), password: PASSWORD })).status).toBe(401);
+  });
+
+  test("concurrent registrations of one name in different cases: exactly one wins", async () => {
+    const name = uniqueUser("rAce");
+    const rs = await Promise.all([name, name.toLowerCase(), name.toUpperCase(), name].map((n, i) => register(i % 2 ? B() : A(), n)));
+    expect(rs.map((r) => r.status).sort()).toEqual([201, 409, 409, 409]);
+  });
+
   test("concurrent registrations of one name: exactly one wins", async () => {
     const name = uniqueUser("race");
     const rs = await Promise.all([A(), B(), A(), B()].map((base) => register(base, name)));
@@ -189,6 +204,7 @@ describe("bearer tokens on /api", () => {
     ["GET", "/api/messages?with=someone"],
     ["GET", "/api/messages?group=g_any"],
     ["GET", "/api/presence?users=someone"],
+    ["GET", "/api/users?ids=someone"],
     ["GET", "/api/no-such-route"],
   ];
 
@@ -381,4 +397,38 @@ test("the client page and the API answer with the security headers on a real pro
     expect(res.headers.get("x-frame-options")).toBe("DENY");
     expect(res.headers.get("referrer-policy")).toBe("no-referrer");
   }
+});
+
+describe("GET /api/users", () => {
+  async function users(query: string, token?: string) {
+    token ??= await mintToken(uniqueUser("asker"), fx.cluster.jwtSecret);
+    const res = await fetch(`${A()}/api/users?${query}`, { headers: { authorization: `Bearer ${token}` } });
+    return { status: res.status, body: (await res.json()) as { users?: Record<string, unknown>; error?: string } };
+  }
+
+  test("tells registered from unknown ids, matching any case and answering the registered spelling", async () => {
+    const name = `Reg.${crypto.randomUUID().slice(0, 8)}`;
+    expect((await register(B(), name)).status).toBe(201);
+    const unknown = uniqueUser("ghost");
+    const minted = uniqueUser("minted"); // has a token and connects, but never registered
+    await expectTokenWorks(await mintToken(minted, fx.cluster.jwtSecret), minted);
+    const r = await users(`ids=${name},${name.toLowerCase()},${unknown},${minted}`);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({
+      users: {
+        [name]: { registered: true, userId: name },
+        [name.toLowerCase()]: { registered: true, userId: name },
+        [unknown]: { registered: false },
+        [minted]: { registered: false },
+      },
+    });
+  });
+
+  test("400 for a malformed query", async () => {
+    for (const q of ["", "ids=", "ids=a,,b", "ids=bad%20name", "ids=a/b", `ids=${"x".repeat(65)}`, "users=a", `ids=${Array.from({ length: 1001 }, (_, i) => `u${i}`).join(",")}`]) {
+      const r = await users(q);
+      if (r.status !== 400) throw new Error(`GET /api/users?${q}: ${r.status}, expected 400`);
+      expect(typeof r.body.error).toBe("string");
+    }
+  });
 });

@@ -38,6 +38,12 @@ const HistoryQuery = z
     limit: z.coerce.number().int().min(1).optional(),
   })
   .refine((q) => (q.with === undefined) !== (q.group === undefined), "give exactly one of with= or group=");
+/** A query parameter listing 1 to 1000 user ids, comma-separated. */
+const UserList = z
+  .string()
+  .min(1)
+  .transform((s) => s.split(","))
+  .pipe(z.array(UserId).max(1000, "at most 1000 users"));
 /**
  * The forwarding route's body comes from a peer holding INTERNAL_SECRET, whose messages were
  * validated at their own boundary; a structural check (much cheaper than a schema per message on
@@ -178,12 +184,21 @@ export function createApp(opts: {
     return c.json({ messages: frames, before: page.more ? frames[0]!.cursor : null });
   });
 
+  // Users: registered or not, and the registered spelling of an id given in any case.
+  app.get("/api/users", query(z.object({ ids: UserList })), async (c) => {
+    const list = c.req.valid("query").ids;
+    const canonical = await store.canonicalIds(db, list);
+    const users: Record<string, { registered: true; userId: string } | { registered: false }> = {};
+    for (const u of list) {
+      const id = canonical.get(u.toLowerCase());
+      users[u] = id === undefined ? { registered: false } : { registered: true, userId: id };
+    }
+    return c.json({ users });
+  });
+
   // Presence.
-  app.get("/api/presence", query(z.object({ users: z.string().min(1) })), async (c) => {
-    const list = c.req.valid("query").users.split(",");
-    if (list.length > 1000) return c.json({ error: "at most 1000 users" }, 400);
-    const bad = list.find((u) => !UserId.safeParse(u).success);
-    if (bad !== undefined) return c.json({ error: `not a user id: ${JSON.stringify(bad)}` }, 400);
+  app.get("/api/presence", query(z.object({ users: UserList })), async (c) => {
+    const list = c.req.valid("query").users;
     const where = await opts.directory.lookup([...new Set(list)]);
     const online: Record<string, boolean> = {};
     for (const u of list) online[u] = (where[u]?.length ?? 0) > 0;

@@ -1,12 +1,24 @@
-import { and, eq, gt, inArray, isNull, lt } from "drizzle-orm";
+import { and, eq, gt, inArray, isNull, lt, sql } from "drizzle-orm";
 import type { Db } from "../../shared/db/index.ts";
 import { groupMembers, groups, refreshTokens, users } from "../../shared/db/schema.ts";
 
 /** Accounts and groups in the database (the gateway is their only writer). */
 
+const lowerId = sql`lower(${users.id})`;
+
+/** False when the id is taken in any letter case (the unique index on lower(id) settles races). */
 export async function createUser(db: Db, id: string, passwordHash: string): Promise<boolean> {
+  if ((await canonicalIds(db, [id])).size > 0) return false;
   const r = await db.insert(users).values({ id, passwordHash }).onConflictDoNothing().returning({ id: users.id });
   return r.length === 1;
+}
+
+/** Registered users matching `ids` regardless of case: lower-cased id -> the id as registered. */
+export async function canonicalIds(db: Db, ids: string[]): Promise<Map<string, string>> {
+  const lower = [...new Set(ids.map((u) => u.toLowerCase()))];
+  if (lower.length === 0) return new Map();
+  const rows = await db.select({ id: users.id }).from(users).where(inArray(lowerId, lower));
+  return new Map(rows.map((r) => [r.id.toLowerCase(), r.id]));
 }
 
 export async function passwordHashOf(db: Db, id: string): Promise<string | null> {

@@ -1,4 +1,5 @@
-import { bigint, bigserial, index, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
+import { sql } from "drizzle-orm";
+import { bigint, bigserial, index, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
 
 /**
  * The one schema, used by PostgreSQL (postgres.js) and PGlite alike.
@@ -38,11 +39,16 @@ export const stream = pgTable(
   (t) => [primaryKey({ columns: [t.userId, t.epoch, t.pos] }), index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos)],
 );
 
-export const users = pgTable("users", {
-  id: text("id").primaryKey(),
-  passwordHash: text("password_hash").notNull(),
-  createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
-});
+/** A user id is unique regardless of case (`users_id_lower`); it keeps its registered spelling. */
+export const users = pgTable(
+  "users",
+  {
+    id: text("id").primaryKey(),
+    passwordHash: text("password_hash").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex("users_id_lower").on(sql`lower(${t.id})`)],
+);
 
 export const groups = pgTable("groups", {
   id: text("id").primaryKey(),

@@ -97,5 +97,6 @@ export function createApi({ getToken, onUnauthorized, getRefreshToken = () => nu
       return request("GET", path);
     },
     presence: (users) => request("GET", `/api/presence?users=${users.map(q).join(",")}`),
+    users: (ids) => request("GET", `/api/users?ids=${ids.map(q).join(",")}`),
   };
 }
