@@ -270,6 +270,22 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       expect(await entriesFor(tdb.handle, [group.msgId, direct.msgId, self.msgId])).toBe(3 + 2 + 1);
     });
 
+    test("copies of one message naming different users (a group resent after a member joined) give every named user an entry", async () => {
+      const p = `union${randomUUID()}`;
+      const t = tracker();
+      const { batcher } = make(t, { maxWaitMs: 0 });
+      const [a, b, c] = [uid("a"), uid("b"), uid("c")];
+      const first = msg(p, { from: a, to: undefined, group: "g", rcpt: [a, b] });
+      const resent = { ...first, rcpt: [a, b, c] };
+      // the resend's gateway gave c a position; without the union c's stream would keep a hole there
+      const [atGateway] = await allocator.allocate([{ msgId: first.msgId, users: [a, b, c] }]);
+      batcher.onDelivery(t.delivery("1", [first, resent]));
+      await t.until(() => t.acks().length === 1, "the batch");
+      const cPos = atGateway!.positions[c]!;
+      expect(await entries(c)).toEqual([`${cPos.epoch}.${cPos.pos}:${first.msgId}`]);
+      expect(await entriesFor(tdb.handle, [first.msgId])).toBe(3);
+    });
+
     test("a redelivered batch writes nothing twice: no new rows, no entries at new positions", async () => {
       const p = `redel${randomUUID()}`;
       const t = tracker();

@@ -181,9 +181,20 @@ async function streamEntries(allocator: StreamAllocator, messages: ChatMessage[]
   return entries;
 }
 
+/**
+ * One copy per message id. Copies of one message (a resend, a redelivery) may name different
+ * users (a group resent after its membership changed): every one of them was given a position by
+ * some gateway, so the copy kept carries the union.
+ */
 function uniqueById(messages: ChatMessage[]): ChatMessage[] {
-  const seen = new Set<string>();
-  return messages.filter((m) => !seen.has(m.msgId) && (seen.add(m.msgId), true));
+  const byId = new Map<string, ChatMessage>();
+  for (const m of messages) {
+    const had = byId.get(m.msgId);
+    if (!had) byId.set(m.msgId, m);
+    else if (m.rcpt && had.rcpt) byId.set(m.msgId, { ...had, rcpt: [...new Set([...had.rcpt, ...m.rcpt])] });
+    else if (m.rcpt) byId.set(m.msgId, { ...had, rcpt: m.rcpt });
+  }
+  return [...byId.values()];
 }
 
 /**

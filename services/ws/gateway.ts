@@ -39,7 +39,7 @@ export function createGateway(opts: {
   const limiter = createRateLimiter(opts.rate.perSec, opts.rate.burst);
 
   const handleSend = async (ws: Conn, f: SendFrame) => {
-    const m: ChatMessage = { msgId: deriveMsgId(ws.data.user, f.id), id: f.id, from: ws.data.user, body: f.body, ts: Date.now() };
+    const m: ChatMessage = { msgId: deriveMsgId(ws.data.user, f.id, f), id: f.id, from: ws.data.user, body: f.body, ts: Date.now() };
     if ("group" in f) m.group = f.group;
     else m.to = f.to;
     try {

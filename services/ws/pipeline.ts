@@ -18,12 +18,17 @@ export class SendError extends Error {
   }
 }
 
-/** The message id is derived from (sender, client id), so a resend maps to the same message anywhere. */
-export function deriveMsgId(from: string, clientId: string): string {
+/**
+ * The message id is derived from (sender, client id, target), so a resend maps to the same message
+ * anywhere. The target is part of it: a client id reused for another recipient or group is another
+ * message (else its new recipients would get positions pointing at the first message).
+ */
+export function deriveMsgId(from: string, clientId: string, target: { to: string } | { group: string }): string {
   const h = new Bun.CryptoHasher("sha256");
   h.update(from);
   h.update("\n");
   h.update(clientId);
+  h.update("to" in target ? "\nto:" + target.to : "\ngroup:" + target.group);
   return h.digest("base64url").slice(0, 22);
 }
 
