@@ -270,6 +270,24 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       expect(await entriesFor(tdb.handle, [group.msgId, direct.msgId, self.msgId])).toBe(3 + 2 + 1);
     });
 
+    test("a message persist gets far behind its user's other messages is still written at the gateway's position", async () => {
+      const p = `lag${randomUUID()}`;
+      const t = tracker();
+      const small = createMemoryAllocator({ window: 3 });
+      const { batcher } = make(t, { maxWaitMs: 0, allocator: small });
+      const [a, b] = [uid("a"), uid("b")];
+      const late = msg(p, { from: a, to: b, rcpt: [a, b] });
+      const [atGateway] = await small.allocate([{ msgId: late.msgId, users: [a, b], claim: { sender: a, ts: late.ts } }]);
+      // Ten more for b are allocated and written before `late` reaches persist (another persist was slow).
+      for (let i = 0; i < 10; i++) batcher.onDelivery(t.delivery(`o${i}`, [msg(p, { from: a, to: b, rcpt: [a, b], body: `o${i}` })]));
+      await t.until(() => t.acks().length === 10, "the others");
+      batcher.onDelivery(t.delivery("late", [late]));
+      await t.until(() => t.acks().length === 11, "the late one");
+      const pb = atGateway!.positions[b]!;
+      expect(await entries(b)).toContain(`${pb.epoch}.${pb.pos}:${late.msgId}`);
+      expect((await entries(b)).length).toBe(11); // no entry elsewhere, no hole at the gateway's position
+    });
+
     test("copies of one message naming different users (a group resent after a member joined) give every named user an entry", async () => {
       const p = `union${randomUUID()}`;
       const t = tracker();

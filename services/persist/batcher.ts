@@ -121,6 +121,11 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
         return false;
       }
     }
+    if (messages.length > 0) {
+      // Only written allocations may leave the allocator's idempotency window. A failure here keeps
+      // them in it longer (memory, not correctness).
+      await allocator.written(messages.map((m) => ({ msgId: m.msgId, users: recipientsOf(m) }))).catch((err) => log.warn("could not mark positions written", { err }));
+    }
     for (const d of batch.deliveries) d.ack();
     return true;
   };

@@ -4,7 +4,8 @@ import type { Position } from "./position.ts";
 interface UserState {
   epoch: number;
   n: number;
-  ids: Map<string, number>;
+  /** msgId -> position, and whether persist wrote it (only written ones leave the window). */
+  ids: Map<string, { p: number; w: boolean }>;
   claims: Map<string, number>;
 }
 
@@ -61,13 +62,13 @@ export function createMemoryAllocator(
         const s = state(u);
         for (const i of idx) {
           const id = requests[i]!.msgId;
-          let p = s.ids.get(id);
-          if (p === undefined) {
-            p = ++s.n;
-            s.ids.set(id, p);
-            trim(s.ids);
+          let e = s.ids.get(id);
+          if (e === undefined) {
+            e = { p: ++s.n, w: false };
+            s.ids.set(id, e);
+            if (s.ids.size > window) for (const [k, v] of s.ids) if (v.w && s.ids.size > window) s.ids.delete(k);
           }
-          out[i]!.positions[u] = { epoch: s.epoch, pos: p };
+          out[i]!.positions[u] = { epoch: s.epoch, pos: e.p };
         }
       }
       return requests.map((r, i) => {
@@ -80,6 +81,12 @@ export function createMemoryAllocator(
         }
         return { ...out[i]!, claimed: had === undefined ? { fresh: true, ts: r.claim.ts } : { fresh: false, ts: had } };
       });
+    },
+    async written(requests) {
+      for (const r of requests) for (const u of r.users) {
+        const e = users.get(u)?.ids.get(r.msgId);
+        if (e) e.w = true;
+      }
     },
     async tops(list) {
       await load(list);

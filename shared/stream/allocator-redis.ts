@@ -4,16 +4,18 @@ import { ALLOC_WINDOW, AllocatorUnavailable, byUser, type AllocResult, type Stre
 import type { Position } from "./position.ts";
 
 // Every key of a user shares the hash tag {u:<user>}, so each script touches one slot (Redis Cluster).
-// s: hash {e: epoch, n: last position}; m0/m1: hashes msgId -> position, the idempotency window in
-// two generations (m0 current; when it holds `window` ids it becomes m1 and the old m1 goes);
-// c0/c1: the same for the sender's delivery claims, msgId -> ack ts. Hashes, not sorted sets:
-// HGET/HSET cost a fraction of ZSCORE/ZADD, and a generation swap is one RENAME.
+// s: hash {e: epoch, n: last position, k: entries carried into m0}; m0/m1: hashes msgId ->
+// position ("<pos>" until persist wrote it, then "<pos>w"), the idempotency window in two
+// generations: when m0 holds `window` new ids it becomes m1, and of the old m1 only the entries
+// not yet written are carried into the new m0 (an allocation never leaves the window before
+// persist wrote it, however far persist lags). c0/c1: the sender's delivery claims, msgId -> ack ts,
+// in generations by count alone. Hashes, not sorted sets: HGET/HSET cost a fraction of ZSCORE/ZADD.
 const OPEN_EPOCH = `
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then
   local t = redis.call('TIME')
   e = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-  redis.call('HSET', KEYS[1], 'e', e, 'n', 0)
+  redis.call('HSET', KEYS[1], 'e', e, 'n', 0, 'k', 0)
   redis.call('DEL', KEYS[2], KEYS[3])
 end
 `;
@@ -23,15 +25,34 @@ end
 const ALLOC = `${OPEN_EPOCH}
 local window = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
+local function rotate()
+  local carried = tonumber(redis.call('HGET', KEYS[1], 'k') or '0')
+  if redis.call('HLEN', KEYS[2]) - carried < window then return end
+  local old = redis.call('HGETALL', KEYS[3])
+  redis.call('DEL', KEYS[3])
+  redis.call('RENAME', KEYS[2], KEYS[3])
+  local k = 0
+  for j = 1, #old, 2 do
+    if string.sub(old[j + 1], -1) ~= 'w' then
+      redis.call('HSET', KEYS[2], old[j], old[j + 1])
+      k = k + 1
+    end
+  end
+  redis.call('HSET', KEYS[1], 'k', k)
+end
 local out = {e}
 for i = 3, n + 2 do
   local id = ARGV[i]
-  local p = redis.call('HGET', KEYS[2], id) or redis.call('HGET', KEYS[3], id)
-  if not p then
-    p = redis.call('HINCRBY', KEYS[1], 'n', 1)
-    if redis.call('HSET', KEYS[2], id, p) == 1 and redis.call('HLEN', KEYS[2]) >= window then redis.call('RENAME', KEYS[2], KEYS[3]) end
+  local v = redis.call('HGET', KEYS[2], id) or redis.call('HGET', KEYS[3], id)
+  local p
+  if v then
+    p = string.match(v, '^%d+')
+  else
+    p = tostring(redis.call('HINCRBY', KEYS[1], 'n', 1))
+    redis.call('HSET', KEYS[2], id, p)
+    rotate()
   end
-  out[#out + 1] = tostring(p)
+  out[#out + 1] = p
 end
 for i = n + 3, #ARGV, 2 do
   local id = ARGV[i]
@@ -49,6 +70,20 @@ end
 return out
 `;
 
+// KEYS: m0, m1. ARGV: msgIds persist wrote.
+const WRITTEN = `
+for i = 1, #ARGV do
+  for k = 1, 2 do
+    local v = redis.call('HGET', KEYS[k], ARGV[i])
+    if v then
+      if string.sub(v, -1) ~= 'w' then redis.call('HSET', KEYS[k], ARGV[i], v .. 'w') end
+      break
+    end
+  end
+end
+return 0
+`;
+
 const TOP = `${OPEN_EPOCH}
 return {e, redis.call('HGET', KEYS[1], 'n')}
 `;
@@ -56,6 +91,7 @@ return {e, redis.call('HGET', KEYS[1], 'n')}
 type Scripted = Redis & {
   streamAlloc(s: string, m0: string, m1: string, c0: string, c1: string, window: number, n: number, ...args: (string | number)[]): Promise<string[]>;
   streamTop(s: string, m0: string, m1: string): Promise<string[]>;
+  streamWritten(m0: string, m1: string, ...ids: string[]): Promise<number>;
 };
 
 /** The allocator over Redis or Redis Cluster. One script call per user per batch, all sent at once. */
@@ -65,6 +101,7 @@ export function createRedisAllocator(redis: Redis, opts: { prefix?: string; wind
   const r = redis as Scripted;
   r.defineCommand("streamAlloc", { numberOfKeys: 5, lua: ALLOC });
   r.defineCommand("streamTop", { numberOfKeys: 3, lua: TOP });
+  r.defineCommand("streamWritten", { numberOfKeys: 2, lua: WRITTEN });
   const key = (u: string, k: string) => `${prefix}{u:${u}}:${k}`;
   const unavailable = (err: unknown) => {
     throw new AllocatorUnavailable(`position allocator unavailable: ${(err as Error)?.message ?? err}`);
@@ -97,6 +134,10 @@ export function createRedisAllocator(redis: Redis, opts: { prefix?: string; wind
       });
       await Promise.all(calls).catch(unavailable);
       return out;
+    },
+    async written(requests) {
+      const users = byUser(requests);
+      await Promise.all([...users].map(([u, idx]) => r.streamWritten(key(u, "m0"), key(u, "m1"), ...idx.map((i) => requests[i]!.msgId)))).catch(unavailable);
     },
     async tops(users) {
       const out: Record<string, Position> = {};
