@@ -24,7 +24,7 @@ function setup(
   const queue = o.queue ?? createMemoryQueue();
   const allocator = o.allocator ?? createMemoryAllocator();
   const routed: Routed[] = [];
-  const router = { route: async (m: ChatMessage, positions: Record<string, Position>) => void routed.push({ m, positions }) } as unknown as Router;
+  const router = { locate: async () => ({}), route: async (m: ChatMessage, positions: Record<string, Position>) => void routed.push({ m, positions }) } as unknown as Router;
   const pipeline = createPipeline({
     queue,
     allocator,

@@ -2,7 +2,8 @@ import { afterAll, beforeAll } from "bun:test";
 import { closeRedis, type Redis } from "../redis.ts";
 import { deletePrefix, openTestRedis } from "../../test/redis.ts";
 import { allocatorContract } from "./allocator.contract.ts";
-import { createRedisAllocator } from "./allocator-redis.ts";
+import { createRedisAllocator, hashSlot } from "./allocator-redis.ts";
+import { expect, test } from "bun:test";
 
 let redis: Redis;
 beforeAll(async () => {
@@ -17,4 +18,11 @@ allocatorContract("redis", async ({ window }) => {
     wipe: () => deletePrefix(redis, prefix),
     cleanup: () => deletePrefix(redis, prefix),
   };
+});
+
+test("hashSlot is Redis Cluster's key slot (values from the Redis documentation)", () => {
+  expect(hashSlot("123456789")).toBe(12739);
+  expect(hashSlot("foo")).toBe(12182);
+  expect(hashSlot("bar")).toBe(5061);
+  expect(hashSlot("hello")).toBe(866);
 });
