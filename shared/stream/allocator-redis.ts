@@ -143,7 +143,11 @@ export function createRedisAllocator(redis: Redis | Cluster, opts: { prefix?: st
       }
     };
   };
-  const alloc = script(ALLOC);
+  // Allocation always sends the script itself (EVAL; Redis keeps it compiled by its SHA): with
+  // EVALSHA, a NOSCRIPT answer (a Redis that restarted or flushed its scripts) would be retried
+  // after calls sent later, which another connection may meanwhile have made succeed, allocating
+  // them first and breaking each connection's order.
+  const alloc = (keys: string[], args: (string | number)[]) => redis.eval(ALLOC, keys.length, ...keys, ...args) as Promise<string[]>;
   const written = script(WRITTEN);
   const topsOf = script(TOPS);
   const key = (u: string, k: string) => `${prefix}{u:${u}}:${k}`;
