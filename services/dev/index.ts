@@ -50,6 +50,8 @@ const ws = await startWsService({
   queue,
   directory,
   allocator,
+  // The embedded persist writes in this process: /health reports it stuck (e.g. PGlite failing).
+  extraHealth: async () => ({ persist: batcher.healthy() }),
   jwtSecret: secrets.JWT_SECRET,
   internalSecret: secrets.INTERNAL_SECRET,
   rate: { perSec: cfg.RATE_LIMIT_PER_SEC, burst: cfg.RATE_LIMIT_BURST },

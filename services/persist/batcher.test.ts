@@ -288,6 +288,26 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       expect((await entries(b)).length).toBe(11); // no entry elsewhere, no hole at the gateway's position
     });
 
+    test("healthy() turns false while a batch keeps failing, and true again once it is written", async () => {
+      const p = `health${randomUUID()}`;
+      const t = tracker();
+      let down = true;
+      const flaky: StreamAllocator = {
+        ...allocator,
+        allocate: (reqs) => (down ? Promise.reject(new Error("allocator down")) : allocator.allocate(reqs)),
+      };
+      const { batcher } = make(t, { maxWaitMs: 0, allocator: flaky, unhealthyAfterMs: 50 });
+      expect(batcher.healthy()).toBe(true);
+      batcher.onDelivery(t.delivery("1", [msg(p)]));
+      // healthy() changes with time, not on an event the tracker sees: poll it, bounded.
+      for (const end = Date.now() + 5000; batcher.healthy() && Date.now() < end; ) await Bun.sleep(10);
+      expect(batcher.healthy()).toBe(false);
+      expect(t.acks()).toEqual([]);
+      down = false;
+      await t.until(() => t.acks().length === 1, "the write");
+      expect(batcher.healthy()).toBe(true);
+    });
+
     test("copies of one message naming different users (a group resent after a member joined) give every named user an entry", async () => {
       const p = `union${randomUUID()}`;
       const t = tracker();

@@ -14,6 +14,8 @@ export interface Batcher extends QueueConsumer {
    * passed first; then it stops retrying and what is left stays unacked.
    */
   drain(timeoutMs?: number): Promise<boolean>;
+  /** False while a batch has been failing to be written for longer than `unhealthyAfterMs` (for /health). */
+  healthy(): boolean;
 }
 
 export interface BatcherOptions {
@@ -32,6 +34,8 @@ export interface BatcherOptions {
    * hanging on a lost connection; a real commit never takes this long. Default 15 s.
    */
   stallMs?: number;
+  /** healthy() turns false once a batch has been failing this long. Default 5 s. */
+  unhealthyAfterMs?: number;
 }
 
 class InsertStalled extends Error {
@@ -55,12 +59,14 @@ const isEmpty = (b: Batch) => b.deliveries.length === 0;
  * in flight; deliveries acked only after their batch committed; allocator and database errors
  * retried forever with the batch kept. Any number of batchers (processes) may run at once.
  */
-export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, stallMs = 15_000 }: BatcherOptions): Batcher {
+export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, stallMs = 15_000, unhealthyAfterMs = 5000 }: BatcherOptions): Batcher {
   let current = emptyBatch();
   const sealed: Batch[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
   let writing = false;
   let draining = false;
+  /** When the batch being written first failed (0: it has not). */
+  let failingSince = 0;
   const abort = new AbortController();
   const idleWaiters = new Set<() => void>();
 
@@ -109,11 +115,13 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
           {
             signal: abort.signal,
             onError: (err, attempt) => {
+              failingSince ||= Date.now();
               metrics?.dbErrors.inc();
               if (attempt === 0 || attempt % 10 === 0) log.warn("batch insert failed; retrying", { err, attempt, rows: messages.length });
             },
           },
         );
+        failingSince = 0;
         metrics?.rowsInserted.inc(inserted);
         metrics?.batches.inc();
         metrics?.batchSize.observe(messages.length);
@@ -146,6 +154,8 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
         }, maxWaitMs);
       }
     },
+
+    healthy: () => failingSince === 0 || Date.now() - failingSince < unhealthyAfterMs,
 
     drain(timeoutMs = 8000) {
       draining = true;
