@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { BACKPRESSURE_LIMIT } from "../services/ws/gateway.ts";
+import { BACKPRESSURE_LIMIT, IDLE_TIMEOUT_S } from "../services/ws/gateway.ts";
 import { mintToken, uniqueUser } from "./client.ts";
 import { alive, connectReady, httpStatus, metric, presence, rssBytes, Sender, waitUntil, startHealthyCluster } from "./chaos.ts";
 import type { Cluster } from "../scripts/cluster.ts";
@@ -38,6 +38,26 @@ async function spawnIdleClient(url: string, token: string) {
   await line((l) => l === "ready", "the idle client to be ready");
   return { proc, line };
 }
+
+describe("a silently dead client", () => {
+  test("is closed and shown offline within about IDLE_TIMEOUT_S (it answers no pings)", async () => {
+    const cluster = await startHealthyCluster({ ws: 1 });
+    clusters.push(cluster);
+    const url = cluster.wsUrls[0]!;
+    const frozen = uniqueUser("frozen");
+    const watcher = uniqueUser("watcher");
+    const idle = await spawnIdleClient(url, await mintToken(frozen, cluster.jwtSecret));
+    expect((await presence(url, watcher, cluster.jwtSecret, [frozen]))[frozen]).toBe(true);
+    idle.proc.kill("SIGSTOP"); // the network freezes: no frame, no pong
+    try {
+      const t0 = performance.now();
+      const { ms } = await waitUntil("the frozen user shown offline", async () => !(await presence(url, watcher, cluster.jwtSecret, [frozen]))[frozen], 3 * IDLE_TIMEOUT_S * 1000, 200);
+      console.log(`silently dead client: offline after ${ms} ms (idle timeout ${IDLE_TIMEOUT_S} s), measured from the freeze ${Math.round(performance.now() - t0)} ms`);
+    } finally {
+      idle.proc.kill("SIGKILL");
+    }
+  }, 60_000);
+});
 
 describe("a client that does not read", () => {
   test(
