@@ -32,11 +32,13 @@ export interface StreamState {
   target: Position | null;
   /** Set while a sync answers. */
   syncing: boolean;
+  /** Set while a gap repair reads storage. */
+  repairing: boolean;
   /** Live items wait after connecting until the first frame (or this timer): see `init`. */
   initialHold: ReturnType<typeof setTimeout> | null;
 }
 
-export const newStreamState = (): StreamState => ({ cur: null, pending: new Map(), held: [], repairTimer: null, gapSince: 0, behind: null, target: null, syncing: false, initialHold: null });
+export const newStreamState = (): StreamState => ({ cur: null, pending: new Map(), held: [], repairTimer: null, gapSince: 0, behind: null, target: null, syncing: false, repairing: false, initialHold: null });
 
 /** Bounds: items a connection may have waiting behind a gap or a running sync. */
 export const MAX_PENDING_ITEMS = 10_000;
@@ -167,6 +169,18 @@ export function createDelivery(opts: {
   const repair = async (ws: Conn) => {
     const st = ws.data.stream;
     if (!ws.data.open || st.held || !st.cur) return;
+    if (st.repairing) return scheduleRepair(ws, repairDelayMs); // one repair per connection at a time
+    st.repairing = true;
+    try {
+      await repairOnce(ws);
+    } finally {
+      st.repairing = false;
+    }
+  };
+
+  const repairOnce = async (ws: Conn) => {
+    const st = ws.data.stream;
+    if (!st.cur) return;
     let target = st.target ?? st.cur;
     for (const it of st.pending.values()) if (comparePositions(it.position, target) > 0) target = it.position;
     if (comparePositions(target, st.cur) <= 0) return;
@@ -293,7 +307,12 @@ export function createDelivery(opts: {
     written.set(user, p);
   };
 
-  const checkTimer = setInterval(() => void check(), opts.checkIntervalMs ?? 1000);
+  let checking = false;
+  const checkTimer = setInterval(() => {
+    if (checking) return; // a slow allocator: never more than one check at a time
+    checking = true;
+    void check().finally(() => (checking = false));
+  }, opts.checkIntervalMs ?? 1000);
   /**
    * The periodic check: a connection behind its user's top at two checks in a row missed a live
    * item with nothing after it to reveal the gap (a failed forward of the last message): repair it.
