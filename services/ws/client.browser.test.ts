@@ -317,9 +317,112 @@ test("log out everywhere from another device signs this tab out", async () => {
   const res = await fetch(`${cluster.wsUrls[0]}/api/logout-all`, { method: "POST", headers: { authorization: `Bearer ${elsewhere.token}` } });
   expect(res.status).toBe(204);
   await page.getByTestId("auth-form").waitFor();
-  await page.getByTestId("auth-error").filter({ hasText: "session has ended" }).waitFor();
+  await page.getByTestId("auth-error").filter({ hasText: "You were signed out on all devices." }).waitFor();
   expect(await storedSession(page)).toBeNull();
   expect(pageErrors).toEqual([]);
+}, 30_000);
+
+/** Logs `name` in on a new page; `ctx` as in openClient. */
+async function logIn(base: string, name: string, password: string, ctx?: BrowserContext): Promise<Page> {
+  const page = await openClient(base, ctx);
+  await page.getByTestId("auth-username").fill(name);
+  await page.getByTestId("auth-password").fill(password);
+  await page.getByTestId("auth-login").click();
+  await connected(page);
+  return page;
+}
+
+async function changePasswordInUi(page: Page, current: string, next: string, confirm = next) {
+  await page.getByTestId("password-current").fill(current);
+  await page.getByTestId("password-new").fill(next);
+  await page.getByTestId("password-confirm").fill(confirm);
+  await page.getByTestId("password-submit").click();
+}
+
+test("change password in the account dialog: other devices are signed out, this browser stays in, only the new password works", async () => {
+  const { cluster } = await env();
+  const [ws1, ws2] = cluster.wsUrls as [string, string];
+  const name = `gus-${tag}`;
+  const friend = `ivy-${tag}`;
+  const NEW = "a brand new passphrase";
+  const registered = await fetch(`${ws1}/api/register`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: friend, password: PASSWORD }),
+  });
+  expect(registered.status).toBe(201);
+  const page = await signUp(ws1, name);
+  const sameBrowser = await openClient(ws1, page.context()); // a second tab: shares the session
+  await connected(sameBrowser);
+  const otherDevice = await logIn(ws2, name, PASSWORD);
+  const before = (await storedSession(page))!;
+
+  // Reachable by keyboard from the header; the form checks before asking the server.
+  await page.bringToFront(); // a background tab's animation frames are throttled: clicks wait for them
+  await page.getByTestId("account").focus();
+  await page.keyboard.press("Enter");
+  await page.getByTestId("account-dialog").waitFor();
+  expect(await page.getByRole("dialog", { name: "Account" }).isVisible()).toBe(true);
+  await changePasswordInUi(page, PASSWORD, "short");
+  await page.getByTestId("password-error").filter({ hasText: "8 to 128 characters" }).waitFor();
+  await changePasswordInUi(page, PASSWORD, NEW, `${NEW}!`);
+  await page.getByTestId("password-error").filter({ hasText: "do not match" }).waitFor();
+  await changePasswordInUi(page, "not the password", NEW);
+  await page.getByTestId("password-error").filter({ hasText: "Wrong current password." }).waitFor();
+
+  await changePasswordInUi(page, PASSWORD, NEW);
+  await page.getByTestId("password-done").filter({ hasText: "Password changed" }).waitFor();
+  expect(await page.getByTestId("password-current").inputValue()).toBe("");
+
+  // The other device's socket is closed (4401) and its refresh token is revoked: it is signed out.
+  await otherDevice.getByTestId("auth-error").filter({ hasText: "You were signed out on all devices." }).waitFor();
+  expect(await storedSession(otherDevice)).toBeNull();
+
+  // This browser took the new session (as a refresh) and both of its tabs reconnect with it.
+  const after = (await storedSession(page))!;
+  expect(after.userId).toBe(name);
+  expect(after.token).not.toBe(before.token);
+  expect(after.refreshToken).not.toBe(before.refreshToken);
+  await page.keyboard.press("Escape");
+  await page.getByTestId("account-dialog").waitFor({ state: "hidden" });
+  await connected(page);
+  await connected(sameBrowser);
+  await sameBrowser.getByTestId("new-chat-input").fill(friend);
+  await sameBrowser.getByTestId("new-chat-button").click();
+  await send(sameBrowser, "still signed in after the password change");
+  expect(await sameBrowser.getByTestId("auth-form").isVisible()).toBe(false);
+  expect((await storedSession(sameBrowser))?.userId).toBe(name);
+
+  // On the signed-out device: the old password is refused, the new one works.
+  await otherDevice.getByTestId("auth-username").fill(name);
+  await otherDevice.getByTestId("auth-password").fill(PASSWORD);
+  await otherDevice.getByTestId("auth-login").click();
+  await otherDevice.getByTestId("auth-error").filter({ hasText: "Wrong username or password" }).waitFor();
+  await otherDevice.getByTestId("auth-password").fill(NEW);
+  await otherDevice.getByTestId("auth-login").click();
+  await connected(otherDevice);
+  expect(await otherDevice.getByTestId("me").textContent()).toBe(name);
+  expect(pageErrors).toEqual([]);
+  await Promise.all([page.context().close(), otherDevice.context().close()]);
+}, 30_000);
+
+test("log out everywhere from the account dialog signs out this tab and another device", async () => {
+  const { cluster } = await env();
+  const [ws1, ws2] = cluster.wsUrls as [string, string];
+  const name = `hana-${tag}`;
+  const page = await signUp(ws1, name);
+  const otherDevice = await logIn(ws2, name, PASSWORD);
+
+  await page.getByTestId("account").click();
+  await page.getByTestId("logout-all").click();
+  await page.getByTestId("auth-error").filter({ hasText: "You signed out on all devices." }).waitFor();
+  expect(await page.getByTestId("account-dialog").isVisible()).toBe(false);
+  expect(await storedSession(page)).toBeNull();
+
+  await otherDevice.getByTestId("auth-error").filter({ hasText: "You were signed out on all devices." }).waitFor();
+  expect(await storedSession(otherDevice)).toBeNull();
+  expect(pageErrors).toEqual([]);
+  await Promise.all([page.context().close(), otherDevice.context().close()]);
 }, 30_000);
 
 test("messages typed offline are sent in the order typed and shown in the server's order on both sides", async () => {
@@ -625,6 +728,11 @@ test("no serious accessibility violations in the main views, light and dark, wid
     await p.getByTestId("back").click();
     await p.getByTestId("conv-list").waitFor();
     expect(await axeViolations(p), `phone-sized list, ${scheme}`).toEqual([]);
+    await p.getByTestId("account").click();
+    await p.getByTestId("password-form").waitFor();
+    expect(await axeViolations(p), `phone-sized account dialog, ${scheme}`).toEqual([]);
+    await p.keyboard.press("Escape");
+    await p.getByTestId("account-dialog").waitFor({ state: "hidden" });
     // Long previews are cut with an ellipsis, never widen the page.
     expect(await p.evaluate(() => document.documentElement.scrollWidth)).toBe(390);
     await ctx.close();

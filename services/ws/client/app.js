@@ -2,6 +2,7 @@
 // (auth-view, sidebar, thread, composer, groups, presence) to the page, and owns the session's
 // lifecycle and the frame handler table.
 
+import { initAccount, resetAccount } from "./account.js";
 import { initAuthView, showAuth, showView } from "./auth-view.js";
 import { initComposer } from "./composer.js";
 import { createConnection } from "./connection.js";
@@ -12,7 +13,7 @@ import { pump, resendAll, resendStale, resetOutbox } from "./outbox.js";
 import { applyPresence, connectionChanged, initPresence, pollPresence, resetPresence, rewatch } from "./presence.js";
 import { forgetSession, jwtExpired, readSession, SESSION_KEY } from "./session.js";
 import { initSidebar, renderSidebar, resetSidebar } from "./sidebar.js";
-import { api, ctx } from "./state.js";
+import { api, ctx, SIGNED_OUT_EVERYWHERE } from "./state.js";
 import { createStore } from "./store.js";
 import { closeConv, initThread, keyFromHash, markActiveRead, openConv, prefetchEmptyGroups, renderMessages, renderPaneHead, resetThread } from "./thread.js";
 import { resetUsers } from "./users.js";
@@ -22,6 +23,8 @@ const GROUPS_EVERY_MS = 15_000;
 
 let timers = [];
 let unsubscribe = null;
+/** The access token the current (or last) WebSocket connected with. */
+let socketToken = null;
 
 // ---------- chat lifecycle ----------
 
@@ -35,9 +38,13 @@ function startChat() {
   resetOutbox();
   resetUsers();
   ctx.conn = createConnection({
-    url: () => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws?token=${encodeURIComponent(ctx.session.token)}`,
+    url: () => {
+      socketToken = ctx.session.token;
+      return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws?token=${encodeURIComponent(socketToken)}`;
+    },
     handlers,
     onOpen,
+    onRevoked,
     onStatus: (state, detail) => {
       renderConnStatus(state, detail);
       if (!ctx.store) return;
@@ -67,8 +74,27 @@ function startChat() {
   timers.push(setInterval(renderSidebar, 60_000)); // relative times
 }
 
+/**
+ * The server closed the socket with 4401: its token was revoked. After a password change (in this
+ * tab or another of this browser) the session already has, or is about to get, a new token: connect
+ * with it. Otherwise the user logged out everywhere or changed the password on another device, and
+ * the refresh fails: sign out here.
+ */
+function onRevoked() {
+  const conn = ctx.conn;
+  api.refresh(socketToken).then(
+    () => ctx.conn === conn && conn.retryNow(),
+    (e) => {
+      if (ctx.conn !== conn) return;
+      if (e.status === 401) logout(SIGNED_OUT_EVERYWHERE);
+      else conn.retryNow(); // offline or busy: reconnect as after any drop (a refused one backs off)
+    },
+  );
+}
+
 /** Ends this tab's chat and drops everything it held of the user, in memory and in localStorage. */
 function teardown() {
+  resetAccount();
   ctx.conn?.stop();
   unsubscribe?.();
   ctx.store?.clear(); // a shared computer keeps nothing of this user
@@ -181,6 +207,7 @@ function flushRender(p) {
 // ---------- wiring ----------
 
 initAuthView({ onLoggedIn: startChat });
+initAccount({ logout });
 initSidebar({ openConv, closeConv });
 initGroups({ openConv, loaded: prefetchEmptyGroups });
 initThread();

@@ -19,8 +19,10 @@ export function backoffDelay(attempt) {
  * status(state, detail): state is "connecting" | "open" | "waiting" (detail.at: next try, ms epoch)
  * | "offline" | "stopped". onOpen() runs on every (re)connection, before any frame is received.
  * onRefused() runs when a connection closed before it ever opened; it may call stop().
+ * onRevoked() runs when the server closed an open connection with 4401 (its token was revoked):
+ * no retry is scheduled then; the caller renews the session and calls retryNow(), or stops.
  */
-export function createConnection({ url, handlers, onOpen, onStatus, onRefused }) {
+export function createConnection({ url, handlers, onOpen, onStatus, onRefused, onRevoked }) {
   let ws = null;
   let attempt = 0;
   let running = false;
@@ -80,9 +82,15 @@ export function createConnection({ url, handlers, onOpen, onStatus, onRefused })
         console.error(`handler for ${f.type} failed`, err);
       }
     };
-    sock.onclose = () => {
+    sock.onclose = (ev) => {
       if (ws !== sock) return;
       ws = null;
+      if (opened && ev.code === 4401 && onRevoked) {
+        clearTimers();
+        status("connecting");
+        onRevoked();
+        return;
+      }
       if (!opened) onRefused?.();
       scheduleRetry();
     };

@@ -2,7 +2,7 @@
 // conversation, and the API client.
 
 import { createApi } from "./api.js";
-import { saveSession } from "./session.js";
+import { readSession, saveSession } from "./session.js";
 
 export const ctx = {
   /** { userId, token, refreshToken } while logged in */
@@ -15,6 +15,8 @@ export const ctx = {
   logout: (_message) => {},
 };
 
+export const SIGNED_OUT_EVERYWHERE = "You were signed out on all devices.";
+
 export const api = createApi({
   getToken: () => ctx.session?.token ?? "",
   getRefreshToken: () => ctx.session?.refreshToken,
@@ -23,7 +25,13 @@ export const api = createApi({
     ctx.session = { userId: r.userId, token: r.token, refreshToken: r.refreshToken };
     saveSession(ctx.session);
   },
-  onUnauthorized: () => ctx.session && ctx.logout("Your session has ended. Please log in again."),
+  // Another tab's session of the same user replaces ours at once (its storage event may come later).
+  syncSession: () => {
+    const s = readSession();
+    if (s && ctx.session && s.userId === ctx.session.userId) ctx.session = s;
+  },
+  // The refresh token no longer works: logged out everywhere, the password changed, or expired.
+  onUnauthorized: () => ctx.session && ctx.logout(SIGNED_OUT_EVERYWHERE),
 });
 
 export function activeGroup() {
