@@ -1,5 +1,4 @@
-import type { Redis } from "ioredis";
-import { isRedisReady } from "../redis.ts";
+import { isRedisReady, type Redis } from "../redis.ts";
 import { ALLOC_WINDOW, AllocatorUnavailable, byUser, type AllocResult, type StreamAllocator } from "./allocator.ts";
 import type { Position } from "./position.ts";
 
