@@ -69,6 +69,12 @@ export function splitList(v: string): string[] {
     .filter(Boolean);
 }
 
+/** The URL a local client reaches a server bound to `host` at (a wildcard address means loopback). */
+export function localUrl(host: string, port: number): string {
+  const h = !host || host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return `http://${h.includes(":") ? `[${h}]` : h}:${port}`;
+}
+
 const secret = z.string().min(16, "must be at least 16 characters");
 const positiveInt = z.coerce.number().int().positive();
 

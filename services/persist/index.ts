@@ -1,5 +1,5 @@
 import { createAmqpConnection } from "../../shared/amqp.ts";
-import { loadConfigOrExit, requireKeys } from "../../shared/config.ts";
+import { loadConfigOrExit, localUrl, requireKeys } from "../../shared/config.ts";
 import { openPostgres } from "../../shared/db/index.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
@@ -35,11 +35,11 @@ const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX });
 const batcher = createBatcher({ database: db, allocator, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, log, metrics: persistMetrics });
 
 const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: () => db.ping(1000), metrics });
-const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, fetch: app.fetch });
+const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, hostname: cfg.HOST, fetch: app.fetch });
 const subscription = await queue.consume(batcher, { prefetch: cfg.PREFETCH });
 
 log.info("persist started", { port: server.port, batchSize: cfg.BATCH_SIZE, batchMs: cfg.BATCH_MS, prefetch: cfg.PREFETCH });
-console.log(`persist listening on http://127.0.0.1:${server.port}`);
+console.log(`persist listening on ${localUrl(cfg.HOST, server.port!)}`);
 
 onShutdown(
   log,

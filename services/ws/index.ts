@@ -23,7 +23,7 @@ const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX });
 
 const ws = await startWsService({
   port: cfg.PORT ?? 3001,
-  hostname: "0.0.0.0",
+  hostname: cfg.HOST,
   publicUrl: cfg.PUBLIC_URL,
   db,
   queue,

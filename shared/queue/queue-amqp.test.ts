@@ -252,6 +252,30 @@ describe("amqp connection", () => {
     await proxy.close();
   });
 
+  test("with several nodes it connects to a reachable one, and moves to another when its node goes", async () => {
+    const a = createTcpProxy(new URL(AMQP_URL));
+    const b = createTcpProxy(new URL(AMQP_URL));
+    a.refuse(true);
+    const conn = createAmqpConnection(`${await a.url()},${await b.url()}`, silentLogger);
+    const name = `test.q.${randomUUID()}`;
+    const queue = createAmqpQueue(conn, { queue: name, log: silentLogger });
+    try {
+      await queue.whenReady(withTimeout(4000));
+      await queue.publish([chatMessage("via b")]);
+      // b's node dies (and stays dead): the connection moves to a
+      a.refuse(false);
+      b.refuse(true);
+      b.cut();
+      await eventually(() => queue.publish([chatMessage("via a")]));
+      expect(conn.ready()).toBe(true);
+    } finally {
+      await queue.close();
+      await conn.close();
+      await Promise.all([a.close(), b.close()]);
+      await deleteTopology(name);
+    }
+  });
+
   test("a channel closed by the broker alone is re-created on the same connection", async () => {
     const conn = createAmqpConnection(AMQP_URL, silentLogger);
     const opened: Channel[] = [];
