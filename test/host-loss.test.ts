@@ -168,8 +168,8 @@ async function loseHost(t: Topology, victim: number, opts: { promoteAfterMs?: nu
   const survivors = hosts.filter((_, i) => i !== victim);
   let stopped = false;
   const survivorUrls = () => survivors.map((h) => h.ws.url);
-  const pairs: Pair[] = [];
-  for (let j = 0; j < PAIRS; j++) {
+  // set up concurrently: a new user's first sync may wait for its fresh epoch's grace period
+  const pairs: Pair[] = await Promise.all(Array.from({ length: PAIRS }, async (_, j): Promise<Pair> => {
     const [a, b] = await usersOnShard(infra, j % 3, 2, `p${j}`);
     const senderHost = j % 3;
     const recipientHost = (j + 1) % 3;
@@ -178,8 +178,8 @@ async function loseHost(t: Topology, victim: number, opts: { promoteAfterMs?: nu
     await recipient.syncUntilSynced();
     const sender = new Sender({ user: a!, secret: t.jwtSecret, to: b!, total: opts.total, window: 4, retryDelayMs: 200, ratePerSec: RATE, replyBoundMs: 40_000 });
     await sender.connect(hosts[senderHost]!.ws.url);
-    pairs.push({ sender, recipient, senderHost, recipientHost });
-  }
+    return { sender, recipient, senderHost, recipientHost };
+  }));
   const reconnects: number[] = [];
   for (const p of pairs) {
     keepSender(p.sender, survivorUrls, () => stopped, reconnects);
@@ -228,7 +228,19 @@ async function loseHost(t: Topology, victim: number, opts: { promoteAfterMs?: nu
   const exits: string[] = [];
   for (const p of survivingProcs) void p.exited.then((code) => !stopped && exits.push(`${p.name} exited ${code}: ${p.logs.slice(-5).join(" | ")}`));
 
-  await Promise.all(pairs.map((p) => p.sender.finish(120_000)));
+  await Promise.all(pairs.map((p) => p.sender.finish(120_000))).catch((err) => {
+    const state = pairs.map((p) => ({
+      user: p.recipient.user,
+      senderHost: p.senderHost,
+      acked: p.sender.acked.size,
+      inFlight: p.sender.inFlight,
+      connected: p.sender.conn?.ws.readyState,
+      closes: p.sender.closes.map((c) => `${c.code}@${Math.round(c.at - tKill)}`),
+      lastReplies: p.sender.replyLog.slice(-3).map((r) => `${r.ok ? "ack" : "err"} ${Math.round(r.ms)}ms @${Math.round(r.at - tKill)}`),
+      errors: p.sender.errors.slice(-3).map((e) => `${e.code}@${Math.round(e.at - tKill)}`),
+    }));
+    throw new Error(`${(err as Error).message}\nsenders (times in ms after the kill): ${JSON.stringify(state, null, 1)}\nreconnects at ${reconnects.map((r) => Math.round(r - tKill))}`);
+  });
   const tDone = performance.now();
 
   // recovery: after the last failed or slow reply (or reconnect), every reply is a prompt ack
@@ -298,7 +310,7 @@ describe("losing one host of three", () => {
     "a host without the PostgreSQL primary (a Redis master, a replica, a RabbitMQ node, discover, ws, persist): nothing acked is lost",
     async () => {
       topo = await startTopology();
-      await loseHost(topo, 2, { total: 1000, warmup: 100 });
+      await loseHost(topo, 2, { total: 600, warmup: 75 });
     },
     240_000,
   );
@@ -307,7 +319,7 @@ describe("losing one host of three", () => {
     "the PostgreSQL primary's host: the standby is promoted after 3 s and the services follow",
     async () => {
       topo = await startTopology();
-      await loseHost(topo, 0, { total: 1000, warmup: 100, promoteAfterMs: 3000 });
+      await loseHost(topo, 0, { total: 600, warmup: 75, promoteAfterMs: 3000 });
     },
     240_000,
   );

@@ -4,7 +4,7 @@ import { openPostgres } from "../../shared/db/index.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
 import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
-import { closeRedis, createRedis } from "../../shared/redis.ts";
+import { closeRedis, createRedis, isCluster } from "../../shared/redis.ts";
 import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
 import { createPersistApp } from "./app.ts";
 import { createBatcher } from "./batcher.ts";
@@ -31,7 +31,8 @@ const queue = createAmqpQueue(conn, {
   onDeadLetter: () => persistMetrics.deadLettered.inc(),
 });
 const redis = createRedis(cfg.REDIS_URL, log.child({ dep: "redis" }));
-const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX });
+// on Redis Cluster an allocation is answered only once its master's replica holds it (survives a failover)
+const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitReplicas: isCluster(redis) ? 1 : 0 });
 const batcher = createBatcher({ database: db, allocator, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, log, metrics: persistMetrics });
 
 const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: () => db.ping(1000), metrics });

@@ -4,7 +4,7 @@ import { openPostgres } from "../../shared/db/index.ts";
 import { createHttpDirectory } from "../../shared/directory/directory-http.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
-import { closeRedis, createRedis } from "../../shared/redis.ts";
+import { closeRedis, createRedis, isCluster } from "../../shared/redis.ts";
 import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
 import { onShutdown, surviveStrayConnectionErrors } from "../../shared/shutdown.ts";
 import { startWsService } from "./service.ts";
@@ -19,7 +19,8 @@ const amqp = createAmqpConnection(c.AMQP_URL, log);
 const queue = createAmqpQueue(amqp, { queue: cfg.QUEUE_NAME, log: log.child({ dep: "queue" }) });
 const directory = createHttpDirectory({ baseUrl: c.DISCOVER_URL, secret: c.INTERNAL_SECRET });
 const redis = createRedis(c.REDIS_URL, log.child({ dep: "redis" }));
-const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX });
+// on Redis Cluster an allocation is answered only once its master's replica holds it (survives a failover)
+const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitReplicas: isCluster(redis) ? 1 : 0 });
 
 const ws = await startWsService({
   port: cfg.PORT ?? 3001,

@@ -113,7 +113,7 @@ describe("amqp queue specifics", () => {
     return { name, ...h };
   };
 
-  test("declares a durable quorum queue with dead-lettering and without single active consumer, and its dead-letter queue", async () => {
+  test("declares a durable quorum queue with dead-lettering and without single active consumer, and its dead-letter queue (quorum too)", async () => {
     const { name, queue } = await fresh();
     await queue.whenReady(withTimeout(4000));
     const t = queueTopology({ queue: name });
@@ -123,6 +123,8 @@ describe("amqp queue specifics", () => {
     const ch = await admin.createChannel();
     await ch.assertQueue(name, { durable: true, deadLetterExchange: t.deadLetterExchange, arguments: { "x-queue-type": "quorum" } });
     expect((await ch.checkQueue(t.deadLetterQueue)).queue).toBe(t.deadLetterQueue);
+    // the dead-letter queue is a quorum queue too (a classic one is unusable while its one node is down)
+    await ch.assertQueue(t.deadLetterQueue, { durable: true, arguments: { "x-queue-type": "quorum" } });
     await ch.close();
     // ...such as single active consumer, which the queue no longer has (PRECONDITION_FAILED closes the channel)
     const sac = await admin.createChannel();

@@ -48,7 +48,7 @@ export function queueTopology(opts: Pick<AmqpQueueOptions, "queue" | "deadLetter
 }
 
 /**
- * Declares the queue and its dead-letter queue. A quorum queue: it confirms persistent messages as
+ * Declares the queue and its dead-letter queue, both quorum queues. A quorum queue: it confirms persistent messages as
  * soon as its write-ahead log is synced (a classic queue batches fsyncs for up to hundreds of ms,
  * which was most of our ack latency), survives a broker restart, and is what a cluster replicates.
  * Any number of consumers share it (RabbitMQ spreads deliveries over them): positions are assigned
@@ -56,7 +56,9 @@ export function queueTopology(opts: Pick<AmqpQueueOptions, "queue" | "deadLetter
  */
 export async function assertQueueTopology(ch: Channel, t: QueueTopology): Promise<void> {
   await ch.assertExchange(t.deadLetterExchange, "fanout", { durable: true });
-  await ch.assertQueue(t.deadLetterQueue, { durable: true });
+  // quorum as well: a classic queue lives on one node, and while that node is down every
+  // redeclaration of it fails (404 "home node … is down"), so no channel could be set up anywhere
+  await ch.assertQueue(t.deadLetterQueue, { durable: true, arguments: { "x-queue-type": "quorum" } });
   await ch.bindQueue(t.deadLetterQueue, t.deadLetterExchange, "");
   await ch.assertQueue(t.queue, {
     durable: true,

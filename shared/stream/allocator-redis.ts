@@ -52,15 +52,59 @@ const TOP = `${OPEN_EPOCH}
 return {e, redis.call('HGET', KEYS[1], 'n')}
 `;
 
+interface AllocPipeline {
+  streamAlloc(...keysAndArgs: (string | number)[]): AllocPipeline;
+  wait(replicas: number, ms: number): AllocPipeline;
+  exec(): Promise<Array<[Error | null, unknown]> | null>;
+}
+
 type Scripted = Redis & {
-  streamAlloc(s: string, m0: string, m1: string, c0: string, c1: string, window: number, n: number, ...args: (string | number)[]): Promise<string[]>;
+  /** KEYS s, m0, m1, c0, c1, then window, n, msgIds…, claim pairs… */
+  streamAlloc(...keysAndArgs: (string | number)[]): Promise<string[]>;
   streamTop(s: string, m0: string, m1: string): Promise<string[]>;
 };
 
+export interface RedisAllocatorOptions {
+  prefix?: string;
+  window?: number;
+  /**
+   * Replicas that must hold an allocation before it is answered (WAIT after the script, on the
+   * same node): Redis replicates asynchronously, and a failover that lost a counter's last
+   * increments would hand positions out twice (the epoch only catches a counter lost entirely).
+   * 1 on Redis Cluster; 0 (default) on a single Redis.
+   */
+  waitReplicas?: number;
+  /** How long WAIT may block (default 100 ms). A user whose node had no replica in time skips WAIT for a while. */
+  waitMs?: number;
+}
+
+/** How long a user whose master had no replica (after a failover) allocates without WAIT. */
+const NO_REPLICA_MS = 5000;
+
 /** The allocator over Redis or Redis Cluster. One script call per user per batch, all sent at once. */
-export function createRedisAllocator(redis: Redis, opts: { prefix?: string; window?: number } = {}): StreamAllocator {
+export function createRedisAllocator(redis: Redis, opts: RedisAllocatorOptions = {}): StreamAllocator {
   const prefix = opts.prefix ?? "";
   const window = opts.window ?? ALLOC_WINDOW;
+  const waitReplicas = opts.waitReplicas ?? 0;
+  const waitMs = opts.waitMs ?? 100;
+  const noReplicaUntil = new Map<string, number>();
+  /** The script, then (in the same pipeline, so on the same node) WAIT unless this user's node lately had no replica. */
+  const alloc = async (u: string, args: (string | number)[]): Promise<string[]> => {
+    const keysAndArgs = [key(u, "s"), key(u, "m0"), key(u, "m1"), key(u, "c0"), key(u, "c1"), ...args];
+    const until = noReplicaUntil.get(u);
+    if (waitReplicas === 0 || (until !== undefined && until > Date.now())) return r.streamAlloc(...keysAndArgs);
+    if (until !== undefined) noReplicaUntil.delete(u);
+    const res = await (r.pipeline() as unknown as AllocPipeline).streamAlloc(...keysAndArgs).wait(waitReplicas, waitMs).exec();
+    if (!res) throw new Error("pipeline aborted");
+    const [[err, out], [waitErr, acked]] = res as [[Error | null, string[]], [Error | null, number]];
+    if (err) throw err;
+    if (waitErr) throw waitErr;
+    if (acked < waitReplicas) {
+      if (noReplicaUntil.size > 100_000) noReplicaUntil.clear();
+      noReplicaUntil.set(u, Date.now() + NO_REPLICA_MS);
+    }
+    return out;
+  };
   const r = redis as Scripted;
   r.defineCommand("streamAlloc", { numberOfKeys: 5, lua: ALLOC });
   r.defineCommand("streamTop", { numberOfKeys: 3, lua: TOP });
@@ -83,12 +127,11 @@ export function createRedisAllocator(redis: Redis, opts: { prefix?: string; wind
       });
       const calls = [...users].map(async ([u, idx]) => {
         const claims = claimsOf.get(u) ?? [];
-        const res = await r.streamAlloc(
-          key(u, "s"), key(u, "m0"), key(u, "m1"), key(u, "c0"), key(u, "c1"),
+        const res = await alloc(u, [
           window, idx.length,
           ...idx.map((i) => requests[i]!.msgId),
           ...claims.flatMap((i) => [requests[i]!.msgId, requests[i]!.claim!.ts]),
-        );
+        ]);
         const epoch = Number(res[0]);
         idx.forEach((i, k) => (out[i]!.positions[u] = { epoch, pos: Number(res[k + 1]) }));
         const base = idx.length + 1;
