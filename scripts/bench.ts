@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
 import postgres from "postgres";
-import { mintToken } from "../test/client.ts";
+import { sign } from "hono/jwt";
 import { startStack, type Stack } from "./stack-lib.ts";
 
 const HELP = `bun run bench [options]
@@ -120,7 +120,8 @@ await Promise.all(
   Array.from({ length: USERS }, async (_, i) => {
     const user = `bench-${run}-${i}`;
     // Partners are paired (0,1), (2,3)...; user i sits on instance i % n, so partners sit on different instances.
-    const token = await mintToken(user, jwtSecret);
+    // Minted like any load test (CONTRACT.md section 2): only `sub`, no expiry, no version.
+    const token = await sign({ sub: user }, jwtSecret, "HS256");
     const url = wsUrls[i % wsUrls.length]!.replace(/^http/, "ws") + `/ws?token=${token}`;
     const ws = new WebSocket(url);
     const s: Sim = { user, partner: i ^ 1, ws, sentAt: new Map(), outstanding: 0, next: 0 };

@@ -1,6 +1,6 @@
 import { migrateDatabase } from "../shared/db/index.ts";
-import { startCluster, type Cluster } from "../test/harness.ts";
-import { startInfra, type Infra, type InfraService } from "../test/infra.ts";
+import { startCluster, type Cluster } from "./cluster.ts";
+import { startInfra, type Infra, type InfraService } from "./infra.ts";
 
 export interface Stack {
   infra: Infra | null;

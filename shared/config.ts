@@ -100,10 +100,36 @@ export const ConfigSchema = z.object({
   /** persist: rows per INSERT and the longest a batch waits. */
   BATCH_SIZE: positiveInt.max(5000).default(1000),
   BATCH_MS: z.coerce.number().int().min(0).max(10_000).default(20),
-  PREFETCH: positiveInt.max(65535).default(2000),
+  /**
+   * persist: unacked broker messages (not chat messages: each broker message carries up to
+   * MAX_PUBLISH_BATCH = 500 of them). Bounds what one persist holds while PostgreSQL is down:
+   * at most PREFETCH × 500 messages (50 × 500 × 4 KiB bodies ≈ 100 MiB worst case).
+   */
+  PREFETCH: positiveInt.max(1000).default(50),
   /** Isolation for tests and side-by-side stacks: the queue's name and the directory's Redis key prefix. */
   QUEUE_NAME: z.string().regex(/^[A-Za-z0-9_.:-]{1,200}$/, "letters, digits and _ . : - only").default("chat.stream"),
   REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_.:-]{0,100}$/, "letters, digits and _ . : - only").default("chat:"),
+  /** ws: login throttling (per username and per client address) and the register rate per address. */
+  LOGIN_USER_MAX_FAILURES: positiveInt.max(1000).default(5),
+  LOGIN_ADDR_MAX_FAILURES: positiveInt.max(100_000).default(50),
+  LOGIN_WINDOW_SEC: positiveInt.max(86_400).default(900),
+  LOGIN_LOCK_SEC: positiveInt.max(86_400).default(30),
+  LOGIN_LOCK_MAX_SEC: positiveInt.max(7 * 86_400).default(3600),
+  REGISTER_ADDR_MAX: positiveInt.max(100_000).default(60),
+  REGISTER_WINDOW_SEC: positiveInt.max(86_400).default(600),
+  /** ws: how many reverse proxies in front of the gateway append to X-Forwarded-For (0: use the socket's address). */
+  TRUSTED_PROXY_HOPS: z.coerce.number().int().min(0).max(10).default(0),
+  /** ws: lifetime of access tokens and of refresh tokens (sliding: each refresh renews it). */
+  ACCESS_TOKEN_TTL_SEC: positiveInt.min(10).max(86_400).default(900),
+  REFRESH_TOKEN_TTL_SEC: positiveInt.min(60).max(365 * 86_400).default(30 * 86_400),
+  /** ws: how long a user's token version and a token's revocation state may be served from the local cache. */
+  REVOCATION_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5000),
+  /** ws: comma-separated origins allowed to call /api from other sites (CORS); empty: none. */
+  CORS_ORIGINS: z
+    .string()
+    .transform((v) => v.split(",").map((o) => o.trim()).filter(Boolean))
+    .refine((os) => os.every((o) => /^https?:\/\/[^/\s]+$/.test(o)), "comma-separated origins like https://chat.example.com (scheme and host, no path)")
+    .default([]),
   /** dev: where PGlite keeps its files. */
   DATA_DIR: z.string().min(1).default("./.data"),
 });

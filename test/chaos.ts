@@ -1,7 +1,7 @@
 import postgres from "postgres";
 import { conversationKey } from "../shared/db/messages.ts";
 import { mintToken, TestClient, uniqueUser, type Frame } from "./client.ts";
-import { startCluster, type Cluster, type ServiceProcess } from "./harness.ts";
+import { startCluster, type Cluster, type ServiceProcess } from "../scripts/cluster.ts";
 import { testInfra } from "./env.ts";
 
 /**

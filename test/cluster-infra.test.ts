@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { Cluster } from "ioredis";
 import amqp from "amqplib";
 import postgres from "postgres";
@@ -7,7 +7,17 @@ import { startClusterInfra } from "./cluster-infra.ts";
 
 test("three hosts: a Redis Cluster with every replica on another host than its master, three clustered RabbitMQ nodes, a synchronous standby; stop() leaves nothing", async () => {
   const c = await startClusterInfra();
-  const pids = c.hosts.flatMap((h) => c.pidsOn(h));
+  // a process is identified by pid and start time (pids are reused); a zombie counts as gone
+  const stat = (pid: number) => {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+      return { state: rest[0], start: rest[19] };
+    } catch {
+      return null;
+    }
+  };
+  const pids = c.hosts.flatMap((h) => c.pidsOn(h)).map((pid) => ({ pid, start: stat(pid)?.start }));
   try {
     expect(new Set(c.hosts).size).toBe(3);
     for (const h of c.hosts) expect(h).toMatch(/^127\.\d+\.\d+\.1$/);
@@ -56,13 +66,9 @@ test("three hosts: a Redis Cluster with every replica on another host than its m
     await c.stop();
   }
   expect(existsSync(c.dir)).toBe(false);
-  const alive = pids.filter((p) => {
-    try {
-      process.kill(p, 0);
-      return true;
-    } catch {
-      return false;
-    }
+  const alive = pids.filter(({ pid, start }) => {
+    const now = stat(pid);
+    return now !== null && now.start === start && now.state !== "Z";
   });
   expect(alive).toEqual([]);
 }, 180_000);

@@ -33,7 +33,7 @@ import {
   redisServer,
   run,
   type Server,
-} from "./infra.ts";
+} from "../scripts/infra.ts";
 
 export interface RedisNode {
   host: string;

@@ -5,7 +5,7 @@ import { migrateDatabase } from "../shared/db/index.ts";
 import { uniqueUser } from "./client.ts";
 import { alive, diff, Recipient, Sender, waitUntil } from "./chaos.ts";
 import { startClusterInfra, type ClusterInfra } from "./cluster-infra.ts";
-import { randomSecret, spawnService, stopService, waitHealthy, type ServiceProcess } from "./harness.ts";
+import { randomSecret, spawnService, stopService, waitHealthy, type ServiceProcess } from "../scripts/cluster.ts";
 
 // CONTRACT.md section 8: services spread over three loopback hosts on a Redis Cluster, a RabbitMQ
 // cluster and a PostgreSQL primary with a synchronous standby; every process of one host is

@@ -35,7 +35,7 @@ const redis = createRedis(cfg.REDIS_URL, log.child({ dep: "redis" }));
 const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitReplicas: isCluster(redis) ? 1 : 0 });
 const batcher = createBatcher({ database: db, allocator, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, log, metrics: persistMetrics });
 
-const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: () => db.ping(1000), metrics });
+const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: async () => batcher.healthy() && (await db.ping(1000)), metrics });
 const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, hostname: cfg.HOST, fetch: app.fetch });
 const subscription = await queue.consume(batcher, { prefetch: cfg.PREFETCH });
 

@@ -21,6 +21,7 @@ function setup(opts: { register?: () => Promise<void>; sync?: () => Promise<void
     } as unknown as Pipeline,
     stream: {
       init: async () => {},
+      frame: () => {},
       sync: async () => {
         calls.push("sync");
         await opts.sync?.();
@@ -38,7 +39,7 @@ function setup(opts: { register?: () => Promise<void>; sync?: () => Promise<void
   const sent: any[] = [];
   const ws = { data: gateway.connData("u"), send: (s: string) => sent.push(JSON.parse(s)), close: () => {} } as unknown as Conn;
   const h = gateway.websocket;
-  return { gateway, ws, sent, calls, open: () => h.open!(ws), message: (s: string) => h.message(ws, s), close: () => h.close!(ws, 1000, "") };
+  return { gateway, ws, sent, calls, open: () => h.open!(ws), message: (s: string) => h.message!(ws, s), close: () => h.close!(ws, 1000, "") };
 }
 
 const settle = (ws: Conn) => ws.data.chain;

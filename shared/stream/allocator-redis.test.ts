@@ -1,8 +1,9 @@
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, beforeAll } from "bun:test";
 import { closeRedis, type Redis } from "../redis.ts";
 import { deletePrefix, openTestRedis } from "../../test/redis.ts";
 import { allocatorContract } from "./allocator.contract.ts";
-import { createRedisAllocator } from "./allocator-redis.ts";
+import { createRedisAllocator, hashSlot } from "./allocator-redis.ts";
+import { expect, test } from "bun:test";
 
 let redis: Redis;
 beforeAll(async () => {
@@ -19,7 +20,14 @@ allocatorContract("redis", async ({ window }) => {
   };
 });
 
-test("waitReplicas: an allocation waits for the replica (WAIT on the key's node); a user whose node has none skips WAIT for a while", async () => {
+test("hashSlot is Redis Cluster's key slot (values from the Redis documentation)", () => {
+  expect(hashSlot("123456789")).toBe(12739);
+  expect(hashSlot("foo")).toBe(12182);
+  expect(hashSlot("bar")).toBe(5061);
+  expect(hashSlot("hello")).toBe(866);
+});
+
+test("waitReplicas: an allocation waits for the replica (WAIT on the key's node); a slot whose master has none skips WAIT for a while", async () => {
   const prefix = `test:${crypto.randomUUID()}:`;
   // this Redis has no replica: WAIT 1 answers 0 after waitMs
   const allocator = createRedisAllocator(redis, { prefix, waitReplicas: 1, waitMs: 300 });
