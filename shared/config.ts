@@ -14,15 +14,82 @@ const url = (protocols: string[]) =>
       return false;
     }
   }, `must be a URL starting with ${protocols.map((p) => p + "//").join(" or ")}`);
+/** Several URLs, comma-separated (spaces around commas allowed); each must be a URL of `protocols`. */
+const urlList = (protocols: string[]) =>
+  z.string().superRefine((v, ctx) => {
+    const items = v.split(",").map((s) => s.trim());
+    items.forEach((item, i) => {
+      if (!item) return ctx.addIssue({ code: "custom", message: `item ${i + 1} of the comma-separated list is empty` });
+      let ok = false;
+      try {
+        const u = new URL(item);
+        ok = protocols.includes(u.protocol) && u.hostname !== "";
+      } catch {}
+      if (!ok)
+        ctx.addIssue({
+          code: "custom",
+          message: `${items.length > 1 ? `item ${i + 1} (${JSON.stringify(item)}) ` : ""}must be a URL starting with ${protocols.map((p) => p + "//").join(" or ")}`,
+        });
+    });
+  });
+
+/** The libpq forms postgres.js accepts: one host, or `postgres://u:p@h1:5432,h2:5432/db?target_session_attrs=…`. */
+const TARGET_SESSION_ATTRS = ["any", "read-write", "read-only", "primary", "standby", "prefer-standby"];
+const postgresUrl = z.string().superRefine((v, ctx) => {
+  const m = /^(postgres(?:ql)?):\/\/(?:([^@/]*)@)?([^/?#]*)(.*)$/.exec(v);
+  if (!m) return ctx.addIssue({ code: "custom", message: "must be a URL starting with postgres:// or postgresql://" });
+  const hosts = m[3]!.split(",");
+  for (const [i, h] of hosts.entries()) {
+    const hm = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$/.exec(h);
+    if (!hm || (hm[2] !== undefined && Number(hm[2]) > 65535))
+      ctx.addIssue({ code: "custom", message: `host ${i + 1} (${JSON.stringify(h)}) must be host or host:port` });
+  }
+  let rest: URL;
+  try {
+    rest = new URL(`postgres://${m[2] ? m[2] + "@" : ""}h${m[4]}`);
+  } catch {
+    return ctx.addIssue({ code: "custom", message: "must be a URL starting with postgres:// or postgresql://" });
+  }
+  const tsa = rest.searchParams.get("target_session_attrs");
+  if (tsa !== null && !TARGET_SESSION_ATTRS.includes(tsa))
+    ctx.addIssue({ code: "custom", message: `target_session_attrs must be one of ${TARGET_SESSION_ATTRS.join(", ")}` });
+});
+
+/** An address to bind: an IPv4 or IPv6 address or a host name. */
+const bindHost = z
+  .string()
+  .regex(/^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$/, "must be an IP address or a host name")
+  .refine((h) => !/^[0-9.]+$/.test(h) || h.split(".").every((o) => Number(o) <= 255), "must be an IP address or a host name");
+
+/** Splits a comma-separated list setting (REDIS_URL, AMQP_URL, DISCOVER_URL) into its items. */
+export function splitList(v: string): string[] {
+  return v
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+/** The URL a local client reaches a server bound to `host` at (a wildcard address means loopback). */
+export function localUrl(host: string, port: number): string {
+  const h = !host || host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return `http://${h.includes(":") ? `[${h}]` : h}:${port}`;
+}
+
 const secret = z.string().min(16, "must be at least 16 characters");
 const positiveInt = z.coerce.number().int().positive();
 
 export const ConfigSchema = z.object({
   PORT: port.optional(),
-  REDIS_URL: url(["redis:", "rediss:"]).optional(),
-  AMQP_URL: url(["amqp:", "amqps:"]).optional(),
-  DATABASE_URL: url(["postgres:", "postgresql:"]).optional(),
-  DISCOVER_URL: url(["http:", "https:"]).optional(),
+  /** The address every service binds to. */
+  HOST: bindHost.default("0.0.0.0"),
+  /** One URL: a single Redis; several (comma-separated): seed nodes of one Redis Cluster. */
+  REDIS_URL: urlList(["redis:", "rediss:"]).optional(),
+  /** Comma-separated nodes of one RabbitMQ cluster (or one broker). */
+  AMQP_URL: urlList(["amqp:", "amqps:"]).optional(),
+  /** One host, or several the libpq way with target_session_attrs (postgres.js follows the primary). */
+  DATABASE_URL: postgresUrl.optional(),
+  /** Comma-separated discover instances; a gateway uses any healthy one. */
+  DISCOVER_URL: urlList(["http:", "https:"]).optional(),
   PUBLIC_URL: url(["http:", "https:"]).optional(),
   JWT_SECRET: secret.optional(),
   INTERNAL_SECRET: secret.optional(),

@@ -4,7 +4,7 @@ import { openPostgres } from "../../shared/db/index.ts";
 import { createHttpDirectory } from "../../shared/directory/directory-http.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
-import { closeRedis, createRedis, isRedisReady } from "../../shared/redis.ts";
+import { closeRedis, createRedis, isCluster, isRedisReady } from "../../shared/redis.ts";
 import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
 import { accountSettings } from "./accounts.ts";
 import { createRedisRevocations } from "./revocations-redis.ts";
@@ -25,11 +25,12 @@ const directory = createHttpDirectory({ baseUrl: c.DISCOVER_URL, secret: c.INTER
 const redis = createRedis(c.REDIS_URL, log.child({ dep: "redis" }));
 const subscriber = createRedis(c.REDIS_URL, log.child({ dep: "redis-sub" }));
 const revocations = createRedisRevocations(redis, subscriber, { prefix: cfg.REDIS_PREFIX });
-const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX });
+// on Redis Cluster an allocation is answered only once its master's replica holds it (survives a failover)
+const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitReplicas: isCluster(redis) ? 1 : 0 });
 
 const ws = await startWsService({
   port: cfg.PORT ?? 3001,
-  hostname: "0.0.0.0",
+  hostname: cfg.HOST,
   publicUrl: cfg.PUBLIC_URL,
   db,
   queue,

@@ -1,3 +1,4 @@
+import { localUrl } from "../../shared/config.ts";
 import type { Server } from "bun";
 import type { DbHandle } from "../../shared/db/index.ts";
 import { INSTANCE_TTL_MS, type Directory } from "../../shared/directory/directory.ts";
@@ -148,8 +149,7 @@ export async function startWsService(deps: WsDeps) {
     },
     websocket,
   });
-  const host = !server.hostname || server.hostname === "0.0.0.0" || server.hostname === "::" ? "127.0.0.1" : server.hostname;
-  const url = `http://${host}:${server.port}`;
+  const url = localUrl(server.hostname ?? "", server.port!);
   self.url = deps.publicUrl ?? url;
   await connections.start();
   log.info("ws instance started", { url, publicUrl: self.url, instanceId });

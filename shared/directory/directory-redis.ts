@@ -11,61 +11,76 @@ import {
 } from "./directory.ts";
 
 /**
- * Keys, under the prefix p (which must not itself carry a hash tag, or every key lands in one slot):
- *   {p}instances          set of instance ids that may hold users (what the sweeper walks)
- *   {p}{i:<id>}hb         the instance's URL, expiring with its heartbeat TTL: alive while it exists
- *   {p}{i:<id>}users      set of users on the instance
- *   {p}{u:<user>}         set of instance ids holding the user
- *   {p}claim:<msgId>      "p" while pending, else the ack timestamp
- * Every command and script touches the keys of one hash slot only, so on Redis Cluster the keys
- * spread over the slots: an instance's two keys share the tag {i:<id>}, a user's key has its own
- * tag, and what spans users (presence, lookup, wipe) is one single-key command per user, all sent
- * at once. The price is that those spans are not atomic: a wipe removes the instance's users set
- * first and then each user's entry, and the caller of heartbeat re-announces after a wipe anyway.
+ * Keys, under the prefix p. Every multi-key operation touches one hash slot, and the keys spread over
+ * the slots (on Redis Cluster, over the masters): an instance's keys share the tag {i:<id>}, a
+ * user's the tag {u:<user>}, a claim's {c:<msgId>}.
+ *   {p}{i:<id>}:hb     "<gen> <url>", expiring with the heartbeat TTL: alive while it exists
+ *   {p}{i:<id>}:gen    the instance's registration generation (incremented when hb was missing)
+ *   {p}{i:<id>}:users  set of users on the instance
+ *   {p}{u:<user>}:at   hash instance id -> the generation the entry was written under
+ *   {p}{c:<msgId>}     claim: "p" while pending, else the ack timestamp
+ *   {p}instances       set of instance ids that may hold users (what the sweeper walks)
+ * A user entry counts only while its instance's hb exists with the same generation, so entries
+ * left by a lapsed registration are invisible at once; they are deleted afterwards (a deletion
+ * names the generation it removes, so it never removes a newer entry, whatever the interleaving).
  */
 export interface RedisDirectory extends Directory, Ledger {
   /** Forgets the users of every instance whose heartbeat lapsed; returns those instance ids. */
   sweepDeadInstances(): Promise<string[]>;
 }
 
-// KEYS: hb, users  ARGV: url, ttl  → {1} when the instance was alive, else {0, users it held} (now forgotten)
+// KEYS: hb, gen, users  ARGV: url, ttl → {1} when hb existed, else {0, old gen, users…} (users forgotten)
 const HEARTBEAT = `
-if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET') then return {1} end
-local users = redis.call('SMEMBERS', KEYS[2])
-redis.call('DEL', KEYS[2])
-return {0, users}
+local v = redis.call('GET', KEYS[1])
+if v then
+  redis.call('SET', KEYS[1], string.sub(v, 1, string.find(v, ' ') - 1) .. ' ' .. ARGV[1], 'PX', ARGV[2])
+  return {1}
+end
+local old = redis.call('GET', KEYS[2]) or '0'
+local gen = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], gen .. ' ' .. ARGV[1], 'PX', ARGV[2])
+local out = {0, old}
+for _, u in ipairs(redis.call('SMEMBERS', KEYS[3])) do out[#out + 1] = u end
+redis.call('DEL', KEYS[3])
+return out
 `;
 
-// KEYS: hb, users  ARGV: "dead-only"?  → the users the instance held (now forgotten); nil if alive and dead-only
-const WIPE = `
-if ARGV[1] == 'dead-only' and redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local users = redis.call('SMEMBERS', KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[2])
-return users
+// KEYS: hb, gen, users  ARGV: only-if-lapsed ("1" or "0") → nil when alive (and only-if-lapsed), else {gen, users…}; all three keys gone
+const FORGET = `
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return nil end
+local out = {redis.call('GET', KEYS[2]) or '0'}
+for _, u in ipairs(redis.call('SMEMBERS', KEYS[3])) do out[#out + 1] = u end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return out
 `;
 
-// KEYS: claim key
+// KEYS: hb, gen, users  ARGV: n online, online…, offline… → the generation the entries are written under
+const PRESENCE = `
+local n = tonumber(ARGV[1])
+if n > 0 then redis.call('SADD', KEYS[3], unpack(ARGV, 2, n + 1)) end
+if #ARGV > n + 1 then redis.call('SREM', KEYS[3], unpack(ARGV, n + 2, #ARGV)) end
+return redis.call('GET', KEYS[2]) or '0'
+`;
+
+// KEYS: a user's :at  ARGV: instance id, generation → removes the entry when written under that generation or before
+const UNSET_AT = `
+local g = redis.call('HGET', KEYS[1], ARGV[1])
+if g and tonumber(g) <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+`;
+
+// KEYS: claim
 const RELEASE = `
 if redis.call('GET', KEYS[1]) == 'p' then redis.call('DEL', KEYS[1]) end
 return 0
 `;
 
-function luaScript(lua: string) {
-  const sha = new Bun.CryptoHasher("sha1").update(lua).digest("hex");
-  return async (redis: Redis, keys: string[], args: Array<string | number>): Promise<unknown> => {
-    try {
-      return await redis.call("EVALSHA", [sha, keys.length, ...keys, ...args]);
-    } catch (e) {
-      if (!(e instanceof ReplyError && (e as Error).message.startsWith("NOSCRIPT"))) throw e;
-      return await redis.call("EVAL", [lua, keys.length, ...keys, ...args]);
-    }
-  };
-}
-
-const scripts = {
-  heartbeat: luaScript(HEARTBEAT),
-  wipe: luaScript(WIPE),
-  release: luaScript(RELEASE),
+type Scripted = Redis & {
+  dirHeartbeat(hb: string, gen: string, users: string, url: string, ttl: number): Promise<Array<string | number>>;
+  dirForget(hb: string, gen: string, users: string, ifLapsed: "1" | "0"): Promise<string[] | null>;
+  dirPresence(hb: string, gen: string, users: string, ...args: Array<string | number>): Promise<string>;
+  dirUnsetAt(at: string, id: string, gen: string): Promise<number>;
+  dirRelease(claim: string): Promise<number>;
 };
 
 /** Programming errors surface as they are; everything else means Redis is not usable right now. */
@@ -84,76 +99,111 @@ function unique(xs: string[]): string[] {
 
 export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {}): RedisDirectory {
   const p = opts.prefix ?? "dir:";
+  const r = redis as Scripted;
+  r.defineCommand("dirHeartbeat", { numberOfKeys: 3, lua: HEARTBEAT });
+  r.defineCommand("dirForget", { numberOfKeys: 3, lua: FORGET });
+  r.defineCommand("dirPresence", { numberOfKeys: 3, lua: PRESENCE });
+  r.defineCommand("dirUnsetAt", { numberOfKeys: 1, lua: UNSET_AT });
+  r.defineCommand("dirRelease", { numberOfKeys: 1, lua: RELEASE });
+  const inst = (id: string) => [`${p}{i:${id}}:hb`, `${p}{i:${id}}:gen`, `${p}{i:${id}}:users`] as const;
+  const at = (user: string) => `${p}{u:${user}}:at`;
+  const claimKey = (msgId: string) => `${p}{c:${msgId}}`;
   const instances = `${p}instances`;
-  const hb = (id: string) => `${p}{i:${id}}hb`;
-  const usersOf = (id: string) => `${p}{i:${id}}users`;
-  const u = (user: string) => `${p}{u:${user}}`;
-  const claimKey = (msgId: string) => `${p}claim:${msgId}`;
 
-  /** Drops `id` from each user's entry: the second half of a wipe. */
-  const unlink = (id: string, users: string[]) => Promise.all(users.map((user) => redis.srem(u(user), id)));
+  /** Removes the instance's entries of generation `gen` or older from the users' hashes. */
+  const unsetAll = (id: string, gen: string, users: string[]) => Promise.all(users.map((u) => r.dirUnsetAt(at(u), id, gen)));
 
-  /** Forgets the instance; with deadOnly, only while its heartbeat is gone. False if it was alive. */
-  async function wipe(id: string, deadOnly: boolean): Promise<boolean> {
-    const users = (await scripts.wipe(redis, [hb(id), usersOf(id)], [deadOnly ? "dead-only" : "any"])) as string[] | null;
-    if (!users) return false;
-    await unlink(id, users);
-    await redis.srem(instances, id);
+  async function forget(id: string, onlyIfLapsed: boolean): Promise<boolean> {
+    const res = await r.dirForget(...inst(id), onlyIfLapsed ? "1" : "0");
+    if (!res) return false;
+    const [gen, ...users] = res;
+    await unsetAll(id, gen!, users);
     return true;
   }
 
   return {
     async heartbeat(instance, ttlMs) {
-      const ttl = Math.max(1, Math.round(ttlMs));
-      const [[known, wiped]] = await guard(
-        Promise.all([
-          scripts.heartbeat(redis, [hb(instance.id), usersOf(instance.id)], [instance.url, ttl]) as Promise<[number, string[]?]>,
-          redis.sadd(instances, instance.id),
-        ]),
+      return guard(
+        (async () => {
+          const res = await r.dirHeartbeat(...inst(instance.id), instance.url, Math.max(1, Math.round(ttlMs)));
+          await redis.sadd(instances, instance.id);
+          if (Number(res[0]) === 1) return true;
+          const [, old, ...users] = res.map(String);
+          await unsetAll(instance.id, old!, users);
+          return false;
+        })(),
       );
-      if (wiped?.length) await guard(unlink(instance.id, wiped));
-      return known === 1;
     },
 
     async setPresence(instanceId, online, offline) {
       if (!online.length && !offline.length) return;
-      const ops: Array<Promise<unknown>> = [];
-      // offline: the user's entry first; online: the instance's set first (what a wipe walks)
-      for (const user of offline) ops.push(redis.srem(u(user), instanceId));
-      if (offline.length) ops.push(redis.srem(usersOf(instanceId), ...offline));
-      if (online.length) ops.push(redis.sadd(usersOf(instanceId), ...online));
-      for (const user of online) ops.push(redis.sadd(u(user), instanceId));
-      ops.push(redis.sadd(instances, instanceId));
-      await guard(Promise.all(ops));
+      await guard(
+        (async () => {
+          await redis.sadd(instances, instanceId);
+          const gen = await r.dirPresence(...inst(instanceId), online.length, ...online, ...offline);
+          await Promise.all([
+            ...offline.map((u) => r.dirUnsetAt(at(u), instanceId, gen)),
+            ...online.map((u) => redis.hset(at(u), instanceId, gen)),
+          ]);
+        })(),
+      );
     },
 
     async lookup(users) {
       const wanted = unique(users);
-      const held = await guard(Promise.all(wanted.map((user) => redis.smembers(u(user)))));
-      const ids = unique(held.flat());
-      const urls = await guard(Promise.all(ids.map((id) => redis.get(hb(id)))));
-      const alive = new Map<string, string>();
-      ids.forEach((id, i) => urls[i] != null && alive.set(id, urls[i]!));
-      return Object.fromEntries(
-        wanted.map((user, i): [string, InstanceInfo[]] => [
-          user,
-          held[i]!.flatMap((id) => (alive.has(id) ? [{ id, url: alive.get(id)! }] : [])),
-        ]),
+      return guard(
+        (async () => {
+          const entries = await Promise.all(wanted.map((u) => redis.hgetall(at(u))));
+          const ids = unique(entries.flatMap((e) => Object.keys(e)));
+          const hbs = await Promise.all(ids.map((id) => redis.get(inst(id)[0])));
+          const alive = new Map<string, { gen: string; url: string }>();
+          ids.forEach((id, i) => {
+            const v = hbs[i];
+            if (!v) return;
+            const sp = v.indexOf(" ");
+            alive.set(id, { gen: v.slice(0, sp), url: v.slice(sp + 1) });
+          });
+          return Object.fromEntries(
+            wanted.map((u, i): [string, InstanceInfo[]] => {
+              const found: InstanceInfo[] = [];
+              for (const [id, gen] of Object.entries(entries[i]!)) {
+                const a = alive.get(id);
+                if (a && a.gen === gen) found.push({ id, url: a.url });
+              }
+              return [u, found];
+            }),
+          );
+        })(),
       );
     },
 
     async removeInstance(instanceId) {
-      await guard(wipe(instanceId, false));
+      await guard(
+        (async () => {
+          await forget(instanceId, false);
+          await redis.srem(instances, instanceId);
+        })(),
+      );
     },
 
     async sweepDeadInstances() {
-      const ids = await guard(redis.smembers(instances));
-      const swept = await guard(Promise.all(ids.map((id) => wipe(id, true))));
-      return ids.filter((_, i) => swept[i]);
+      return guard(
+        (async () => {
+          const dead: string[] = [];
+          for (const id of await redis.smembers(instances)) {
+            if (!(await forget(id, true))) continue;
+            // a heartbeat racing this re-adds the id at its next beat
+            await redis.srem(instances, id);
+            dead.push(id);
+          }
+          return dead;
+        })(),
+      );
     },
 
     async claim(msgIds) {
       const ids = unique(msgIds);
+      if (!ids.length) return {};
       const states = await guard(Promise.all(ids.map((id) => redis.call("SET", [claimKey(id), "p", "NX", "PX", CLAIM_PENDING_MS, "GET"]) as Promise<string | null>)));
       return Object.fromEntries(
         ids.map((id, i): [string, Claim] => {
@@ -166,11 +216,13 @@ export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {
     },
 
     async complete(done) {
+      if (!done.length) return;
       await guard(Promise.all(done.map(({ msgId, ts }) => redis.set(claimKey(msgId), String(ts), "PX", CLAIM_DONE_MS))));
     },
 
     async release(msgIds) {
-      await guard(Promise.all(unique(msgIds).map((id) => scripts.release(redis, [claimKey(id)], []))));
+      if (!msgIds.length) return;
+      await guard(Promise.all(unique(msgIds).map((id) => r.dirRelease(claimKey(id)))));
     },
   };
 }

@@ -127,10 +127,36 @@ export function hashSlot(tag: string): number {
 /** Users per script call at most (a call blocks Redis while it runs). */
 const USERS_PER_CALL = 500;
 
+export interface RedisAllocatorOptions {
+  prefix?: string;
+  window?: number;
+  /**
+   * Replicas that must hold an allocation before it is answered (WAIT after the script, in one
+   * pipeline, so on the same node): Redis replicates asynchronously, and a failover that lost a
+   * counter's last increments would hand positions out twice (the epoch only catches a counter
+   * lost entirely). 1 on Redis Cluster; 0 (default) on a single Redis.
+   */
+  waitReplicas?: number;
+  /** How long WAIT may block (default 100 ms). A slot whose master had no replica in time skips WAIT for a while. */
+  waitMs?: number;
+}
+
+/** How long a slot whose master has no replica (after a failover) allocates without WAIT. */
+const NO_REPLICA_MS = 5000;
+
+interface EvalWaitPipeline {
+  eval(...a: (string | number)[]): EvalWaitPipeline;
+  wait(replicas: number, ms: number): EvalWaitPipeline;
+  exec(): Promise<Array<[Error | null, unknown]> | null>;
+}
+
 /** The allocator over Redis or Redis Cluster: one script call per hash slot in use (per 500 users). */
-export function createRedisAllocator(redis: Redis | Cluster, opts: { prefix?: string; window?: number } = {}): StreamAllocator {
+export function createRedisAllocator(redis: Redis | Cluster, opts: RedisAllocatorOptions = {}): StreamAllocator {
   const prefix = opts.prefix ?? "";
   const window = opts.window ?? ALLOC_WINDOW;
+  const waitReplicas = opts.waitReplicas ?? 0;
+  const waitMs = opts.waitMs ?? 100;
+  const noReplicaUntil = new Map<number, number>();
   const clustered = redis instanceof Cluster;
   const script = (lua: string) => {
     const sha = new Bun.CryptoHasher("sha1").update(lua).digest("hex");
@@ -147,7 +173,19 @@ export function createRedisAllocator(redis: Redis | Cluster, opts: { prefix?: st
   // EVALSHA, a NOSCRIPT answer (a Redis that restarted or flushed its scripts) would be retried
   // after calls sent later, which another connection may meanwhile have made succeed, allocating
   // them first and breaking each connection's order.
-  const alloc = (keys: string[], args: (string | number)[]) => redis.eval(ALLOC, keys.length, ...keys, ...args) as Promise<string[]>;
+  const alloc = async (keys: string[], args: (string | number)[]): Promise<string[]> => {
+    const slot = hashSlot(/\{([^}]*)\}/.exec(keys[0]!)?.[1] ?? keys[0]!);
+    const until = noReplicaUntil.get(slot);
+    if (waitReplicas === 0 || (until !== undefined && until > Date.now())) return redis.eval(ALLOC, keys.length, ...keys, ...args) as Promise<string[]>;
+    if (until !== undefined) noReplicaUntil.delete(slot);
+    const res = await (redis.pipeline() as unknown as EvalWaitPipeline).eval(ALLOC, keys.length, ...keys, ...args).wait(waitReplicas, waitMs).exec();
+    if (!res) throw new Error("pipeline aborted");
+    const [[err, out], [waitErr, acked]] = res as [[Error | null, string[]], [Error | null, number]];
+    if (err) throw err;
+    if (waitErr) throw waitErr;
+    if (acked < waitReplicas) noReplicaUntil.set(slot, Date.now() + NO_REPLICA_MS);
+    return out;
+  };
   const written = script(WRITTEN);
   const topsOf = script(TOPS);
   const key = (u: string, k: string) => `${prefix}{u:${u}}:${k}`;
