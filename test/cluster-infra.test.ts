@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { Cluster } from "ioredis";
 import amqp from "amqplib";
 import postgres from "postgres";
-import { startClusterInfra } from "./cluster-infra.ts";
+import { startClusterInfra } from "../scripts/cluster-infra.ts";
 
 test("three hosts: a Redis Cluster with every replica on another host than its master, three clustered RabbitMQ nodes, a synchronous standby; stop() leaves nothing", async () => {
   const c = await startClusterInfra();

@@ -4,7 +4,7 @@ import postgres from "postgres";
 import { migrateDatabase } from "../shared/db/index.ts";
 import { uniqueUser } from "./client.ts";
 import { alive, diff, Recipient, Sender, waitUntil } from "./chaos.ts";
-import { startClusterInfra, type ClusterInfra } from "./cluster-infra.ts";
+import { startClusterInfra, type ClusterInfra } from "../scripts/cluster-infra.ts";
 import { randomSecret, spawnService, stopService, waitHealthy, type ServiceProcess } from "../scripts/cluster.ts";
 
 // CONTRACT.md section 8: services spread over three loopback hosts on a Redis Cluster, a RabbitMQ

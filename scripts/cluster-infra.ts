@@ -33,7 +33,7 @@ import {
   redisServer,
   run,
   type Server,
-} from "../scripts/infra.ts";
+} from "./infra.ts";
 
 export interface RedisNode {
   host: string;
