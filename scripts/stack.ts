@@ -79,6 +79,7 @@ ${rows.map(line).join("\n")}
   DISCOVER_URL=${stack.env.DISCOVER_URL}
   JWT_SECRET=${stack.jwtSecret}
   INTERNAL_SECRET=${stack.internalSecret}
+  data directory: ${stack.infra.dir} (the operator's promotion: pg_ctl promote -D ${stack.infra.dir}/pg-standby/data)
   browser client: ${stack.gateways[0]!.url}/client/
   bench against it: bun run bench --ws ${stack.gateways.map((g) => g.url).join(",")} --jwt-secret ${stack.jwtSecret} --database-url '${stack.env.DATABASE_URL}'
 
