@@ -31,7 +31,7 @@ function fakeConn(user: string): Fake {
   const c = {
     sent: [] as any[],
     closedWith: null as number | null,
-    data: { user, stream: newStreamState(), open: true } as any,
+    data: { user, stream: newStreamState(), open: true, own: new Set<string>() } as any,
     send(s: string) {
       c.sent.push(JSON.parse(s));
       return s.length;
@@ -129,6 +129,22 @@ describe("live delivery in order", () => {
     await until("the repair", () => ids(ws).length === 2);
     expect(ids(ws)).toEqual(["lost", "later"]);
     expect(ws.closedWith).toBeNull();
+    t.d.stop();
+  });
+
+  test("a repair passes the connection's own sends silently (it got the ack), and sends the rest", async () => {
+    const t = setup();
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    const mine = await t.accept(b, a, "mine"); // b's own send, at b's position
+    ws.data.own.add(mine.m.msgId);
+    const theirs = await t.accept(a, b, "theirs");
+    const later = await t.accept(a, b, "later");
+    await t.store({ m: mine.m, positions: mine.positions });
+    await t.store(theirs);
+    t.offer(ws, later); // mine and theirs never arrive live: both come from storage
+    await until("the repair", () => ids(ws).length === 2);
+    expect(ids(ws)).toEqual(["theirs", "later"]);
     t.d.stop();
   });
 

@@ -190,7 +190,8 @@ export function createDelivery(opts: {
       for (;;) {
         const page = await readStream(opts.db(), ws.data.user, from, target, PAGE);
         if (!ws.data.open || st.held) return;
-        for (const m of page) if (comparePositions(m.position, st.cur) > 0) st.pending.set(key(m.position), { position: m.position, head: frameHead(m) });
+        // The connection's own sends pass silently, as live (it got the ack instead).
+        for (const m of page) if (comparePositions(m.position, st.cur) > 0) st.pending.set(key(m.position), { position: m.position, head: ws.data.own?.has(m.msgId) ? null : frameHead(m) });
         if (page.length < PAGE) break;
         from = page[page.length - 1]!.position;
       }

@@ -14,6 +14,8 @@ import type { PresenceWatch } from "./presence.ts";
 export const MAX_QUEUED_FRAMES = 1000;
 export const MAX_QUEUED_BYTES = 1 << 20;
 export const MAX_INFLIGHT_SENDS = 1000;
+/** Recent sends a connection remembers so that a gap repair does not echo them back to it. */
+const MAX_OWN_REMEMBERED = 2000;
 /** Outbound bytes a connection may have buffered before it is closed as too slow. */
 export const BACKPRESSURE_LIMIT = 4 << 20;
 const READY_TIMEOUT_MS = 5000;
@@ -43,6 +45,9 @@ export function createGateway(opts: {
     const m: ChatMessage = { msgId: deriveMsgId(ws.data.user, f.id, f), id: f.id, from: ws.data.user, body: f.body, ts: Date.now() };
     if ("group" in f) m.group = f.group;
     else m.to = f.to;
+    const own = ws.data.own;
+    if (own.size >= MAX_OWN_REMEMBERED) own.delete(own.values().next().value!);
+    own.add(m.msgId);
     try {
       const a = await opts.pipeline.send(m, ws);
       if (ws.data.open) sendFrame(ws, { type: "ack", id: f.id, msgId: m.msgId, ts: a.ts, cursor: a.cursor });
@@ -174,6 +179,7 @@ export function createGateway(opts: {
         queued: 0,
         queuedBytes: 0,
         inflight: 0,
+        own: new Set(),
         order: Promise.resolve(),
         ready: Promise.resolve(),
         isReady: false,
