@@ -17,7 +17,7 @@ describe("bench command line", () => {
     const r = await bench("--help");
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(`${HELP}\n`);
-    for (const o of ["--target", "--compare", "--users", "--inflight", "--rate", "--duration", "--grace", "--instances", "--ws", "--jwt-secret", "--database-url", "--json", "--help"]) {
+    for (const o of ["--target", "--compare", "--users", "--inflight", "--rate", "--duration", "--grace", "--instances", "--peer-engine", "--ws", "--jwt-secret", "--database-url", "--json", "--help"]) {
       expect(HELP).toMatch(new RegExp(`^  ${o} `, "m"));
     }
   });
@@ -32,6 +32,7 @@ describe("bench command line", () => {
     [["--rate", "1e9"], /--rate must be a number from 1 to 1000000/],
     [["--rate"], /--rate/],
     [["--rate", "1000", "--inflight", "5"], /--rate \(open loop\) and --inflight \(closed loop\) exclude each other/],
+    [["--peer-engine", "deno"], /--peer-engine must be one of node, bun \(got "deno"\)/],
     [["--compare", "--target", "relay"], /--compare runs both targets/],
     [["--ws", "http://127.0.0.1:1,ftp://x"], /--ws entries must be http\(s\) URLs/],
   ])("%p is refused with exit 2 and a message naming it", async (args, message) => {
@@ -43,7 +44,7 @@ describe("bench command line", () => {
 
   test("defaults and the two loops", () => {
     const env = {};
-    expect(parseBenchOptions([], env)).toMatchObject({ targets: ["relay"], compare: false, users: 100, inflight: 5, rate: null, duration: 15, grace: 10, instances: 2, ws: null });
+    expect(parseBenchOptions([], env)).toMatchObject({ targets: ["relay"], compare: false, users: 100, inflight: 5, rate: null, duration: 15, grace: 10, instances: 2, peerEngine: "node", ws: null });
     expect(parseBenchOptions(["--compare", "--users", "1000", "--duration", "10"], env)).toMatchObject({ targets: ["socketio", "relay"], users: 1000, duration: 10 });
     expect(parseBenchOptions(["--target", "socketio", "--rate", "5000"], env)).toMatchObject({ targets: ["socketio"], inflight: null, rate: 5000 });
     expect(() => parseBenchOptions(["--ws", "http://a:1,http://b:2"], env)).toThrow(UsageError);

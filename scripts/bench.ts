@@ -19,7 +19,7 @@ if (opts.help) {
 const log = (line: string) => console.log(line);
 const summaries: Summary[] = [];
 for (const target of opts.targets) {
-  const sys = await startSystem(target, { instances: opts.instances, ws: opts.ws, jwtSecret: opts.jwtSecret, databaseUrl: opts.databaseUrl, log });
+  const sys = await startSystem(target, { instances: opts.instances, peerEngine: opts.peerEngine, ws: opts.ws, jwtSecret: opts.jwtSecret, databaseUrl: opts.databaseUrl, log });
   try {
     const s = await runLoad(sys, { users: opts.users, inflight: opts.inflight, rate: opts.rate, duration: opts.duration, grace: opts.grace, log });
     summaries.push(s);

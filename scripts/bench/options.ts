@@ -1,6 +1,8 @@
 import { parseArgs } from "node:util";
 
 export const TARGETS = ["relay", "socketio"] as const;
+export const PEER_ENGINES = ["node", "bun"] as const;
+export type PeerEngine = (typeof PEER_ENGINES)[number];
 export type TargetName = (typeof TARGETS)[number];
 
 export const HELP = `bun run bench [options]
@@ -36,6 +38,8 @@ Options:
   --duration S      seconds of sending, 1..3600 (default 15)
   --grace S         seconds to wait for acks, deliveries and rows after sending, 0..600 (default 10)
   --instances N     server instances when starting a stack, 2..16 (default 2)
+  --peer-engine E   socketio: node (default; engine.io on node:http, Socket.IO's default set-up)
+                    or bun (@socket.io/bun-engine on Bun.serve)
   --ws URL,URL      instances of a running stack instead of starting one (http URLs; for
                     socketio, instances of scripts/peer/socketio-server.ts); no CPU figures then
   --jwt-secret S    JWT_SECRET of that stack (default: $JWT_SECRET)
@@ -55,6 +59,7 @@ export interface BenchOptions {
   duration: number;
   grace: number;
   instances: number;
+  peerEngine: PeerEngine;
   ws: string[] | null;
   jwtSecret: string | null;
   databaseUrl: string | null;
@@ -90,6 +95,7 @@ export function parseBenchOptions(argv: string[], env: Record<string, string | u
         duration: { type: "string" },
         grace: { type: "string" },
         instances: { type: "string" },
+        "peer-engine": { type: "string" },
         ws: { type: "string" },
         "jwt-secret": { type: "string" },
         "database-url": { type: "string" },
@@ -120,6 +126,10 @@ export function parseBenchOptions(argv: string[], env: Record<string, string | u
   const duration = num("duration", s("duration"), 15, 1, 3600);
   const grace = num("grace", s("grace"), 10, 0, 600);
   const instances = num("instances", s("instances"), 2, 2, 16);
+  const peerEngine = s("peer-engine") ?? "node";
+  if (!(PEER_ENGINES as readonly string[]).includes(peerEngine)) {
+    throw new UsageError(`--peer-engine must be one of ${PEER_ENGINES.join(", ")} (got ${JSON.stringify(peerEngine)})`);
+  }
   let ws: string[] | null = null;
   if (s("ws") !== undefined) {
     if (compare) throw new UsageError("--compare starts its own stacks: leave out --ws");
@@ -134,5 +144,5 @@ export function parseBenchOptions(argv: string[], env: Record<string, string | u
     if (!jwtSecret) throw new UsageError("--jwt-secret or JWT_SECRET is required with --ws");
     if (targets[0] === "relay" && !databaseUrl) throw new UsageError("--database-url or DATABASE_URL is required with --ws for relay");
   }
-  return { targets, compare, users, inflight, rate, duration, grace, instances, ws, jwtSecret, databaseUrl, json: values.json === true, help };
+  return { targets, compare, users, inflight, rate, duration, grace, instances, peerEngine: peerEngine as PeerEngine, ws, jwtSecret, databaseUrl, json: values.json === true, help };
 }

@@ -5,7 +5,7 @@ import { randomSecret, spawnService, stopService } from "../../test/harness.ts";
 import { startInfra } from "../../test/infra.ts";
 import { startStack } from "../stack-lib.ts";
 import type { MeteredProcess } from "./cpu.ts";
-import type { TargetName } from "./options.ts";
+import type { PeerEngine, TargetName } from "./options.ts";
 
 /** What the driver hears on one user's connection. `id` is the sender's own id for the send. */
 export interface Handlers {
@@ -37,6 +37,7 @@ export interface System {
 
 export interface SystemOptions {
   instances: number;
+  peerEngine: PeerEngine;
   /** Instances of a running stack; null: start one here. */
   ws: string[] | null;
   jwtSecret: string | null;
@@ -135,10 +136,10 @@ async function startSocketio(o: SystemOptions): Promise<System> {
     urls = o.ws;
     jwtSecret = o.jwtSecret!;
   } else {
-    o.log(`starting socketio: redis, ${o.instances} Socket.IO servers with @socket.io/redis-adapter ...`);
+    o.log(`starting socketio: redis, ${o.instances} Socket.IO servers (${o.peerEngine} engine) with @socket.io/redis-adapter ...`);
     const infra = await startInfra({ only: ["redis"] });
     jwtSecret = randomSecret();
-    const env = { REDIS_URL: infra.redis.url, JWT_SECRET: jwtSecret };
+    const env = { REDIS_URL: infra.redis.url, JWT_SECRET: jwtSecret, SOCKETIO_ENGINE: o.peerEngine };
     const servers = await Promise.allSettled(
       Array.from({ length: o.instances }, (_, i) => spawnService(`sio${i + 1}`, "scripts/peer/socketio-server.ts", env)),
     );
@@ -158,7 +159,7 @@ async function startSocketio(o: SystemOptions): Promise<System> {
   }
   return {
     name: "socketio",
-    label: "Socket.IO + redis adapter",
+    label: `Socket.IO + redis adapter (${o.ws ? "running" : `${o.peerEngine} engine`})`,
     urls,
     processes,
     async connect(user, instance, h) {

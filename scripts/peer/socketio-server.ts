@@ -1,6 +1,7 @@
-// The peer for issue 10: what people run instead of this project. A Socket.IO 4 server on Bun
-// (node:http + engine.io, Socket.IO's default set-up), joined to its siblings by
-// @socket.io/redis-adapter over one Redis. Persists nothing.
+// The peer for issue 10: what people run instead of this project. A Socket.IO 4 server on Bun,
+// joined to its siblings by @socket.io/redis-adapter over one Redis. Persists nothing.
+// SOCKETIO_ENGINE=node (default): Socket.IO's default set-up, engine.io on node:http (Bun's polyfill);
+// SOCKETIO_ENGINE=bun: @socket.io/bun-engine on Bun.serve, the engine Socket.IO ships for Bun.
 //
 // Protocol (what `bun run bench --target socketio` speaks):
 // - connect with `?token=<HS256 JWT whose sub is the user>` (JWT_SECRET, the gateway's check);
@@ -9,8 +10,9 @@
 //   { msgId, id, from, body } to the room `u:<to>` (on every instance, through the adapter) and
 //   then acks { msgId }. A malformed send is acked with { error: "bad_request" }.
 //
-// Entry: `bun run scripts/peer/socketio-server.ts --port P` with REDIS_URL and JWT_SECRET;
+// Entry: `bun run scripts/peer/socketio-server.ts --port P` with REDIS_URL, JWT_SECRET and SOCKETIO_ENGINE;
 // prints `listening on http://127.0.0.1:<port>` once it serves (what test/harness spawnService waits for).
+import { Server as BunEngine } from "@socket.io/bun-engine";
 import { createAdapter } from "@socket.io/redis-adapter";
 import Redis from "ioredis";
 import { createServer } from "node:http";
@@ -22,8 +24,9 @@ const { values } = parseArgs({ args: Bun.argv.slice(2), options: { port: { type:
 const port = Number(values.port);
 const redisUrl = process.env.REDIS_URL;
 const jwtSecret = process.env.JWT_SECRET;
-if (!Number.isInteger(port) || port < 0 || port > 65535 || !redisUrl || !jwtSecret) {
-  console.error("socketio-server: needs --port 0..65535, REDIS_URL and JWT_SECRET");
+const engine = process.env.SOCKETIO_ENGINE ?? "node";
+if (!Number.isInteger(port) || port < 0 || port > 65535 || (engine !== "node" && engine !== "bun") || !redisUrl || !jwtSecret) {
+  console.error("socketio-server: needs --port 0..65535, REDIS_URL, JWT_SECRET and SOCKETIO_ENGINE node (default) or bun");
   process.exit(2);
 }
 
@@ -31,8 +34,7 @@ const pub = new Redis(redisUrl, { lazyConnect: true });
 const sub = pub.duplicate();
 await Promise.all([pub.connect(), sub.connect()]);
 
-const http = createServer((_, res) => res.writeHead(404).end());
-const io = new Server(http, { transports: ["websocket"], serveClient: false, adapter: createAdapter(pub, sub) });
+const io = new Server({ transports: ["websocket"], serveClient: false, adapter: createAdapter(pub, sub) });
 const tag = `${process.pid.toString(36)}-${Date.now().toString(36)}`;
 let seq = 0;
 
@@ -55,10 +57,19 @@ io.on("connection", (socket) => {
   });
 });
 
-http.listen(port, "127.0.0.1", () => {
+let url: string;
+if (engine === "bun") {
+  const eng = new BunEngine({ path: "/socket.io/" });
+  io.bind(eng);
+  url = Bun.serve({ hostname: "127.0.0.1", port, ...eng.handler() }).url.origin;
+} else {
+  const http = createServer((_, res) => res.writeHead(404).end());
+  io.attach(http);
+  await new Promise<void>((resolve) => http.listen(port, "127.0.0.1", resolve));
   const addr = http.address();
-  console.log(`listening on http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : port}`);
-});
+  url = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : port}`;
+}
+console.log(`listening on ${url} (${engine} engine)`);
 
 const stop = () => {
   io.close();
