@@ -26,11 +26,16 @@ export interface Summary {
   delivered: number;
   lost: number;
   unacked: number;
+  /** Deliveries of a message the partner had already received. */
   duplicates: number;
+  /** Messages from anyone but the partner (none expected). */
+  strays: number;
   errors: number;
   errorCodes: Record<string, number>;
   deliveredPerSec: number;
   latencyMs: { p50: number | null; p95: number | null; p99: number | null; max: number | null };
+  /** From the send (its scheduled time in open loop) to its ack. */
+  ackLatencyMs: { p50: number | null; p99: number | null };
   /** null: the system stores nothing. */
   rows: number | null;
   rowsMissing: number | null;
@@ -68,10 +73,12 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
   const body = `bench ${run} `.padEnd(BODY_BYTES, "x");
   const sims: Sim[] = [];
   const latencies: number[] = [];
+  const ackLatencies: number[] = [];
   let sent = 0;
   let acked = 0;
   let delivered = 0;
   let duplicates = 0;
+  let strays = 0;
   let errors = 0;
   const errorCodes: Record<string, number> = {};
   let sending = false;
@@ -107,6 +114,7 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
         p.acked = true;
         acked++;
         lastAckAt = performance.now();
+        ackLatencies.push(lastAckAt - p.at);
         settle(sim, id, p);
       },
       error(id, code) {
@@ -119,8 +127,12 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
         sim.open--;
         if (o.inflight !== null) pump(sim);
       },
-      message(id, _msgId) {
+      message(from, id, _msgId) {
         const sender = sims[sim.partner]!;
+        if (from !== sender.user) {
+          strays++;
+          return;
+        }
         const p = sender.pending.get(id);
         if (!p || p.delivered) {
           duplicates++;
@@ -217,7 +229,8 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
   for (const s of sims) s.conn.close();
 
   latencies.sort((a, b) => a - b);
-  const pct = (p: number) => (latencies.length ? Number(latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!.toFixed(1)) : null);
+  ackLatencies.sort((a, b) => a - b);
+  const pct = (p: number, l = latencies) => (l.length ? Number(l[Math.min(l.length - 1, Math.floor((p / 100) * l.length))]!.toFixed(1)) : null);
   const cpu = sys.processes.length ? cpuSeconds(cpuBefore, cpuAfter) : {};
   const serverCpu = sys.processes.length ? Object.values(cpu).reduce((a, b) => a + b, 0) : null;
   return {
@@ -234,10 +247,12 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
     lost,
     unacked,
     duplicates,
+    strays,
     errors,
     errorCodes,
     deliveredPerSec: Math.round(deliveredInWindow / sendSeconds),
     latencyMs: { p50: pct(50), p95: pct(95), p99: pct(99), max: latencies.length ? Number(latencies.at(-1)!.toFixed(1)) : null },
+    ackLatencyMs: { p50: pct(50, ackLatencies), p99: pct(99, ackLatencies) },
     rows,
     rowsMissing: rows === null ? null : Math.max(0, acked - rows),
     storageLagSeconds: storedAt === null ? null : Number(((storedAt - lastSend) / 1000).toFixed(2)),

@@ -37,12 +37,14 @@ ${s.label}: ${s.users} users on ${s.instances} instances, ${s.mode}, ${s.seconds
 | connections | ${n(s.connections)} |
 | messages sent | ${n(s.sent)} |
 | acked | ${n(s.acked)} |
-| delivered | ${n(s.delivered)}${s.duplicates ? ` (+${n(s.duplicates)} duplicates)` : ""} |
+| delivered | ${n(s.delivered)} |
+| delivered twice (duplicates) / from a stranger | ${n(s.duplicates)} / ${n(s.strays)} |
 | lost (acked, never delivered) | ${n(s.lost)} |
 | never answered | ${n(s.unacked)} |
 | errors | ${n(s.errors)}${errs ? ` (${errs})` : ""} |
 | delivered msg/s | ${n(s.deliveredPerSec)} |
 | latency p50 / p95 / p99 / max (ms) | ${ms(s.latencyMs.p50)} / ${ms(s.latencyMs.p95)} / ${ms(s.latencyMs.p99)} / ${ms(s.latencyMs.max)} |
+| send → ack p50 / p99 (ms) | ${ms(s.ackLatencyMs.p50)} / ${ms(s.ackLatencyMs.p99)} |
 | rows in PostgreSQL after the last send | ${stored(s)} |
 | server CPU seconds (per process, with its children) | ${cpuLine(s)} |
 | server CPU µs per delivered message | ${s.serverCpuUsPerMsg ?? "n/a"} (${perProcessUs(s)}) |

@@ -12,8 +12,8 @@ export interface Handlers {
   ack(id: string): void;
   /** A send refused or failed; `id` undefined when the error names no send. */
   error(id: string | undefined, code: string): void;
-  /** A message delivered to this user from its partner. */
-  message(id: string, msgId: string): void;
+  /** A message delivered to this user (the driver expects them from its partner only). */
+  message(from: string, id: string, msgId: string): void;
 }
 
 export interface Conn {
@@ -94,7 +94,7 @@ async function startRelay(o: SystemOptions): Promise<System> {
       let ready: (() => void) | null = null;
       ws.addEventListener("message", (e) => {
         const f = JSON.parse(String(e.data));
-        if (f.type === "message") h.message(f.id, f.msgId);
+        if (f.type === "message") h.message(f.from, f.id, f.msgId);
         else if (f.type === "ack") h.ack(f.id);
         else if (f.type === "error") h.error(f.id, f.code);
         else if (f.type === "pong" && ready) {
@@ -165,7 +165,7 @@ async function startSocketio(o: SystemOptions): Promise<System> {
     async connect(user, instance, h) {
       const token = await mintToken(user, jwtSecret);
       const socket = ioClient(urls[instance]!, { transports: ["websocket"], query: { token }, reconnection: false, timeout: 60_000 });
-      socket.on("message", (m: { id: string; msgId: string }) => h.message(m.id, m.msgId));
+      socket.on("message", (m: { from: string; id: string; msgId: string }) => h.message(m.from, m.id, m.msgId));
       await new Promise<void>((resolve, reject) => {
         socket.once("connect", () => resolve());
         socket.once("connect_error", (e) => reject(new Error(`${user} could not connect to ${urls[instance]}: ${e.message}`)));
