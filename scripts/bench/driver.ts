@@ -188,7 +188,8 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
   clearInterval(progress);
 
   // Drain: every send answered (acked or refused), every acked message delivered and stored.
-  // Rows are polled from the last send on; the acked count is final once no send awaits its answer.
+  // Rows are counted only once no send awaits its answer (the acked count is final then), so the
+  // counting queries do not load PostgreSQL while the drain runs (its CPU is metered).
   const graceUntil = lastSend + o.grace * 1000;
   const count = () => {
     let unsettled = 0;
@@ -205,14 +206,13 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
   let storedAt: number | null = null;
   for (;;) {
     const { unsettled, unanswered } = count();
-    if (sys.countRows && storedAt === null) {
-      const ackedBefore = acked;
+    if (sys.countRows && storedAt === null && unanswered === 0) {
       rows = await sys.countRows(prefix);
-      if (unanswered === 0 && rows >= ackedBefore) storedAt = performance.now();
+      if (rows >= acked) storedAt = performance.now();
     }
     if (unsettled === 0 && (!sys.countRows || storedAt !== null)) break;
     if (performance.now() >= graceUntil) break;
-    await Bun.sleep(sys.countRows ? 50 : 20);
+    await Bun.sleep(sys.countRows && unanswered === 0 ? 50 : 20);
   }
   const cpuAfter = cpuSnapshot(sys.processes);
   const driver = process.cpuUsage(driverBefore);
