@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { cpuSeconds, cpuSnapshot } from "./bench/cpu.ts";
+import { cpuSeconds, cpuSnapshot, runQueueWaitSeconds } from "./bench/cpu.ts";
 import { HELP, parseBenchOptions, UsageError } from "./bench/options.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -67,6 +67,7 @@ describe("cpu metering", () => {
       }
       expect(used).toBeGreaterThanOrEqual(0.35);
       expect(cpuSeconds(before, before)).toEqual({ tree: 0 });
+      expect(runQueueWaitSeconds(before, cpuSnapshot(procs)).tree).toBeGreaterThanOrEqual(0);
     } finally {
       proc.kill("SIGKILL");
     }

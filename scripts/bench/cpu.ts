@@ -6,8 +6,9 @@ export interface MeteredProcess {
   pid: number;
 }
 
-/** CPU ticks (utime+stime of the process, plus cutime+cstime: its reaped children) per live pid of each tree. */
-export type CpuSnapshot = Map<string, Map<number, number>>;
+/** Per tree: CPU ticks (utime+stime of the process, plus cutime+cstime: its reaped children) per live pid,
+ * and nanoseconds each live thread spent runnable but waiting for a CPU (/proc/<pid>/task/<tid>/schedstat). */
+export type CpuSnapshot = Map<string, { ticks: Map<number, number>; waitNs: Map<number, number> }>;
 
 const TICKS_PER_SECOND = (() => {
   try {
@@ -51,26 +52,55 @@ export function cpuSnapshot(procs: MeteredProcess[]): CpuSnapshot {
   }
   const snap: CpuSnapshot = new Map();
   for (const p of procs) {
-    const tree = new Map<number, number>();
+    const ticks = new Map<number, number>();
+    const waitNs = new Map<number, number>();
     const todo = stats.has(p.pid) ? [p.pid] : [];
     while (todo.length) {
       const pid = todo.pop()!;
-      tree.set(pid, stats.get(pid)!.ticks);
+      ticks.set(pid, stats.get(pid)!.ticks);
+      for (const [tid, ns] of threadWaits(pid)) waitNs.set(tid, ns);
       todo.push(...(children.get(pid) ?? []));
     }
-    snap.set(p.name, tree);
+    snap.set(p.name, { ticks, waitNs });
   }
   return snap;
+}
+
+function threadWaits(pid: number): Array<[number, number]> {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const out: Array<[number, number]> = [];
+  for (const tid of tids) {
+    try {
+      out.push([Number(tid), Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[1])]);
+    } catch {}
+  }
+  return out;
+}
+
+function delta(a: Map<number, number> | undefined, b: Map<number, number>): number {
+  let sum = 0;
+  for (const [id, v] of b) sum += v - (a?.get(id) ?? 0);
+  return sum;
 }
 
 /** CPU seconds each tree used between two snapshots (processes gone by `b` count as 0: their time is in their parent's cutime). */
 export function cpuSeconds(a: CpuSnapshot, b: CpuSnapshot): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const [name, tree] of b) {
-    const before = a.get(name) ?? new Map<number, number>();
-    let ticks = 0;
-    for (const [pid, t] of tree) ticks += t - (before.get(pid) ?? 0);
-    out[name] = ticks / TICKS_PER_SECOND;
-  }
+  for (const [name, t] of b) out[name] = delta(a.get(name)?.ticks, t.ticks) / TICKS_PER_SECOND;
+  return out;
+}
+
+/**
+ * Seconds the threads of each tree were runnable but waited for a CPU between two snapshots (threads
+ * gone by `b` are not counted: a lower bound). High values mean the machine, not the process, set the pace.
+ */
+export function runQueueWaitSeconds(a: CpuSnapshot, b: CpuSnapshot): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, t] of b) out[name] = delta(a.get(name)?.waitNs, t.waitNs) / 1e9;
   return out;
 }

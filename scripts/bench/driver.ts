@@ -1,4 +1,4 @@
-import { type CpuSnapshot, cpuSeconds, cpuSnapshot } from "./cpu.ts";
+import { type CpuSnapshot, cpuSeconds, cpuSnapshot, runQueueWaitSeconds } from "./cpu.ts";
 import type { Conn, System } from "./targets.ts";
 
 export const BODY_BYTES = 100;
@@ -46,6 +46,10 @@ export interface Summary {
   /** CPU seconds per server process from the first send until everything was delivered and stored. */
   cpuSeconds: Record<string, number>;
   serverCpuSeconds: number | null;
+  /** Seconds the server processes' threads waited for a CPU in the same window (a busy machine shows here). */
+  runQueueWaitSeconds: Record<string, number>;
+  /** Seconds from the last send until the drain ended (the CPU window is the sending time plus this). */
+  drainSeconds: number;
   serverCpuUsPerMsg: number | null;
   driverCpuSeconds: number;
 }
@@ -215,6 +219,7 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
     await Bun.sleep(sys.countRows && unanswered === 0 ? 50 : 20);
   }
   const cpuAfter = cpuSnapshot(sys.processes);
+  const drainedAt = performance.now();
   const driver = process.cpuUsage(driverBefore);
   if (sys.countRows && storedAt === null) rows = await sys.countRows(prefix);
 
@@ -232,6 +237,7 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
   ackLatencies.sort((a, b) => a - b);
   const pct = (p: number, l = latencies) => (l.length ? Number(l[Math.min(l.length - 1, Math.floor((p / 100) * l.length))]!.toFixed(1)) : null);
   const cpu = sys.processes.length ? cpuSeconds(cpuBefore, cpuAfter) : {};
+  const waits = sys.processes.length ? runQueueWaitSeconds(cpuBefore, cpuAfter) : {};
   const serverCpu = sys.processes.length ? Object.values(cpu).reduce((a, b) => a + b, 0) : null;
   return {
     target: sys.name,
@@ -259,6 +265,8 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
     storageLagAfterLastAckSeconds: storedAt === null ? null : Number(((storedAt - Math.max(lastSend, lastAckAt)) / 1000).toFixed(2)),
     cpuSeconds: Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, Number(v.toFixed(2))])),
     serverCpuSeconds: serverCpu === null ? null : Number(serverCpu.toFixed(2)),
+    runQueueWaitSeconds: Object.fromEntries(Object.entries(waits).map(([k, v]) => [k, Number(v.toFixed(2))])),
+    drainSeconds: Number(((drainedAt - lastSend) / 1000).toFixed(2)),
     serverCpuUsPerMsg: serverCpu === null || delivered === 0 ? null : Math.round((serverCpu * 1e6) / delivered),
     driverCpuSeconds: Number(((driver.user + driver.system) / 1e6).toFixed(2)),
   };

@@ -25,7 +25,8 @@ After --duration seconds of sending it waits up to --grace seconds for acks, del
 never delivered), errors, delivered msg/s over the sending window, latency p50/p95/p99, rows in
 \`messages\` and the storage lag (how long after the last send the row count reached the acked
 count), and the CPU seconds of every server process the bench started (read from /proc, each
-process with its descendants) with server CPU µs per delivered message. Exit 1 when an acked
+process with its descendants) with server CPU µs per delivered message, and how long their threads
+waited for a CPU (run queue, from schedstat): a busy machine shows there. Exit 1 when an acked
 message was lost or a row is missing, 2 on a bad option.
 
 Options:

@@ -46,7 +46,8 @@ ${s.label}: ${s.users} users on ${s.instances} instances, ${s.mode}, ${s.seconds
 | latency p50 / p95 / p99 / max (ms) | ${ms(s.latencyMs.p50)} / ${ms(s.latencyMs.p95)} / ${ms(s.latencyMs.p99)} / ${ms(s.latencyMs.max)} |
 | send → ack p50 / p99 (ms) | ${ms(s.ackLatencyMs.p50)} / ${ms(s.ackLatencyMs.p99)} |
 | rows in PostgreSQL after the last send | ${stored(s)} |
-| server CPU seconds (per process, with its children) | ${cpuLine(s)} |
+| server CPU seconds (per process, with its children; ${s.seconds} s sending + ${s.drainSeconds} s drain) | ${cpuLine(s)} |
+| server threads waiting for a CPU (run queue), s | ${Object.keys(s.runQueueWaitSeconds).length ? Object.entries(s.runQueueWaitSeconds).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ") : "n/a"} |
 | server CPU µs per delivered message | ${s.serverCpuUsPerMsg ?? "n/a"} (${perProcessUs(s)}) |
 | load driver CPU seconds (not in the server figure) | ${s.driverCpuSeconds.toFixed(2)} |`;
 }
