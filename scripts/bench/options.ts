@@ -22,7 +22,9 @@ that falls behind shows up as latency instead of being hidden (coordinated omiss
 
 After --duration seconds of sending it waits up to --grace seconds for acks, deliveries and
 (relay) rows in PostgreSQL, and reports: connections, sent, acked, delivered, lost (acked but
-never delivered), errors, delivered msg/s over the sending window, latency p50/p95/p99, rows in
+never delivered), messages delivered twice or from anyone but the partner (counted apart, not as
+deliveries), errors, delivered msg/s over the sending window, latency p50/p95/p99 and send → ack
+latency, rows in
 \`messages\` and the storage lag (how long after the last send the row count reached the acked
 count), and the CPU seconds of every server process the bench started (read from /proc, each
 process with its descendants) with server CPU µs per delivered message, and how long their threads
