@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../test/infra.ts";
+import { freePort } from "./infra.ts";
 import { ensureDeps, STAMP } from "./ensure-deps.ts";
 
 const ROOT = join(import.meta.dir, "..");

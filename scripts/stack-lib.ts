@@ -1,6 +1,7 @@
 import { migrateDatabase } from "../shared/db/index.ts";
-import { startCluster, type Cluster } from "../test/harness.ts";
-import { startInfra, type Infra, type InfraService } from "../test/infra.ts";
+import { randomSecret, spawnService, startCluster, stopService, waitHealthy, type Cluster, type ServiceProcess } from "./cluster.ts";
+import { startClusterInfra, type ClusterInfra } from "./cluster-infra.ts";
+import { startInfra, type Infra, type InfraService } from "./infra.ts";
 
 export interface Stack {
   infra: Infra | null;
@@ -38,6 +39,107 @@ export async function startStack(opts: { ws?: number; log?: (line: string) => vo
     };
   } catch (err) {
     await infra?.stop();
+    throw err;
+  }
+}
+
+/** The three loopback "hosts" of `bun run stack --ha` (CONTRACT.md section 8). */
+export const HA_HOSTS = ["127.0.1.1", "127.0.2.1", "127.0.3.1"];
+
+export interface HaHost {
+  ip: string;
+  /** What runs on this host, name → URL. */
+  processes: Array<{ name: string; url: string }>;
+}
+
+export interface HaStack {
+  infra: ClusterInfra;
+  hosts: HaHost[];
+  gateways: ServiceProcess[];
+  jwtSecret: string;
+  internalSecret: string;
+  env: { REDIS_URL: string; AMQP_URL: string; DATABASE_URL: string; DISCOVER_URL: string };
+  stop(): Promise<void>;
+}
+
+/** Rotates a list by k (service on host i is pointed at host i+1's node first, spreading the load). */
+const rotate = <T>(xs: T[], k: number) => xs.map((_, i) => xs[(i + k) % xs.length]!);
+
+/**
+ * The whole clustered topology on this machine, three hosts on loopback addresses: Redis Cluster
+ * (three masters, each with a replica on another host), three clustered RabbitMQ nodes, PostgreSQL
+ * primary + synchronous standby on another host, migrations, two discovers (hosts 2 and 3), and a
+ * gateway and a persist on every host, each bound to its host's address (HOST).
+ */
+export async function startHaStack(opts: { hosts?: string[]; log?: (line: string) => void } = {}): Promise<HaStack> {
+  const ips = opts.hosts ?? HA_HOSTS;
+  const log = opts.log ?? (() => {});
+  const infra = await startClusterInfra({ hosts: ips, log });
+  const started: ServiceProcess[] = [];
+  const stop = async () => {
+    await Promise.all(started.map((p) => stopService(p)));
+    await infra.stop();
+  };
+  try {
+    await migrateDatabase(infra.databaseUrl);
+    log("migrations applied");
+    const jwtSecret = randomSecret();
+    const internalSecret = randomSecret();
+    const base = {
+      REDIS_URL: infra.redisUrl,
+      DATABASE_URL: infra.databaseUrl,
+      JWT_SECRET: jwtSecret,
+      INTERNAL_SECRET: internalSecret,
+      LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+    };
+    const discoverHosts = [1, 2];
+    const discovers = await Promise.all(
+      discoverHosts.map((h) => spawnService(`discover@${ips[h]}`, "services/discover/index.ts", { ...base, HOST: ips[h]! })),
+    );
+    started.push(...discovers);
+    const amqpNodes = infra.amqpUrl.split(",");
+    const perHost = await Promise.all(
+      ips.map(async (ip, i) => {
+        const env = {
+          ...base,
+          HOST: ip,
+          AMQP_URL: rotate(amqpNodes, i).join(","),
+          DISCOVER_URL: rotate(discovers.map((d) => d.url), i).join(","),
+        };
+        const [ws, persist] = await Promise.all([
+          spawnService(`gateway@${ip}`, "services/ws/index.ts", env),
+          spawnService(`persist@${ip}`, "services/persist/index.ts", env),
+        ]);
+        started.push(ws!, persist!);
+        return { ws: ws!, persist: persist! };
+      }),
+    );
+    await Promise.all(started.map((p) => waitHealthy(p, 60_000)));
+    const hosts: HaHost[] = ips.map((ip, i) => {
+      const processes: HaHost["processes"] = [];
+      for (const n of infra.redis.filter((r) => r.host === ip))
+        processes.push({ name: n.role === "master" ? `redis master ${n.shard + 1}` : `redis replica of master ${n.shard + 1}`, url: `redis://${n.host}:${n.port}` });
+      processes.push({ name: `rabbitmq node ${i + 1}`, url: infra.rabbit[i]!.url });
+      // postgres URLs are postgres://postgres@<host>:<port>/chat (scripts/infra.ts)
+      if (infra.pgPrimary.url.includes(`@${ip}:`)) processes.push({ name: "postgres primary", url: infra.pgPrimary.url });
+      if (infra.pgStandby.url.includes(`@${ip}:`)) processes.push({ name: "postgres sync standby", url: infra.pgStandby.url });
+      const d = discoverHosts.indexOf(i);
+      if (d >= 0) processes.push({ name: "discover", url: discovers[d]!.url });
+      processes.push({ name: "gateway", url: perHost[i]!.ws.url }, { name: "persist", url: perHost[i]!.persist.url });
+      return { ip, processes };
+    });
+    return {
+      infra,
+      hosts,
+      gateways: perHost.map((p) => p.ws),
+      jwtSecret,
+      internalSecret,
+      env: { REDIS_URL: infra.redisUrl, AMQP_URL: infra.amqpUrl, DATABASE_URL: infra.databaseUrl, DISCOVER_URL: discovers.map((d) => d.url).join(",") },
+      stop,
+    };
+  } catch (err) {
+    await Promise.all(started.map((p) => stopService(p, "SIGKILL")));
+    await infra.stop();
     throw err;
   }
 }

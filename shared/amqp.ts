@@ -1,6 +1,7 @@
 import amqp from "amqplib";
 import type { Channel, ChannelModel, ConfirmChannel } from "amqplib";
 import { backoffDelay, retryForever, sleep } from "./backoff.ts";
+import { splitList } from "./config.ts";
 import type { Logger } from "./log.ts";
 
 /**
@@ -8,6 +9,8 @@ import type { Logger } from "./log.ts";
  * while the broker is down), reconnects with backoffDelay after any loss, and never throws on
  * connection or channel errors. Users hold channels through `keepChannel`, which (re)creates them
  * on every (re)connect and after a channel alone was closed by the broker.
+ * `url` may list several comma-separated nodes of one RabbitMQ cluster: each attempt tries the
+ * next node in turn, and after a connection loss the next attempt goes to another node first.
  */
 export interface AmqpConnection {
   /** True while a connection is open. */
@@ -59,14 +62,23 @@ interface Keeper {
 const noop = () => {};
 
 export function createAmqpConnection(url: string, log: Logger, opts: AmqpConnectionOptions = {}): AmqpConnection {
-  const target = new URL(url);
-  if (!target.searchParams.has("heartbeat")) target.searchParams.set("heartbeat", String(opts.heartbeatSec ?? 10));
+  const targets = splitList(url).map((u) => {
+    const t = new URL(u);
+    if (!t.searchParams.has("heartbeat")) t.searchParams.set("heartbeat", String(opts.heartbeatSec ?? 10));
+    return t;
+  });
+  let nextNode = 0;
   const socketOptions = {
     noDelay: true,
     timeout: opts.connectTimeoutMs ?? 5000,
     clientProperties: { connection_name: opts.name ?? "relay-chat" },
   };
-  const safeUrl = `${target.protocol}//${target.host}${target.pathname}`;
+  const safe = (t: URL) => `${t.protocol}//${t.host}${t.pathname}`;
+  let current = targets[0]!;
+  const connectNext = () => {
+    current = targets[nextNode++ % targets.length]!;
+    return amqp.connect(current.toString(), socketOptions);
+  };
 
   let model: ChannelModel | undefined;
   let closed = false;
@@ -79,10 +91,10 @@ export function createAmqpConnection(url: string, log: Logger, opts: AmqpConnect
     while (!closed) {
       let m: ChannelModel;
       try {
-        m = await retryForever(() => amqp.connect(target.toString(), socketOptions), {
+        m = await retryForever(connectNext, {
           signal: abort.signal,
           onError: (err, n) => {
-            if (n === 0 || n % 10 === 0) log.warn("amqp connect failed; retrying", { url: safeUrl, err, attempt: n });
+            if (n === 0 || n % 10 === 0) log.warn("amqp connect failed; retrying", { url: safe(current), err, attempt: n });
           },
         });
       } catch {
@@ -98,16 +110,18 @@ export function createAmqpConnection(url: string, log: Logger, opts: AmqpConnect
       m.on("unblocked", () => log.info("amqp connection unblocked"));
       const connectedAt = Date.now();
       model = m;
-      log.info("amqp connected", { url: safeUrl });
+      log.info("amqp connected", { url: safe(current) });
       for (const w of readyWaiters) w.resolve();
       readyWaiters.clear();
       for (const k of keepers) k.kick();
       const err = await lost;
       model = undefined;
       if (closed) break;
-      log.warn("amqp connection lost; reconnecting", { err });
+      log.warn("amqp connection lost; reconnecting", { url: safe(current), err });
       if (Date.now() - connectedAt > 10_000) losses = 0;
-      await sleep(backoffDelay(losses++), abort.signal).catch(noop);
+      // with other nodes to try, the first attempt goes to the next one at once
+      if (targets.length === 1 || losses > 0) await sleep(backoffDelay(losses), abort.signal).catch(noop);
+      losses++;
     }
   })();
 

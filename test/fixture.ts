@@ -1,7 +1,7 @@
 import { afterAll, beforeAll } from "bun:test";
 import postgres from "postgres";
 import { mintToken, TestClient } from "./client.ts";
-import { startCluster, type Cluster } from "./harness.ts";
+import { startCluster, type Cluster } from "../scripts/cluster.ts";
 
 /**
  * One cluster for a test file: started in beforeAll, stopped (with every client it connected and

@@ -5,7 +5,7 @@ import { ERROR_CODES, parseClientFrame, Cursor } from "../shared/protocol.ts";
 import { mintToken, uniqueUser, type Frame, type TestClient } from "./client.ts";
 import { alive, connectReady, diff, httpStatus, openSql, waitUntil, startHealthyCluster } from "./chaos.ts";
 import { anyFrame, expected, overTheWire, utf8Bytes, type Expected } from "./fuzz-frames.ts";
-import type { Cluster } from "./harness.ts";
+import type { Cluster } from "../scripts/cluster.ts";
 
 // Frame fuzzing (CONTRACT.md section 3): random and mutated frames must each get exactly one
 // answer (one `error` with the right code and id for a malformed frame; ack, pong or synced for a
@@ -264,8 +264,14 @@ describe("the gateway under fuzzed frames", () => {
       c.send({ type: "sync", after });
       const f = await c.waitFor((f) => c.frames.indexOf(f) >= start && (f.type === "synced" || f.type === "error"), "synced or error");
       if (f.type === "synced") {
-        // Accepted: the cursor answered must be exact and usable again.
-        expect(`${after} → ${f.cursor} ${Cursor.safeParse(f.cursor).success}`).toBe(`${after} → ${after} true`);
+        // Accepted (a cursor of the previous version): the cursor answered must be usable again,
+        // and a sync from it must answer the same cursor with nothing before it.
+        expect(`${after} → ${Cursor.safeParse(f.cursor).success}`).toBe(`${after} → true`);
+        const again = c.frames.length;
+        c.send({ type: "sync", after: f.cursor });
+        const g = await c.waitFor((x) => c.frames.indexOf(x) >= again && (x.type === "synced" || x.type === "error"), "synced again");
+        expect(`${f.cursor} → ${g.type} ${g.cursor}`).toBe(`${f.cursor} → synced ${f.cursor}`);
+        expect(c.frames.slice(again, c.frames.indexOf(g)).filter((x) => x.type === "message")).toEqual([]);
       } else expect(`${after} → ${f.code}`).toBe(`${after} → bad_request`);
     }
     c.close();

@@ -6,7 +6,7 @@ import amqp from "amqplib";
 import Redis from "ioredis";
 import postgres from "postgres";
 import { testInfra } from "./env.ts";
-import { freePort, startInfra } from "./infra.ts";
+import { freePort, startInfra } from "../scripts/infra.ts";
 
 const infra = testInfra();
 /** Whether the preload started this server (not given by URL), so this file may restart it. */

@@ -19,7 +19,7 @@ import { plugin, spawnSync } from "bun";
 import { afterAll } from "bun:test";
 import { ensureDeps } from "../scripts/ensure-deps.ts";
 import { DEFAULT_CHROMIUM, setTestInfra } from "./env.ts";
-import { type Infra, type InfraService, MissingBinaryError, missingBinaries, removeStaleInfraDirs, startInfra } from "./infra.ts";
+import { type Infra, type InfraService, MissingBinaryError, missingBinaries, removeStaleInfraDirs, startInfra } from "../scripts/infra.ts";
 import { runNeeds, testArgs } from "./needs.ts";
 import { type Missing, ProvisionError, provision } from "./provision.ts";
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import type postgres from "postgres";
 import { uniqueUser } from "./client.ts";
 import { diff, openSql, Recipient, Sender, storedIds, waitUntil, startHealthyCluster } from "./chaos.ts";
-import type { Cluster } from "./harness.ts";
+import type { Cluster } from "../scripts/cluster.ts";
 
 // The race DESIGN.md calls the hard part: a message acked at t0, committed at t2, and its recipient
 // reconnecting and syncing at t1 in between. The recipient here reconnects every ~200 ms,

@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { BACKPRESSURE_LIMIT } from "../services/ws/gateway.ts";
+import { BACKPRESSURE_LIMIT, IDLE_TIMEOUT_S } from "../services/ws/gateway.ts";
 import { mintToken, uniqueUser } from "./client.ts";
 import { alive, connectReady, httpStatus, metric, presence, rssBytes, Sender, waitUntil, startHealthyCluster } from "./chaos.ts";
-import type { Cluster } from "./harness.ts";
+import type { Cluster } from "../scripts/cluster.ts";
 
 // Resource limits: a client that stops reading is cut off once its outbound buffer passes
 // BACKPRESSURE_LIMIT (the gateway's memory stays bounded and it keeps serving others), and the
@@ -39,6 +39,26 @@ async function spawnIdleClient(url: string, token: string) {
   return { proc, line };
 }
 
+describe("a silently dead client", () => {
+  test("is closed and shown offline within about IDLE_TIMEOUT_S (it answers no pings)", async () => {
+    const cluster = await startHealthyCluster({ ws: 1 });
+    clusters.push(cluster);
+    const url = cluster.wsUrls[0]!;
+    const frozen = uniqueUser("frozen");
+    const watcher = uniqueUser("watcher");
+    const idle = await spawnIdleClient(url, await mintToken(frozen, cluster.jwtSecret));
+    expect((await presence(url, watcher, cluster.jwtSecret, [frozen]))[frozen]).toBe(true);
+    idle.proc.kill("SIGSTOP"); // the network freezes: no frame, no pong
+    try {
+      const t0 = performance.now();
+      const { ms } = await waitUntil("the frozen user shown offline", async () => !(await presence(url, watcher, cluster.jwtSecret, [frozen]))[frozen], 3 * IDLE_TIMEOUT_S * 1000, 200);
+      console.log(`silently dead client: offline after ${ms} ms (idle timeout ${IDLE_TIMEOUT_S} s), measured from the freeze ${Math.round(performance.now() - t0)} ms`);
+    } finally {
+      idle.proc.kill("SIGKILL");
+    }
+  }, 60_000);
+});
+
 describe("a client that does not read", () => {
   test(
     "is disconnected once its outbound buffer passes the limit; memory stays bounded and others are served",
@@ -52,14 +72,30 @@ describe("a client that does not read", () => {
       const idle = await spawnIdleClient(url, await mintToken(slow, cluster.jwtSecret));
       const observer = await connectReady(url, uniqueUser("observer"), cluster.jwtSecret);
       expect((await presence(url, watcher, cluster.jwtSecret, [slow]))[slow]).toBe(true);
+      const BODY = "x".repeat(4000);
+      const frameBytes = BODY.length + 200;
+      const flood = (to: string, perSender: number) =>
+        Array.from({ length: 4 }, () => new Sender({ user: uniqueUser("flood"), secret: cluster.jwtSecret, to, total: perSender, window: 50, retryDelayMs: 100, body: () => BODY }));
+
+      // Warm-up: a flood to a client that reads grows the gateway's heap and allocator towards
+      // their working size (Bun returns little of it to the OS), so that the growth measured below
+      // is mostly what the gateway keeps, not what it needs to handle a flood at all.
+      const reader = await connectReady(url, uniqueUser("reader"), cluster.jwtSecret);
+      const warm = flood(reader.user, 2000);
+      try {
+        await Promise.all(warm.map((s) => s.connect(url)));
+        await Promise.all(warm.map((s) => s.finish(120_000)));
+      } finally {
+        for (const s of warm) s.close();
+        reader.close();
+      }
       const rssBefore = await rssBytes(wsPid);
       const connsBefore = await metric(url, "ws_connections");
 
       // Freeze the client: from now on it reads nothing and the kernel buffers fill up, then the gateway's.
       idle.proc.kill("SIGSTOP");
-      const BODY = "x".repeat(4000);
-      const frameBytes = 4000 + 200;
-      const senders = Array.from({ length: 4 }, () => new Sender({ user: uniqueUser("flood"), secret: cluster.jwtSecret, to: slow, total: 2000, window: 50, retryDelayMs: 100, body: () => BODY }));
+      const PER_SENDER = 16_000;
+      const senders = flood(slow, PER_SENDER);
       let closedAtAcks = 0;
       let peakRss = rssBefore;
       const t0 = performance.now();
@@ -102,10 +138,15 @@ describe("a client that does not read", () => {
             `${total} messages (~${mb(total * frameBytes)}) flooded in all; gateway RSS ${mb(rssBefore)} before, peak ${mb(peakRss)}, ${mb(rssAfter)} after; ` +
             `ws_connections ${connsBefore} before, ${connsAfter} after (observer, later and flooders still open)`,
         );
-        expect(total).toBe(8000);
+        expect(total).toBe(senders.length * PER_SENDER);
         expect(closedAtAcks).toBeLessThan(total);
-        // Bounded: the gateway held far less than what was sent to the frozen client.
-        expect(peakRss - rssBefore).toBeLessThan(Math.max(128 * 2 ** 20, (total * frameBytes) / 2));
+        // Bounded: the gateway keeps none of the flood (~256 MiB). Handling it grows the RSS anyway
+        // (garbage not yet collected, allocator caches): measured at 36 to 120 MiB after the warm-up
+        // on a 2-core machine. A gateway that kept the flooded messages grows by at least their size
+        // on top of that (measured: 350 MiB with every message retained). Three quarters of the
+        // flood lies between the two; with the old bound of 128 MiB for a 32 MiB flood, keeping
+        // every frame passed.
+        expect(peakRss - rssBefore).toBeLessThan(total * frameBytes * 0.75);
         expect(end).toMatch(/^closed \d+ after \d+ messages$/);
         sender.close();
       } finally {

@@ -1,8 +1,8 @@
 import postgres from "postgres";
 import { io as ioClient } from "socket.io-client";
-import { mintToken } from "../../test/client.ts";
-import { randomSecret, spawnService, stopService } from "../../test/harness.ts";
-import { startInfra } from "../../test/infra.ts";
+import { sign } from "hono/jwt";
+import { randomSecret, spawnService, stopService } from "../cluster.ts";
+import { startInfra } from "../infra.ts";
 import { startStack } from "../stack-lib.ts";
 import type { MeteredProcess } from "./cpu.ts";
 import type { PeerEngine, TargetName } from "./options.ts";
@@ -44,6 +44,9 @@ export interface SystemOptions {
   databaseUrl: string | null;
   log: (line: string) => void;
 }
+
+/** Minted like any load test (CONTRACT.md section 2): only `sub`, no expiry, no version. */
+const mintToken = (user: string, secret: string) => sign({ sub: user }, secret, "HS256");
 
 export function startSystem(name: TargetName, o: SystemOptions): Promise<System> {
   return name === "relay" ? startRelay(o) : startSocketio(o);

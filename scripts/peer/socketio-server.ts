@@ -11,7 +11,7 @@
 //   then acks { msgId }. A malformed send is acked with { error: "bad_request" }.
 //
 // Entry: `bun run scripts/peer/socketio-server.ts --port P` with REDIS_URL, JWT_SECRET and SOCKETIO_ENGINE;
-// prints `listening on http://127.0.0.1:<port>` once it serves (what test/harness spawnService waits for).
+// prints `listening on http://127.0.0.1:<port>` once it serves (what scripts/cluster.ts spawnService waits for).
 import { Server as BunEngine } from "@socket.io/bun-engine";
 import { createAdapter } from "@socket.io/redis-adapter";
 import Redis from "ioredis";
@@ -39,9 +39,9 @@ const tag = `${process.pid.toString(36)}-${Date.now().toString(36)}`;
 let seq = 0;
 
 io.use(async (socket, next) => {
-  const user = await verifyUserToken(socket.handshake.query.token as string | undefined, jwtSecret);
-  if (!user) return next(new Error("unauthorized"));
-  socket.data.user = user;
+  const token = await verifyUserToken(socket.handshake.query.token as string | undefined, jwtSecret);
+  if (!token) return next(new Error("unauthorized"));
+  socket.data.user = token.user;
   next();
 });
 

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestClient } from "../../test/client.ts";
-import { spawnService, stopService, type ServiceProcess } from "../../test/harness.ts";
+import { spawnService, stopService, type ServiceProcess } from "../../scripts/cluster.ts";
 
 // `bun run dev` with no servers: none of REDIS_URL / AMQP_URL / DATABASE_URL reach it.
 const dataDir = mkdtempSync(join(tmpdir(), "chat-dev-test-"));

@@ -2,6 +2,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfigOrExit } from "../../shared/config.ts";
 import { openPglite } from "../../shared/db/index.ts";
+import { latestPosition } from "../../shared/db/messages.ts";
 import { createMemoryDirectory } from "../../shared/directory/directory-memory.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
@@ -10,7 +11,10 @@ import { createMemoryAllocator } from "../../shared/stream/allocator-memory.ts";
 import { onShutdown } from "../../shared/shutdown.ts";
 import { createBatcher } from "../persist/batcher.ts";
 import { createPersistMetrics } from "../persist/metrics.ts";
+import { accountSettings } from "../ws/accounts.ts";
+import { createMemoryRevocations } from "../ws/revocations-memory.ts";
 import { startWsService } from "../ws/service.ts";
+import { createMemoryThrottle } from "../ws/throttle-memory.ts";
 import { devSecrets } from "./secrets.ts";
 
 /**
@@ -26,7 +30,9 @@ const db = await openPglite(join(cfg.DATA_DIR, "pglite"));
 const queue = createMemoryQueue();
 const directory = createMemoryDirectory();
 const sweeper = setInterval(() => void directory.sweepDeadInstances(), 3000);
-const allocator = createMemoryAllocator();
+// Positions continue from what PGlite holds: the in-process queue dies with the process, so after
+// a restart nothing allocated is unwritten and no new epoch is needed.
+const allocator = createMemoryAllocator({ seed: (user) => latestPosition(db.db, user) });
 const batcher = createBatcher({
   database: db,
   allocator,
@@ -44,9 +50,14 @@ const ws = await startWsService({
   queue,
   directory,
   allocator,
+  // The embedded persist writes in this process: /health reports it stuck (e.g. PGlite failing).
+  extraHealth: async () => ({ persist: batcher.healthy() }),
   jwtSecret: secrets.JWT_SECRET,
   internalSecret: secrets.INTERNAL_SECRET,
   rate: { perSec: cfg.RATE_LIMIT_PER_SEC, burst: cfg.RATE_LIMIT_BURST },
+  throttle: createMemoryThrottle(),
+  revocations: createMemoryRevocations(),
+  accounts: accountSettings(cfg),
   log,
 });
 
@@ -55,7 +66,7 @@ console.log(`dev listening on ${ws.url}
   websocket:    ${ws.url.replace(/^http/, "ws")}/ws?token=<jwt>
   data:         ${join(cfg.DATA_DIR, "pglite")} (PGlite; history survives restarts)
   JWT_SECRET:   ${secrets.generated.JWT_SECRET ? `${secrets.JWT_SECRET} (generated for development, kept in ${secrets.file})` : "from the environment"}
-  embedded:     in-memory directory and queue, PGlite — no Redis, RabbitMQ or PostgreSQL needed`);
+  embedded:     in-memory directory, queue, login throttle and token revocations, PGlite — no Redis, RabbitMQ or PostgreSQL needed`);
 
 onShutdown(log, async () => {
   clearInterval(sweeper);

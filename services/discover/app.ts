@@ -1,4 +1,3 @@
-import { timingSafeEqual, createHash } from "node:crypto";
 import { zValidator } from "@hono/zod-validator";
 import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -9,7 +8,8 @@ import { DirectoryUnavailable, type Directory, type Ledger } from "../../shared/
 import { DIRECTORY_MAX_BATCH } from "../../shared/directory/directory-http.ts";
 import { silentLogger, type Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { UserId } from "../../shared/protocol.ts";
+import { describeIssues, UserId } from "../../shared/protocol.ts";
+import { bearer, secretMatches } from "../../shared/secret.ts";
 
 export interface DiscoverAppDeps {
   directory: Directory;
@@ -45,26 +45,14 @@ const CompleteBody = z.object({
   done: z.array(z.object({ msgId: MsgId, ts: z.number().int().nonnegative() })).max(DIRECTORY_MAX_BATCH),
 });
 
-function describe(error: { issues: z.core.$ZodIssue[] }): string {
-  const parts = error.issues.slice(0, 5).map((i) => `${i.path.length ? i.path.join(".") : "body"}: ${i.message}`);
-  if (error.issues.length > 5) parts.push(`and ${error.issues.length - 5} more`);
-  return parts.join("; ");
-}
-
-function valid<T extends z.ZodType, Target extends "json" | "param">(target: Target, schema: T) {
-  return zValidator(target, schema, (result, c) => {
-    if (!result.success) return c.json({ error: "bad_request", message: describe(result.error) }, 400);
-  });
-}
-
-const digest = (s: string) => createHash("sha256").update(s).digest();
+const validationHook = (result: { success: boolean; error?: unknown }, c: Context) => {
+  if (!result.success) return c.json({ error: "bad_request", message: describeIssues(result.error as z.ZodError) }, 400);
+};
+const valid = <T extends z.ZodType, Target extends "json" | "param">(target: Target, schema: T) => zValidator(target, schema, validationHook);
 
 function requireSecret(secret: string): MiddlewareHandler {
-  const expected = digest(secret);
   return async (c, next) => {
-    const header = c.req.header("authorization") ?? "";
-    const m = /^Bearer\s+(.+)$/i.exec(header);
-    if (!m || !timingSafeEqual(digest(m[1]!.trim()), expected)) return c.json({ error: "unauthorized" }, 401);
+    if (!secretMatches(bearer(c.req.header("authorization")), secret)) return c.json({ error: "unauthorized" }, 401);
     await next();
   };
 }

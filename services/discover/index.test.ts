@@ -24,7 +24,7 @@ function start(env: Record<string, string | undefined>, args = ["--port", "0"]):
   return child;
 }
 
-async function listeningUrl(child: Child, deadlineMs = 10_000): Promise<string> {
+async function listeningUrl(child: Child, deadlineMs = 10_000, host = "127.0.0.1"): Promise<string> {
   const reader = child.proc.stdout.getReader();
   const decoder = new TextDecoder();
   let seen = "";
@@ -34,7 +34,7 @@ async function listeningUrl(child: Child, deadlineMs = 10_000): Promise<string> 
       const { value, done } = await reader.read();
       if (done) throw new Error(`no listening line; stdout: ${seen}; stderr: ${await child.stderr}`);
       seen += decoder.decode(value, { stream: true });
-      const m = /discover listening on (http:\/\/127\.0\.0\.1:(\d+))/.exec(seen);
+      const m = new RegExp(`discover listening on (http://${host.replaceAll(".", "\\.")}:(\\d+))`).exec(seen);
       if (m && m[2] !== "0") return m[1]!;
     }
   } finally {
@@ -86,6 +86,22 @@ describe("discover process", () => {
     expect(await res.json()).toEqual({ error: "unavailable" });
     child.proc.kill("SIGTERM");
     expect(await child.proc.exited).toBe(0);
+  });
+
+  test("binds HOST only: reachable on that loopback address, refused on another", async () => {
+    const child = start({ REDIS_URL, INTERNAL_SECRET: SECRET, HOST: "127.0.9.1" });
+    const url = await listeningUrl(child, 10_000, "127.0.9.1");
+    await healthBecomes(url, 200);
+    const other = url.replace("127.0.9.1", "127.0.0.1");
+    expect(await fetch(`${other}/health`).then(() => "answered", () => "refused")).toBe("refused");
+    child.proc.kill("SIGTERM");
+    expect(await child.proc.exited).toBe(0);
+  });
+
+  test("a bad HOST exits 2 naming it", async () => {
+    const child = start({ REDIS_URL, INTERNAL_SECRET: SECRET, HOST: "not a host" });
+    expect(await child.proc.exited).toBe(2);
+    expect(await child.stderr).toContain("HOST: must be an IP address or a host name");
   });
 
   test("a bad REDIS_URL exits 2 naming it", async () => {

@@ -1,4 +1,4 @@
-import { loadConfigOrExit, requireKeys } from "../../shared/config.ts";
+import { loadConfigOrExit, localUrl, requireKeys } from "../../shared/config.ts";
 import { createRedisDirectory } from "../../shared/directory/directory-redis.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
@@ -28,7 +28,7 @@ const app = createDiscoverApp({
   log,
 });
 
-const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, fetch: app.fetch });
+const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, hostname: cfg.HOST, fetch: app.fetch });
 
 let sweeping = false;
 const sweeper = setInterval(async () => {
@@ -45,7 +45,7 @@ const sweeper = setInterval(async () => {
 }, SWEEP_EVERY_MS);
 
 log.info("discover started", { port: server.port });
-console.log(`discover listening on http://127.0.0.1:${server.port}`);
+console.log(`discover listening on ${localUrl(cfg.HOST, server.port!)}`);
 
 onShutdown(log, async () => {
   clearInterval(sweeper);

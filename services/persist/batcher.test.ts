@@ -270,6 +270,60 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       expect(await entriesFor(tdb.handle, [group.msgId, direct.msgId, self.msgId])).toBe(3 + 2 + 1);
     });
 
+    test("a message persist gets far behind its user's other messages is still written at the gateway's position", async () => {
+      const p = `lag${randomUUID()}`;
+      const t = tracker();
+      const small = createMemoryAllocator({ window: 3 });
+      const { batcher } = make(t, { maxWaitMs: 0, allocator: small });
+      const [a, b] = [uid("a"), uid("b")];
+      const late = msg(p, { from: a, to: b, rcpt: [a, b] });
+      const [atGateway] = await small.allocate([{ msgId: late.msgId, users: [a, b], claim: { sender: a, ts: late.ts } }]);
+      // Ten more for b are allocated and written before `late` reaches persist (another persist was slow).
+      for (let i = 0; i < 10; i++) batcher.onDelivery(t.delivery(`o${i}`, [msg(p, { from: a, to: b, rcpt: [a, b], body: `o${i}` })]));
+      await t.until(() => t.acks().length === 10, "the others");
+      batcher.onDelivery(t.delivery("late", [late]));
+      await t.until(() => t.acks().length === 11, "the late one");
+      const pb = atGateway!.positions[b]!;
+      expect(await entries(b)).toContain(`${pb.epoch}.${pb.pos}:${late.msgId}`);
+      expect((await entries(b)).length).toBe(11); // no entry elsewhere, no hole at the gateway's position
+    });
+
+    test("healthy() turns false while a batch keeps failing, and true again once it is written", async () => {
+      const p = `health${randomUUID()}`;
+      const t = tracker();
+      let down = true;
+      const flaky: StreamAllocator = {
+        ...allocator,
+        allocate: (reqs) => (down ? Promise.reject(new Error("allocator down")) : allocator.allocate(reqs)),
+      };
+      const { batcher } = make(t, { maxWaitMs: 0, allocator: flaky, unhealthyAfterMs: 50 });
+      expect(batcher.healthy()).toBe(true);
+      batcher.onDelivery(t.delivery("1", [msg(p)]));
+      // healthy() changes with time, not on an event the tracker sees: poll it, bounded.
+      for (const end = Date.now() + 5000; batcher.healthy() && Date.now() < end; ) await Bun.sleep(10);
+      expect(batcher.healthy()).toBe(false);
+      expect(t.acks()).toEqual([]);
+      down = false;
+      await t.until(() => t.acks().length === 1, "the write");
+      expect(batcher.healthy()).toBe(true);
+    });
+
+    test("copies of one message naming different users (a group resent after a member joined) give every named user an entry", async () => {
+      const p = `union${randomUUID()}`;
+      const t = tracker();
+      const { batcher } = make(t, { maxWaitMs: 0 });
+      const [a, b, c] = [uid("a"), uid("b"), uid("c")];
+      const first = msg(p, { from: a, to: undefined, group: "g", rcpt: [a, b] });
+      const resent = { ...first, rcpt: [a, b, c] };
+      // the resend's gateway gave c a position; without the union c's stream would keep a hole there
+      const [atGateway] = await allocator.allocate([{ msgId: first.msgId, users: [a, b, c] }]);
+      batcher.onDelivery(t.delivery("1", [first, resent]));
+      await t.until(() => t.acks().length === 1, "the batch");
+      const cPos = atGateway!.positions[c]!;
+      expect(await entries(c)).toEqual([`${cPos.epoch}.${cPos.pos}:${first.msgId}`]);
+      expect(await entriesFor(tdb.handle, [first.msgId])).toBe(3);
+    });
+
     test("a redelivered batch writes nothing twice: no new rows, no entries at new positions", async () => {
       const p = `redel${randomUUID()}`;
       const t = tracker();

@@ -14,6 +14,8 @@ export interface Batcher extends QueueConsumer {
    * passed first; then it stops retrying and what is left stays unacked.
    */
   drain(timeoutMs?: number): Promise<boolean>;
+  /** False while a batch has been failing to be written for longer than `unhealthyAfterMs` (for /health). */
+  healthy(): boolean;
 }
 
 export interface BatcherOptions {
@@ -32,6 +34,8 @@ export interface BatcherOptions {
    * hanging on a lost connection; a real commit never takes this long. Default 15 s.
    */
   stallMs?: number;
+  /** healthy() turns false once a batch has been failing this long. Default 5 s. */
+  unhealthyAfterMs?: number;
 }
 
 class InsertStalled extends Error {
@@ -55,12 +59,14 @@ const isEmpty = (b: Batch) => b.deliveries.length === 0;
  * in flight; deliveries acked only after their batch committed; allocator and database errors
  * retried forever with the batch kept. Any number of batchers (processes) may run at once.
  */
-export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, stallMs = 15_000 }: BatcherOptions): Batcher {
+export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, stallMs = 15_000, unhealthyAfterMs = 5000 }: BatcherOptions): Batcher {
   let current = emptyBatch();
   const sealed: Batch[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
   let writing = false;
   let draining = false;
+  /** When the batch being written first failed (0: it has not). */
+  let failingSince = 0;
   const abort = new AbortController();
   const idleWaiters = new Set<() => void>();
 
@@ -109,17 +115,24 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
           {
             signal: abort.signal,
             onError: (err, attempt) => {
+              failingSince ||= Date.now();
               metrics?.dbErrors.inc();
               if (attempt === 0 || attempt % 10 === 0) log.warn("batch insert failed; retrying", { err, attempt, rows: messages.length });
             },
           },
         );
+        failingSince = 0;
         metrics?.rowsInserted.inc(inserted);
         metrics?.batches.inc();
         metrics?.batchSize.observe(messages.length);
       } catch {
         return false;
       }
+    }
+    if (messages.length > 0) {
+      // Only written allocations may leave the allocator's idempotency window. A failure here keeps
+      // them in it longer (memory, not correctness).
+      await allocator.written(messages.map((m) => ({ msgId: m.msgId, users: recipientsOf(m) }))).catch((err) => log.warn("could not mark positions written", { err }));
     }
     for (const d of batch.deliveries) d.ack();
     return true;
@@ -141,6 +154,8 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
         }, maxWaitMs);
       }
     },
+
+    healthy: () => failingSince === 0 || Date.now() - failingSince < unhealthyAfterMs,
 
     drain(timeoutMs = 8000) {
       draining = true;
@@ -181,9 +196,20 @@ async function streamEntries(allocator: StreamAllocator, messages: ChatMessage[]
   return entries;
 }
 
+/**
+ * One copy per message id. Copies of one message (a resend, a redelivery) may name different
+ * users (a group resent after its membership changed): every one of them was given a position by
+ * some gateway, so the copy kept carries the union.
+ */
 function uniqueById(messages: ChatMessage[]): ChatMessage[] {
-  const seen = new Set<string>();
-  return messages.filter((m) => !seen.has(m.msgId) && (seen.add(m.msgId), true));
+  const byId = new Map<string, ChatMessage>();
+  for (const m of messages) {
+    const had = byId.get(m.msgId);
+    if (!had) byId.set(m.msgId, m);
+    else if (m.rcpt && had.rcpt) byId.set(m.msgId, { ...had, rcpt: [...new Set([...had.rcpt, ...m.rcpt])] });
+    else if (m.rcpt) byId.set(m.msgId, { ...had, rcpt: m.rcpt });
+  }
+  return [...byId.values()];
 }
 
 /**

@@ -2,15 +2,20 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { randomUUID } from "node:crypto";
 import net from "node:net";
 import { join } from "node:path";
+import amqp from "amqplib";
 import postgres from "postgres";
 import { createAmqpConnection, type AmqpConnection } from "../../shared/amqp.ts";
 import { silentLogger } from "../../shared/log.ts";
 import type { ChatMessage } from "../../shared/protocol.ts";
-import { createAmqpQueue, type AmqpQueue } from "../../shared/queue/queue-amqp.ts";
+import { createAmqpQueue, queueTopology, type AmqpQueue } from "../../shared/queue/queue-amqp.ts";
 
 const ENTRY = join(import.meta.dir, "index.ts");
 const AMQP_URL = process.env.AMQP_URL!;
 const DATABASE_URL = process.env.DATABASE_URL!;
+const REDIS_URL = process.env.REDIS_URL!;
+/** This file's own queue and allocator keyspace: messages of other test files never reach it. */
+const QUEUE_NAME = `persist.it.${randomUUID()}`;
+const REDIS_PREFIX = `persist-it-${randomUUID().slice(0, 8)}:`;
 
 type Persist = { proc: Bun.Subprocess<"ignore", "pipe", "pipe">; url: string; stderr: () => string };
 
@@ -40,6 +45,9 @@ const baseEnv = (databaseUrl: string, extra: Record<string, string> = {}) => ({
   HOME: process.env.HOME,
   AMQP_URL,
   DATABASE_URL: databaseUrl,
+  REDIS_URL,
+  REDIS_PREFIX,
+  QUEUE_NAME,
   LOG_LEVEL: "warn",
   ...extra,
 });
@@ -54,12 +62,14 @@ const running = new Set<Persist>();
 beforeAll(async () => {
   admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
   schema = `persist_it_${randomUUID().replaceAll("-", "")}`;
-  await admin.unsafe(`create schema ${schema}; create table ${schema}.messages (like public.messages including all)`);
+  await admin.unsafe(
+    `create schema ${schema}; create table ${schema}.messages (like public.messages including all); create table ${schema}.stream (like public.stream including all)`,
+  );
   const u = new URL(DATABASE_URL);
   u.searchParams.set("search_path", schema);
   scopedUrl = u.toString();
   conn = createAmqpConnection(AMQP_URL, silentLogger, { name: "persist index.test" });
-  queue = createAmqpQueue(conn, { log: silentLogger });
+  queue = createAmqpQueue(conn, { log: silentLogger, queue: QUEUE_NAME });
   await queue.whenReady(AbortSignal.timeout(10_000));
 });
 
@@ -74,6 +84,13 @@ afterEach(async () => {
 afterAll(async () => {
   await queue.close();
   await conn.close();
+  const broker = await amqp.connect(AMQP_URL);
+  const ch = await broker.createChannel();
+  const t = queueTopology({ queue: QUEUE_NAME });
+  await ch.deleteQueue(t.queue);
+  await ch.deleteQueue(t.deadLetterQueue);
+  await ch.deleteExchange(t.deadLetterExchange);
+  await broker.close();
   await admin.unsafe(`drop schema ${schema} cascade`);
   await admin.end();
 });
@@ -85,10 +102,10 @@ const spawnPersist = async (env: Record<string, string | undefined>) => {
 };
 
 let seq = 0;
-const batchOf = (prefix: string, n: number): ChatMessage[] =>
+const batchOf = (prefix: string, n: number, from = "alice", to = "bob"): ChatMessage[] =>
   Array.from({ length: n }, () => {
     seq++;
-    return { msgId: `${prefix}-${seq}`, id: `c${seq}`, from: "alice", to: "bob", body: `m ${seq}`, ts: 1_700_000_000_000 + seq };
+    return { msgId: `${prefix}-${seq}`, id: `c${seq}`, from, to, body: `m ${seq}`, ts: 1_700_000_000_000 + seq, rcpt: [from, to] };
   });
 
 const rowsWith = async (prefix: string) => {
@@ -96,14 +113,52 @@ const rowsWith = async (prefix: string) => {
   return { n: Number(r!.n), distinct: Number(r!.d) };
 };
 
+/**
+ * Waits (bounded) until PostgreSQL holds `n` rows with the prefix, then a little longer to see
+ * that no more arrive; returns the counts for the test to compare.
+ */
+const rowsOnceWritten = async (prefix: string, n: number, timeoutMs: number) => {
+  const deadline = Date.now() + timeoutMs;
+  let r = await rowsWith(prefix);
+  while (r.n < n && Date.now() < deadline) {
+    await Bun.sleep(50);
+    r = await rowsWith(prefix);
+  }
+  await Bun.sleep(100);
+  return rowsWith(prefix);
+};
+
+/**
+ * Resolves once /health answers 200: the consumer channel is set up (it prints its URL even while
+ * RabbitMQ is not connected yet). Bounded.
+ */
+const consuming = async (p: Persist, timeoutMs = 15_000) => {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = await fetch(`${p.url}/health`).then((r) => r.status, () => 0);
+    if (status === 200) return;
+    if (Date.now() > deadline) throw new Error(`persist not healthy within ${timeoutMs} ms (last status ${status})`);
+    await Bun.sleep(25);
+  }
+};
+
+/** `user`'s stream entries in the test schema: how many, in how many epochs, and the highest position. */
+const streamOf = async (user: string) => {
+  const [r] = await admin.unsafe(`select count(*)::int as n, count(distinct epoch)::int as epochs, max(pos)::int as top, count(distinct msg_id)::int as msgs from ${schema}.stream where user_id = $1`, [user]);
+  return { n: Number(r!.n), epochs: Number(r!.epochs), top: Number(r!.top ?? 0), msgs: Number(r!.msgs) };
+};
+
 describe("persist as a process", () => {
-  test("writes every published message exactly once, and serves /health and /metrics", async () => {
+  test("writes every published message exactly once, with its stream entries, and serves /health and /metrics", async () => {
     const p = await spawnPersist(baseEnv(scopedUrl, { BATCH_SIZE: "250", BATCH_MS: "20" }));
     const prefix = `it${randomUUID()}`;
-    const batches = Array.from({ length: 300 }, () => batchOf(prefix, 10));
+    const [from, to] = [`s-${prefix.slice(2, 10)}`, `r-${prefix.slice(2, 10)}`];
+    const batches = Array.from({ length: 300 }, () => batchOf(prefix, 10, from, to));
     await Promise.all(batches.map((b) => queue.publish(b)));
-    await queue.barrier(15_000);
-    expect(await rowsWith(prefix)).toEqual({ n: 3000, distinct: 3000 });
+    expect(await rowsOnceWritten(prefix, 3000, 15_000)).toEqual({ n: 3000, distinct: 3000 });
+    // each message in the sender's and the recipient's stream: one epoch, positions 1..3000
+    expect(await streamOf(from)).toEqual({ n: 3000, epochs: 1, top: 3000, msgs: 3000 });
+    expect(await streamOf(to)).toEqual({ n: 3000, epochs: 1, top: 3000, msgs: 3000 });
 
     const health = await fetch(`${p.url}/health`);
     expect(health.status).toBe(200);
@@ -119,8 +174,9 @@ describe("persist as a process", () => {
   test("SIGTERM mid-stream: exits within 10 s and loses nothing that was acknowledged", async () => {
     const env = baseEnv(scopedUrl, { BATCH_SIZE: "100", BATCH_MS: "200", PREFETCH: "500" });
     const first = await spawnPersist(env);
-    await queue.barrier(15_000); // answered once it consumes
+    await consuming(first);
     const prefix = `term${randomUUID()}`;
+    const [from, to] = [`s-${prefix.slice(4, 12)}`, `r-${prefix.slice(4, 12)}`];
     let confirmed = 0;
     const stop = async () => {
       const t0 = performance.now();
@@ -130,7 +186,7 @@ describe("persist as a process", () => {
     };
     let stopped: Promise<{ code: number; ms: number }> | undefined;
     for (let round = 0; round < 30; round++) {
-      await Promise.all(Array.from({ length: 20 }, () => queue.publish(batchOf(prefix, 5)).then(() => void (confirmed += 5))));
+      await Promise.all(Array.from({ length: 20 }, () => queue.publish(batchOf(prefix, 5, from, to)).then(() => void (confirmed += 5))));
       if (round === 10) stopped = stop();
     }
     const { code, ms } = await stopped!;
@@ -142,9 +198,11 @@ describe("persist as a process", () => {
     expect(before.n).toBeLessThan(confirmed);
 
     await spawnPersist(env);
-    await queue.barrier(15_000);
     expect(confirmed).toBe(3000);
-    expect(await rowsWith(prefix)).toEqual({ n: confirmed, distinct: confirmed });
+    expect(await rowsOnceWritten(prefix, confirmed, 15_000)).toEqual({ n: confirmed, distinct: confirmed });
+    // what the first one held unacked was allocated again by the second: the same positions, no holes
+    expect(await streamOf(from)).toEqual({ n: confirmed, epochs: 1, top: confirmed, msgs: confirmed });
+    expect(await streamOf(to)).toEqual({ n: confirmed, epochs: 1, top: confirmed, msgs: confirmed });
   });
 
   test("its database sessions terminated again and again mid-stream: it keeps running and stores every message once", async () => {
@@ -154,8 +212,9 @@ describe("persist as a process", () => {
     const u = new URL(scopedUrl);
     u.searchParams.set("application_name", app);
     const p = await spawnPersist(baseEnv(u.toString(), { BATCH_SIZE: "20", BATCH_MS: "2" }));
-    await queue.barrier(15_000);
+    await consuming(p);
     const prefix = `kill${randomUUID()}`;
+    const [from, to] = [`s-${prefix.slice(4, 12)}`, `r-${prefix.slice(4, 12)}`];
     let kills = 0;
     let confirmed = 0;
     let publishing = true;
@@ -167,19 +226,21 @@ describe("persist as a process", () => {
       }
     })();
     for (const end = Date.now() + 4000; Date.now() < end; ) {
-      await Promise.all(Array.from({ length: 5 }, () => queue.publish(batchOf(prefix, 2)).then(() => void (confirmed += 2))));
+      await Promise.all(Array.from({ length: 5 }, () => queue.publish(batchOf(prefix, 2, from, to)).then(() => void (confirmed += 2))));
       await Bun.sleep(3);
     }
     publishing = false;
     await killer;
-    await queue.barrier(30_000);
-    const rows = await rowsWith(prefix);
+    const rows = await rowsOnceWritten(prefix, confirmed, 30_000);
     const metrics = await (await fetch(`${p.url}/metrics`)).text();
     const dbErrors = /^persist_db_errors_total\{[^}]*\} (\d+)/m.exec(metrics)?.[1];
     console.log(`persist under session kills: ${kills} backends terminated, ${dbErrors} failed inserts retried; published ${confirmed}, stored ${rows.n} (${rows.distinct} distinct); alive: ${p.proc.exitCode === null}`);
     expect(kills).toBeGreaterThan(5);
     expect(p.proc.exitCode).toBeNull();
     expect(rows).toEqual({ n: confirmed, distinct: confirmed });
+    // failed inserts were retried with the same positions: no holes, no message twice
+    expect(await streamOf(from)).toEqual({ n: confirmed, epochs: 1, top: confirmed, msgs: confirmed });
+    expect(await streamOf(to)).toEqual({ n: confirmed, epochs: 1, top: confirmed, msgs: confirmed });
     expect((await fetch(`${p.url}/health`)).status).toBe(200);
   }, 60_000);
 

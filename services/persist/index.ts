@@ -1,10 +1,10 @@
 import { createAmqpConnection } from "../../shared/amqp.ts";
-import { loadConfigOrExit, requireKeys } from "../../shared/config.ts";
+import { loadConfigOrExit, localUrl, requireKeys } from "../../shared/config.ts";
 import { openPostgres } from "../../shared/db/index.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
 import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
-import { closeRedis, createRedis } from "../../shared/redis.ts";
+import { closeRedis, createRedis, isCluster } from "../../shared/redis.ts";
 import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
 import { createPersistApp } from "./app.ts";
 import { createBatcher } from "./batcher.ts";
@@ -31,15 +31,16 @@ const queue = createAmqpQueue(conn, {
   onDeadLetter: () => persistMetrics.deadLettered.inc(),
 });
 const redis = createRedis(cfg.REDIS_URL, log.child({ dep: "redis" }));
-const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX });
+// on Redis Cluster an allocation is answered only once its master's replica holds it (survives a failover)
+const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitReplicas: isCluster(redis) ? 1 : 0 });
 const batcher = createBatcher({ database: db, allocator, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, log, metrics: persistMetrics });
 
-const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: () => db.ping(1000), metrics });
-const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, fetch: app.fetch });
+const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: async () => batcher.healthy() && (await db.ping(1000)), metrics });
+const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, hostname: cfg.HOST, fetch: app.fetch });
 const subscription = await queue.consume(batcher, { prefetch: cfg.PREFETCH });
 
 log.info("persist started", { port: server.port, batchSize: cfg.BATCH_SIZE, batchMs: cfg.BATCH_MS, prefetch: cfg.PREFETCH });
-console.log(`persist listening on http://127.0.0.1:${server.port}`);
+console.log(`persist listening on ${localUrl(cfg.HOST, server.port!)}`);
 
 onShutdown(
   log,

@@ -5,24 +5,27 @@ import { useCluster } from "../../test/fixture.ts";
 // Accounts and the bearer-token door (CONTRACT.md section 2) on real processes: discover, two ws
 // instances and persist over Redis, RabbitMQ and PostgreSQL.
 
-const fx = useCluster({ ws: 2 });
+// One trusted proxy hop: tests that need an address of their own send X-Forwarded-For as a proxy would.
+const fx = useCluster({ ws: 2, env: { TRUSTED_PROXY_HOPS: "1", LOGIN_ADDR_MAX_FAILURES: "30" } });
 const sql = () => fx.sql();
 
 const A = fx.A;
 const B = fx.B;
 const PASSWORD = "s3cret-enough";
 
-async function post(base: string, path: string, body: unknown, raw = false): Promise<Response> {
+async function post(base: string, path: string, body: unknown, raw = false, headers: Record<string, string> = {}): Promise<Response> {
   return fetch(`${base}${path}`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...headers },
     body: raw ? (body as string) : JSON.stringify(body),
   });
 }
 
+const SESSION_KEYS = ["expiresIn", "refreshToken", "token", "userId"];
+
 async function register(base: string, username: string, password = PASSWORD) {
   const res = await post(base, "/api/register", { username, password });
-  return { status: res.status, body: (await res.json()) as { userId?: string; token?: string; error?: string } };
+  return { status: res.status, body: (await res.json()) as { userId?: string; token?: string; refreshToken?: string; error?: string } };
 }
 
 /** The token opens both doors: an /api route (200) and a WebSocket whose ping is answered. */
@@ -38,11 +41,11 @@ async function expectTokenWorks(token: string, user: string, base = A()) {
 }
 
 describe("register", () => {
-  test("201 with userId and a token that works on /ws and /api of every instance", async () => {
+  test("201 with userId and a token that works on /ws and /api of every instance (plus refreshToken and expiresIn)", async () => {
     const name = uniqueUser("reg");
     const r = await register(A(), name);
     expect(r.status).toBe(201);
-    expect(Object.keys(r.body).sort()).toEqual(["token", "userId"]);
+    expect(Object.keys(r.body).sort()).toEqual(SESSION_KEYS);
     expect(r.body.userId).toBe(name);
     expect(typeof r.body.token).toBe("string");
     await expectTokenWorks(r.body.token!, name, A());
@@ -67,6 +70,21 @@ describe("register", () => {
     // The first password still logs in: the second registration changed nothing.
     expect((await post(A(), "/api/login", { username: name, password: PASSWORD })).status).toBe(200);
     expect((await post(A(), "/api/login", { username: name, password: "another password" })).status).toBe(401);
+  });
+
+  test("409 for a name taken in another letter case; the first spelling stays, login is exact", async () => {
+    const name = `Case-${crypto.randomUUID().slice(0, 8)}`;
+    expect((await register(A(), name.toUpperCase())).status).toBe(201);
+    for (const variant of [name, name.toLowerCase(), name.toUpperCase()]) expect((await register(B(), variant)).status).toBe(409);
+    expect((await sql()`select id from users where lower(id) = ${name.toLowerCase()}`).map((r) => r.id)).toEqual([name.toUpperCase()]);
+    expect((await post(A(), "/api/login", { username: name.toUpperCase(), password: PASSWORD })).status).toBe(200);
+    expect((await post(A(), "/api/login", { username: name.toLowerCase(), password: PASSWORD })).status).toBe(401);
+  });
+
+  test("concurrent registrations of one name in different cases: exactly one wins", async () => {
+    const name = uniqueUser("rAce");
+    const rs = await Promise.all([name, name.toLowerCase(), name.toUpperCase(), name].map((n, i) => register(i % 2 ? B() : A(), n)));
+    expect(rs.map((r) => r.status).sort()).toEqual([201, 409, 409, 409]);
   });
 
   test("concurrent registrations of one name: exactly one wins", async () => {
@@ -135,7 +153,7 @@ describe("login", () => {
     const res = await post(B(), "/api/login", { username: name, password: PASSWORD });
     expect(res.status).toBe(200);
     const body = (await res.json()) as { userId: string; token: string };
-    expect(Object.keys(body).sort()).toEqual(["token", "userId"]);
+    expect(Object.keys(body).sort()).toEqual(SESSION_KEYS);
     expect(body.userId).toBe(name);
     await expectTokenWorks(body.token, name, B());
   });
@@ -186,6 +204,7 @@ describe("bearer tokens on /api", () => {
     ["GET", "/api/messages?with=someone"],
     ["GET", "/api/messages?group=g_any"],
     ["GET", "/api/presence?users=someone"],
+    ["GET", "/api/users?ids=someone"],
     ["GET", "/api/no-such-route"],
   ];
 
@@ -250,5 +269,166 @@ describe("bearer tokens on /api", () => {
     expect(reg.status).toBe(201);
     const login = await fetch(`${A()}/api/login`, { method: "POST", headers, body: JSON.stringify({ username: name, password: PASSWORD }) });
     expect(login.status).toBe(200);
+  });
+});
+
+// Issue 12: throttling, revocation and refresh on real processes, the two gateways sharing Redis.
+
+let nextAddr = 0;
+/** An address of this test's own, as the trusted proxy reports it. */
+const viaProxy = () => ({ "x-forwarded-for": `203.0.113.${++nextAddr}` });
+const login = (base: string, username: string, password: string, headers: Record<string, string> = viaProxy()) =>
+  post(base, "/api/login", { username, password }, false, headers);
+
+async function session(base: string) {
+  const name = uniqueUser("acct");
+  const r = await register(base, name);
+  expect(r.status).toBe(201);
+  return { user: name, token: r.body.token!, refreshToken: r.body.refreshToken! };
+}
+
+async function connected(base: string, user: string, token: string) {
+  const c = await TestClient.connect(base, user, token);
+  fx.track(c);
+  c.send({ type: "ping" });
+  await c.next((f) => f.type === "pong", "pong");
+  return c;
+}
+
+async function upgradeStatus(base: string, token: string): Promise<number> {
+  const res = await fetch(`${base}/ws?token=${encodeURIComponent(token)}`, { headers: { connection: "upgrade", upgrade: "websocket", "sec-websocket-version": "13", "sec-websocket-key": btoa("0123456789abcdef") } });
+  await res.body?.cancel();
+  return res.status;
+}
+
+/** Resolves with the close event, or fails when the socket is still open after `ms` (the issue's bound). */
+function closedWithin(c: TestClient, ms: number) {
+  return Promise.race([c.closed, Bun.sleep(ms).then(() => Promise.reject(new Error(`${c.user}: socket still open after ${ms} ms`)))]);
+}
+
+describe("brute force (issue 12)", () => {
+  test("failures for one account on both instances lock it everywhere: 429 with Retry-After, even for the right password", async () => {
+    const s = await session(A());
+    for (const base of [A(), B(), A(), B(), A()]) expect((await login(base, s.user, "wrong-password")).status).toBe(401);
+    for (const base of [A(), B()]) {
+      const res = await login(base, s.user, PASSWORD);
+      expect(res.status).toBe(429);
+      expect(Number(res.headers.get("retry-after"))).toBeGreaterThan(0);
+    }
+    // An unknown user is answered alike.
+    const ghost = uniqueUser("ghost");
+    for (const base of [A(), B(), A(), B(), A()]) expect((await login(base, ghost, "wrong-password")).status).toBe(401);
+    expect((await login(B(), ghost, PASSWORD)).status).toBe(429);
+  });
+
+  test("failures from one address on both instances lock that address, for every account", async () => {
+    const s = await session(A());
+    const from = viaProxy();
+    for (let i = 0; i < 30; i++) expect((await login(i % 2 ? A() : B(), uniqueUser("spray"), "wrong-password", from)).status).toBe(401);
+    for (const base of [A(), B()]) expect((await login(base, s.user, PASSWORD, from)).status).toBe(429);
+    expect((await login(A(), s.user, PASSWORD)).status).toBe(200);
+  });
+});
+
+describe("revocation across instances (issue 12)", () => {
+  test("logout-all on one instance closes the user's sockets on the other within 2 s, and the tokens stop working everywhere", async () => {
+    const s = await session(A());
+    const other = (await (await login(A(), s.user, PASSWORD)).json()) as { token: string; refreshToken: string };
+    const bystander = await session(A());
+    const onB = await connected(B(), s.user, s.token);
+    const onA = await connected(A(), s.user, other.token);
+    const keep = await connected(B(), bystander.user, bystander.token);
+    const res = await fetch(`${A()}/api/logout-all`, { method: "POST", headers: { authorization: `Bearer ${s.token}` } });
+    expect(res.status).toBe(204);
+    expect((await closedWithin(onB, 2000)).code).toBe(4401);
+    expect((await closedWithin(onA, 2000)).code).toBe(4401);
+    for (const base of [A(), B()]) {
+      for (const token of [s.token, other.token]) {
+        expect((await fetch(`${base}/api/groups`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
+        expect(await upgradeStatus(base, token)).toBe(401);
+      }
+    }
+    expect((await post(B(), "/api/refresh", { refreshToken: other.refreshToken })).status).toBe(401);
+    keep.send({ type: "ping" });
+    await keep.next((f) => f.type === "pong", "pong");
+  });
+
+  test("logout ends this token on every instance and closes its sockets only", async () => {
+    const s = await session(A());
+    const other = (await (await login(B(), s.user, PASSWORD)).json()) as { token: string };
+    const mine = await connected(B(), s.user, s.token);
+    const theirs = await connected(B(), s.user, other.token);
+    expect((await fetch(`${A()}/api/logout`, { method: "POST", headers: { authorization: `Bearer ${s.token}` } })).status).toBe(204);
+    expect((await closedWithin(mine, 2000)).code).toBe(4401);
+    expect((await fetch(`${B()}/api/groups`, { headers: { authorization: `Bearer ${s.token}` } })).status).toBe(401);
+    expect(await upgradeStatus(B(), s.token)).toBe(401);
+    theirs.send({ type: "ping" });
+    await theirs.next((f) => f.type === "pong", "pong");
+    expect((await fetch(`${B()}/api/groups`, { headers: { authorization: `Bearer ${other.token}` } })).status).toBe(200);
+  });
+
+  test("a password change on one instance closes the other sessions' sockets on the other", async () => {
+    const s = await session(A());
+    const onB = await connected(B(), s.user, s.token);
+    const res = await post(A(), "/api/password", { current: PASSWORD, next: "brand-new-password" }, false, { authorization: `Bearer ${s.token}` });
+    expect(res.status).toBe(200);
+    const fresh = (await res.json()) as { token: string };
+    expect((await closedWithin(onB, 2000)).code).toBe(4401);
+    await expectTokenWorks(fresh.token, s.user, B());
+  });
+
+  test("refresh rotates on the other instance; replaying the old refresh token there revokes the family", async () => {
+    const s = await session(A());
+    const r = await post(B(), "/api/refresh", { refreshToken: s.refreshToken });
+    expect(r.status).toBe(200);
+    const next = (await r.json()) as { token: string; refreshToken: string };
+    await expectTokenWorks(next.token, s.user, A());
+    expect((await post(A(), "/api/refresh", { refreshToken: s.refreshToken })).status).toBe(401);
+    expect((await post(B(), "/api/refresh", { refreshToken: next.refreshToken })).status).toBe(401);
+  });
+});
+
+test("the client page and the API answer with the security headers on a real process", async () => {
+  for (const path of ["/client/", "/client/app.js", "/api/groups", "/health"]) {
+    const res = await fetch(`${B()}${path}`);
+    await res.arrayBuffer();
+    expect(res.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
+    expect(res.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(res.headers.get("x-frame-options")).toBe("DENY");
+    expect(res.headers.get("referrer-policy")).toBe("no-referrer");
+  }
+});
+
+describe("GET /api/users", () => {
+  async function users(query: string, token?: string) {
+    token ??= await mintToken(uniqueUser("asker"), fx.cluster.jwtSecret);
+    const res = await fetch(`${A()}/api/users?${query}`, { headers: { authorization: `Bearer ${token}` } });
+    return { status: res.status, body: (await res.json()) as { users?: Record<string, unknown>; error?: string } };
+  }
+
+  test("tells registered from unknown ids, matching any case and answering the registered spelling", async () => {
+    const name = `Reg.${crypto.randomUUID().slice(0, 8)}`;
+    expect((await register(B(), name)).status).toBe(201);
+    const unknown = uniqueUser("ghost");
+    const minted = uniqueUser("minted"); // has a token and connects, but never registered
+    await expectTokenWorks(await mintToken(minted, fx.cluster.jwtSecret), minted);
+    const r = await users(`ids=${name},${name.toLowerCase()},${unknown},${minted}`);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({
+      users: {
+        [name]: { registered: true, userId: name },
+        [name.toLowerCase()]: { registered: true, userId: name },
+        [unknown]: { registered: false },
+        [minted]: { registered: false },
+      },
+    });
+  });
+
+  test("400 for a malformed query", async () => {
+    for (const q of ["", "ids=", "ids=a,,b", "ids=bad%20name", "ids=a/b", `ids=${"x".repeat(65)}`, "users=a", `ids=${Array.from({ length: 1001 }, (_, i) => `u${i}`).join(",")}`]) {
+      const r = await users(q);
+      if (r.status !== 400) throw new Error(`GET /api/users?${q}: ${r.status}, expected 400`);
+      expect(typeof r.body.error).toBe("string");
+    }
   });
 });

@@ -1,5 +1,4 @@
-import { zValidator } from "@hono/zod-validator";
-import { Hono, type Context } from "hono";
+import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
 import type { Db } from "../../shared/db/index.ts";
@@ -7,14 +6,18 @@ import { conversationKey, legacyPosition, readConversation } from "../../shared/
 import { DirectoryUnavailable, type Directory } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { Cursor, describeIssues, GroupId, messageFrame, UserId } from "../../shared/protocol.ts";
-import { bearer, issueUserToken, secretMatches, verifyUserToken } from "./auth.ts";
+import { Cursor, GroupId, messageFrame, UserId } from "../../shared/protocol.ts";
+import { bearer, secretMatches } from "../../shared/secret.ts";
+import type { ApiEnv, createAccounts } from "./accounts.ts";
+import { BadForwardedFor } from "./client-address.ts";
 import type { Delivery as StreamDelivery } from "./delivery.ts";
+import { apiCors, securityHeaders } from "./headers.ts";
 import type { Delivery, Router } from "./router.ts";
 import { formatPosition, parseCursor } from "../../shared/stream/position.ts";
 import * as store from "./store.ts";
+import { json, query } from "./validation.ts";
 
-type Env = { Variables: { user: string } };
+type Accounts = ReturnType<typeof createAccounts>;
 
 const CLIENT_DIR = new URL("./client/", import.meta.url).pathname;
 const CLIENT_TYPES: Record<string, string> = {
@@ -27,16 +30,6 @@ const CLIENT_TYPES: Record<string, string> = {
   json: "application/json",
 };
 
-/** A slow hash of a random password: verifying against it makes an unknown user cost what a wrong password costs. */
-const DUMMY_HASH = Bun.password.hash(crypto.randomUUID());
-
-const validationHook = (result: { success: boolean; error?: unknown }, c: Context) => {
-  if (!result.success) return c.json({ error: describeIssues(result.error as z.ZodError) }, 400);
-};
-const json = <T extends z.ZodType>(schema: T) => zValidator("json", schema, validationHook);
-const query = <T extends z.ZodType>(schema: T) => zValidator("query", schema, validationHook);
-
-const Credentials = z.object({ username: UserId, password: z.string().min(8).max(128) });
 const HistoryQuery = z
   .object({
     with: UserId.optional(),
@@ -45,6 +38,12 @@ const HistoryQuery = z
     limit: z.coerce.number().int().min(1).optional(),
   })
   .refine((q) => (q.with === undefined) !== (q.group === undefined), "give exactly one of with= or group=");
+/** A query parameter listing 1 to 1000 user ids, comma-separated. */
+const UserList = z
+  .string()
+  .min(1)
+  .transform((s) => s.split(","))
+  .pipe(z.array(UserId).max(1000, "at most 1000 users"));
 /**
  * The forwarding route's body comes from a peer holding INTERNAL_SECRET, whose messages were
  * validated at their own boundary; a structural check (much cheaper than a schema per message on
@@ -77,20 +76,27 @@ export function createApp(opts: {
   stream: StreamDelivery;
   jwtSecret: string;
   internalSecret: string;
+  accounts: Accounts;
+  /** Origins allowed to call /api cross-origin (CORS); none when empty. */
+  corsOrigins: string[];
   health: () => Promise<Record<string, boolean>>;
   metrics: Metrics;
   log: Logger;
 }) {
   const { db } = opts;
-  const app = new Hono<Env>();
+  const app = new Hono<ApiEnv>();
 
   app.onError((err, c) => {
     if (err instanceof HTTPException) return c.json({ error: err.message }, err.status);
+    if (err instanceof BadForwardedFor) return c.json({ error: err.message }, 400);
     if (err instanceof DirectoryUnavailable) return c.json({ error: "unavailable" }, 503);
     opts.log.error("request failed", { err, path: c.req.path });
     return c.json({ error: "unavailable" }, 503);
   });
   app.notFound((c) => c.json({ error: "not found" }, 404));
+  app.use(securityHeaders());
+  const cors = apiCors(opts.corsOrigins);
+  if (cors) app.use("/api/*", cors);
 
   app.get("/health", async (c) => {
     const deps = await opts.health();
@@ -122,27 +128,10 @@ export function createApp(opts: {
     return c.json({ missing });
   });
 
-  // Accounts.
-  app.post("/api/register", json(Credentials), async (c) => {
-    const { username, password } = c.req.valid("json");
-    const hash = await Bun.password.hash(password, { algorithm: "argon2id" });
-    if (!(await store.createUser(db, username, hash))) return c.json({ error: "username is taken" }, 409);
-    return c.json({ userId: username, token: await issueUserToken(username, opts.jwtSecret) }, 201);
-  });
-  app.post("/api/login", json(z.object({ username: z.string().max(128), password: z.string().max(1024) })), async (c) => {
-    const { username, password } = c.req.valid("json");
-    const hash = await store.passwordHashOf(db, username);
-    const ok = await Bun.password.verify(password, hash ?? (await DUMMY_HASH));
-    if (!hash || !ok) return c.json({ error: "wrong username or password" }, 401);
-    return c.json({ userId: username, token: await issueUserToken(username, opts.jwtSecret) });
-  });
-
-  app.use("/api/*", async (c, next) => {
-    const user = await verifyUserToken(bearer(c.req.header("authorization")), opts.jwtSecret);
-    if (!user) return c.json({ error: "a valid bearer token is required" }, 401);
-    c.set("user", user);
-    await next();
-  });
+  // Accounts: register, login and refresh need no token; every other /api route does.
+  app.route("/", opts.accounts.open);
+  app.use("/api/*", opts.accounts.requireUser);
+  app.route("/", opts.accounts.signedIn);
 
   // Groups.
   app.post("/api/groups", json(z.object({ name: z.string().trim().min(1).max(100), members: z.array(UserId).max(1000).default([]) })), async (c) => {
@@ -195,12 +184,21 @@ export function createApp(opts: {
     return c.json({ messages: frames, before: page.more ? frames[0]!.cursor : null });
   });
 
+  // Users: registered or not, and the registered spelling of an id given in any case.
+  app.get("/api/users", query(z.object({ ids: UserList })), async (c) => {
+    const list = c.req.valid("query").ids;
+    const canonical = await store.canonicalIds(db, list);
+    const users: Record<string, { registered: true; userId: string } | { registered: false }> = {};
+    for (const u of list) {
+      const id = canonical.get(u.toLowerCase());
+      users[u] = id === undefined ? { registered: false } : { registered: true, userId: id };
+    }
+    return c.json({ users });
+  });
+
   // Presence.
-  app.get("/api/presence", query(z.object({ users: z.string().min(1) })), async (c) => {
-    const list = c.req.valid("query").users.split(",");
-    if (list.length > 1000) return c.json({ error: "at most 1000 users" }, 400);
-    const bad = list.find((u) => !UserId.safeParse(u).success);
-    if (bad !== undefined) return c.json({ error: `not a user id: ${JSON.stringify(bad)}` }, 400);
+  app.get("/api/presence", query(z.object({ users: UserList })), async (c) => {
+    const list = c.req.valid("query").users;
     const where = await opts.directory.lookup([...new Set(list)]);
     const online: Record<string, boolean> = {};
     for (const u of list) online[u] = (where[u]?.length ?? 0) > 0;

@@ -1,5 +1,5 @@
 import type { ServerWebSocket } from "bun";
-import { retryForever } from "../../shared/backoff.ts";
+import { backoffDelay, sleep, type BackoffOptions } from "../../shared/backoff.ts";
 import type { Directory, InstanceInfo } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { StreamState } from "./delivery.ts";
@@ -24,74 +24,166 @@ export interface ConnData {
 }
 export type Conn = ServerWebSocket<ConnData>;
 
+/** How often the whole local state is written to the directory even when nothing seems lost. */
+export const RECONCILE_MS = 30_000;
+
 /**
  * The instance's local connections by user, and their registration in the directory.
- * Registration is coalesced per tick; `ready` of a new connection resolves once the directory
- * holds the user here (retrying with backoff while the directory is down). Heartbeats keep the
- * instance alive; when the directory answers that it did not know us, all users are re-announced.
+ *
+ * Registration converges: one flush at a time is in flight, each built from the local state at the
+ * moment it is sent (changes made meanwhile go into the next one) and retried with backoff until it
+ * lands. Whenever the directory may have lost this instance (a heartbeat answered `known:false`, or
+ * a heartbeat or flush failed) the next flush is a full re-announce: every local user online, every
+ * user the directory may still hold for us but we no longer have offline. A full re-announce also
+ * runs every `reconcileMs`. `add(ws)` resolves once a flush that included the user was followed by
+ * a heartbeat that found the instance alive, i.e. once the directory routes the user here.
  */
-export function createConnections(opts: { directory: Directory; self: InstanceInfo; log: Logger; heartbeatMs: number; ttlMs: number }) {
+export function createConnections(opts: {
+  directory: Directory;
+  self: InstanceInfo;
+  log: Logger;
+  heartbeatMs: number;
+  ttlMs: number;
+  reconcileMs?: number;
+  /** Backoff between failed flushes (shared/backoff.ts defaults). */
+  retry?: BackoffOptions;
+}) {
+  const dir = opts.directory;
   const byUser = new Map<string, Set<Conn>>();
+  /** Users changed locally since the last flush was built. */
   const dirty = new Set<string>();
+  /** Users the directory may hold on this instance (announced online, not yet confirmed offline). */
+  const claimed = new Set<string>();
   let waiters: Array<() => void> = [];
-  let scheduled = false;
-  let directoryOk = false;
+  // A full flush is due while fullDone < fullWanted; the directory may have lost us while lossCleared < lossSeen.
+  let fullWanted = 1;
+  let fullDone = 0;
+  let lossSeen = 1;
+  let lossCleared = 0;
+  let beatOk = false;
+  let beating = false;
+  let pumping = false;
+  let stopped = false;
+  let wake: (() => void) | null = null;
   const abort = new AbortController();
 
-  const flush = async () => {
-    scheduled = false;
-    const users = [...dirty];
-    const w = waiters;
-    dirty.clear();
-    waiters = [];
-    const online = users.filter((u) => byUser.has(u));
-    const offline = users.filter((u) => !byUser.has(u));
-    try {
-      await retryForever(() => opts.directory.setPresence(opts.self.id, online, offline), {
-        signal: abort.signal,
-        onError: (err, n) => {
-          directoryOk = false;
-          if (n % 10 === 0) opts.log.warn("directory setPresence failed; retrying", { err });
-        },
-      });
-      w.forEach((f) => f());
-    } catch {
-      /* aborted at shutdown */
-    }
-  };
-  const mark = (user: string, waiter?: () => void) => {
-    dirty.add(user);
-    if (waiter) waiters.push(waiter);
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(flush);
-    }
+  const fullDue = () => fullDone < fullWanted;
+  const lost = () => lossCleared < lossSeen;
+  const registered = () => beatOk && !lost() && !stopped;
+  const markLost = () => {
+    lossSeen++;
+    fullWanted++;
   };
 
-  const beat = async () => {
+  async function flushOnce() {
+    const full = fullDue();
+    const fullTarget = fullWanted;
+    const lossTarget = lossSeen;
+    let online: string[];
+    let offline: string[];
+    if (full) {
+      online = [...byUser.keys()];
+      offline = [...claimed].filter((u) => !byUser.has(u));
+    } else {
+      online = [];
+      offline = [];
+      for (const u of dirty) (byUser.has(u) ? online : offline).push(u);
+    }
+    dirty.clear();
+    const w = waiters;
+    waiters = [];
+    for (const u of online) claimed.add(u);
     try {
-      const known = await opts.directory.heartbeat(opts.self, opts.ttlMs);
-      directoryOk = true;
-      if (!known && byUser.size > 0) {
-        opts.log.warn("directory did not know this instance; re-announcing users", { users: byUser.size });
-        await opts.directory.setPresence(opts.self.id, [...byUser.keys()], []);
+      await dir.setPresence(opts.self.id, online, offline);
+      if (full || w.length) {
+        const known = await dir.heartbeat(opts.self, opts.ttlMs);
+        beatOk = true;
+        if (!known) throw new Error("the directory did not know this instance");
       }
     } catch (err) {
-      if (directoryOk) opts.log.warn("directory heartbeat failed", { err });
-      directoryOk = false;
+      waiters = w.concat(waiters);
+      markLost();
+      throw err;
+    }
+    for (const u of offline) if (!byUser.has(u)) claimed.delete(u);
+    if (full) fullDone = Math.max(fullDone, fullTarget);
+    if (full && lossSeen === lossTarget) lossCleared = lossTarget;
+    if (registered() && lossSeen === lossTarget) w.forEach((f) => f());
+    else waiters = w.concat(waiters);
+  }
+
+  function kick() {
+    if (pumping || stopped || (!fullDue() && !dirty.size && !waiters.length)) return;
+    pumping = true;
+    setImmediate(pump);
+  }
+
+  async function pump() {
+    let failures = 0;
+    try {
+      while (!stopped && (fullDue() || dirty.size || waiters.length)) {
+        try {
+          await flushOnce();
+          failures = 0;
+        } catch (err) {
+          if (failures % 10 === 0) opts.log.warn("directory registration failed; retrying with a full re-announce", { err });
+          const woken = new Promise<void>((resolve) => (wake = resolve));
+          await Promise.race([sleep(backoffDelay(failures++, opts.retry), abort.signal), woken]).catch(() => {});
+          wake = null;
+        }
+      }
+    } finally {
+      pumping = false;
+    }
+  }
+
+  const beat = async () => {
+    if (beating || stopped) return;
+    beating = true;
+    try {
+      const known = await dir.heartbeat(opts.self, opts.ttlMs);
+      beatOk = true;
+      wake?.();
+      if (!known) {
+        if (byUser.size) opts.log.warn("directory did not know this instance; re-announcing users", { users: byUser.size });
+        markLost();
+      }
+    } catch (err) {
+      if (beatOk) opts.log.warn("directory heartbeat failed", { err });
+      beatOk = false;
+      markLost();
+    } finally {
+      beating = false;
+      kick();
     }
   };
-  const timer = setInterval(beat, opts.heartbeatMs);
+  const heartbeatTimer = setInterval(beat, opts.heartbeatMs);
+  const reconcileTimer = setInterval(() => {
+    fullWanted++;
+    kick();
+  }, opts.reconcileMs ?? RECONCILE_MS);
+
+  const mark = (user: string) => {
+    dirty.add(user);
+    kick();
+  };
 
   return {
     /** First heartbeat; resolves when the directory answered once (never rejects). */
     start: () => beat(),
-    healthy: () => directoryOk,
+    /** True only while the directory is known to hold this instance and its users (no re-announce pending). */
+    registered,
+    /** Health of the directory as this instance sees it: false while not registered. */
+    healthy: registered,
+    /** Resolves once the directory routes the user to this instance. */
     add(ws: Conn): Promise<void> {
       let set = byUser.get(ws.data.user);
       if (!set) byUser.set(ws.data.user, (set = new Set()));
       set.add(ws);
-      return new Promise<void>((resolve) => mark(ws.data.user, resolve));
+      return new Promise<void>((resolve) => {
+        waiters.push(resolve);
+        mark(ws.data.user);
+      });
     },
     remove(ws: Conn) {
       const set = byUser.get(ws.data.user);
@@ -103,20 +195,16 @@ export function createConnections(opts: { directory: Directory; self: InstanceIn
     },
     of: (user: string): Set<Conn> | undefined => byUser.get(user),
     localUsers: () => byUser.keys(),
-    isLocal: (user: string) => byUser.has(user),
     all: function* () {
       for (const set of byUser.values()) yield* set;
     },
-    count: () => {
-      let n = 0;
-      for (const s of byUser.values()) n += s.size;
-      return n;
-    },
-    users: () => byUser.size,
     async stop() {
-      clearInterval(timer);
+      stopped = true;
+      clearInterval(heartbeatTimer);
+      clearInterval(reconcileTimer);
       abort.abort();
-      await opts.directory.removeInstance(opts.self.id).catch((err) => opts.log.warn("directory removeInstance failed", { err }));
+      wake?.();
+      await dir.removeInstance(opts.self.id).catch((err) => opts.log.warn("directory removeInstance failed", { err }));
     },
   };
 }

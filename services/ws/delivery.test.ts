@@ -60,6 +60,7 @@ function setup(opts: Partial<Parameters<typeof createDelivery>[0]> = {}) {
     localUsers: () => conns.keys(),
     repairDelayMs: 20,
     checkIntervalMs: 50,
+    initialHoldMs: 0,
     ...opts,
   });
   const open = async (user: string) => {
@@ -228,6 +229,39 @@ describe("sync", () => {
     await t.store(x);
     await p;
     expect(done).toBe(true);
+    t.d.stop();
+  });
+});
+
+describe("connecting", () => {
+  test("live items wait for a resuming client's first sync, so its answer never crosses them", async () => {
+    const t = setup({ initialHoldMs: 5000 });
+    const [a, b] = [uid("a"), uid("b")];
+    const had = await t.accept(a, b, "had");
+    await t.store(had);
+    const missed = await t.accept(a, b, "missed");
+    await t.store(missed);
+    const ws = await t.open(b);
+    const live = await t.accept(a, b, "live");
+    await t.store(live);
+    t.offer(ws, live);
+    expect(ws.sent).toEqual([]);
+    t.d.frame(ws, "sync");
+    await t.d.sync(ws, formatPosition(had.at));
+    // Without the hold: "live" first, then the answer "missed", "live" again (a regression).
+    expect(ids(ws)).toEqual(["missed", "live"]);
+    expect(ws.sent.map((f) => f.type)).toEqual(["message", "message", "synced"]);
+    t.d.stop();
+  });
+
+  test("any other first frame releases them at once", async () => {
+    const t = setup({ initialHoldMs: 5000 });
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    t.offer(ws, await t.accept(a, b, "live"));
+    expect(ws.sent).toEqual([]);
+    t.d.frame(ws, "ping");
+    expect(ids(ws)).toEqual(["live"]);
     t.d.stop();
   });
 });

@@ -1,11 +1,11 @@
 import { sleep } from "../../shared/backoff.ts";
 import type { Db } from "../../shared/db/index.ts";
-import { countEntries, legacyPosition, readStream, type StreamMessage } from "../../shared/db/messages.ts";
+import { countEntries, hasEntries, legacyPosition, readStream, type StreamMessage } from "../../shared/db/messages.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
 import { messageFrame } from "../../shared/protocol.ts";
 import type { StreamAllocator } from "../../shared/stream/allocator.ts";
-import { comparePositions, epochOpenedAtMs, formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
+import { comparePositions, epochOpenedAtMs, formatPosition, LEGACY_EPOCH, parseCursor, type Position } from "../../shared/stream/position.ts";
 import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn } from "./connections.ts";
 
@@ -30,9 +30,15 @@ export interface StreamState {
   behind: Position | null;
   /** A repair's target beyond the waiting items (set by the periodic check). */
   target: Position | null;
+  /** Set while a sync answers. */
+  syncing: boolean;
+  /** Set while a gap repair reads storage. */
+  repairing: boolean;
+  /** Live items wait after connecting until the first frame (or this timer): see `init`. */
+  initialHold: ReturnType<typeof setTimeout> | null;
 }
 
-export const newStreamState = (): StreamState => ({ cur: null, pending: new Map(), held: [], repairTimer: null, gapSince: 0, behind: null, target: null });
+export const newStreamState = (): StreamState => ({ cur: null, pending: new Map(), held: [], repairTimer: null, gapSince: 0, behind: null, target: null, syncing: false, repairing: false, initialHold: null });
 
 /** Bounds: items a connection may have waiting behind a gap or a running sync. */
 export const MAX_PENDING_ITEMS = 10_000;
@@ -72,7 +78,10 @@ export function createDelivery(opts: {
   /** Holes in an epoch older than the current one are skipped once the current one is this old. */
   epochGraceMs?: number;
   checkIntervalMs?: number;
+  /** How long live items wait after connecting for the client's first frame (a resuming sync). */
+  initialHoldMs?: number;
 }) {
+  const initialHoldMs = opts.initialHoldMs ?? 1000;
   const repairDelayMs = opts.repairDelayMs ?? 200;
   const giveUpMs = opts.giveUpMs ?? 30_000;
   const syncTimeoutMs = opts.syncTimeoutMs ?? 5000;
@@ -160,6 +169,18 @@ export function createDelivery(opts: {
   const repair = async (ws: Conn) => {
     const st = ws.data.stream;
     if (!ws.data.open || st.held || !st.cur) return;
+    if (st.repairing) return scheduleRepair(ws, repairDelayMs); // one repair per connection at a time
+    st.repairing = true;
+    try {
+      await repairOnce(ws);
+    } finally {
+      st.repairing = false;
+    }
+  };
+
+  const repairOnce = async (ws: Conn) => {
+    const st = ws.data.stream;
+    if (!st.cur) return;
     let target = st.target ?? st.cur;
     for (const it of st.pending.values()) if (comparePositions(it.position, target) > 0) target = it.position;
     if (comparePositions(target, st.cur) <= 0) return;
@@ -215,7 +236,10 @@ export function createDelivery(opts: {
       if (page.length === PAGE && !stalled) continue;
       if (comparePositions(from, top) >= 0) break;
       // Nothing more in storage yet: the rest of top's epoch is still being written.
-      if (from.epoch < top.epoch && oldEpochSettled() && page.length < PAGE && !stalled) {
+      // Leaving an older epoch with nothing more stored: its rest can still be in flight only if
+      // it is a real epoch of this user lost recently (not the complete legacy epoch, not an epoch
+      // with no entries at all, such as a forged cursor's).
+      if (from.epoch < top.epoch && page.length < PAGE && !stalled && (oldEpochSettled() || from.epoch === LEGACY_EPOCH || !(await hasEntries(opts.db(), user, from.epoch)))) {
         from = { epoch: top.epoch, pos: 0 };
         continue;
       }
@@ -230,6 +254,7 @@ export function createDelivery(opts: {
     const st = ws.data.stream;
     const user = ws.data.user;
     st.held ??= [];
+    st.syncing = true;
     let sent: Position | null = null;
     try {
       let after = await resolveCursor(user, cursor);
@@ -256,6 +281,7 @@ export function createDelivery(opts: {
       if (sent) st.cur = sent;
       if (ws.data.open) ws.send(JSON.stringify({ type: "error", code: "unavailable", message: "history is unavailable right now; sync again" }));
     } finally {
+      st.syncing = false;
       release(ws);
     }
   }
@@ -263,6 +289,8 @@ export function createDelivery(opts: {
   /** Ends a hold (sync or baseline): items that arrived meanwhile are placed after it. */
   const release = (ws: Conn) => {
     const st = ws.data.stream;
+    if (st.initialHold) clearTimeout(st.initialHold);
+    st.initialHold = null;
     const held = st.held ?? [];
     st.held = null;
     if (!ws.data.open || !st.cur) return;
@@ -279,7 +307,12 @@ export function createDelivery(opts: {
     written.set(user, p);
   };
 
-  const checkTimer = setInterval(() => void check(), opts.checkIntervalMs ?? 1000);
+  let checking = false;
+  const checkTimer = setInterval(() => {
+    if (checking) return; // a slow allocator: never more than one check at a time
+    checking = true;
+    void check().finally(() => (checking = false));
+  }, opts.checkIntervalMs ?? 1000);
   /**
    * The periodic check: a connection behind its user's top at two checks in a row missed a live
    * item with nothing after it to reveal the gap (a failed forward of the last message): repair it.
@@ -311,6 +344,8 @@ export function createDelivery(opts: {
 
   const drop = (ws: Conn) => {
     const st = ws.data.stream;
+    if (st.initialHold) clearTimeout(st.initialHold);
+    st.initialHold = null;
     if (st.repairTimer) clearTimeout(st.repairTimer);
     st.repairTimer = null;
     st.pending.clear();
@@ -320,10 +355,26 @@ export function createDelivery(opts: {
 
   return {
     /** Reads the connection's baseline (its user's top now); items before it are for sync. */
+    /**
+     * Reads the connection's baseline (its user's top now; items before it are for sync). Live
+     * items then still wait until the client's first frame: a client that resumes sends `sync`
+     * first, and its answer must not cross live frames already sent after the baseline (they would
+     * come again, below them). Any other first frame, or `initialHoldMs` without one, releases them.
+     */
     async init(ws: Conn): Promise<void> {
+      const st = ws.data.stream;
       const top = await tops.add(ws.data.user);
-      ws.data.stream.cur ??= top;
-      release(ws);
+      st.cur ??= top;
+      if (initialHoldMs <= 0) return release(ws);
+      st.initialHold = setTimeout(() => {
+        st.initialHold = null;
+        if (!st.syncing) release(ws);
+      }, initialHoldMs);
+    },
+    /** The connection's next frame is about to be handled (ends the initial hold unless it is a sync). */
+    frame(ws: Conn, type: string) {
+      const st = ws.data.stream;
+      if (st.initialHold && type !== "sync" && !st.syncing) release(ws);
     },
     /** A live item for this connection, from the router. */
     offer(ws: Conn, item: StreamItem) {

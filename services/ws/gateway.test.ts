@@ -21,6 +21,7 @@ function setup(opts: { register?: () => Promise<void>; sync?: () => Promise<void
     } as unknown as Pipeline,
     stream: {
       init: async () => {},
+      frame: () => {},
       sync: async () => {
         calls.push("sync");
         await opts.sync?.();

@@ -17,6 +17,7 @@ export const MAX_INFLIGHT_SENDS = 1000;
 /** Outbound bytes a connection may have buffered before it is closed as too slow. */
 export const BACKPRESSURE_LIMIT = 4 << 20;
 const READY_TIMEOUT_MS = 5000;
+export const IDLE_TIMEOUT_S = 10;
 
 /**
  * The WebSocket side of the gateway. Frames of one connection are handled in order (a chain);
@@ -39,7 +40,7 @@ export function createGateway(opts: {
   const limiter = createRateLimiter(opts.rate.perSec, opts.rate.burst);
 
   const handleSend = async (ws: Conn, f: SendFrame) => {
-    const m: ChatMessage = { msgId: deriveMsgId(ws.data.user, f.id), id: f.id, from: ws.data.user, body: f.body, ts: Date.now() };
+    const m: ChatMessage = { msgId: deriveMsgId(ws.data.user, f.id, f), id: f.id, from: ws.data.user, body: f.body, ts: Date.now() };
     if ("group" in f) m.group = f.group;
     else m.to = f.to;
     try {
@@ -74,6 +75,7 @@ export function createGateway(opts: {
       return sendFrame(ws, { type: "error", ...id, code: "unavailable", message: "this instance cannot register you in the directory right now; retry" });
     }
     if (!ws.data.open) return;
+    opts.stream.frame(ws, frame.type);
     switch (frame.type) {
       case "ping":
         return sendFrame(ws, { type: "pong" });
@@ -100,7 +102,9 @@ export function createGateway(opts: {
     maxPayloadLength: MAX_FRAME_BYTES,
     backpressureLimit: BACKPRESSURE_LIMIT,
     closeOnBackpressureLimit: true,
-    idleTimeout: 120,
+    // A silently dead client (frozen network) is closed, and shown offline, within about 10 s: Bun
+    // pings an idle connection and any frame or pong from the client counts as life.
+    idleTimeout: IDLE_TIMEOUT_S,
     sendPings: true,
     open(ws) {
       ws.data.open = true;

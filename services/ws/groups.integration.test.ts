@@ -222,7 +222,7 @@ describe("group messages", () => {
     // One row per message, not one per member.
     const rows = await waitForRows([ack.msgId, reply.msgId]);
     expect(rows).toHaveLength(2);
-    const stored = await sql()<Array<{ id: string; body: string; group_id: string }>>`select id, body, group_id from messages where group_id = ${g.groupId} order by seq`;
+    const stored = await sql()<Array<{ id: string; body: string; group_id: string }>>`select id, body, group_id from messages where group_id = ${g.groupId} order by body`;
     expect(stored.map((r) => [r.id, r.body])).toEqual([
       [ack.msgId, "hello all"],
       [reply.msgId, "hi from B"],

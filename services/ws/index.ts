@@ -4,13 +4,16 @@ import { openPostgres } from "../../shared/db/index.ts";
 import { createHttpDirectory } from "../../shared/directory/directory-http.ts";
 import { createLogger } from "../../shared/log.ts";
 import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
-import { closeRedis, createRedis } from "../../shared/redis.ts";
+import { closeRedis, createRedis, isCluster, isRedisReady } from "../../shared/redis.ts";
 import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
+import { accountSettings } from "./accounts.ts";
+import { createRedisRevocations } from "./revocations-redis.ts";
 import { onShutdown, surviveStrayConnectionErrors } from "../../shared/shutdown.ts";
 import { startWsService } from "./service.ts";
+import { createRedisThrottle } from "./throttle-redis.ts";
 
 const cfg = loadConfigOrExit();
-const c = requireKeys(cfg, ["AMQP_URL", "DATABASE_URL", "DISCOVER_URL", "REDIS_URL", "JWT_SECRET", "INTERNAL_SECRET"], "ws");
+const c = requireKeys(cfg, ["AMQP_URL", "DATABASE_URL", "DISCOVER_URL", "JWT_SECRET", "INTERNAL_SECRET", "REDIS_URL"], "ws");
 const log = createLogger({ service: "ws" }, cfg.LOG_LEVEL);
 surviveStrayConnectionErrors(log);
 
@@ -18,12 +21,16 @@ const db = openPostgres(c.DATABASE_URL);
 const amqp = createAmqpConnection(c.AMQP_URL, log);
 const queue = createAmqpQueue(amqp, { queue: cfg.QUEUE_NAME, log: log.child({ dep: "queue" }) });
 const directory = createHttpDirectory({ baseUrl: c.DISCOVER_URL, secret: c.INTERNAL_SECRET });
+// Login throttling and token revocation are shared by every gateway through Redis.
 const redis = createRedis(c.REDIS_URL, log.child({ dep: "redis" }));
-const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX });
+const subscriber = createRedis(c.REDIS_URL, log.child({ dep: "redis-sub" }));
+const revocations = createRedisRevocations(redis, subscriber, { prefix: cfg.REDIS_PREFIX });
+// on Redis Cluster an allocation is answered only once its master's replica holds it (survives a failover)
+const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitReplicas: isCluster(redis) ? 1 : 0 });
 
 const ws = await startWsService({
   port: cfg.PORT ?? 3001,
-  hostname: "0.0.0.0",
+  hostname: cfg.HOST,
   publicUrl: cfg.PUBLIC_URL,
   db,
   queue,
@@ -32,6 +39,10 @@ const ws = await startWsService({
   jwtSecret: c.JWT_SECRET,
   internalSecret: c.INTERNAL_SECRET,
   rate: { perSec: cfg.RATE_LIMIT_PER_SEC, burst: cfg.RATE_LIMIT_BURST },
+  throttle: createRedisThrottle(redis, { prefix: cfg.REDIS_PREFIX }),
+  revocations,
+  accounts: accountSettings(cfg),
+  extraHealth: async () => ({ redis: isRedisReady(redis) && isRedisReady(subscriber) }),
   log,
 });
 console.log(`ws listening on ${ws.url}`);
@@ -39,6 +50,8 @@ console.log(`ws listening on ${ws.url}`);
 onShutdown(log, async () => {
   await ws.stop();
   await queue.close();
+  await revocations.close();
+  await Promise.all([closeRedis(redis), closeRedis(subscriber)]);
   await amqp.close();
   await closeRedis(redis);
   await db.close();

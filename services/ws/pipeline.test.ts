@@ -24,7 +24,7 @@ function setup(
   const queue = o.queue ?? createMemoryQueue();
   const allocator = o.allocator ?? createMemoryAllocator();
   const routed: Routed[] = [];
-  const router = { route: async (m: ChatMessage, positions: Record<string, Position>) => void routed.push({ m, positions }) } as unknown as Router;
+  const router = { locate: async () => ({}), route: async (m: ChatMessage, positions: Record<string, Position>) => void routed.push({ m, positions }) } as unknown as Router;
   const pipeline = createPipeline({
     queue,
     allocator,
@@ -42,7 +42,7 @@ function setup(
 }
 
 const msg = (from: string, id: string, target: { to: string } | { group: string }, body = "hi"): ChatMessage => ({
-  msgId: deriveMsgId(from, id),
+  msgId: deriveMsgId(from, id, target),
   id,
   from,
   ...target,
@@ -70,8 +70,8 @@ describe("the send pipeline", () => {
     expect(b).toBe(a);
     expect(routed.map((r) => r.m.msgId)).toEqual([first.msgId]);
     expect(Object.keys(routed[0]!.positions).sort()).toEqual(["alice", "bob"]);
-    // Later resends too, even to a group the sender is not in: it is the message already accepted.
-    expect(await outcome(pipeline.send(msg("alice", "c1", { group: "other" })))).toBe(a);
+    // The same client id for another target is another message: here one to a group alice is not in.
+    expect(await outcome(pipeline.send(msg("alice", "c1", { group: "other" })))).toBe("error:forbidden");
     expect(await outcome(pipeline.send({ ...first, ts: first.ts + 10 }))).toBe(a);
     expect(routed.length).toBe(1);
     expect((await allocator.tops(["alice"])).alice!.pos).toBe(1);
@@ -188,4 +188,11 @@ describe("the send pipeline", () => {
     expect(await later).toStartWith("ack ");
     expect(routed.map((r) => r.m.body)).toEqual(["later"]);
   });
+});
+
+test("a client id reused for another target is another message; for the same target it is the same one", () => {
+  expect(deriveMsgId("a", "1", { to: "b" })).toBe(deriveMsgId("a", "1", { to: "b" }));
+  expect(deriveMsgId("a", "1", { to: "b" })).not.toBe(deriveMsgId("a", "1", { to: "c" }));
+  expect(deriveMsgId("a", "1", { to: "g" })).not.toBe(deriveMsgId("a", "1", { group: "g" }));
+  expect(deriveMsgId("a", "1", { to: "b" })).not.toBe(deriveMsgId("b", "1", { to: "b" }));
 });

@@ -18,12 +18,17 @@ export class SendError extends Error {
   }
 }
 
-/** The message id is derived from (sender, client id), so a resend maps to the same message anywhere. */
-export function deriveMsgId(from: string, clientId: string): string {
+/**
+ * The message id is derived from (sender, client id, target), so a resend maps to the same message
+ * anywhere. The target is part of it: a client id reused for another recipient or group is another
+ * message (else its new recipients would get positions pointing at the first message).
+ */
+export function deriveMsgId(from: string, clientId: string, target: { to: string } | { group: string }): string {
   const h = new Bun.CryptoHasher("sha256");
   h.update(from);
   h.update("\n");
   h.update(clientId);
+  h.update("to" in target ? "\nto:" + target.to : "\ngroup:" + target.group);
   return h.digest("base64url").slice(0, 22);
 }
 
@@ -70,9 +75,9 @@ export function createPipeline(opts: {
     await opts.queue.publish(ms);
     return ms.map(() => undefined);
   }, { maxItems: MAX_PUBLISH_BATCH, maxInFlight: 4 });
-  // One allocation in flight: allocation order is the order of `add` calls, which keeps each
-  // connection's messages in the order they were sent.
-  const allocations = createTickBatcher((reqs: Parameters<StreamAllocator["allocate"]>[0]) => opts.allocator.allocate(reqs), { maxItems: 2000, maxInFlight: 1 });
+  // Several allocation calls may be in flight: one Redis connection runs them, and answers them, in
+  // the order they were sent, so allocation order is still the order of `add` calls.
+  const allocations = createTickBatcher((reqs: Parameters<StreamAllocator["allocate"]>[0]) => opts.allocator.allocate(reqs), { maxItems: 2000, maxInFlight: 4 });
   const members = createTickBatcher<string, string[]>(async (groups) => {
     const m = await opts.groupMembers([...new Set(groups)]);
     return groups.map((g) => m.get(g) ?? []);
@@ -95,6 +100,7 @@ export function createPipeline(opts: {
   async function process(m: ChatMessage, sender: Conn | undefined): Promise<Accepted> {
     const turn = takeTurn(sender);
     let allocation: Promise<AllocResult>;
+    let located: ReturnType<Router["locate"]> | undefined;
     try {
       let users: string[];
       if (m.group !== undefined) {
@@ -105,6 +111,7 @@ export function createPipeline(opts: {
         users = ms;
       } else users = m.to === m.from ? [m.from] : [m.from, m.to!];
       m.rcpt = users;
+      located = opts.router.locate(users);
       await publishes.add(m).catch((err) => {
         opts.log.warn("publish failed", { err, msgId: m.msgId });
         throw new SendError("unavailable", "the message queue is unavailable; retry");
@@ -120,7 +127,7 @@ export function createPipeline(opts: {
       opts.log.warn("position allocation failed", { err, msgId: m.msgId });
       throw new SendError("unavailable", "message positions are unavailable; retry");
     });
-    if (a.claimed!.fresh) void opts.router.route(m, a.positions, sender);
+    if (a.claimed!.fresh) void opts.router.route(m, a.positions, sender, located);
     else resent.inc();
     return { ts: a.claimed!.ts, cursor: formatPosition(a.positions[m.from]!) };
   }

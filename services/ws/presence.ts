@@ -57,9 +57,14 @@ export function createPresenceWatch(opts: { directory: Directory; log: Logger; i
   }
 
   return {
-    /** Replaces what `ws` watches and tells it the current state of each user. */
+    /**
+     * Replaces what `ws` watches and tells it the current state of each user. A closed socket is
+     * never watched: a watch on one does nothing, and one that completes after `ws` closed (or was
+     * replaced by a newer watch) sends nothing and leaves no trace.
+     */
     async watch(ws: Conn, users: string[]) {
       unwatch(ws);
+      if (!ws.data.open) return;
       const unique = [...new Set(users)];
       watching.set(ws, unique);
       for (const u of unique) {
@@ -69,9 +74,11 @@ export function createPresenceWatch(opts: { directory: Directory; log: Logger; i
       }
       if (unique.length === 0) return;
       const now = await onlineOf(unique);
+      if (!ws.data.open) return unwatch(ws);
+      if (watching.get(ws) !== unique) return;
       for (const [user, online] of now) {
         if (!known.has(user)) known.set(user, online);
-        if (ws.data.open) sendFrame(ws, { type: "presence", user, online });
+        sendFrame(ws, { type: "presence", user, online });
       }
     },
     unwatch,

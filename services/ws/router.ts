@@ -110,14 +110,25 @@ export function createRouter(opts: {
     return missing;
   }
 
+  /**
+   * Where `users` are connected: one batched directory lookup per tick. The send path starts it
+   * while the message is being confirmed and positioned; a connection that registers meanwhile is
+   * missed by the forward and served by its gateway's gap repair.
+   */
+  function locate(users: string[]): Promise<Record<string, InstanceInfo[]>> {
+    const p = lookups.add(users);
+    p.catch(() => {});
+    return p;
+  }
+
   /** Routes an allocated message to every connection of its users, here and elsewhere. Never rejects. */
-  async function route(m: ChatMessage, positions: Record<string, Position>, sender?: Conn): Promise<void> {
+  async function route(m: ChatMessage, positions: Record<string, Position>, sender?: Conn, located?: Promise<Record<string, InstanceInfo[]>>): Promise<void> {
     const { rcpt: _, ...message } = m;
     deliverLocal(message, Object.entries(positions), sender);
     const users = Object.keys(positions);
     let where: Record<string, InstanceInfo[]>;
     try {
-      where = await lookups.add(users);
+      where = await (located ?? lookups.add(users));
     } catch (err) {
       opts.log.warn("directory lookup failed; remote recipients' gateways will repair the gap", { err, msgId: m.msgId });
       return;
@@ -153,6 +164,6 @@ export function createRouter(opts: {
     );
   }
 
-  return { route, deliverForwarded, stop: () => clearInterval(sweep) };
+  return { locate, route, deliverForwarded, stop: () => clearInterval(sweep) };
 }
 export type Router = ReturnType<typeof createRouter>;

@@ -1,3 +1,4 @@
+import { localUrl } from "../../shared/config.ts";
 import type { Server } from "bun";
 import type { DbHandle } from "../../shared/db/index.ts";
 import { INSTANCE_TTL_MS, type Directory } from "../../shared/directory/directory.ts";
@@ -5,15 +6,22 @@ import type { Logger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
 import type { MessageQueue } from "../../shared/queue/queue.ts";
 import type { StreamAllocator } from "../../shared/stream/allocator.ts";
+import { createAccounts, type AccountSettings } from "./accounts.ts";
 import { createApp } from "./app.ts";
-import { bearer, verifyUserToken } from "./auth.ts";
+import { bearer, verifyUserToken, type UserToken } from "./auth.ts";
 import { createConnections, type ConnData } from "./connections.ts";
 import { createDelivery } from "./delivery.ts";
 import { createGateway } from "./gateway.ts";
 import { createPipeline } from "./pipeline.ts";
 import { createPresenceWatch } from "./presence.ts";
+import type { RevocationEvent, Revocations } from "./revocations.ts";
 import { createRouter } from "./router.ts";
 import { membersOf } from "./store.ts";
+import type { Throttle } from "./throttle.ts";
+import { createTokenGate } from "./token-gate.ts";
+
+/** Close code for a WebSocket whose token was revoked (logout, logout-all, password change). */
+export const CLOSE_TOKEN_REVOKED = 4401;
 
 export interface WsDeps {
   port: number;
@@ -27,6 +35,11 @@ export interface WsDeps {
   jwtSecret: string;
   internalSecret: string;
   rate: { perSec: number; burst: number };
+  /** Login/register throttling, shared by every instance. */
+  throttle: Throttle;
+  /** Token versions and denials, shared by every instance. */
+  revocations: Revocations;
+  accounts: AccountSettings;
   log: Logger;
   /** Extra routes mounted before the gateway's own (dev mode mounts discover and persist health). */
   extraHealth?: () => Promise<Record<string, boolean>>;
@@ -74,7 +87,48 @@ export async function startWsService(deps: WsDeps) {
     database: await deps.db.ping(),
     ...(deps.extraHealth ? await deps.extraHealth() : {}),
   });
-  const app = createApp({ db: deps.db.db, directory: deps.directory, router, stream, jwtSecret: deps.jwtSecret, internalSecret: deps.internalSecret, health, metrics, log });
+  const gate = createTokenGate({ revocations: deps.revocations, cacheMs: deps.accounts.revocationCacheMs });
+  const accounts = createAccounts({
+    db: deps.db.db,
+    jwtSecret: deps.jwtSecret,
+    throttle: deps.throttle,
+    revocations: deps.revocations,
+    gate,
+    ...deps.accounts,
+  });
+  const app = createApp({
+    db: deps.db.db,
+    directory: deps.directory,
+    router,
+    stream,
+    jwtSecret: deps.jwtSecret,
+    internalSecret: deps.internalSecret,
+    accounts,
+    corsOrigins: deps.accounts.corsOrigins,
+    health,
+    metrics,
+    log,
+  });
+
+  // Revocations heard from any instance close the affected sockets here.
+  const tokenOf = new WeakMap<ConnData, UserToken>();
+  const revoked = (t: UserToken, e: RevocationEvent) => ("version" in e ? t.ver < e.version : t.id === e.tokenId);
+  const stopClosing = await deps.revocations.subscribe((e) => {
+    for (const ws of connections.of(e.user) ?? []) {
+      const t = tokenOf.get(ws.data);
+      if (t && revoked(t, e)) ws.close(CLOSE_TOKEN_REVOKED, "token revoked");
+    }
+  });
+  await gate.start();
+  const websocket: typeof gateway.websocket = {
+    ...gateway.websocket,
+    open(ws) {
+      gateway.websocket.open!(ws);
+      // A revocation that arrived between the upgrade's check and now.
+      const t = tokenOf.get(ws.data);
+      if (t && gate.knownRevoked(t)) ws.close(CLOSE_TOKEN_REVOKED, "token revoked");
+    },
+  };
 
   const server: Server<ConnData> = Bun.serve<ConnData>({
     port: deps.port,
@@ -82,17 +136,20 @@ export async function startWsService(deps: WsDeps) {
     async fetch(req, srv) {
       const url = new URL(req.url);
       if (url.pathname === "/ws") {
-        const user = await verifyUserToken(url.searchParams.get("token") ?? bearer(req.headers.get("authorization")), deps.jwtSecret);
-        if (!user) return Response.json({ error: "a valid token is required" }, { status: 401 });
-        if (srv.upgrade(req, { data: gateway.connData(user) })) return undefined;
+        const t = await verifyUserToken(url.searchParams.get("token") ?? bearer(req.headers.get("authorization")), deps.jwtSecret);
+        const ok = t !== null && (await gate.valid(t).catch(() => null));
+        if (ok === null) return Response.json({ error: "unavailable" }, { status: 503 });
+        if (!ok) return Response.json({ error: "a valid token is required" }, { status: 401 });
+        const data = gateway.connData(t.user);
+        tokenOf.set(data, t);
+        if (srv.upgrade(req, { data })) return undefined;
         return Response.json({ error: "expected a WebSocket upgrade" }, { status: 426 });
       }
       return app.fetch(req, srv);
     },
-    websocket: gateway.websocket,
+    websocket,
   });
-  const host = !server.hostname || server.hostname === "0.0.0.0" || server.hostname === "::" ? "127.0.0.1" : server.hostname;
-  const url = `http://${host}:${server.port}`;
+  const url = localUrl(server.hostname ?? "", server.port!);
   self.url = deps.publicUrl ?? url;
   await connections.start();
   log.info("ws instance started", { url, publicUrl: self.url, instanceId });
@@ -107,6 +164,8 @@ export async function startWsService(deps: WsDeps) {
       stopping ??= (async () => {
         server.stop(false);
         presence.stop();
+        stopClosing();
+        gate.stop();
         await pipeline.drain(5000);
         stream.stop();
         router.stop();

@@ -1,17 +1,81 @@
-import { and, eq, inArray } from "drizzle-orm";
+import { and, eq, gt, inArray, isNull, lt, sql } from "drizzle-orm";
 import type { Db } from "../../shared/db/index.ts";
-import { groupMembers, groups, users } from "../../shared/db/schema.ts";
+import { groupMembers, groups, refreshTokens, users } from "../../shared/db/schema.ts";
 
 /** Accounts and groups in the database (the gateway is their only writer). */
 
+const lowerId = sql`lower(${users.id})`;
+
+/** False when the id is taken in any letter case (the unique index on lower(id) settles races). */
 export async function createUser(db: Db, id: string, passwordHash: string): Promise<boolean> {
+  if ((await canonicalIds(db, [id])).size > 0) return false;
   const r = await db.insert(users).values({ id, passwordHash }).onConflictDoNothing().returning({ id: users.id });
   return r.length === 1;
+}
+
+/** Registered users matching `ids` regardless of case: lower-cased id -> the id as registered. */
+export async function canonicalIds(db: Db, ids: string[]): Promise<Map<string, string>> {
+  const lower = [...new Set(ids.map((u) => u.toLowerCase()))];
+  if (lower.length === 0) return new Map();
+  const rows = await db.select({ id: users.id }).from(users).where(inArray(lowerId, lower));
+  return new Map(rows.map((r) => [r.id.toLowerCase(), r.id]));
 }
 
 export async function passwordHashOf(db: Db, id: string): Promise<string | null> {
   const [r] = await db.select({ h: users.passwordHash }).from(users).where(eq(users.id, id));
   return r?.h ?? null;
+}
+
+export async function setPasswordHash(db: Db, id: string, passwordHash: string): Promise<void> {
+  await db.update(users).set({ passwordHash }).where(eq(users.id, id));
+}
+
+/** Refresh tokens: the random value goes to the client, only its SHA-256 is stored. */
+const hashOf = (token: string) => new Bun.CryptoHasher("sha256").update(token).digest("hex");
+
+export async function addRefreshToken(db: Db, userId: string, familyId: string, ttlMs: number): Promise<string> {
+  const token = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
+  await db.insert(refreshTokens).values({ tokenHash: hashOf(token), userId, familyId, expiresAt: new Date(Date.now() + ttlMs) });
+  // Expired rows are of no use, not even for reuse detection: each user's go when they get a new one.
+  await db.delete(refreshTokens).where(and(eq(refreshTokens.userId, userId), lt(refreshTokens.expiresAt, new Date())));
+  return token;
+}
+
+/** Whose refresh token this is (used or not), or null. */
+export async function refreshTokenUser(db: Db, token: string): Promise<string | null> {
+  const [r] = await db.select({ u: refreshTokens.userId }).from(refreshTokens).where(eq(refreshTokens.tokenHash, hashOf(token)));
+  return r?.u ?? null;
+}
+
+export type RefreshOutcome = { ok: true; userId: string; familyId: string } | { ok: false; reused: boolean };
+
+/**
+ * Uses a refresh token once: marks it used and answers its user and family. A token used before
+ * (a copy, or a replay) revokes its whole family and answers `reused`. Unknown, expired and
+ * revoked tokens fail.
+ */
+export async function useRefreshToken(db: Db, token: string): Promise<RefreshOutcome> {
+  const h = hashOf(token);
+  const [row] = await db
+    .update(refreshTokens)
+    .set({ usedAt: new Date() })
+    .where(and(eq(refreshTokens.tokenHash, h), isNull(refreshTokens.usedAt), isNull(refreshTokens.revokedAt), gt(refreshTokens.expiresAt, new Date())))
+    .returning({ userId: refreshTokens.userId, familyId: refreshTokens.familyId });
+  if (row) return { ok: true, ...row };
+  const [seen] = await db.select({ familyId: refreshTokens.familyId, usedAt: refreshTokens.usedAt }).from(refreshTokens).where(eq(refreshTokens.tokenHash, h));
+  if (seen?.usedAt) {
+    await revokeFamily(db, seen.familyId);
+    return { ok: false, reused: true };
+  }
+  return { ok: false, reused: false };
+}
+
+export async function revokeFamily(db: Db, familyId: string): Promise<void> {
+  await db.update(refreshTokens).set({ revokedAt: new Date() }).where(and(eq(refreshTokens.familyId, familyId), isNull(refreshTokens.revokedAt)));
+}
+
+export async function revokeAllRefreshTokens(db: Db, userId: string): Promise<void> {
+  await db.update(refreshTokens).set({ revokedAt: new Date() }).where(and(eq(refreshTokens.userId, userId), isNull(refreshTokens.revokedAt)));
 }
 
 export interface GroupView {

@@ -111,6 +111,18 @@ export async function countEntries(db: Db, user: string, epoch: number, from: nu
   return Number(firstRow<{ n: number }>(r)?.n ?? 0);
 }
 
+/** The position of the latest entry of `user`'s stream, or null when it has none. */
+export async function latestPosition(db: Db, user: string): Promise<Position | null> {
+  const r = firstRow<{ epoch: string; pos: string }>(await db.execute(sql`select epoch, pos from stream where user_id = ${user} order by epoch desc, pos desc limit 1`));
+  return r ? { epoch: Number(r.epoch), pos: Number(r.pos) } : null;
+}
+
+/** Whether `user`'s stream holds any entry of `epoch`. */
+export async function hasEntries(db: Db, user: string, epoch: number): Promise<boolean> {
+  const r = await db.execute(sql`select exists (select 1 from stream where user_id = ${user} and epoch = ${epoch}) as e`);
+  return Boolean(firstRow<{ e: boolean }>(r)?.e);
+}
+
 /** Maps a cursor of the previous version (a commit sequence) onto the user's legacy epoch. */
 export async function legacyPosition(db: Db, user: string, seq: number): Promise<Position> {
   const r = await db.execute(sql`select coalesce(max(s.pos), 0)::bigint as pos from stream s join messages m on m.id = s.msg_id

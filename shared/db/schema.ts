@@ -1,4 +1,5 @@
-import { bigint, bigserial, index, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
+import { sql } from "drizzle-orm";
+import { bigint, bigserial, index, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
 
 /**
  * The one schema, used by PostgreSQL (postgres.js) and PGlite alike.
@@ -38,11 +39,16 @@ export const stream = pgTable(
   (t) => [primaryKey({ columns: [t.userId, t.epoch, t.pos] }), index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos)],
 );
 
-export const users = pgTable("users", {
-  id: text("id").primaryKey(),
-  passwordHash: text("password_hash").notNull(),
-  createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
-});
+/** A user id is unique regardless of case (`users_id_lower`); it keeps its registered spelling. */
+export const users = pgTable(
+  "users",
+  {
+    id: text("id").primaryKey(),
+    passwordHash: text("password_hash").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex("users_id_lower").on(sql`lower(${t.id})`)],
+);
 
 export const groups = pgTable("groups", {
   id: text("id").primaryKey(),
@@ -62,4 +68,23 @@ export const groupMembers = pgTable(
   (t) => [primaryKey({ columns: [t.groupId, t.userId] }), index("group_members_user").on(t.userId)],
 );
 
-export const schema = { messages, stream, users, groups, groupMembers };
+/**
+ * Refresh tokens, stored only as SHA-256 hashes of their random 256-bit value. A family is one
+ * sign-in (`sid` in the access tokens it yields): each use marks the row used and adds its
+ * successor; using a used row again revokes the whole family (the token was copied).
+ */
+export const refreshTokens = pgTable(
+  "refresh_tokens",
+  {
+    tokenHash: text("token_hash").primaryKey(),
+    userId: text("user_id").notNull(),
+    familyId: text("family_id").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    expiresAt: timestamp("expires_at", { withTimezone: true }).notNull(),
+    usedAt: timestamp("used_at", { withTimezone: true }),
+    revokedAt: timestamp("revoked_at", { withTimezone: true }),
+  },
+  (t) => [index("refresh_tokens_family").on(t.familyId), index("refresh_tokens_user").on(t.userId)],
+);
+
+export const schema = { messages, stream, users, groups, groupMembers, refreshTokens };

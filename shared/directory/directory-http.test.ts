@@ -80,6 +80,36 @@ describe("http directory client", () => {
     expect(err.status).toBe(401);
   });
 
+  test("several discover instances: a refused, 5xx or hung one is skipped, the healthy one stays preferred, 4xx is not retried elsewhere", async () => {
+    const app = appWith();
+    const seen: string[] = [];
+    let bDown = false;
+    const fetch: FetchLike = (url, init) => {
+      const host = new URL(url).host;
+      seen.push(host);
+      if (host === "refused") return Promise.reject(new TypeError("connection refused"));
+      if (host === "failing") return Response.json({ error: "unavailable" }, { status: 503 });
+      if (host === "hung") return new Promise((_, reject) => init.signal!.addEventListener("abort", () => reject(init.signal!.reason)));
+      if (host === "b" && bDown) return Promise.reject(new TypeError("connection refused"));
+      return app.request(url, init);
+    };
+    const client = createHttpDirectory({ baseUrl: "http://refused,http://failing/, http://hung,http://b,http://c", secret: SECRET, fetch, timeoutMs: 50 });
+    const a = { id: "a", url: "http://127.0.0.1:1" };
+    expect(await client.heartbeat(a, 10_000)).toBe(false);
+    expect(seen).toEqual(["refused", "failing", "hung", "b"]);
+    seen.length = 0;
+    await client.setPresence("a", ["x"], []);
+    expect(seen).toEqual(["b"]);
+    seen.length = 0;
+    bDown = true;
+    expect(await client.lookup(["x"])).toEqual({ x: [a] });
+    expect(seen).toEqual(["b", "c"]);
+    const wrong = createHttpDirectory({ baseUrl: ["http://b", "http://c"], secret: "not-the-secret-at-all", fetch: (u, i) => app.request(u, i) });
+    expect(await wrong.lookup(["x"]).catch((e) => e)).toBeInstanceOf(DirectoryRequestError);
+    const allDown = createHttpDirectory({ baseUrl: "http://refused,http://failing", secret: SECRET, fetch });
+    expect(await allDown.lookup(["x"]).catch((e) => e)).toBeInstanceOf(DirectoryUnavailable);
+  });
+
   test("calls over the batch limit are split", async () => {
     const app = appWith();
     let requests = 0;

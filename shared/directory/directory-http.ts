@@ -1,3 +1,4 @@
+import { splitList } from "../config.ts";
 import { DirectoryUnavailable, type Claim, type Directory, type InstanceInfo, type Ledger } from "./directory.ts";
 
 /** The most ids one request to services/discover may carry; the client splits larger calls. */
@@ -6,7 +7,8 @@ export const DIRECTORY_MAX_BATCH = 10_000;
 export type FetchLike = (url: string, init: RequestInit) => Promise<Response> | Response;
 
 export interface HttpDirectoryOptions {
-  baseUrl: string;
+  /** One base URL, or several discover instances (a list, or DISCOVER_URL's comma-separated form). */
+  baseUrl: string | string[];
   secret: string;
   fetch?: FetchLike;
   /** Per request; a slower answer counts as unavailable. */
@@ -24,16 +26,36 @@ export class DirectoryRequestError extends Error {
 }
 
 /**
- * Directory and Ledger as a client of services/discover. Network errors, timeouts and 5xx answers
- * throw DirectoryUnavailable; 4xx answers throw DirectoryRequestError.
+ * Directory and Ledger as a client of services/discover. With several discover instances, a
+ * request goes to the one that answered last; a network error, timeout or 5xx answer moves it on to
+ * the next, and only when every instance failed does it throw DirectoryUnavailable. 4xx answers
+ * throw DirectoryRequestError at once.
  */
 export function createHttpDirectory(opts: HttpDirectoryOptions): Directory & Ledger {
-  const base = opts.baseUrl.replace(/\/+$/, "");
+  const bases = (typeof opts.baseUrl === "string" ? splitList(opts.baseUrl) : opts.baseUrl).map((b) => b.replace(/\/+$/, ""));
+  if (!bases.length) throw new Error("createHttpDirectory needs at least one base URL");
+  let preferred = 0;
   const doFetch: FetchLike = opts.fetch ?? ((url, init) => fetch(url, init));
   const timeoutMs = opts.timeoutMs ?? 3000;
   const headers = { authorization: `Bearer ${opts.secret}`, "content-type": "application/json" };
 
   async function request<T = void>(method: string, path: string, body?: unknown): Promise<T> {
+    let last: unknown;
+    for (let i = 0; i < bases.length; i++) {
+      const k = (preferred + i) % bases.length;
+      try {
+        const r = await requestOne<T>(bases[k]!, method, path, body);
+        preferred = k;
+        return r;
+      } catch (e) {
+        if (!(e instanceof DirectoryUnavailable)) throw e;
+        last = e;
+      }
+    }
+    throw last;
+  }
+
+  async function requestOne<T>(base: string, method: string, path: string, body?: unknown): Promise<T> {
     let res: Response;
     let text: string;
     try {

@@ -34,11 +34,11 @@ describe("redis directory", () => {
     await directory.setPresence("live", ["b", "c"], []);
     await directory.setPresence("never-beat", ["d"], []);
     const end = Date.now() + 5000;
-    while ((await redis.exists(`${prefix}hb:dead`)) && Date.now() < end) await Bun.sleep(20);
+    while ((await redis.exists(`${prefix}{i:dead}:hb`)) && Date.now() < end) await Bun.sleep(20);
     expect((await directory.sweepDeadInstances()).sort()).toEqual(["dead", "never-beat"]);
     const keys = (await redis.keys(`${prefix}*`)).map((k) => k.slice(prefix.length)).sort();
-    expect(keys).toEqual(["hb:live", "instances", "iu:live", "u:b", "u:c"]);
-    expect(await redis.smembers(`${prefix}u:b`)).toEqual(["live"]);
+    expect(keys).toEqual(["instances", "{i:live}:gen", "{i:live}:hb", "{i:live}:users", "{u:b}:at", "{u:c}:at"]);
+    expect(await redis.hkeys(`${prefix}{u:b}:at`)).toEqual(["live"]);
     expect(await directory.sweepDeadInstances()).toEqual([]);
     await deletePrefix(redis, prefix);
   });
@@ -65,10 +65,59 @@ describe("redis directory", () => {
 
   test("a reply error from Redis is a bug, not unavailability", async () => {
     const { prefix, directory } = fresh();
-    await redis.set(`${prefix}u:wrong`, "a string, not a set");
+    await redis.set(`${prefix}{u:wrong}:at`, "a string, not a hash");
     const err = await directory.lookup(["wrong"]).catch((e) => e);
     expect(err).toBeInstanceOf(Error);
     expect(err).not.toBeInstanceOf(DirectoryUnavailable);
+    await deletePrefix(redis, prefix);
+  });
+
+  test("keys spread over hash slots: every multi-key script names keys of one slot, users and instances land in different slots", async () => {
+    const { prefix, directory } = fresh();
+    const calls: string[][] = [];
+    const orig = redis.sendCommand.bind(redis);
+    (redis as { sendCommand: unknown }).sendCommand = (cmd: { name: string; args: unknown[] }) => {
+      if (cmd.name === "evalsha" || cmd.name === "eval") {
+        const n = Number(cmd.args[1]);
+        calls.push(cmd.args.slice(2, 2 + n).map(String));
+      }
+      return orig(cmd as never);
+    };
+    try {
+      await directory.heartbeat({ id: "i1", url: "http://127.0.0.1:1" }, 60_000);
+      await directory.setPresence("i1", ["a", "b"], []);
+      await directory.setPresence("i1", [], ["a"]);
+      await directory.release(["m1", "m2"]);
+      await directory.removeInstance("i1");
+    } finally {
+      (redis as { sendCommand: unknown }).sendCommand = orig;
+    }
+    // Redis Cluster hashes only the first {…} of a key: keys with the same tag share a slot
+    const slot = (k: string) => /\{([^}]+)\}/.exec(k)?.[1] ?? k;
+    expect(calls.length).toBeGreaterThan(3);
+    for (const keys of calls) expect(new Set(keys.map((k) => slot(k))).size).toBe(1);
+    const slots = new Set([`${prefix}{i:i1}:hb`, `${prefix}{u:a}:at`, `${prefix}{u:b}:at`, `${prefix}{c:m1}`].map((k) => slot(k)));
+    expect(slots.size).toBe(4);
+    expect(slot(`${prefix}{i:i1}:hb`)).toBe("i:i1");
+    await deletePrefix(redis, prefix);
+  });
+
+  test("a lapsed registration's entries are invisible at once and a late removal never deletes a newer entry", async () => {
+    const { prefix, directory } = fresh();
+    const A = { id: "A", url: "http://127.0.0.1:1" };
+    await directory.heartbeat(A, 60_000);
+    await directory.setPresence("A", ["x"], []);
+    expect(await directory.lookup(["x"])).toEqual({ x: [A] });
+    // the heartbeat lapses; the entry of generation 1 stays behind until cleaned
+    await redis.del(`${prefix}{i:A}:hb`);
+    await redis.hset(`${prefix}{u:y}:at`, "A", "1");
+    expect(await directory.lookup(["x", "y"])).toEqual({ x: [], y: [] });
+    expect(await directory.heartbeat(A, 60_000)).toBe(false);
+    await directory.setPresence("A", ["y"], []);
+    // a sweeper that read generation 1 before the new registration deletes only generation 1 entries
+    await redis.call("HSET", [`${prefix}{u:y}:at`, "A", "2"]);
+    await (redis as unknown as { dirUnsetAt(k: string, id: string, g: string): Promise<number> }).dirUnsetAt(`${prefix}{u:y}:at`, "A", "1");
+    expect(await directory.lookup(["x", "y"])).toEqual({ x: [], y: [A] });
     await deletePrefix(redis, prefix);
   });
 

@@ -11,119 +11,76 @@ import {
 } from "./directory.ts";
 
 /**
- * Keys, under the prefix p:
- *   {p}instances   set of instance ids that may hold users (what the sweeper walks)
- *   {p}hb:{id}     the instance's URL, expiring with its heartbeat TTL: alive while it exists
- *   {p}iu:{id}     set of users on the instance
- *   {p}u:{user}    set of instance ids holding the user
- *   {p}claim:{id}  "p" while pending, else the ack timestamp
- * The scripts build keys from the prefix, so on Redis Cluster the prefix must carry a hash tag
- * (e.g. "{dir}:") to keep every key in one slot.
+ * Keys, under the prefix p. Every multi-key operation touches one hash slot, and the keys spread over
+ * the slots (on Redis Cluster, over the masters): an instance's keys share the tag {i:<id>}, a
+ * user's the tag {u:<user>}, a claim's {c:<msgId>}.
+ *   {p}{i:<id>}:hb     "<gen> <url>", expiring with the heartbeat TTL: alive while it exists
+ *   {p}{i:<id>}:gen    the instance's registration generation (incremented when hb was missing)
+ *   {p}{i:<id>}:users  set of users on the instance
+ *   {p}{u:<user>}:at   hash instance id -> the generation the entry was written under
+ *   {p}{c:<msgId>}     claim: "p" while pending, else the ack timestamp
+ *   {p}instances       set of instance ids that may hold users (what the sweeper walks)
+ * A user entry counts only while its instance's hb exists with the same generation, so entries
+ * left by a lapsed registration are invisible at once; they are deleted afterwards (a deletion
+ * names the generation it removes, so it never removes a newer entry, whatever the interleaving).
  */
 export interface RedisDirectory extends Directory, Ledger {
   /** Forgets the users of every instance whose heartbeat lapsed; returns those instance ids. */
   sweepDeadInstances(): Promise<string[]>;
 }
 
-const LOOKUP_CHUNK = 2000;
-
-const WIPE = `
-local function wipe(p, id)
-  local iu = p .. 'iu:' .. id
-  for _, u in ipairs(redis.call('SMEMBERS', iu)) do redis.call('SREM', p .. 'u:' .. u, id) end
-  redis.call('DEL', iu)
+// KEYS: hb, gen, users  ARGV: url, ttl → {1} when hb existed, else {0, old gen, users…} (users forgotten)
+const HEARTBEAT = `
+local v = redis.call('GET', KEYS[1])
+if v then
+  redis.call('SET', KEYS[1], string.sub(v, 1, string.find(v, ' ') - 1) .. ' ' .. ARGV[1], 'PX', ARGV[2])
+  return {1}
 end
-`;
-
-// KEYS: hb  ARGV: prefix, id, url, ttl
-const HEARTBEAT = `${WIPE}
-local existed = redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4], 'GET')
-redis.call('SADD', ARGV[1] .. 'instances', ARGV[2])
-if existed then return 1 end
-wipe(ARGV[1], ARGV[2])
-return 0
-`;
-
-// KEYS: hb  ARGV: prefix, id
-const REMOVE = `${WIPE}
-wipe(ARGV[1], ARGV[2])
-redis.call('DEL', KEYS[1])
-redis.call('SREM', ARGV[1] .. 'instances', ARGV[2])
-return 0
-`;
-
-// ARGV: prefix
-const SWEEP = `${WIPE}
-local p = ARGV[1]
-local dead = {}
-for _, id in ipairs(redis.call('SMEMBERS', p .. 'instances')) do
-  if redis.call('EXISTS', p .. 'hb:' .. id) == 0 then
-    wipe(p, id)
-    redis.call('SREM', p .. 'instances', id)
-    dead[#dead + 1] = id
-  end
-end
-return dead
-`;
-
-// KEYS: user sets  ARGV: prefix  → per user a flat list id, url, id, url…
-const LOOKUP = `
-local alive = {}
-local out = {}
-for i, key in ipairs(KEYS) do
-  local row = {}
-  for _, id in ipairs(redis.call('SMEMBERS', key)) do
-    local url = alive[id]
-    if url == nil then
-      url = redis.call('GET', ARGV[1] .. 'hb:' .. id)
-      alive[id] = url
-    end
-    if url then
-      row[#row + 1] = id
-      row[#row + 1] = url
-    end
-  end
-  out[i] = row
-end
+local old = redis.call('GET', KEYS[2]) or '0'
+local gen = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], gen .. ' ' .. ARGV[1], 'PX', ARGV[2])
+local out = {0, old}
+for _, u in ipairs(redis.call('SMEMBERS', KEYS[3])) do out[#out + 1] = u end
+redis.call('DEL', KEYS[3])
 return out
 `;
 
-// KEYS: claim keys  ARGV: pending ttl  → per key "" (new), "p" (pending) or the ack timestamp
-const CLAIM = `
-local out = {}
-for i, key in ipairs(KEYS) do
-  out[i] = redis.call('SET', key, 'p', 'NX', 'PX', ARGV[1], 'GET') or ''
-end
+// KEYS: hb, gen, users  ARGV: only-if-lapsed ("1" or "0") → nil when alive (and only-if-lapsed), else {gen, users…}; all three keys gone
+const FORGET = `
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return nil end
+local out = {redis.call('GET', KEYS[2]) or '0'}
+for _, u in ipairs(redis.call('SMEMBERS', KEYS[3])) do out[#out + 1] = u end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return out
 `;
 
-// KEYS: claim keys
+// KEYS: hb, gen, users  ARGV: n online, online…, offline… → the generation the entries are written under
+const PRESENCE = `
+local n = tonumber(ARGV[1])
+if n > 0 then redis.call('SADD', KEYS[3], unpack(ARGV, 2, n + 1)) end
+if #ARGV > n + 1 then redis.call('SREM', KEYS[3], unpack(ARGV, n + 2, #ARGV)) end
+return redis.call('GET', KEYS[2]) or '0'
+`;
+
+// KEYS: a user's :at  ARGV: instance id, generation → removes the entry when written under that generation or before
+const UNSET_AT = `
+local g = redis.call('HGET', KEYS[1], ARGV[1])
+if g and tonumber(g) <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+`;
+
+// KEYS: claim
 const RELEASE = `
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == 'p' then redis.call('DEL', key) end
-end
+if redis.call('GET', KEYS[1]) == 'p' then redis.call('DEL', KEYS[1]) end
 return 0
 `;
 
-function luaScript(lua: string) {
-  const sha = new Bun.CryptoHasher("sha1").update(lua).digest("hex");
-  return async (redis: Redis, keys: string[], args: Array<string | number>): Promise<unknown> => {
-    try {
-      return await redis.call("EVALSHA", [sha, keys.length, ...keys, ...args]);
-    } catch (e) {
-      if (!(e instanceof ReplyError && (e as Error).message.startsWith("NOSCRIPT"))) throw e;
-      return await redis.call("EVAL", [lua, keys.length, ...keys, ...args]);
-    }
-  };
-}
-
-const scripts = {
-  heartbeat: luaScript(HEARTBEAT),
-  remove: luaScript(REMOVE),
-  sweep: luaScript(SWEEP),
-  lookup: luaScript(LOOKUP),
-  claim: luaScript(CLAIM),
-  release: luaScript(RELEASE),
+type Scripted = Redis & {
+  dirHeartbeat(hb: string, gen: string, users: string, url: string, ttl: number): Promise<Array<string | number>>;
+  dirForget(hb: string, gen: string, users: string, ifLapsed: "1" | "0"): Promise<string[] | null>;
+  dirPresence(hb: string, gen: string, users: string, ...args: Array<string | number>): Promise<string>;
+  dirUnsetAt(at: string, id: string, gen: string): Promise<number>;
+  dirRelease(claim: string): Promise<number>;
 };
 
 /** Programming errors surface as they are; everything else means Redis is not usable right now. */
@@ -142,64 +99,112 @@ function unique(xs: string[]): string[] {
 
 export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {}): RedisDirectory {
   const p = opts.prefix ?? "dir:";
-  const hb = (id: string) => `${p}hb:${id}`;
-  const iu = (id: string) => `${p}iu:${id}`;
-  const u = (user: string) => `${p}u:${user}`;
-  const claimKey = (msgId: string) => `${p}claim:${msgId}`;
+  const r = redis as Scripted;
+  r.defineCommand("dirHeartbeat", { numberOfKeys: 3, lua: HEARTBEAT });
+  r.defineCommand("dirForget", { numberOfKeys: 3, lua: FORGET });
+  r.defineCommand("dirPresence", { numberOfKeys: 3, lua: PRESENCE });
+  r.defineCommand("dirUnsetAt", { numberOfKeys: 1, lua: UNSET_AT });
+  r.defineCommand("dirRelease", { numberOfKeys: 1, lua: RELEASE });
+  const inst = (id: string) => [`${p}{i:${id}}:hb`, `${p}{i:${id}}:gen`, `${p}{i:${id}}:users`] as const;
+  const at = (user: string) => `${p}{u:${user}}:at`;
+  const claimKey = (msgId: string) => `${p}{c:${msgId}}`;
+  const instances = `${p}instances`;
 
-  async function lookupChunk(users: string[]): Promise<Array<[string, InstanceInfo[]]>> {
-    const rows = (await scripts.lookup(redis, users.map(u), [p])) as string[][];
-    return users.map((user, i) => {
-      const row = rows[i] ?? [];
-      const found: InstanceInfo[] = [];
-      for (let j = 0; j < row.length; j += 2) found.push({ id: row[j]!, url: row[j + 1]! });
-      return [user, found];
-    });
+  /** Removes the instance's entries of generation `gen` or older from the users' hashes. */
+  const unsetAll = (id: string, gen: string, users: string[]) => Promise.all(users.map((u) => r.dirUnsetAt(at(u), id, gen)));
+
+  async function forget(id: string, onlyIfLapsed: boolean): Promise<boolean> {
+    const res = await r.dirForget(...inst(id), onlyIfLapsed ? "1" : "0");
+    if (!res) return false;
+    const [gen, ...users] = res;
+    await unsetAll(id, gen!, users);
+    return true;
   }
 
   return {
     async heartbeat(instance, ttlMs) {
-      const r = await guard(scripts.heartbeat(redis, [hb(instance.id)], [p, instance.id, instance.url, Math.max(1, Math.round(ttlMs))]));
-      return r === 1;
+      return guard(
+        (async () => {
+          const res = await r.dirHeartbeat(...inst(instance.id), instance.url, Math.max(1, Math.round(ttlMs)));
+          await redis.sadd(instances, instance.id);
+          if (Number(res[0]) === 1) return true;
+          const [, old, ...users] = res.map(String);
+          await unsetAll(instance.id, old!, users);
+          return false;
+        })(),
+      );
     },
 
     async setPresence(instanceId, online, offline) {
       if (!online.length && !offline.length) return;
-      const tx = redis.multi();
-      if (offline.length) {
-        for (const user of offline) tx.srem(u(user), instanceId);
-        tx.srem(iu(instanceId), ...offline);
-      }
-      if (online.length) {
-        for (const user of online) tx.sadd(u(user), instanceId);
-        tx.sadd(iu(instanceId), ...online);
-      }
-      tx.sadd(`${p}instances`, instanceId);
-      const results = await guard(tx.exec());
-      const failed = results?.find(([err]) => err);
-      if (!results || failed) await guard(Promise.reject(failed?.[0] ?? new Error("transaction aborted")));
+      await guard(
+        (async () => {
+          await redis.sadd(instances, instanceId);
+          const gen = await r.dirPresence(...inst(instanceId), online.length, ...online, ...offline);
+          await Promise.all([
+            ...offline.map((u) => r.dirUnsetAt(at(u), instanceId, gen)),
+            ...online.map((u) => redis.hset(at(u), instanceId, gen)),
+          ]);
+        })(),
+      );
     },
 
     async lookup(users) {
       const wanted = unique(users);
-      const chunks: string[][] = [];
-      for (let i = 0; i < wanted.length; i += LOOKUP_CHUNK) chunks.push(wanted.slice(i, i + LOOKUP_CHUNK));
-      const parts = await guard(Promise.all(chunks.map(lookupChunk)));
-      return Object.fromEntries(parts.flat());
+      return guard(
+        (async () => {
+          const entries = await Promise.all(wanted.map((u) => redis.hgetall(at(u))));
+          const ids = unique(entries.flatMap((e) => Object.keys(e)));
+          const hbs = await Promise.all(ids.map((id) => redis.get(inst(id)[0])));
+          const alive = new Map<string, { gen: string; url: string }>();
+          ids.forEach((id, i) => {
+            const v = hbs[i];
+            if (!v) return;
+            const sp = v.indexOf(" ");
+            alive.set(id, { gen: v.slice(0, sp), url: v.slice(sp + 1) });
+          });
+          return Object.fromEntries(
+            wanted.map((u, i): [string, InstanceInfo[]] => {
+              const found: InstanceInfo[] = [];
+              for (const [id, gen] of Object.entries(entries[i]!)) {
+                const a = alive.get(id);
+                if (a && a.gen === gen) found.push({ id, url: a.url });
+              }
+              return [u, found];
+            }),
+          );
+        })(),
+      );
     },
 
     async removeInstance(instanceId) {
-      await guard(scripts.remove(redis, [hb(instanceId)], [p, instanceId]));
+      await guard(
+        (async () => {
+          await forget(instanceId, false);
+          await redis.srem(instances, instanceId);
+        })(),
+      );
     },
 
     async sweepDeadInstances() {
-      return (await guard(scripts.sweep(redis, [], [p]))) as string[];
+      return guard(
+        (async () => {
+          const dead: string[] = [];
+          for (const id of await redis.smembers(instances)) {
+            if (!(await forget(id, true))) continue;
+            // a heartbeat racing this re-adds the id at its next beat
+            await redis.srem(instances, id);
+            dead.push(id);
+          }
+          return dead;
+        })(),
+      );
     },
 
     async claim(msgIds) {
       const ids = unique(msgIds);
       if (!ids.length) return {};
-      const states = (await guard(scripts.claim(redis, ids.map(claimKey), [CLAIM_PENDING_MS]))) as string[];
+      const states = await guard(Promise.all(ids.map((id) => redis.call("SET", [claimKey(id), "p", "NX", "PX", CLAIM_PENDING_MS, "GET"]) as Promise<string | null>)));
       return Object.fromEntries(
         ids.map((id, i): [string, Claim] => {
           const s = states[i];
@@ -212,16 +217,12 @@ export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {
 
     async complete(done) {
       if (!done.length) return;
-      const pipe = redis.pipeline();
-      for (const { msgId, ts } of done) pipe.set(claimKey(msgId), String(ts), "PX", CLAIM_DONE_MS);
-      const results = await guard(pipe.exec());
-      const failed = results?.find(([err]) => err);
-      if (!results || failed) await guard(Promise.reject(failed?.[0] ?? new Error("pipeline aborted")));
+      await guard(Promise.all(done.map(({ msgId, ts }) => redis.set(claimKey(msgId), String(ts), "PX", CLAIM_DONE_MS))));
     },
 
     async release(msgIds) {
       if (!msgIds.length) return;
-      await guard(scripts.release(redis, unique(msgIds).map(claimKey), []));
+      await guard(Promise.all(unique(msgIds).map((id) => r.dirRelease(claimKey(id)))));
     },
   };
 }

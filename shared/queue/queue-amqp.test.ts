@@ -58,9 +58,14 @@ queueContract("amqp", async () => {
   };
 });
 
-/** A TCP proxy in front of the broker that a test can cut (an abrupt network loss) or make refuse. */
+/**
+ * A TCP proxy in front of the broker that a test can cut (an abrupt network loss), make refuse,
+ * or make hold back what the broker sends (its confirms and replies) while the client's bytes still
+ * reach the broker.
+ */
 function createTcpProxy(target: URL) {
   const sockets = new Set<net.Socket>();
+  const upstreams: Array<{ upstream: net.Socket; client: net.Socket }> = [];
   let refusing = false;
   const server = net.createServer((client) => {
     if (refusing) return void client.destroy();
@@ -76,6 +81,7 @@ function createTcpProxy(target: URL) {
     upstream.on("error", end).on("close", end);
     client.pipe(upstream);
     upstream.pipe(client);
+    upstreams.push({ upstream, client });
   });
   const listening = new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
@@ -89,6 +95,13 @@ function createTcpProxy(target: URL) {
     cut() {
       for (const s of sockets) s.destroy();
       sockets.clear();
+      upstreams.length = 0;
+    },
+    holdReplies() {
+      for (const { upstream, client } of upstreams) {
+        upstream.unpipe(client);
+        upstream.pause();
+      }
     },
     refuse(on: boolean) {
       refusing = on;
@@ -113,7 +126,7 @@ describe("amqp queue specifics", () => {
     return { name, ...h };
   };
 
-  test("declares a durable quorum queue with dead-lettering and without single active consumer, and its dead-letter queue", async () => {
+  test("declares a durable quorum queue with dead-lettering and without single active consumer, and its dead-letter queue (quorum too)", async () => {
     const { name, queue } = await fresh();
     await queue.whenReady(withTimeout(4000));
     const t = queueTopology({ queue: name });
@@ -123,6 +136,8 @@ describe("amqp queue specifics", () => {
     const ch = await admin.createChannel();
     await ch.assertQueue(name, { durable: true, deadLetterExchange: t.deadLetterExchange, arguments: { "x-queue-type": "quorum" } });
     expect((await ch.checkQueue(t.deadLetterQueue)).queue).toBe(t.deadLetterQueue);
+    // the dead-letter queue is a quorum queue too (a classic one is unusable while its one node is down)
+    await ch.assertQueue(t.deadLetterQueue, { durable: true, arguments: { "x-queue-type": "quorum" } });
     await ch.close();
     // ...such as single active consumer, which the queue no longer has (PRECONDITION_FAILED closes the channel)
     const sac = await admin.createChannel();
@@ -222,17 +237,34 @@ describe("amqp queue specifics", () => {
     expect(r.messages().map((m) => m.msgId)).toEqual([m1.msgId, m1.msgId, m2.msgId]);
   });
 
-  test("publishes in flight when the connection drops reject with QueueUnavailable; none hangs", async () => {
-    const proxy = createTcpProxy(new URL(AMQP_URL));
-    cleanups.push(proxy.close);
-    const { queue } = await fresh({}, await proxy.url());
-    await queue.whenReady(withTimeout(4000));
-    const publishes = Array.from({ length: 200 }, () => queue.publish([chatMessage("drop")]).then(() => "ok", (e: unknown) => e));
-    proxy.cut();
-    const results = await Promise.all(publishes);
-    for (const x of results) if (x !== "ok") expect(x).toBeInstanceOf(QueueUnavailable);
-    await eventually(() => queue.publish([chatMessage("drop")]));
-  });
+  for (const retryMs of [0, undefined])
+    test(`publishes in flight when the connection drops ${retryMs === 0 ? "reject with QueueUnavailable (retryMs 0)" : "are published again on the next connection (default retryMs)"}; none hangs`, async () => {
+      const proxy = createTcpProxy(new URL(AMQP_URL));
+      cleanups.push(proxy.close);
+      const { name, queue } = await fresh({ retryMs }, await proxy.url());
+      await queue.whenReady(withTimeout(4000));
+      // The broker gets every publish but its confirms are held back, so all 200 are in flight at the cut.
+      proxy.holdReplies();
+      const publishes = Array.from({ length: 200 }, () => queue.publish([chatMessage("drop")]).then(() => "ok", (e: unknown) => e));
+      await eventually(async () => {
+        const { messageCount } = await adminCh.checkQueue(name);
+        if (messageCount < 200) throw new Error(`the broker holds ${messageCount} of 200 publishes`);
+      });
+      proxy.cut();
+      const results = await Promise.all(publishes);
+      if (retryMs === 0) {
+        expect(results.filter((x) => x === "ok")).toEqual([]);
+        expect(results.filter((x) => x instanceof QueueUnavailable).length).toBe(200);
+      } else {
+        // reconnected at once and confirmed there: every one resolves (the broker holds duplicates, harmless)
+        expect(results.filter((x) => x !== "ok")).toEqual([]);
+        await eventually(async () => {
+          const { messageCount } = await adminCh.checkQueue(name);
+          if (messageCount < 400) throw new Error(`the broker holds ${messageCount} of 400 (200 + their 200 resends)`);
+        });
+      }
+      await eventually(() => queue.publish([chatMessage("drop")]));
+    });
 
   test("a consumer-only handle does not publish", async () => {
     const { queue } = await fresh({ publisher: false });
@@ -250,6 +282,30 @@ describe("amqp connection", () => {
     expect(await waiting).toBeInstanceOf(Error);
     expect(conn.ready()).toBe(false);
     await proxy.close();
+  });
+
+  test("with several nodes it connects to a reachable one, and moves to another when its node goes", async () => {
+    const a = createTcpProxy(new URL(AMQP_URL));
+    const b = createTcpProxy(new URL(AMQP_URL));
+    a.refuse(true);
+    const conn = createAmqpConnection(`${await a.url()},${await b.url()}`, silentLogger);
+    const name = `test.q.${randomUUID()}`;
+    const queue = createAmqpQueue(conn, { queue: name, log: silentLogger });
+    try {
+      await queue.whenReady(withTimeout(4000));
+      await queue.publish([chatMessage("via b")]);
+      // b's node dies (and stays dead): the connection moves to a
+      a.refuse(false);
+      b.refuse(true);
+      b.cut();
+      await eventually(() => queue.publish([chatMessage("via a")]));
+      expect(conn.ready()).toBe(true);
+    } finally {
+      await queue.close();
+      await conn.close();
+      await Promise.all([a.close(), b.close()]);
+      await deleteTopology(name);
+    }
   });
 
   test("a channel closed by the broker alone is re-created on the same connection", async () => {

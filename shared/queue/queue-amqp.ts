@@ -21,6 +21,11 @@ export interface AmqpQueueOptions {
   publisher?: boolean;
   /** A publish not confirmed within this rejects with QueueUnavailable. Default 10 s. */
   publishTimeoutMs?: number;
+  /**
+   * A publish nacked, or unconfirmed when its channel or connection closed, is published again on
+   * the next channel while it is younger than this (then it rejects with QueueUnavailable). Default 5 s.
+   */
+  retryMs?: number;
   /** Called for each broker message dead-lettered as invalid. */
   onDeadLetter?(reason: string): void;
 }
@@ -43,7 +48,7 @@ export function queueTopology(opts: Pick<AmqpQueueOptions, "queue" | "deadLetter
 }
 
 /**
- * Declares the queue and its dead-letter queue. A quorum queue: it confirms persistent messages as
+ * Declares the queue and its dead-letter queue, both quorum queues. A quorum queue: it confirms persistent messages as
  * soon as its write-ahead log is synced (a classic queue batches fsyncs for up to hundreds of ms,
  * which was most of our ack latency), survives a broker restart, and is what a cluster replicates.
  * Any number of consumers share it (RabbitMQ spreads deliveries over them): positions are assigned
@@ -51,7 +56,9 @@ export function queueTopology(opts: Pick<AmqpQueueOptions, "queue" | "deadLetter
  */
 export async function assertQueueTopology(ch: Channel, t: QueueTopology): Promise<void> {
   await ch.assertExchange(t.deadLetterExchange, "fanout", { durable: true });
-  await ch.assertQueue(t.deadLetterQueue, { durable: true });
+  // quorum as well: a classic queue lives on one node, and while that node is down every
+  // redeclaration of it fails (404 "home node … is down"), so no channel could be set up anywhere
+  await ch.assertQueue(t.deadLetterQueue, { durable: true, arguments: { "x-queue-type": "quorum" } });
   await ch.bindQueue(t.deadLetterQueue, t.deadLetterExchange, "");
   await ch.assertQueue(t.queue, {
     durable: true,
@@ -88,25 +95,84 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
     readyWaiters.clear();
   };
 
+  /**
+   * A publish until the broker confirmed it. A nack (seen on a cluster after a quorum queue's leader
+   * moved: the channel kept nacking until reopened) closes the channel, and every publish not yet
+   * confirmed on a channel that closed is published again on the next one (possibly on another
+   * node) while it is younger than retryMs: idempotent, storage keeps one row per msgId.
+   */
   interface InFlight {
+    id: string;
+    body: Buffer;
+    started: number;
+    /** The channel of the current attempt; undefined while waiting for one. */
+    ch: ConfirmChannel | undefined;
+    done: boolean;
     resolve(): void;
     reject(err: unknown): void;
     timer: ReturnType<typeof setTimeout>;
   }
+  const retryMs = opts.retryMs ?? 5000;
   let pubCh: ConfirmChannel | undefined;
-  let inFlight = new Map<string, InFlight>();
-  let returned = new Set<string>();
+  const pending = new Set<InFlight>();
+  const returned = new WeakMap<ConfirmChannel, Set<string>>();
   let publishSeq = 0;
   const outstanding = new Set<Promise<void>>();
 
-  const failInFlight = (reason: string) => {
-    const failed = inFlight;
-    inFlight = new Map();
-    returned = new Set();
-    for (const p of failed.values()) {
-      clearTimeout(p.timer);
-      p.reject(new QueueUnavailable(reason));
+  const finish = (e: InFlight, err?: unknown) => {
+    if (e.done) return;
+    e.done = true;
+    pending.delete(e);
+    clearTimeout(e.timer);
+    if (err) e.reject(err);
+    else e.resolve();
+  };
+
+  const send = (e: InFlight) => {
+    const ch = pubCh;
+    e.ch = ch;
+    if (!ch) return;
+    try {
+      ch.publish(
+        "",
+        topology.queue,
+        e.body,
+        { persistent: true, mandatory: true, contentType: "application/json", messageId: e.id },
+        (err: unknown) => settle(e, ch, err),
+      );
+    } catch (err) {
+      settle(e, ch, err ?? new Error("publish failed"));
     }
+  };
+
+  const retryOrFail = (e: InFlight, reason: string) => {
+    if (e.done) return;
+    if (closed || Date.now() - e.started >= retryMs) return finish(e, new QueueUnavailable(reason));
+    send(e);
+  };
+
+  /** Closes a channel that nacked; its unconfirmed publishes are retried once another is open. */
+  const abandon = (ch: ConfirmChannel) => {
+    if (pubCh !== ch) return;
+    pubCh = undefined;
+    log.warn("the broker nacked a publish; reopening the publish channel", { queue: topology.queue });
+    ch.close().catch(() => {});
+  };
+
+  const settle = (e: InFlight, ch: ConfirmChannel, err: unknown) => {
+    if (e.done || e.ch !== ch) return;
+    const wasReturned = returned.get(ch)?.delete(e.id) ?? false;
+    if (err) {
+      e.ch = undefined;
+      abandon(ch);
+      return retryOrFail(e, "the broker refused the message");
+    }
+    if (wasReturned) return finish(e, new QueueUnavailable("the broker could not route the message"));
+    finish(e);
+  };
+
+  const failAll = (reason: string) => {
+    for (const e of [...pending]) finish(e, new QueueUnavailable(reason));
   };
 
   const kept: KeptChannel<Channel>[] = [];
@@ -116,18 +182,20 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
         name: "publish",
         setup: async (ch) => {
           await assertQueueTopology(ch, topology);
+          const mine = new Set<string>();
+          returned.set(ch, mine);
           ch.on("return", (msg: Message) => {
-            if (ch === pubCh && typeof msg.properties.messageId === "string") returned.add(msg.properties.messageId);
+            if (typeof msg.properties.messageId === "string") mine.add(msg.properties.messageId);
           });
         },
         onOpen: (ch) => {
           pubCh = ch;
+          for (const e of pending) if (!e.ch) send(e);
           checkReady();
         },
         onClose: (ch) => {
-          if (pubCh !== ch) return;
-          pubCh = undefined;
-          failInFlight("queue connection lost before the broker confirmed");
+          if (pubCh === ch) pubCh = undefined;
+          for (const e of [...pending]) if (e.ch === ch) retryOrFail(e, "queue connection lost before the broker confirmed");
         },
       }),
     );
@@ -146,41 +214,21 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
     publish(messages) {
       if (closed) return Promise.reject(new QueueUnavailable("queue closed"));
       if (!publisher) return Promise.reject(new QueueUnavailable("this queue handle does not publish"));
-      const ch = pubCh;
-      if (!ch) return Promise.reject(new QueueUnavailable("queue not connected"));
+      if (!pubCh) return Promise.reject(new QueueUnavailable("queue not connected"));
       if (messages.length === 0) return Promise.resolve();
-      const body = Buffer.from(JSON.stringify(messages));
-      const id = String(++publishSeq);
       const p = new Promise<void>((resolve, reject) => {
-        const entry: InFlight = {
+        const e: InFlight = {
+          id: String(++publishSeq),
+          body: Buffer.from(JSON.stringify(messages)),
+          started: Date.now(),
+          ch: undefined,
+          done: false,
           resolve,
           reject,
-          timer: setTimeout(() => {
-            inFlight.delete(id);
-            reject(new QueueUnavailable(`the broker did not confirm within ${publishTimeoutMs} ms`));
-          }, publishTimeoutMs),
+          timer: setTimeout(() => finish(e, new QueueUnavailable(`the broker did not confirm within ${publishTimeoutMs} ms`)), publishTimeoutMs),
         };
-        inFlight.set(id, entry);
-        const settle = (err: unknown) => {
-          if (inFlight.get(id) !== entry) return;
-          inFlight.delete(id);
-          clearTimeout(entry.timer);
-          const wasReturned = returned.delete(id);
-          if (err) reject(new QueueUnavailable("the broker refused the message"));
-          else if (wasReturned) reject(new QueueUnavailable("the broker could not route the message"));
-          else resolve();
-        };
-        try {
-          ch.publish(
-            "",
-            topology.queue,
-            body,
-            { persistent: true, mandatory: true, contentType: "application/json", messageId: id },
-            settle,
-          );
-        } catch (err) {
-          settle(err ?? new Error("publish failed"));
-        }
+        pending.add(e);
+        send(e);
       });
       outstanding.add(p);
       const forget = () => void outstanding.delete(p);
@@ -276,7 +324,7 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
       await Promise.allSettled([...outstanding]);
       await Promise.all([...kept, ...consumers].map((k) => k.stop()));
       consumers.clear();
-      failInFlight("queue closed");
+      failAll("queue closed");
     },
   };
 }

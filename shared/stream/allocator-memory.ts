@@ -4,12 +4,20 @@ import type { Position } from "./position.ts";
 interface UserState {
   epoch: number;
   n: number;
-  ids: Map<string, number>;
+  /** msgId -> position, and whether persist wrote it (only written ones leave the window). */
+  ids: Map<string, { p: number; w: boolean }>;
   claims: Map<string, number>;
 }
 
-/** The allocator for `bun run dev` and unit tests. `wipe()` simulates losing the allocator's data. */
-export function createMemoryAllocator(opts: { window?: number; now?: () => number } = {}): StreamAllocator & { wipe(): void } {
+/**
+ * The allocator for `bun run dev` and unit tests. `wipe()` simulates losing the allocator's data.
+ * With `seed`, a user first seen continues the stream storage already holds (its latest entry's
+ * epoch and position) instead of opening an epoch: right for one process whose queue lives and dies
+ * with it (`bun run dev`), where nothing allocated can be unwritten after a restart.
+ */
+export function createMemoryAllocator(
+  opts: { window?: number; now?: () => number; seed?: (user: string) => Promise<Position | null> } = {},
+): StreamAllocator & { wipe(): void } {
   const window = opts.window ?? ALLOC_WINDOW;
   let lastEpoch = 0;
   const now = opts.now ?? (() => Date.now() * 1000);
@@ -22,23 +30,45 @@ export function createMemoryAllocator(opts: { window?: number; now?: () => numbe
     }
     return s;
   };
+  const loading = new Map<string, Promise<void>>();
+  const load = async (list: Iterable<string>) => {
+    if (!opts.seed) return;
+    const waits: Promise<void>[] = [];
+    for (const u of list) {
+      if (users.has(u)) continue;
+      let l = loading.get(u);
+      if (!l) {
+        l = opts.seed(u).then((p) => {
+          if (p && !users.has(u)) {
+            lastEpoch = Math.max(lastEpoch, p.epoch);
+            users.set(u, { epoch: p.epoch, n: p.pos, ids: new Map(), claims: new Map() });
+          }
+        });
+        loading.set(u, l);
+        void l.finally(() => loading.delete(u)).catch(() => {});
+      }
+      waits.push(l);
+    }
+    await Promise.all(waits);
+  };
   const trim = (m: Map<string, number>) => {
     while (m.size > window) m.delete(m.keys().next().value!);
   };
   return {
     async allocate(requests) {
+      await load(requests.flatMap((r) => (r.claim ? [...r.users, r.claim.sender] : r.users)));
       const out = requests.map(() => ({ positions: {} as Record<string, Position> }));
       for (const [u, idx] of byUser(requests)) {
         const s = state(u);
         for (const i of idx) {
           const id = requests[i]!.msgId;
-          let p = s.ids.get(id);
-          if (p === undefined) {
-            p = ++s.n;
-            s.ids.set(id, p);
-            trim(s.ids);
+          let e = s.ids.get(id);
+          if (e === undefined) {
+            e = { p: ++s.n, w: false };
+            s.ids.set(id, e);
+            if (s.ids.size > window) for (const [k, v] of s.ids) if (v.w && s.ids.size > window) s.ids.delete(k);
           }
-          out[i]!.positions[u] = { epoch: s.epoch, pos: p };
+          out[i]!.positions[u] = { epoch: s.epoch, pos: e.p };
         }
       }
       return requests.map((r, i) => {
@@ -52,7 +82,14 @@ export function createMemoryAllocator(opts: { window?: number; now?: () => numbe
         return { ...out[i]!, claimed: had === undefined ? { fresh: true, ts: r.claim.ts } : { fresh: false, ts: had } };
       });
     },
+    async written(requests) {
+      for (const r of requests) for (const u of r.users) {
+        const e = users.get(u)?.ids.get(r.msgId);
+        if (e) e.w = true;
+      }
+    },
     async tops(list) {
+      await load(list);
       const r: Record<string, Position> = {};
       for (const u of list) {
         const s = state(u);

@@ -1,71 +1,207 @@
-import type { Redis } from "ioredis";
+import { Cluster, type Redis } from "ioredis";
 import { isRedisReady } from "../redis.ts";
 import { ALLOC_WINDOW, AllocatorUnavailable, byUser, type AllocResult, type StreamAllocator } from "./allocator.ts";
 import type { Position } from "./position.ts";
 
 // Every key of a user shares the hash tag {u:<user>}, so each script touches one slot (Redis Cluster).
-// s: hash {e: epoch, n: last position}; m0/m1: hashes msgId -> position, the idempotency window in
-// two generations (m0 current; when it holds `window` ids it becomes m1 and the old m1 goes);
-// c0/c1: the same for the sender's delivery claims, msgId -> ack ts. Hashes, not sorted sets:
-// HGET/HSET cost a fraction of ZSCORE/ZADD, and a generation swap is one RENAME.
-const OPEN_EPOCH = `
-local e = redis.call('HGET', KEYS[1], 'e')
-if not e then
-  local t = redis.call('TIME')
-  e = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-  redis.call('HSET', KEYS[1], 'e', e, 'n', 0)
-  redis.call('DEL', KEYS[2], KEYS[3])
+// s: hash {e: epoch, n: last position, k: entries carried into m0}; m0/m1: hashes msgId ->
+// position ("<pos>" until persist wrote it, then "<pos>w"), the idempotency window in two
+// generations: when m0 holds `window` new ids it becomes m1, and of the old m1 only the entries
+// not yet written are carried into the new m0 (an allocation never leaves the window before
+// persist wrote it, however far persist lags). c0/c1: the sender's delivery claims, msgId -> ack ts,
+// in generations by count alone. Hashes, not sorted sets: HGET/HSET cost a fraction of ZSCORE/ZADD.
+// One script call serves many users: KEYS hold 5 keys per user (s, m0, m1, c0, c1), so on a single
+// Redis a whole tick is one call; on a cluster the users are grouped by hash slot (one call per slot
+// in use), since a script may only touch keys of one slot.
+const LIB = `
+local function openEpoch(s, m0, m1)
+  local e = redis.call('HGET', s, 'e')
+  if not e then
+    local t = redis.call('TIME')
+    e = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    redis.call('HSET', s, 'e', e, 'n', 0, 'k', 0)
+    redis.call('DEL', m0, m1)
+  end
+  return e
+end
+local function rotate(s, m0, m1, window)
+  local carried = tonumber(redis.call('HGET', s, 'k') or '0')
+  if redis.call('HLEN', m0) - carried < window then return end
+  local old = redis.call('HGETALL', m1)
+  redis.call('DEL', m1)
+  redis.call('RENAME', m0, m1)
+  local k = 0
+  for j = 1, #old, 2 do
+    if string.sub(old[j + 1], -1) ~= 'w' then
+      redis.call('HSET', m0, old[j], old[j + 1])
+      k = k + 1
+    end
+  end
+  redis.call('HSET', s, 'k', k)
 end
 `;
 
-// KEYS: s, m0, m1, c0, c1. ARGV: window, count of msgIds, msgIds…, then (msgId, ts) claim pairs.
-// Returns {epoch, pos…, (fresh, ts)…}.
-const ALLOC = `${OPEN_EPOCH}
+// ARGV: window, then per user: n ids, n claims, ids…, (id, ts) per claim.
+// Returns per user: epoch, pos per id, (fresh, ts) per claim.
+const ALLOC = `${LIB}
 local window = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
-local out = {e}
-for i = 3, n + 2 do
-  local id = ARGV[i]
-  local p = redis.call('HGET', KEYS[2], id) or redis.call('HGET', KEYS[3], id)
-  if not p then
-    p = redis.call('HINCRBY', KEYS[1], 'n', 1)
-    if redis.call('HSET', KEYS[2], id, p) == 1 and redis.call('HLEN', KEYS[2]) >= window then redis.call('RENAME', KEYS[2], KEYS[3]) end
+local a = 2
+local out = {}
+for u = 0, #KEYS / 5 - 1 do
+  local s, m0, m1, c0, c1 = KEYS[u * 5 + 1], KEYS[u * 5 + 2], KEYS[u * 5 + 3], KEYS[u * 5 + 4], KEYS[u * 5 + 5]
+  local n, nc = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  out[#out + 1] = openEpoch(s, m0, m1)
+  for i = a, a + n - 1 do
+    local id = ARGV[i]
+    local v = redis.call('HGET', m0, id) or redis.call('HGET', m1, id)
+    local p
+    if v then
+      p = string.match(v, '^%d+')
+    else
+      p = tostring(redis.call('HINCRBY', s, 'n', 1))
+      redis.call('HSET', m0, id, p)
+      rotate(s, m0, m1, window)
+    end
+    out[#out + 1] = p
   end
-  out[#out + 1] = tostring(p)
-end
-for i = n + 3, #ARGV, 2 do
-  local id = ARGV[i]
-  local t = redis.call('HGET', KEYS[4], id) or redis.call('HGET', KEYS[5], id)
-  if t then
-    out[#out + 1] = '0'
-    out[#out + 1] = t
-  else
-    redis.call('HSET', KEYS[4], id, ARGV[i + 1])
-    if redis.call('HLEN', KEYS[4]) >= window then redis.call('RENAME', KEYS[4], KEYS[5]) end
-    out[#out + 1] = '1'
-    out[#out + 1] = ARGV[i + 1]
+  a = a + n
+  for i = a, a + 2 * nc - 1, 2 do
+    local id = ARGV[i]
+    local t = redis.call('HGET', c0, id) or redis.call('HGET', c1, id)
+    if t then
+      out[#out + 1] = '0'
+      out[#out + 1] = t
+    else
+      redis.call('HSET', c0, id, ARGV[i + 1])
+      if redis.call('HLEN', c0) >= window then redis.call('RENAME', c0, c1) end
+      out[#out + 1] = '1'
+      out[#out + 1] = ARGV[i + 1]
+    end
   end
+  a = a + 2 * nc
 end
 return out
 `;
 
-const TOP = `${OPEN_EPOCH}
-return {e, redis.call('HGET', KEYS[1], 'n')}
+// KEYS: per user m0, m1. ARGV: per user n, ids… that persist wrote.
+const WRITTEN = `
+local a = 1
+for u = 0, #KEYS / 2 - 1 do
+  local n = tonumber(ARGV[a])
+  for i = a + 1, a + n do
+    for k = 1, 2 do
+      local key = KEYS[u * 2 + k]
+      local v = redis.call('HGET', key, ARGV[i])
+      if v then
+        if string.sub(v, -1) ~= 'w' then redis.call('HSET', key, ARGV[i], v .. 'w') end
+        break
+      end
+    end
+  end
+  a = a + n + 1
+end
+return 0
 `;
 
-type Scripted = Redis & {
-  streamAlloc(s: string, m0: string, m1: string, c0: string, c1: string, window: number, n: number, ...args: (string | number)[]): Promise<string[]>;
-  streamTop(s: string, m0: string, m1: string): Promise<string[]>;
-};
+// KEYS: per user s, m0, m1. Returns per user: epoch, top.
+const TOPS = `${LIB}
+local out = {}
+for u = 0, #KEYS / 3 - 1 do
+  out[#out + 1] = openEpoch(KEYS[u * 3 + 1], KEYS[u * 3 + 2], KEYS[u * 3 + 3])
+  out[#out + 1] = redis.call('HGET', KEYS[u * 3 + 1], 'n')
+end
+return out
+`;
 
-/** The allocator over Redis or Redis Cluster. One script call per user per batch, all sent at once. */
-export function createRedisAllocator(redis: Redis, opts: { prefix?: string; window?: number } = {}): StreamAllocator {
+/** The Redis Cluster hash slot of a hash tag's content: CRC16 (XMODEM) mod 16384, as Redis computes it. */
+export function hashSlot(tag: string): number {
+  let crc = 0;
+  for (const byte of new TextEncoder().encode(tag)) {
+    crc ^= byte << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc % 16384;
+}
+
+/** Users per script call at most (a call blocks Redis while it runs). */
+const USERS_PER_CALL = 500;
+
+export interface RedisAllocatorOptions {
+  prefix?: string;
+  window?: number;
+  /**
+   * Replicas that must hold an allocation before it is answered (WAIT after the script, in one
+   * pipeline, so on the same node): Redis replicates asynchronously, and a failover that lost a
+   * counter's last increments would hand positions out twice (the epoch only catches a counter
+   * lost entirely). 1 on Redis Cluster; 0 (default) on a single Redis.
+   */
+  waitReplicas?: number;
+  /** How long WAIT may block (default 100 ms). A slot whose master had no replica in time skips WAIT for a while. */
+  waitMs?: number;
+}
+
+/** How long a slot whose master has no replica (after a failover) allocates without WAIT. */
+const NO_REPLICA_MS = 5000;
+
+interface EvalWaitPipeline {
+  eval(...a: (string | number)[]): EvalWaitPipeline;
+  wait(replicas: number, ms: number): EvalWaitPipeline;
+  exec(): Promise<Array<[Error | null, unknown]> | null>;
+}
+
+/** The allocator over Redis or Redis Cluster: one script call per hash slot in use (per 500 users). */
+export function createRedisAllocator(redis: Redis | Cluster, opts: RedisAllocatorOptions = {}): StreamAllocator {
   const prefix = opts.prefix ?? "";
   const window = opts.window ?? ALLOC_WINDOW;
-  const r = redis as Scripted;
-  r.defineCommand("streamAlloc", { numberOfKeys: 5, lua: ALLOC });
-  r.defineCommand("streamTop", { numberOfKeys: 3, lua: TOP });
+  const waitReplicas = opts.waitReplicas ?? 0;
+  const waitMs = opts.waitMs ?? 100;
+  const noReplicaUntil = new Map<number, number>();
+  const clustered = redis instanceof Cluster;
+  const script = (lua: string) => {
+    const sha = new Bun.CryptoHasher("sha1").update(lua).digest("hex");
+    return async (keys: string[], args: (string | number)[]): Promise<string[]> => {
+      try {
+        return (await redis.evalsha(sha, keys.length, ...keys, ...args)) as string[];
+      } catch (err) {
+        if (!String((err as Error)?.message).includes("NOSCRIPT")) throw err;
+        return (await redis.eval(lua, keys.length, ...keys, ...args)) as string[];
+      }
+    };
+  };
+  // Allocation always sends the script itself (EVAL; Redis keeps it compiled by its SHA): with
+  // EVALSHA, a NOSCRIPT answer (a Redis that restarted or flushed its scripts) would be retried
+  // after calls sent later, which another connection may meanwhile have made succeed, allocating
+  // them first and breaking each connection's order.
+  const alloc = async (keys: string[], args: (string | number)[]): Promise<string[]> => {
+    const slot = hashSlot(/\{([^}]*)\}/.exec(keys[0]!)?.[1] ?? keys[0]!);
+    const until = noReplicaUntil.get(slot);
+    if (waitReplicas === 0 || (until !== undefined && until > Date.now())) return redis.eval(ALLOC, keys.length, ...keys, ...args) as Promise<string[]>;
+    if (until !== undefined) noReplicaUntil.delete(slot);
+    const res = await (redis.pipeline() as unknown as EvalWaitPipeline).eval(ALLOC, keys.length, ...keys, ...args).wait(waitReplicas, waitMs).exec();
+    if (!res) throw new Error("pipeline aborted");
+    const [[err, out], [waitErr, acked]] = res as [[Error | null, string[]], [Error | null, number]];
+    if (err) throw err;
+    if (waitErr) throw waitErr;
+    if (acked < waitReplicas) noReplicaUntil.set(slot, Date.now() + NO_REPLICA_MS);
+    return out;
+  };
+  const written = script(WRITTEN);
+  const topsOf = script(TOPS);
   const key = (u: string, k: string) => `${prefix}{u:${u}}:${k}`;
+  /** Users in groups that one script call may serve. */
+  const groups = (users: string[]): string[][] => {
+    const by = new Map<number, string[]>();
+    for (const u of users) {
+      const slot = clustered ? hashSlot(`u:${u}`) : 0;
+      let g = by.get(slot);
+      if (!g) by.set(slot, (g = []));
+      g.push(u);
+    }
+    const out: string[][] = [];
+    for (const g of by.values()) for (let i = 0; i < g.length; i += USERS_PER_CALL) out.push(g.slice(i, i + USERS_PER_CALL));
+    return out;
+  };
   const unavailable = (err: unknown) => {
     throw new AllocatorUnavailable(`position allocator unavailable: ${(err as Error)?.message ?? err}`);
   };
@@ -82,32 +218,57 @@ export function createRedisAllocator(redis: Redis, opts: { prefix?: string; wind
         l.push(i);
         if (!users.has(q.claim.sender)) users.set(q.claim.sender, []);
       });
-      const calls = [...users].map(async ([u, idx]) => {
-        const claims = claimsOf.get(u) ?? [];
-        const res = await r.streamAlloc(
-          key(u, "s"), key(u, "m0"), key(u, "m1"), key(u, "c0"), key(u, "c1"),
-          window, idx.length,
-          ...idx.map((i) => requests[i]!.msgId),
-          ...claims.flatMap((i) => [requests[i]!.msgId, requests[i]!.claim!.ts]),
-        );
-        const epoch = Number(res[0]);
-        idx.forEach((i, k) => (out[i]!.positions[u] = { epoch, pos: Number(res[k + 1]) }));
-        const base = idx.length + 1;
-        claims.forEach((i, k) => (out[i]!.claimed = { fresh: res[base + 2 * k] === "1", ts: Number(res[base + 2 * k + 1]) }));
-      });
-      await Promise.all(calls).catch(unavailable);
-      return out;
-    },
-    async tops(users) {
-      const out: Record<string, Position> = {};
       await Promise.all(
-        [...new Set(users)].map(async (u) => {
-          const [e, n] = await r.streamTop(key(u, "s"), key(u, "m0"), key(u, "m1"));
-          out[u] = { epoch: Number(e), pos: Number(n) };
+        groups([...users.keys()]).map(async (group) => {
+          const keys: string[] = [];
+          const args: (string | number)[] = [window];
+          for (const u of group) {
+            const idx = users.get(u)!;
+            const claims = claimsOf.get(u) ?? [];
+            keys.push(key(u, "s"), key(u, "m0"), key(u, "m1"), key(u, "c0"), key(u, "c1"));
+            args.push(idx.length, claims.length);
+            for (const i of idx) args.push(requests[i]!.msgId);
+            for (const i of claims) args.push(requests[i]!.msgId, requests[i]!.claim!.ts);
+          }
+          const res = await alloc(keys, args);
+          let k = 0;
+          for (const u of group) {
+            const epoch = Number(res[k++]);
+            for (const i of users.get(u)!) out[i]!.positions[u] = { epoch, pos: Number(res[k++]) };
+            for (const i of claimsOf.get(u) ?? []) {
+              out[i]!.claimed = { fresh: res[k] === "1", ts: Number(res[k + 1]) };
+              k += 2;
+            }
+          }
         }),
       ).catch(unavailable);
       return out;
     },
-    ready: () => isRedisReady(redis),
+    async written(requests) {
+      const users = byUser(requests);
+      await Promise.all(
+        groups([...users.keys()]).map((group) => {
+          const keys: string[] = [];
+          const args: (string | number)[] = [];
+          for (const u of group) {
+            const idx = users.get(u)!;
+            keys.push(key(u, "m0"), key(u, "m1"));
+            args.push(idx.length, ...idx.map((i) => requests[i]!.msgId));
+          }
+          return written(keys, args);
+        }),
+      ).catch(unavailable);
+    },
+    async tops(list) {
+      const out: Record<string, Position> = {};
+      await Promise.all(
+        groups([...new Set(list)]).map(async (group) => {
+          const res = await topsOf(group.flatMap((u) => [key(u, "s"), key(u, "m0"), key(u, "m1")]), []);
+          group.forEach((u, i) => (out[u] = { epoch: Number(res[2 * i]), pos: Number(res[2 * i + 1]) }));
+        }),
+      ).catch(unavailable);
+      return out;
+    },
+    ready: () => (clustered ? (redis as Cluster).status === "ready" : isRedisReady(redis as Redis)),
   };
 }

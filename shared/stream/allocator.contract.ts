@@ -102,10 +102,35 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
     );
 
     test(
+      "an allocation persist has not written never leaves the window, however many follow",
+      withFixture(
+        async ({ allocator }) => {
+          const [lagging] = await allocator.allocate([{ msgId: "lag", users: ["u"] }]);
+          for (let i = 0; i < 4; i++) {
+            const batch = Array.from({ length: 5 }, (_, k) => ({ msgId: `x${i}-${k}`, users: ["u"] }));
+            await allocator.allocate(batch);
+            await allocator.written(batch);
+          }
+          const [again] = await allocator.allocate([{ msgId: "lag", users: ["u"] }]);
+          expect(again!.positions.u).toEqual(lagging!.positions.u!);
+          await allocator.written([{ msgId: "lag", users: ["u"] }]);
+          for (let i = 0; i < 3; i++) await allocator.allocate(Array.from({ length: 5 }, (_, k) => ({ msgId: `y${i}-${k}`, users: ["u"] })));
+          const [late] = await allocator.allocate([{ msgId: "lag", users: ["u"] }]);
+          expect(late!.positions.u!.pos).toBeGreaterThan(21); // written and far behind: it may go
+        },
+        { window: 3 },
+      ),
+    );
+
+    test(
       "idempotency holds for at least the last `window` allocations of a user (and at most twice that)",
       withFixture(
         async ({ allocator }) => {
-          await allocator.allocate(Array.from({ length: 7 }, (_, i) => ({ msgId: `w${i}`, users: ["u"] })));
+          for (let i = 0; i < 7; i++) {
+            const one = [{ msgId: `w${i}`, users: ["u"] }];
+            await allocator.allocate(one);
+            await allocator.written(one);
+          }
           const [recent, older, old] = await allocator.allocate([{ msgId: "w6", users: ["u"] }, { msgId: "w4", users: ["u"] }, { msgId: "w0", users: ["u"] }]);
           expect(recent!.positions.u!.pos).toBe(7);
           expect(older!.positions.u!.pos).toBe(5);

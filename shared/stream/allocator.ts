@@ -8,9 +8,9 @@ import type { Position } from "./position.ts";
  *
  * Guarantees:
  * - within an epoch a user's positions are 1, 2, 3… in allocation order, never handed out twice;
- * - allocating (user, msgId) again returns the same position while the pair is among the user's
- *   last `window` allocations (idempotent; an implementation may remember up to twice that), so
- *   gateway and persist may both ask;
+ * - allocating (user, msgId) again returns the same position (idempotent) until persist marked the
+ *   pair written and it is no longer among the user's last `window` allocations (an implementation
+ *   may remember up to twice that), so gateway and persist may both ask, however far persist lags;
  * - when the allocator lost a user's counter (restart without persistence, failover), the next
  *   call opens a new, larger epoch instead of reusing positions.
  */
@@ -31,6 +31,8 @@ export interface AllocResult {
 export interface StreamAllocator {
   /** Results in request order. Requests for one user are allocated in the order given. */
   allocate(requests: AllocRequest[]): Promise<AllocResult[]>;
+  /** Persist committed these (user, msgId) entries: their records may now leave the window. */
+  written(requests: Array<{ msgId: string; users: string[] }>): Promise<void>;
   /**
    * The top of each user's stream (the last position handed out; pos 0 when none in this epoch).
    * Opens an epoch for a user that has none, so the answer is always a position.
@@ -45,7 +47,7 @@ export const ALLOC_WINDOW = 10_000;
 export class AllocatorUnavailable extends Error {}
 
 /** Groups requests by user, keeping order: what one script call per user needs. */
-export function byUser(requests: AllocRequest[]): Map<string, number[]> {
+export function byUser(requests: Array<{ users: string[] }>): Map<string, number[]> {
   const m = new Map<string, number[]>();
   requests.forEach((r, i) => {
     for (const u of new Set(r.users)) {

@@ -19,30 +19,107 @@ async function errorMessage(res) {
 }
 
 /**
- * `getToken()` supplies the bearer token; `onUnauthorized()` runs when an authenticated call gets 401.
+ * `getToken()` supplies the bearer token; `onUnauthorized()` runs when an authenticated call gets 401
+ * and the session cannot be refreshed. Sessions (docs/api.md, "Accounts"): access tokens are short-lived;
+ * on a 401 the API refreshes once with `getRefreshToken()`, hands the new session to `onSession(s)`
+ * and repeats the call. Tabs of one browser refresh one at a time (Web Locks, where available): a tab
+ * that finds the token already replaced by another tab's refresh just retries with it, so a rotated
+ * refresh token is never presented twice (which would end the session everywhere). `syncSession()`
+ * runs under that lock before each refresh and password change: it adopts a session another tab
+ * saved, so a token it replaced is not used again.
  */
-export function createApi({ getToken, onUnauthorized }) {
-  async function request(method, path, body, { auth = true } = {}) {
+export function createApi({ getToken, onUnauthorized, getRefreshToken = () => null, onSession = () => {}, syncSession = () => {} }) {
+  let refreshing = null;
+
+  // Refreshes and password changes replace the session: one at a time across the tabs of a browser.
+  const exclusive = (fn) => (globalThis.navigator?.locks ? navigator.locks.request("relay-chat:refresh", fn) : fn());
+
+  function refresh(failedToken = getToken()) {
+    const run = async () => {
+      syncSession(); // another tab's new session may not have reached this one yet (storage events lag)
+      if (getToken() !== failedToken) return null; // another tab refreshed (or changed the password) meanwhile
+      const refreshToken = getRefreshToken();
+      if (!refreshToken) throw new ApiError(401, "not signed in");
+      const s = await request("POST", "/api/refresh", { refreshToken }, { auth: false });
+      onSession(s);
+      return s;
+    };
+    refreshing ??= exclusive(run).finally(() => {
+      refreshing = null;
+    });
+    return refreshing;
+  }
+
+  async function request(method, path, body, { auth = true, retry = true, notify = true } = {}) {
     const headers = {};
     if (body !== undefined) headers["content-type"] = "application/json";
-    if (auth) headers.authorization = `Bearer ${getToken()}`;
+    const token = getToken();
+    if (auth) headers.authorization = `Bearer ${token}`;
     let res;
     try {
       res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch {
       throw new ApiError(0, "Can't reach the server");
     }
-    if (res.status === 401 && auth) onUnauthorized?.();
+    if (res.status === 401 && auth) {
+      if (retry && getRefreshToken()) {
+        const refreshed = await refresh(token).then(
+          () => true,
+          (e) => {
+            if (e.status !== 401) throw e; // offline or busy: keep the session, fail this call
+            return false;
+          },
+        );
+        if (refreshed) return request(method, path, body, { auth, retry: false, notify });
+      }
+      if (notify) onUnauthorized?.();
+    }
     if (!res.ok) throw new ApiError(res.status, await errorMessage(res));
     if (res.status === 204) return null;
     const text = await res.text();
     return text ? JSON.parse(text) : null;
   }
 
+  // Under the refresh lock, so that another tab whose socket was closed by this change (4401)
+  // waits for the new session instead of refreshing with a token the change just revoked.
+  async function changePassword(current, next) {
+    let used = null;
+    const attempt = (notify) =>
+      exclusive(async () => {
+        syncSession();
+        used = getToken();
+        const s = await request("POST", "/api/password", { current, next }, { retry: false, notify });
+        onSession(s);
+        return s;
+      });
+    try {
+      return await attempt(false);
+    } catch (e) {
+      if (e.status !== 401 || !getRefreshToken()) throw e;
+    }
+    // The access token had expired: refresh it (outside the lock, which refresh takes) and try once more.
+    await refresh(used).catch((e) => {
+      if (e.status === 401) onUnauthorized?.();
+      throw e;
+    });
+    return attempt(true);
+  }
+
   const q = encodeURIComponent;
   return {
     register: (username, password) => request("POST", "/api/register", { username, password }, { auth: false }),
     login: (username, password) => request("POST", "/api/login", { username, password }, { auth: false }),
+    /**
+     * A new access token (and refresh token) for the session; rejects with status 401 when it has ended.
+     * With `failedToken`: resolves null at once when the session no longer uses that token.
+     */
+    refresh: (failedToken) => refresh(failedToken),
+    /** Ends this session on the server (best effort: a failure changes nothing locally). */
+    logout: () => request("POST", "/api/logout", undefined, { retry: false, notify: false }),
+    /** Ends every session of the user, on every device. */
+    logoutAll: () => request("POST", "/api/logout-all"),
+    /** Answers a new session, already handed to onSession; every other session ends. 403: wrong current password. */
+    changePassword,
     groups: () => request("GET", "/api/groups"),
     createGroup: (name, members) => request("POST", "/api/groups", { name, members }),
     addMember: (groupId, userId) => request("POST", `/api/groups/${q(groupId)}/members`, { userId }),
@@ -54,5 +131,6 @@ export function createApi({ getToken, onUnauthorized }) {
       return request("GET", path);
     },
     presence: (users) => request("GET", `/api/presence?users=${users.map(q).join(",")}`),
+    users: (ids) => request("GET", `/api/users?ids=${ids.map(q).join(",")}`),
   };
 }

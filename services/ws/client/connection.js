@@ -1,11 +1,13 @@
 // The WebSocket to `/ws` (CONTRACT.md section 3): reconnects with capped exponential backoff and
-// jitter, pings every 25 s and drops a connection that stops answering, and dispatches each
-// frame to the handler named by its `type` (unknown types are ignored).
+// jitter, pings every 5 s and drops a connection that does not answer within 5 s (at once when
+// the browser reports the network gone), and dispatches each frame to the handler named by its
+// `type` (unknown types are ignored).
 
 const BASE_MS = 500;
 const CAP_MS = 10_000;
-const PING_EVERY_MS = 25_000;
-const PONG_WITHIN_MS = 10_000;
+// A silent connection (the network frozen, no close) is noticed within PING_EVERY_MS + PONG_WITHIN_MS.
+const PING_EVERY_MS = 5_000;
+const PONG_WITHIN_MS = 5_000;
 
 export function backoffDelay(attempt) {
   const ceiling = Math.min(CAP_MS, BASE_MS * 2 ** Math.min(attempt, 20));
@@ -17,8 +19,10 @@ export function backoffDelay(attempt) {
  * status(state, detail): state is "connecting" | "open" | "waiting" (detail.at: next try, ms epoch)
  * | "offline" | "stopped". onOpen() runs on every (re)connection, before any frame is received.
  * onRefused() runs when a connection closed before it ever opened; it may call stop().
+ * onRevoked() runs when the server closed an open connection with 4401 (its token was revoked):
+ * no retry is scheduled then; the caller renews the session and calls retryNow(), or stops.
  */
-export function createConnection({ url, handlers, onOpen, onStatus, onRefused }) {
+export function createConnection({ url, handlers, onOpen, onStatus, onRefused, onRevoked }) {
   let ws = null;
   let attempt = 0;
   let running = false;
@@ -78,9 +82,15 @@ export function createConnection({ url, handlers, onOpen, onStatus, onRefused })
         console.error(`handler for ${f.type} failed`, err);
       }
     };
-    sock.onclose = () => {
+    sock.onclose = (ev) => {
       if (ws !== sock) return;
       ws = null;
+      if (opened && ev.code === 4401 && onRevoked) {
+        clearTimers();
+        status("connecting");
+        onRevoked();
+        return;
+      }
       if (!opened) onRefused?.();
       scheduleRetry();
     };
@@ -109,6 +119,14 @@ export function createConnection({ url, handlers, onOpen, onStatus, onRefused })
     retryTimer = setTimeout(connect, delay);
   }
 
+  // The browser knows the network is gone: drop the socket now instead of waiting for pings.
+  function onOffline() {
+    if (!running) return;
+    drop();
+    clearTimers();
+    status("offline");
+  }
+
   function onOnline() {
     if (running && !ws) {
       attempt = 0;
@@ -128,11 +146,13 @@ export function createConnection({ url, handlers, onOpen, onStatus, onRefused })
       running = true;
       attempt = 0;
       addEventListener("online", onOnline);
+      addEventListener("offline", onOffline);
       connect();
     },
     stop() {
       running = false;
       removeEventListener("online", onOnline);
+      removeEventListener("offline", onOffline);
       clearTimers();
       drop();
       status("stopped");

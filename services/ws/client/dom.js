@@ -20,6 +20,30 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+const URL_RE = /\bhttps?:\/\/[^\s<>"']+/gi;
+
+/**
+ * Text with its http(s) links as anchors (opening in a new tab without access to this page);
+ * everything else stays text. Trailing punctuation is not part of a link.
+ */
+export function linkify(text) {
+  const out = [];
+  let at = 0;
+  for (const m of text.matchAll(URL_RE)) {
+    const url = m[0].replace(/[.,;:!?)\]}'"]+$/, "");
+    let ok = false;
+    try {
+      ok = ["http:", "https:"].includes(new URL(url).protocol);
+    } catch {}
+    if (!ok) continue;
+    if (m.index > at) out.push(text.slice(at, m.index));
+    out.push(h("a", { href: url, target: "_blank", rel: "noopener noreferrer nofollow" }, url));
+    at = m.index + url.length;
+  }
+  if (at < text.length) out.push(text.slice(at));
+  return out;
+}
+
 /** A stable hue (0..359) for a name: its avatar and sender colour. */
 export function hue(s) {
   let x = 0;

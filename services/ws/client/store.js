@@ -7,8 +7,13 @@
 // - The cursor and the cached messages are saved together in one localStorage item, so a reload
 //   never resumes from a cursor whose messages it has not kept (older ones are trimmed from the
 //   cache only; they stay reachable through the history API).
+// - Each conversation is kept in the order of order.js: the server's positions (the cursor of each
+//   frame as this user received it), then the user's pending messages in the order they were typed.
+//   Timestamps are only shown, never used to order messages.
 
-const STATE_VERSION = 1;
+import { compareCursors, compareMessages, isLegacyCursor, maxCursor, parseCursor, position } from "./order.js";
+
+const STATE_VERSION = 2;
 const KEEP_PER_CONV = 300;
 
 export const USER_ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -28,19 +33,11 @@ export function newClientId() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-// Acked and received messages in server order (ts, then msgId); unacked ones after them.
-function compareMessages(a, b) {
-  const pa = a.msgId ? 0 : 1;
-  const pb = b.msgId ? 0 : 1;
-  if (pa !== pb) return pa - pb;
-  if (a.ts !== b.ts) return a.ts - b.ts;
-  const ka = a.msgId ?? a.id;
-  const kb = b.msgId ?? b.id;
-  if (ka.length !== kb.length) return ka.length - kb.length;
-  return ka < kb ? -1 : ka > kb ? 1 : 0;
-}
-
-export function createStore(me, storage = localStorage) {
+/**
+ * `canSave()` is asked before every write of the cache: false (another tab logged this user out)
+ * writes nothing.
+ */
+export function createStore(me, storage = localStorage, { canSave = () => true } = {}) {
   const storageKey = `relay-chat:state:${me}`;
   /** @type {Map<string, any>} */
   const convs = new Map();
@@ -49,6 +46,7 @@ export function createStore(me, storage = localStorage) {
   const groups = new Map();
   let groupsLoaded = false;
   let cursor = null;
+  let seq = 0; // see order.js
   const listeners = new Set();
   let saveTimer = null;
 
@@ -92,9 +90,37 @@ export function createStore(me, storage = localStorage) {
     if (m.from === me && m.id) byClientId.set(m.id, m);
   }
 
-  function fromFrame(f) {
+  /** The greatest position in a conversation (its list is sorted: the last positioned message). */
+  function top(c) {
+    for (let i = c.messages.length - 1; i >= 0; i--) {
+      const p = position(c.messages[i]);
+      if (p) return p;
+    }
+    return null;
+  }
+
+  /**
+   * Records where a message stands. A cursor of the "<epoch>.<pos>" form is the message's own
+   * position in this user's stream, and always wins. Without one (an ack), it is anchored just
+   * after everything this user has seen so far. Servers before per-user positions sent plain
+   * integers that are not comparable between live frames (the connection's cursor, one the stream
+   * has already reached) and sync or history (the message's own): such a cursor places a message
+   * seen for the first time, and never moves one already placed.
+   */
+  function place(m, f, live = false) {
+    const at = f.cursor;
+    if (parseCursor(at) && !isLegacyCursor(at)) {
+      m.cursor = m.cursor && !isLegacyCursor(m.cursor) ? maxCursor(m.cursor, at) : at;
+      delete m.anchor;
+    } else if (!position(m)) {
+      if (parseCursor(at) && !(live && compareCursors(at, cursor ?? "0") <= 0)) m.cursor = at;
+      else m.anchor = maxCursor(cursor ?? "0", top(conv(m.conv)));
+    }
+  }
+
+  function fromFrame(f, live) {
     const mine = f.from === me;
-    return {
+    const m = {
       key: `m:${f.msgId}`,
       conv: convKeyOfFrame(f, me),
       msgId: f.msgId,
@@ -106,31 +132,41 @@ export function createStore(me, storage = localStorage) {
       ts: f.ts,
       status: mine ? "sent" : "received",
       error: null,
+      seq: ++seq,
     };
+    place(m, f, live);
+    return m;
   }
 
   /** Adds a received or fetched message frame; returns the entry and whether it was new. */
-  function addFrame(f) {
+  function addFrame(f, live = false) {
     if (typeof f?.msgId !== "string" || typeof f.body !== "string" || typeof f.from !== "string") return { msg: null, added: false };
     if (f.group == null && typeof f.to !== "string") return { msg: null, added: false };
     const known = byMsgId.get(f.msgId) ?? (f.from === me ? byClientId.get(f.id) : undefined);
     if (known) {
-      if (!known.msgId || (known.from === me && known.status !== "sent")) {
+      const before = known.cursor;
+      const unacked = !known.msgId || (known.from === me && known.status !== "sent");
+      if (unacked) {
         known.msgId = f.msgId;
         known.ts = f.ts;
         known.status = "sent";
         known.error = null;
+        known.seq = ++seq;
         index(known);
+      }
+      place(known, f, live);
+      if (unacked || known.cursor !== before) {
         resort(conv(known.conv), known);
         return { msg: known, added: false, changed: true };
       }
       return { msg: known, added: false };
     }
-    const m = fromFrame(f);
+    const m = fromFrame(f, live);
     const c = conv(m.conv);
     insert(c, m);
     index(m);
     c.touched = Math.max(c.touched, m.ts);
+    if (live) c.closed = false; // a new message brings a closed conversation back
     return { msg: m, added: true };
   }
 
@@ -152,7 +188,7 @@ export function createStore(me, storage = localStorage) {
 
     /** Applies a live or synced `message` frame. */
     applyMessage(f) {
-      const r = addFrame(f);
+      const r = addFrame(f, true);
       if (typeof f.cursor === "string") cursor = f.cursor;
       store.save();
       if (r.msg && (r.added || r.changed)) emit({ type: "messages", conv: r.msg.conv, added: r.added ? r.msg : null });
@@ -169,10 +205,12 @@ export function createStore(me, storage = localStorage) {
       const m = byClientId.get(f.id);
       if (!m) return null;
       if (m.msgId && m.msgId !== f.msgId) return m;
+      if (!m.msgId) m.seq = ++seq; // the first ack only: acked again after a resend, it keeps its place
       m.msgId = f.msgId;
       m.ts = typeof f.ts === "number" ? f.ts : m.ts;
       m.status = "sent";
       m.error = null;
+      place(m, f);
       index(m);
       const c = conv(m.conv);
       resort(c, m);
@@ -209,6 +247,7 @@ export function createStore(me, storage = localStorage) {
         ts: now,
         status: "sending",
         error: null,
+        seq: ++seq,
       };
       insert(c, m);
       index(m);
@@ -235,11 +274,11 @@ export function createStore(me, storage = localStorage) {
       emit({ type: "messages", conv: m.conv });
     },
 
-    /** Messages written but not acked, to (re)send with their original ids. */
+    /** Messages written but not acked, to (re)send with their original ids, in the order typed. */
     outbox() {
       const out = [];
       for (const m of byClientId.values()) if (!m.msgId && m.status === "sending") out.push(m);
-      return out.sort((a, b) => a.ts - b.ts);
+      return out.sort((a, b) => a.seq - b.seq);
     },
 
     /** Merges one page of history (oldest first) and records where the next older page starts. */
@@ -253,12 +292,31 @@ export function createStore(me, storage = localStorage) {
       return added;
     },
 
-    touch(convKey) {
+    /** Opens a conversation: back in the list if it was closed; `activity` puts it first if new. */
+    touch(convKey, { activity = true } = {}) {
       const c = conv(convKey);
-      if (!c.touched) c.touched = Date.now();
+      if (!c.touched && activity) c.touched = Date.now();
+      c.closed = false;
       store.save();
       emit({ type: "convs" });
       return c;
+    },
+
+    /** The unsent text of a conversation's composer, kept with the cache (so gone after log out). */
+    setDraft(convKey, text) {
+      const c = conv(convKey);
+      if ((c.draft ?? "") === text) return;
+      c.draft = text;
+      store.save();
+    },
+
+    /** Removes a conversation from the list until it is opened again or a new message arrives. */
+    close(convKey) {
+      const c = convs.get(convKey);
+      if (!c) return;
+      c.closed = true;
+      store.save();
+      emit({ type: "convs" });
     },
 
     forget(convKey) {
@@ -273,12 +331,13 @@ export function createStore(me, storage = localStorage) {
       emit({ type: "convs" });
     },
 
+    /** Marks read up to the last received message (by order, not time). */
     markRead(convKey) {
       const c = convs.get(convKey);
       if (!c) return;
       const last = lastReceived(c);
-      if (last && last.ts > c.readTs) {
-        c.readTs = last.ts;
+      if (last && !isRead(c, last)) {
+        c.read = { cursor: last.cursor, anchor: last.anchor, seq: last.seq };
         store.save();
         emit({ type: "read", conv: convKey });
       }
@@ -289,7 +348,7 @@ export function createStore(me, storage = localStorage) {
       for (let i = c.messages.length - 1; i >= 0; i--) {
         const m = c.messages[i];
         if (!m.msgId || m.from === me) continue;
-        if (m.ts <= c.readTs) break;
+        if (isRead(c, m)) break;
         n++;
       }
       return n;
@@ -303,10 +362,8 @@ export function createStore(me, storage = localStorage) {
       groups.clear();
       for (const g of list) if (g && typeof g.groupId === "string") groups.set(g.groupId, g);
       groupsLoaded = true;
-      for (const g of groups.values()) {
-        const c = conv(`g:${g.groupId}`);
-        if (!c.touched) c.touched = Date.now();
-      }
+      // Listed by their last activity; the name is remembered for after leaving or removal.
+      for (const g of groups.values()) conv(`g:${g.groupId}`).name = g.name;
       emit({ type: "convs" });
     },
 
@@ -314,7 +371,7 @@ export function createStore(me, storage = localStorage) {
     conversations() {
       const out = [];
       for (const c of convs.values()) {
-        if (c.kind === "g" && groupsLoaded && !groups.has(c.peer)) continue;
+        if (c.closed || (c.kind === "g" && groupsLoaded && !groups.has(c.peer))) continue;
         out.push(c);
       }
       const when = (c) => Math.max(c.touched, store.lastMessage(c)?.ts ?? 0);
@@ -335,6 +392,7 @@ export function createStore(me, storage = localStorage) {
     flush() {
       if (saveTimer) clearTimeout(saveTimer);
       saveTimer = null;
+      if (!canSave()) return;
       for (const keep of [KEEP_PER_CONV, 50]) {
         try {
           storage.setItem(storageKey, JSON.stringify(snapshot(keep)));
@@ -355,17 +413,26 @@ export function createStore(me, storage = localStorage) {
       } catch {
         s = null;
       }
-      if (!s || s.v !== STATE_VERSION) return false;
+      // Version 1 kept no positions: its acked messages keep their saved order at the start of
+      // the stream until sync or history brings their own positions.
+      if (!s || (s.v !== STATE_VERSION && s.v !== 1)) return false;
       cursor = typeof s.cursor === "string" ? s.cursor : null;
       for (const sc of s.convs ?? []) {
         if (typeof sc?.key !== "string") continue;
         const c = conv(sc.key);
         c.readTs = Number(sc.readTs) || 0;
+        if (sc.read && typeof sc.read === "object") c.read = sc.read;
         c.touched = Number(sc.touched) || 0;
+        c.closed = sc.closed === true;
+        if (typeof sc.name === "string") c.name = sc.name;
+        if (typeof sc.draft === "string") c.draft = sc.draft;
         for (const m of sc.messages ?? []) {
           if (typeof m?.body !== "string") continue;
           if (m.msgId && byMsgId.has(m.msgId)) continue;
           const e = { ...m, conv: sc.key, key: m.msgId ? `m:${m.msgId}` : `c:${m.id}`, error: m.error ?? null };
+          if (m.msgId && !parseCursor(m.cursor) && !parseCursor(m.anchor)) e.anchor = "0";
+          if (!Number.isSafeInteger(e.seq)) e.seq = seq + 1;
+          seq = Math.max(seq, e.seq);
           insert(c, e);
           index(e);
         }
@@ -385,6 +452,12 @@ export function createStore(me, storage = localStorage) {
     },
   };
 
+  /** Whether `m` is at or before the conversation's read marker (a cache of version 1: its time). */
+  function isRead(c, m) {
+    if (c.read) return compareMessages(m, c.read) <= 0;
+    return m.ts <= c.readTs;
+  }
+
   function lastReceived(c) {
     for (let i = c.messages.length - 1; i >= 0; i--) {
       const m = c.messages[i];
@@ -401,9 +474,13 @@ export function createStore(me, storage = localStorage) {
       out.push({
         key: c.key,
         readTs: c.readTs,
+        read: c.read,
         touched: c.touched,
-        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error }) => ({
-          msgId, id, from, to, group, body, ts, status, error,
+        closed: c.closed || undefined,
+        name: c.name,
+        draft: c.draft || undefined,
+        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n }) => ({
+          msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n,
         })),
       });
     }

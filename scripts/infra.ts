@@ -149,14 +149,14 @@ export function missingBinaries(services: InfraService[]): MissingBinaryError[] 
   return out;
 }
 
-function findRedis(): string {
+export function findRedis(): string {
   const bin = onPath("redis-server");
   if (!bin) throw missing("redis-server", "redis-server");
   return bin;
 }
 
 /** The real rabbitmq-server script (not Debian's /usr/sbin wrapper, which re-executes as user rabbitmq). */
-function findRabbit(): { server: string; epmd: string } {
+export function findRabbit(): { server: string; epmd: string } {
   const candidates = ["/usr/lib/rabbitmq/bin/rabbitmq-server", onPath("rabbitmq-server")];
   let server: string | null = null;
   for (const c of candidates) {
@@ -179,7 +179,7 @@ function findRabbit(): { server: string; epmd: string } {
   return { server, epmd };
 }
 
-function findPostgres(): { bin: string; user: { uid: number; gid: number } | null } {
+export function findPostgres(): { bin: string; user: { uid: number; gid: number } | null } {
   let bin: string | null = null;
   const root = "/usr/lib/postgresql";
   if (existsSync(root)) {
@@ -207,7 +207,7 @@ function findPostgres(): { bin: string; user: { uid: number; gid: number } | nul
 // ---------------------------------------------------------------------------------------------
 // processes
 
-type User = { uid: number; gid: number } | null;
+export type User = { uid: number; gid: number } | null;
 
 let setprivCache: string | null | undefined;
 /** setpriv with --pdeathsig support (util-linux >= 2.33), or null. */
@@ -228,7 +228,7 @@ function wrapped(cmd: string[], user: User, pdeathsig: boolean): { cmd: string[]
   return { cmd: [sp, ...as, ...(pdeathsig ? ["--pdeathsig", "KILL"] : []), "--", ...cmd] };
 }
 
-function cleanEnv(extra: Record<string, string>): Record<string, string> {
+export function cleanEnv(extra: Record<string, string>): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (v === undefined || k.startsWith("RABBITMQ_") || k.startsWith("ERL_") || k.startsWith("PG") || k === "NOTIFY_SOCKET") continue;
@@ -239,7 +239,7 @@ function cleanEnv(extra: Record<string, string>): Record<string, string> {
 }
 
 /** Runs a short command to completion; rejects with its output on failure. */
-async function run(cmd: string[], opts: { user?: User; cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<string> {
+export async function run(cmd: string[], opts: { user?: User; cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<string> {
   const w = wrapped(cmd, opts.user ?? null, true);
   const proc = spawn({
     cmd: w.cmd,
@@ -302,7 +302,7 @@ function processTable(): Map<number, number> | null {
 }
 
 /** root and its live descendants (servers put helpers and backends in sessions of their own). */
-function processTree(root: number): number[] {
+export function processTree(root: number): number[] {
   const table = processTable();
   if (!table) return [root];
   const tree = [root];
@@ -310,7 +310,7 @@ function processTree(root: number): number[] {
   return tree;
 }
 
-function signalAll(pids: number[], signal: NodeJS.Signals): void {
+export function signalAll(pids: number[], signal: NodeJS.Signals): void {
   for (const pid of pids) {
     try {
       process.kill(pid, signal);
@@ -319,7 +319,7 @@ function signalAll(pids: number[], signal: NodeJS.Signals): void {
 }
 
 /** Waits until none of pids is alive; SIGKILLs the rest after ms. */
-async function waitGone(pids: number[], ms: number): Promise<void> {
+export async function waitGone(pids: number[], ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
     const table = processTable();
@@ -342,9 +342,9 @@ async function waitGone(pids: number[], ms: number): Promise<void> {
   }
 }
 
-async function probeTcp(port: number): Promise<boolean> {
+export async function probeTcp(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = tcpConnect({ host: "127.0.0.1", port });
+    const s = tcpConnect({ host, port });
     const done = (v: boolean) => (s.destroy(), resolve(v));
     s.setTimeout(1000, () => done(false));
     s.on("connect", () => done(true));
@@ -355,8 +355,10 @@ async function probeTcp(port: number): Promise<boolean> {
 // ---------------------------------------------------------------------------------------------
 // one server
 
-interface ServerSpec {
+export interface ServerSpec {
   name: string;
+  /** The address it listens on (default 127.0.0.1). */
+  host?: string;
   port: number;
   url: string;
   logFile: string;
@@ -377,7 +379,7 @@ interface ServerSpec {
   stopTimeoutMs: number;
 }
 
-class Server implements ManagedServer {
+export class Server implements ManagedServer {
   #proc: Subprocess | null = null;
   #ready = false;
   #prepared = false;
@@ -443,12 +445,12 @@ class Server implements ManagedServer {
     for (;;) {
       if (!processAlive(proc)) {
         await this.#kill("SIGKILL");
-        throw new Error(`${s.name} exited (${proc.exitCode ?? proc.signalCode}) before it was ready on 127.0.0.1:${s.port}; ${s.logFile}:\n${tail(s.logFile)}`);
+        throw new Error(`${s.name} exited (${proc.exitCode ?? proc.signalCode}) before it was ready on ${s.host ?? "127.0.0.1"}:${s.port}; ${s.logFile}:\n${tail(s.logFile)}`);
       }
       if (await s.probe().catch(() => false)) break;
       if (Date.now() - started > s.readyTimeoutMs) {
         await this.#kill("SIGKILL");
-        throw new Error(`${s.name} not ready on 127.0.0.1:${s.port} within ${s.readyTimeoutMs / 1000}s; ${s.logFile}:\n${tail(s.logFile)}`);
+        throw new Error(`${s.name} not ready on ${s.host ?? "127.0.0.1"}:${s.port} within ${s.readyTimeoutMs / 1000}s; ${s.logFile}:\n${tail(s.logFile)}`);
       }
       await Bun.sleep(100);
     }
@@ -511,21 +513,25 @@ interface State {
   ports: Record<string, number>;
 }
 
-function redisServer(bin: string, dir: string, port: number): Server {
-  const data = join(dir, "redis");
+/** A redis-server with its data in `dir`/`name`; `args` are added to (and override) the defaults. */
+export function redisServer(bin: string, dir: string, port: number, opts: { host?: string; name?: string; args?: string[] } = {}): Server {
+  const host = opts.host ?? "127.0.0.1";
+  const name = opts.name ?? "redis";
+  const data = join(dir, name);
   return new Server({
-    name: "redis-server",
+    name: opts.name ? `redis-server ${opts.name}` : "redis-server",
+    host,
     port,
-    url: `redis://127.0.0.1:${port}`,
-    logFile: join(dir, "redis.log"),
-    cmd: [bin, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", data, "--daemonize", "no", "--logfile", ""],
+    url: `redis://${host}:${port}`,
+    logFile: join(dir, `${name}.log`),
+    cmd: [bin, "--port", String(port), "--bind", host, "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", data, "--daemonize", "no", "--logfile", "", ...(opts.args ?? [])],
     env: cleanEnv({}),
     cwd: dir,
     user: null,
     async prepare() {
       mkdirSync(data, { recursive: true });
     },
-    probe: () => redisPing(port),
+    probe: () => redisPing(port, host),
     readyTimeoutMs: 20_000,
     async requestStop(proc) {
       proc.kill("SIGTERM");
@@ -534,9 +540,9 @@ function redisServer(bin: string, dir: string, port: number): Server {
   });
 }
 
-function redisPing(port: number): Promise<boolean> {
+export function redisPing(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = tcpConnect({ host: "127.0.0.1", port });
+    const s = tcpConnect({ host, port });
     let buf = "";
     const done = (v: boolean) => (s.destroy(), resolve(v));
     s.setTimeout(1000, () => done(false));
@@ -550,14 +556,35 @@ function redisPing(port: number): Promise<boolean> {
 }
 
 function rabbitServer(bins: { server: string; epmd: string }, dir: string, state: State): { server: Server; dispose(): Promise<void> } {
-  const base = join(dir, "rabbitmq");
-  const port = state.ports.rabbit!;
-  const distPort = state.ports.rabbitDist!;
-  const epmdPort = state.ports.epmd!;
-  const url = `amqp://guest:guest@127.0.0.1:${port}`;
+  return rabbitNode(bins, dir, { nodeName: state.nodeName, cookie: state.cookie, port: state.ports.rabbit!, distPort: state.ports.rabbitDist!, epmdPort: state.ports.epmd! });
+}
+
+export interface RabbitNodeOptions {
+  nodeName: string;
+  cookie: string;
+  /** AMQP listener address (default 127.0.0.1). */
+  host?: string;
+  port: number;
+  distPort: number;
+  epmdPort: number;
+  /** Data directory name under dir (default "rabbitmq"). */
+  name?: string;
+  /** Several nodes share one epmd: only the node that owns it starts and stops it (default true). */
+  ownsEpmd?: boolean;
+}
+
+/** One RabbitMQ node; with ownsEpmd (the default) it starts its own epmd on 127.0.0.1:epmdPort first. */
+export function rabbitNode(bins: { server: string; epmd: string }, dir: string, o: RabbitNodeOptions): { server: Server; epmd(): Promise<void>; dispose(): Promise<void> } {
+  const name = o.name ?? "rabbitmq";
+  const base = join(dir, name);
+  const host = o.host ?? "127.0.0.1";
+  const { port, distPort, epmdPort } = o;
+  const state = { nodeName: o.nodeName, cookie: o.cookie };
+  const url = `amqp://guest:guest@${host}:${port}`;
   let epmd: Subprocess | null = null;
 
   const startEpmd = async () => {
+    if (o.ownsEpmd === false) return;
     if (epmd && processAlive(epmd)) return;
     const fd = openSync(join(dir, "epmd.log"), "a");
     try {
@@ -575,10 +602,11 @@ function rabbitServer(bins: { server: string; epmd: string }, dir: string, state
   };
 
   const server = new Server({
-    name: "rabbitmq-server",
+    name: o.name ? `rabbitmq-server ${o.name}` : "rabbitmq-server",
+    host,
     port,
     url,
-    logFile: join(dir, "rabbitmq.log"),
+    logFile: join(dir, `${name}.log`),
     cmd: [bins.server],
     env: cleanEnv({
       HOME: base,
@@ -586,7 +614,7 @@ function rabbitServer(bins: { server: string; epmd: string }, dir: string, state
       ERL_EPMD_ADDRESS: "127.0.0.1",
       RABBITMQ_NODENAME: state.nodeName,
       RABBITMQ_USE_LONGNAME: "false",
-      RABBITMQ_NODE_IP_ADDRESS: "127.0.0.1",
+      RABBITMQ_NODE_IP_ADDRESS: host,
       RABBITMQ_NODE_PORT: String(port),
       RABBITMQ_DIST_PORT: String(distPort),
       RABBITMQ_MNESIA_BASE: join(base, "mnesia"),
@@ -608,7 +636,7 @@ function rabbitServer(bins: { server: string; epmd: string }, dir: string, state
       writeFileSync(
         join(base, "rabbitmq.conf"),
         [
-          `listeners.tcp.default = 127.0.0.1:${port}`,
+          `listeners.tcp.default = ${host}:${port}`,
           "loopback_users = none",
           "log.console = true",
           "log.console.level = info",
@@ -631,6 +659,7 @@ function rabbitServer(bins: { server: string; epmd: string }, dir: string, state
 
   return {
     server,
+    epmd: startEpmd,
     async dispose() {
       await server.stop();
       const e = epmd as Subprocess | null;
@@ -643,7 +672,7 @@ function rabbitServer(bins: { server: string; epmd: string }, dir: string, state
   };
 }
 
-async function amqpProbe(url: string): Promise<boolean> {
+export async function amqpProbe(url: string): Promise<boolean> {
   const amqp = await import("amqplib");
   const conn = await amqp.connect(url, { timeout: 2000 });
   conn.on("error", () => {});
@@ -651,20 +680,35 @@ async function amqpProbe(url: string): Promise<boolean> {
   return true;
 }
 
-function postgresServer(pg: { bin: string; user: User }, dir: string, port: number): Server {
-  const root = join(dir, "postgres");
+export interface PostgresOptions {
+  host?: string;
+  /** Directory under dir and log name (default "postgres"). */
+  name?: string;
+  /** More server settings (`-c` pairs and the like). */
+  args?: string[];
+  /** Makes the data directory instead of initdb (a standby's pg_basebackup); runs as the postgres user's argv. */
+  makeData?(data: string, run: (cmd: string[]) => Promise<string>): Promise<void>;
+  /** Skip creating the chat database (a standby cannot). */
+  standby?: boolean;
+}
+
+export function postgresServer(pg: { bin: string; user: User }, dir: string, port: number, o: PostgresOptions = {}): Server {
+  const host = o.host ?? "127.0.0.1";
+  const name = o.name ?? "postgres";
+  const root = join(dir, name);
   const data = join(root, "data");
   const socketDir = root.length < 90 ? root : "";
   const user = pg.user;
   const env = cleanEnv({ LC_ALL: "C", LANG: "C" });
-  const logFile = join(dir, "postgres.log");
-  const adminUrl = `postgres://postgres@127.0.0.1:${port}/postgres`;
+  const logFile = join(dir, `${name}.log`);
+  const adminUrl = `postgres://postgres@${host}:${port}/postgres`;
   return new Server({
-    name: "postgres",
+    name: o.name ? `postgres ${o.name}` : "postgres",
+    host,
     port,
-    url: `postgres://postgres@127.0.0.1:${port}/chat`,
+    url: `postgres://postgres@${host}:${port}/chat`,
     logFile,
-    cmd: [join(pg.bin, "postgres"), "-D", data, "-c", "listen_addresses=127.0.0.1", "-p", String(port), "-k", socketDir, "-c", "fsync=on", "-c", "max_connections=300"],
+    cmd: [join(pg.bin, "postgres"), "-D", data, "-c", `listen_addresses=${host}`, "-p", String(port), "-k", socketDir, "-c", "fsync=on", "-c", "max_connections=300", ...(o.args ?? [])],
     env,
     cwd: root,
     user,
@@ -677,12 +721,18 @@ function postgresServer(pg: { bin: string; user: User }, dir: string, port: numb
           throw new Error(`user postgres cannot write ${root}: make its parent directories traversable (chmod o+x) or use a directory under ${tmpdir()}`);
       }
       if (existsSync(join(data, "PG_VERSION"))) return;
+      if (o.makeData) {
+        await o.makeData(data, (cmd) => run(cmd, { user, cwd: root, env }));
+        chmodSync(data, 0o700);
+        return;
+      }
       const out = await run([join(pg.bin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"], { user, cwd: root, env });
       writeFileSync(logFile, `${out}\n`, { flag: "a" });
     },
     probe: () => pgProbe(adminUrl),
     readyTimeoutMs: 60_000,
     async afterReady() {
+      if (o.standby) return;
       const postgres = (await import("postgres")).default;
       const sql = postgres(adminUrl, { max: 1, onnotice: () => {}, connect_timeout: 5 });
       try {
@@ -699,7 +749,7 @@ function postgresServer(pg: { bin: string; user: User }, dir: string, port: numb
   });
 }
 
-async function pgProbe(url: string): Promise<boolean> {
+export async function pgProbe(url: string): Promise<boolean> {
   const postgres = (await import("postgres")).default;
   const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 2, idle_timeout: 1 });
   try {

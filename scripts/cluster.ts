@@ -98,7 +98,7 @@ export async function stopService(p: ServiceProcess, signal: NodeJS.Signals = "S
 
 export async function startCluster(opts: { ws?: number; env?: Record<string, string> } = {}): Promise<Cluster> {
   const need = ["REDIS_URL", "AMQP_URL", "DATABASE_URL"].filter((k) => !process.env[k]);
-  if (need.length) throw new Error(`startCluster needs ${need.join(", ")} (the test preload sets them)`);
+  if (need.length) throw new Error(`startCluster needs ${need.join(", ")} (the test preload and scripts/stack-lib.ts set them)`);
   const tag = crypto.randomUUID().slice(0, 8);
   const jwtSecret = randomSecret();
   const internalSecret = randomSecret();

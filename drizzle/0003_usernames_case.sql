@@ -1,0 +1,1 @@
+CREATE UNIQUE INDEX "users_id_lower" ON "users" USING btree (lower("id"));

@@ -1,0 +1,315 @@
+// The open conversation: its header, the message thread with history paging, and navigation
+// (the URL hash names the open conversation).
+
+import { ApiError } from "./api.js";
+import { draftOf, syncComposer } from "./composer.js";
+import { $, dayKey, fmtDay, fmtFull, fmtTime, h, hue, linkify, paintAvatar, reconcile } from "./dom.js";
+import { renderMembers } from "./groups.js";
+import { ERROR_TEXT, RETRYABLE } from "./notify.js";
+import { pump } from "./outbox.js";
+import { isOnline, pollPresence, presenceOf } from "./presence.js";
+import { convName, renderSidebar } from "./sidebar.js";
+import { api, ctx } from "./state.js";
+import { lookupUsers, userInfo } from "./users.js";
+
+const NEAR_BOTTOM_PX = 80;
+const NEAR_TOP_PX = 120;
+
+const msgEls = new Map(); // key -> { el, sig }
+
+export function resetThread() {
+  $("message-items").replaceChildren();
+  msgEls.clear();
+}
+
+export function keyFromHash() {
+  const k = decodeURIComponent(location.hash.slice(1));
+  return /^[dg]:[A-Za-z0-9_.-]{1,64}$/.test(k) ? k : null;
+}
+
+function nearBottom() {
+  const s = $("message-scroll");
+  return s.scrollHeight - s.scrollTop - s.clientHeight < NEAR_BOTTOM_PX;
+}
+
+/** Marks the open conversation read, if the user can see its newest messages. */
+export function markActiveRead() {
+  const { store, activeKey } = ctx;
+  if (activeKey && !document.hidden && store.hasConv(activeKey) && nearBottom()) store.markRead(activeKey);
+}
+
+// Opening a conversation from the list pushes one history entry, so the browser's back button
+// (and ours, on narrow screens) returns to the list.
+let pushedHash = false;
+export function openConv(key, { push = true } = {}) {
+  const { store } = ctx;
+  if (!store) return;
+  if (push && key !== keyFromHash()) {
+    const url = key ? `#${encodeURIComponent(key)}` : location.pathname + location.search;
+    if (key && !ctx.activeKey) {
+      history.pushState(null, "", url);
+      pushedHash = true;
+    } else history.replaceState(null, "", url);
+  }
+  if (key) store.touch(key, { activity: key.startsWith("d:") });
+  const changed = key !== ctx.activeKey;
+  ctx.activeKey = key;
+  $("chat-view").classList.toggle("has-active", !!key);
+  $("pane-empty").hidden = !!key;
+  $("conv-pane").hidden = !key;
+  if (changed) {
+    msgEls.clear();
+    $("message-items").replaceChildren();
+    $("members-panel").hidden = true;
+    $("new-below").hidden = true;
+    $("composer-input").value = draftOf(key);
+    syncComposer();
+  }
+  renderSidebar();
+  if (!key) return;
+  renderPaneHead();
+  renderMessages({ jump: changed });
+  markActiveRead();
+  const c = store.conv(key);
+  if (c.hist === undefined) loadOlder(key);
+  if (changed && matchMedia("(min-width: 721px)").matches) $("composer-input").focus();
+  if (changed) pollPresence();
+  if (changed && c.kind === "d" && c.peer !== store.me) {
+    lookupUsers([c.peer]).then(() => ctx.store === store && ctx.activeKey === key && renderPaneHead());
+  }
+}
+
+/** Removes a conversation from the list (until a new message arrives or it is opened again). */
+export function closeConv(key) {
+  ctx.store?.close(key);
+  if (key === ctx.activeKey) openConv(null);
+}
+
+// Direct chats with an id that is not a registered account: the user confirmed writing anyway.
+const confirmedUnknown = new Set();
+
+/** Whether the server said this direct chat's peer has no account (messages to it are kept unread). */
+function unknownPeer(c) {
+  return c.kind === "d" && c.peer !== ctx.store.me && userInfo(c.peer)?.registered === false;
+}
+
+export function renderPaneHead() {
+  const { store } = ctx;
+  const c = store.conv(ctx.activeKey);
+  const name = convName(c);
+  $("conv-title").textContent = name;
+  paintAvatar($("conv-avatar"), c.kind === "g" ? name : c.peer, c.kind === "g");
+  const sub = $("conv-sub");
+  const composerInput = $("composer-input");
+  let canWrite = true;
+  if (c.kind === "d") {
+    const p = presenceOf(c.peer);
+    sub.textContent = p === "unknown" ? (ctx.conn?.isOpen ? "" : "status unknown while you are offline") : p;
+    sub.dataset.online = p === "unknown" ? "unknown" : String(p === "online");
+    $("members-toggle").hidden = true;
+    $("members-panel").hidden = true;
+    const warn = unknownPeer(c);
+    $("peer-warning").hidden = !warn;
+    if (warn) {
+      $("peer-warning-text").textContent = `"${c.peer}" is not a registered user. Messages to this id are kept, but nobody may ever read them.`;
+      $("peer-warning-confirm").hidden = confirmedUnknown.has(c.key);
+      if (!confirmedUnknown.has(c.key)) canWrite = false;
+    }
+  } else {
+    $("peer-warning").hidden = true;
+    const g = store.groups.get(c.peer);
+    delete sub.dataset.online;
+    $("members-toggle").hidden = !g;
+    if (g) {
+      const online = g.members.filter((u) => u !== store.me && isOnline(u)).length;
+      sub.textContent = `${g.members.length} member${g.members.length === 1 ? "" : "s"}${online ? `, ${online} online` : ""}`;
+      renderMembers(g);
+    } else {
+      sub.textContent = store.groupsLoaded ? "You are not a member of this group" : "";
+      canWrite = !store.groupsLoaded;
+      $("members-panel").hidden = true;
+    }
+  }
+  composerInput.disabled = !canWrite;
+  syncComposer();
+}
+
+function statusText(m) {
+  if (m.status === "sending") return ctx.conn?.isOpen ? "sending…" : "sending… (waiting for connection)";
+  if (m.status === "sent") return "sent ✓";
+  if (m.status === "failed") return "not sent";
+  return "";
+}
+
+function messageEl(m, showSender) {
+  const { store, conn } = ctx;
+  const sig = `${m.status}|${m.msgId}|${m.ts}|${m.error?.code}|${showSender}|${m.status === "sending" && conn?.isOpen}`;
+  const cached = msgEls.get(m.key);
+  if (cached && cached.sig === sig) return cached.el;
+  const mine = m.from === store.me;
+  const el = h(
+    "li",
+    {
+      class: `msg ${mine ? "mine" : "theirs"} ${m.status}`,
+      "data-testid": "message",
+      dataset: { msgid: m.msgId ?? "", id: m.id ?? "", status: m.status, from: m.from },
+    },
+    showSender && !mine ? h("div", { class: "sender", style: `--h: ${hue(m.from)}` }, m.from) : null,
+    h(
+      "div",
+      { class: "bubble" },
+      h("div", { class: "body", "data-testid": "message-body" }, linkify(m.body)),
+      h(
+        "div",
+        { class: "meta" },
+        h("time", { datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts) }, fmtTime(m.ts)),
+        mine ? h("span", { class: "status", "data-testid": "message-status" }, statusText(m)) : null,
+      ),
+    ),
+    m.status === "failed"
+      ? h(
+          "div",
+          { class: "msg-error", "data-testid": "message-error", dataset: { code: m.error?.code ?? "" } },
+          h("span", {}, ERROR_TEXT[m.error?.code] ?? "Not sent", m.error?.message ? ` — ${m.error.message}` : ""),
+          RETRYABLE.has(m.error?.code)
+            ? h("button", { type: "button", class: "link", "data-testid": "message-retry", onclick: () => retry(m) }, "Retry")
+            : null,
+          h("button", { type: "button", class: "link", "data-testid": "message-discard", onclick: () => store.discard(m) }, "Discard"),
+        )
+      : null,
+  );
+  if (cached) cached.el.replaceWith(el);
+  msgEls.set(m.key, { el, sig });
+  return el;
+}
+
+function retry(m) {
+  ctx.store.markSending(m);
+  pump();
+}
+
+export function renderMessages({ history = false, own = false, jump = false } = {}) {
+  const { store, activeKey } = ctx;
+  if (!activeKey || !store) return;
+  const scroller = $("message-scroll");
+  const list = $("message-items");
+  const c = store.conv(activeKey);
+  const atBottom = nearBottom();
+  const lastBefore = list.lastElementChild;
+  const fromBottom = scroller.scrollHeight - scroller.scrollTop;
+
+  const nodes = [];
+  const live = new Set();
+  let prev = null;
+  for (const m of c.messages) {
+    const dk = dayKey(m.ts);
+    if (!prev || dayKey(prev.ts) !== dk) {
+      const key = `day:${dk}`;
+      let d = msgEls.get(key);
+      if (!d) {
+        d = { el: h("li", { class: "day" }, h("span", {}, fmtDay(m.ts))), sig: "" };
+        msgEls.set(key, d);
+      }
+      nodes.push(d.el);
+      live.add(key);
+      prev = null;
+    }
+    const cont = prev && prev.from === m.from && m.ts - prev.ts < 5 * 60_000;
+    const el = messageEl(m, c.kind === "g" && !cont);
+    el.classList.toggle("cont", !!cont);
+    nodes.push(el);
+    live.add(m.key);
+    prev = m;
+  }
+  for (const k of msgEls.keys()) if (!live.has(k)) msgEls.delete(k);
+  reconcile(list, nodes);
+
+  if (jump || own || atBottom) {
+    scroller.scrollTop = scroller.scrollHeight;
+    $("new-below").hidden = true;
+  } else if (history) scroller.scrollTop = scroller.scrollHeight - fromBottom;
+  else if (list.lastElementChild !== lastBefore && list.lastElementChild?.classList.contains("theirs")) $("new-below").hidden = false;
+  renderHistoryStatus();
+  // Still at the top (a short conversation, or a page that brought nothing new): keep going.
+  if (typeof c.hist === "string" && !c.loadingHist && !c.histError && scroller.scrollTop < NEAR_TOP_PX) loadOlder(c.key);
+}
+
+function renderHistoryStatus() {
+  const { store, activeKey } = ctx;
+  if (!activeKey) return;
+  const c = store.conv(activeKey);
+  const el = $("history-status");
+  el.dataset.state = c.loadingHist ? "loading" : c.histError ? "error" : c.hist === null ? "done" : "more";
+  el.replaceChildren(
+    c.loadingHist ? "Loading earlier messages…" :
+    c.histError ? h("span", {}, "Couldn't load earlier messages. ", h("button", { type: "button", class: "link", onclick: () => loadOlder(c.key) }, "Try again")) :
+    c.hist === null ? (c.messages.length ? "This is the beginning of the conversation." : "No messages yet. Say hi!") : "",
+  );
+}
+
+async function loadOlder(key) {
+  const s = ctx.store;
+  const c = s.conv(key);
+  if (c.loadingHist || c.hist === null) return;
+  c.loadingHist = true;
+  c.histError = false;
+  if (key === ctx.activeKey) renderHistoryStatus();
+  try {
+    const r = await api.history(key, c.hist);
+    if (s !== ctx.store) return;
+    c.loadingHist = false;
+    s.mergeHistory(key, r?.messages ?? [], r?.before ?? null);
+  } catch (e) {
+    if (s !== ctx.store) return;
+    c.loadingHist = false;
+    if (e instanceof ApiError && e.status === 403) c.hist = null;
+    else c.histError = true;
+  } finally {
+    c.loadingHist = false;
+  }
+  if (key === ctx.activeKey) renderHistoryStatus();
+}
+
+/** Groups with nothing cached (just joined, or a new device) fetch their latest page for the list. */
+export function prefetchEmptyGroups() {
+  const { store } = ctx;
+  for (const id of store?.groups.keys() ?? []) {
+    const c = store.conv(`g:${id}`);
+    if (!c.messages.length && c.hist === undefined) loadOlder(c.key);
+  }
+}
+
+export function initThread() {
+  $("peer-warning-confirm").addEventListener("click", () => {
+    if (!ctx.activeKey) return;
+    confirmedUnknown.add(ctx.activeKey);
+    renderPaneHead();
+    $("composer-input").focus();
+  });
+  $("peer-warning-close").addEventListener("click", () => ctx.activeKey && closeConv(ctx.activeKey));
+  addEventListener("popstate", () => ctx.store && openConv(keyFromHash(), { push: false }));
+  $("back").addEventListener("click", () => {
+    if (pushedHash) {
+      pushedHash = false;
+      history.back();
+    } else openConv(null);
+  });
+  addEventListener("popstate", () => (pushedHash = false));
+  addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && ctx.activeKey && !$("members-panel").hidden) $("members-panel").hidden = true;
+  });
+  $("message-scroll").addEventListener("scroll", () => {
+    if (!ctx.activeKey) return;
+    if ($("message-scroll").scrollTop < NEAR_TOP_PX) loadOlder(ctx.activeKey);
+    if (nearBottom()) {
+      $("new-below").hidden = true;
+      markActiveRead();
+    }
+  }, { passive: true });
+  $("new-below").addEventListener("click", () => {
+    const s = $("message-scroll");
+    s.scrollTop = s.scrollHeight;
+    $("new-below").hidden = true;
+    markActiveRead();
+  });
+}
