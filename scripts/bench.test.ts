@@ -1,0 +1,75 @@
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { cpuSeconds, cpuSnapshot, runQueueWaitSeconds } from "./bench/cpu.ts";
+import { HELP, parseBenchOptions, UsageError } from "./bench/options.ts";
+
+const ROOT = join(import.meta.dir, "..");
+
+/** Runs the bench's entry with `args`; a usage error must answer before any stack starts (bounded by the timeout). */
+async function bench(...args: string[]) {
+  const proc = Bun.spawn(["bun", "run", "scripts/bench.ts", ...args], { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 15_000, killSignal: "SIGKILL" });
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { stdout, stderr, code };
+}
+
+describe("bench command line", () => {
+  test("--help documents every option and exits 0", async () => {
+    const r = await bench("--help");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${HELP}\n`);
+    for (const o of ["--target", "--compare", "--users", "--inflight", "--rate", "--duration", "--grace", "--instances", "--peer-engine", "--ws", "--jwt-secret", "--database-url", "--json", "--help"]) {
+      expect(HELP).toMatch(new RegExp(`^  ${o} `, "m"));
+    }
+  });
+
+  test.each([
+    [["--bad"], /Unknown option '--bad'/],
+    [["--target", "kafka"], /--target must be one of relay, socketio \(got "kafka"\)/],
+    [["--users", "ten"], /--users must be a whole number from 2 to 20000 \(got "ten"\)/],
+    [["--users", "7"], /--users must be even/],
+    [["--duration", "0"], /--duration must be a whole number from 1 to 3600/],
+    [["--rate=-5"], /--rate must be a number from 1 to 1000000/],
+    [["--rate", "1e9"], /--rate must be a number from 1 to 1000000/],
+    [["--rate"], /--rate/],
+    [["--rate", "1000", "--inflight", "5"], /--rate \(open loop\) and --inflight \(closed loop\) exclude each other/],
+    [["--peer-engine", "deno"], /--peer-engine must be one of node, bun \(got "deno"\)/],
+    [["--compare", "--target", "relay"], /--compare runs both targets/],
+    [["--ws", "http://127.0.0.1:1,ftp://x"], /--ws entries must be http\(s\) URLs/],
+  ])("%p is refused with exit 2 and a message naming it", async (args, message) => {
+    const r = await bench(...args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stdout).toBe("");
+  });
+
+  test("defaults and the two loops", () => {
+    const env = {};
+    expect(parseBenchOptions([], env)).toMatchObject({ targets: ["relay"], compare: false, users: 100, inflight: 5, rate: null, duration: 15, grace: 10, instances: 2, peerEngine: "node", ws: null });
+    expect(parseBenchOptions(["--compare", "--users", "1000", "--duration", "10"], env)).toMatchObject({ targets: ["socketio", "relay"], users: 1000, duration: 10 });
+    expect(parseBenchOptions(["--target", "socketio", "--rate", "5000"], env)).toMatchObject({ targets: ["socketio"], inflight: null, rate: 5000 });
+    expect(() => parseBenchOptions(["--ws", "http://a:1,http://b:2"], env)).toThrow(UsageError);
+    expect(parseBenchOptions(["--target", "socketio", "--ws", "http://a:1,http://b:2", "--jwt-secret", "s"], env).ws).toEqual(["http://a:1", "http://b:2"]);
+  });
+});
+
+describe("cpu metering", () => {
+  test("counts a process tree's CPU, children included", async () => {
+    // a shell whose child spins for 0.4 s of CPU, then exits (its time moves to the shell's cutime)
+    const proc = Bun.spawn(["sh", "-c", `bun -e 'while (process.cpuUsage().user < 400000) {}' ; sleep 30`], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    try {
+      const procs = [{ name: "tree", pid: proc.pid }];
+      const before = cpuSnapshot(procs);
+      const until = Date.now() + 10_000;
+      let used = 0;
+      while (Date.now() < until && used < 0.35) {
+        await Bun.sleep(100);
+        used = cpuSeconds(before, cpuSnapshot(procs)).tree!;
+      }
+      expect(used).toBeGreaterThanOrEqual(0.35);
+      expect(cpuSeconds(before, before)).toEqual({ tree: 0 });
+      expect(runQueueWaitSeconds(before, cpuSnapshot(procs)).tree).toBeGreaterThanOrEqual(0);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+});

@@ -1,0 +1,106 @@
+import { readdirSync, readFileSync } from "node:fs";
+
+/** A server process the bench started, metered with all its descendants (PostgreSQL backends, Erlang helpers). */
+export interface MeteredProcess {
+  name: string;
+  pid: number;
+}
+
+/** Per tree: CPU ticks (utime+stime of the process, plus cutime+cstime: its reaped children) per live pid,
+ * and nanoseconds each live thread spent runnable but waiting for a CPU (/proc/<pid>/task/<tid>/schedstat). */
+export type CpuSnapshot = Map<string, { ticks: Map<number, number>; waitNs: Map<number, number> }>;
+
+const TICKS_PER_SECOND = (() => {
+  try {
+    const r = Bun.spawnSync(["getconf", "CLK_TCK"]);
+    const n = Number(r.stdout.toString().trim());
+    return Number.isInteger(n) && n > 0 ? n : 100;
+  } catch {
+    return 100;
+  }
+})();
+
+function readStat(pid: number): { ppid: number; ticks: number } | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return null;
+  }
+  // fields after "(comm) ": state ppid ... utime(14) stime(15) cutime(16) cstime(17), 1-based overall
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) };
+}
+
+/**
+ * Reads every tree's CPU ticks. A live process counts its own time and that of its reaped children
+ * (which no longer appear), so nothing is counted twice; a child that exits between two snapshots
+ * moves its whole lifetime into its parent's cutime (a slight overcount for short-lived helpers).
+ */
+export function cpuSnapshot(procs: MeteredProcess[]): CpuSnapshot {
+  const stats = new Map<number, { ppid: number; ticks: number }>();
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    const s = readStat(Number(e));
+    if (s) stats.set(Number(e), s);
+  }
+  const children = new Map<number, number[]>();
+  for (const [pid, s] of stats) {
+    const list = children.get(s.ppid);
+    if (list) list.push(pid);
+    else children.set(s.ppid, [pid]);
+  }
+  const snap: CpuSnapshot = new Map();
+  for (const p of procs) {
+    const ticks = new Map<number, number>();
+    const waitNs = new Map<number, number>();
+    const todo = stats.has(p.pid) ? [p.pid] : [];
+    while (todo.length) {
+      const pid = todo.pop()!;
+      ticks.set(pid, stats.get(pid)!.ticks);
+      for (const [tid, ns] of threadWaits(pid)) waitNs.set(tid, ns);
+      todo.push(...(children.get(pid) ?? []));
+    }
+    snap.set(p.name, { ticks, waitNs });
+  }
+  return snap;
+}
+
+function threadWaits(pid: number): Array<[number, number]> {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const out: Array<[number, number]> = [];
+  for (const tid of tids) {
+    try {
+      out.push([Number(tid), Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[1])]);
+    } catch {}
+  }
+  return out;
+}
+
+function delta(a: Map<number, number> | undefined, b: Map<number, number>): number {
+  let sum = 0;
+  for (const [id, v] of b) sum += v - (a?.get(id) ?? 0);
+  return sum;
+}
+
+/** CPU seconds each tree used between two snapshots (processes gone by `b` count as 0: their time is in their parent's cutime). */
+export function cpuSeconds(a: CpuSnapshot, b: CpuSnapshot): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, t] of b) out[name] = delta(a.get(name)?.ticks, t.ticks) / TICKS_PER_SECOND;
+  return out;
+}
+
+/**
+ * Seconds the threads of each tree were runnable but waited for a CPU between two snapshots (threads
+ * gone by `b` are not counted: a lower bound). High values mean the machine, not the process, set the pace.
+ */
+export function runQueueWaitSeconds(a: CpuSnapshot, b: CpuSnapshot): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, t] of b) out[name] = delta(a.get(name)?.waitNs, t.waitNs) / 1e9;
+  return out;
+}
