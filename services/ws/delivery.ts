@@ -82,7 +82,7 @@ export function createDelivery(opts: {
   initialHoldMs?: number;
 }) {
   const initialHoldMs = opts.initialHoldMs ?? 1000;
-  const repairDelayMs = opts.repairDelayMs ?? 200;
+  const repairDelayMs = opts.repairDelayMs ?? 500;
   const giveUpMs = opts.giveUpMs ?? 30_000;
   const syncTimeoutMs = opts.syncTimeoutMs ?? 5000;
   const epochGraceMs = opts.epochGraceMs ?? 10_000;
@@ -151,6 +151,10 @@ export function createDelivery(opts: {
     }
     if (st.pending.size >= MAX_PENDING_ITEMS) return resync(ws, "too_many_pending");
     st.pending.set(key(item.position), item);
+    // Only a frame held back makes a gap worth reading storage for: behind the connection's own
+    // (silent) sends the missing item is usually a forward still on its way, and if it never comes
+    // the periodic check finds it.
+    if (item.head === null) return;
     if (!st.gapSince) st.gapSince = Date.now();
     scheduleRepair(ws, repairDelayMs);
   };
