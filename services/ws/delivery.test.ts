@@ -159,6 +159,24 @@ describe("live delivery in order", () => {
     t.d.stop();
   });
 
+  test("the periodic check asks about active connections every round, idle ones only in the full sweep", async () => {
+    const inner = createMemoryAllocator();
+    const asked: string[][] = [];
+    const allocator = { ...inner, tops: (users: string[]) => (asked.push([...users]), inner.tops(users)) };
+    const t = setup({ allocator, checkIntervalMs: 20 });
+    const [a, busy, idle] = [uid("a"), uid("busy"), uid("idle")];
+    const wsBusy = await t.open(busy);
+    await t.open(idle);
+    const x = await t.accept(a, busy, "x");
+    t.offer(wsBusy, x);
+    asked.length = 0;
+    await until("six checks", () => asked.length >= 6);
+    const rounds = asked.slice(0, 6);
+    expect(rounds.every((r) => r.includes(busy))).toBe(true);
+    expect(rounds.filter((r) => r.includes(idle)).length).toBeLessThanOrEqual(1); // one full sweep in 30 rounds at most
+    t.d.stop();
+  });
+
   test("storage that never catches up closes the connection with 4000 (resync), bounded in time", async () => {
     const t = setup({ giveUpMs: 200 });
     const [a, b] = [uid("a"), uid("b")];
