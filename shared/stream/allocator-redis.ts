@@ -4,40 +4,33 @@ import { ALLOC_WINDOW, AllocatorUnavailable, byUser, type AllocResult, type Stre
 import type { Position } from "./position.ts";
 
 // Every key of a user shares the hash tag {u:<user>}, so each script touches one slot (Redis Cluster).
-// s: hash {e: epoch, n: last position, k: entries carried into m0}; m0/m1: hashes msgId ->
-// position ("<pos>" until persist wrote it, then "<pos>w"), the idempotency window in two
-// generations: when m0 holds `window` new ids it becomes m1, and of the old m1 only the entries
-// not yet written are carried into the new m0 (an allocation never leaves the window before
-// persist wrote it, however far persist lags). c0/c1: the sender's delivery claims, msgId -> ack ts,
-// in generations by count alone. Hashes, not sorted sets: HGET/HSET cost a fraction of ZSCORE/ZADD.
-// One script call serves many users: KEYS hold 5 keys per user (s, m0, m1, c0, c1), so on a single
-// Redis a whole tick is one call; on a cluster the users are grouped by hash slot (one call per slot
-// in use), since a script may only touch keys of one slot.
+// s: hash {e: epoch, n: last position, i: ids added to m0 since it was last rotated, ci: the same for
+// c0}; m0/m1: hashes msgId -> position ("<pos>" until persist wrote it, then "<pos>w"), the
+// idempotency window in two generations: when `window` new ids went into m0 it becomes m1, and of
+// the old m1 only the entries not yet written are carried into the new m0 (an allocation never
+// leaves the window before persist wrote it, however far persist lags). c0/c1: the sender's delivery
+// claims, msgId -> ack ts, in generations by count alone. Hashes, not sorted sets: HGET/HSET cost a
+// fraction of ZSCORE/ZADD. One script call serves many users: KEYS hold 5 keys per user (s, m0, m1,
+// c0, c1), so on a single Redis a whole tick is one call; on a cluster the users are grouped by hash
+// slot (one call per slot in use), since a script may only touch keys of one slot.
 const LIB = `
-local function openEpoch(s, m0, m1)
-  local e = redis.call('HGET', s, 'e')
-  if not e then
-    local t = redis.call('TIME')
-    e = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-    redis.call('HSET', s, 'e', e, 'n', 0, 'k', 0)
-    redis.call('DEL', m0, m1)
-  end
+-- The user's epoch (\`e\` as read from s), opening one when the allocator has none for the user.
+local function ensureEpoch(s, m0, m1, e)
+  if e then return e end
+  local t = redis.call('TIME')
+  e = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('HSET', s, 'e', e, 'n', 0, 'i', 0, 'ci', 0)
+  redis.call('DEL', m0, m1)
   return e
 end
-local function rotate(s, m0, m1, window)
-  local carried = tonumber(redis.call('HGET', s, 'k') or '0')
-  if redis.call('HLEN', m0) - carried < window then return end
+-- m0 becomes m1; the entries of the old m1 that persist has not written yet move into the new m0.
+local function rotate(m0, m1)
   local old = redis.call('HGETALL', m1)
   redis.call('DEL', m1)
   redis.call('RENAME', m0, m1)
-  local k = 0
   for j = 1, #old, 2 do
-    if string.sub(old[j + 1], -1) ~= 'w' then
-      redis.call('HSET', m0, old[j], old[j + 1])
-      k = k + 1
-    end
+    if string.sub(old[j + 1], -1) ~= 'w' then redis.call('HSET', m0, old[j], old[j + 1]) end
   end
-  redis.call('HSET', s, 'k', k)
 end
 `;
 
@@ -51,11 +44,11 @@ for u = 0, #KEYS / 5 - 1 do
   local s, m0, m1, c0, c1 = KEYS[u * 5 + 1], KEYS[u * 5 + 2], KEYS[u * 5 + 3], KEYS[u * 5 + 4], KEYS[u * 5 + 5]
   local n, nc = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
-  local e = openEpoch(s, m0, m1)
-  out[#out + 1] = e
   -- One read of the counters, one write at the end: fewer commands per id than HINCRBY/HLEN each.
-  local st = redis.call('HMGET', s, 'n', 'k', 'i', 'ci')
-  local top, carried, inserted, claimsIn = tonumber(st[1]), tonumber(st[2] or '0'), tonumber(st[3] or '0'), tonumber(st[4] or '0')
+  local st = redis.call('HMGET', s, 'e', 'n', 'i', 'ci')
+  out[#out + 1] = ensureEpoch(s, m0, m1, st[1])
+  local top, inserted, claimsIn = tonumber(st[2] or '0'), tonumber(st[3] or '0'), tonumber(st[4] or '0')
+  if not st[1] then top, inserted, claimsIn = 0, 0, 0 end
   local changed = false
   for i = a, a + n - 1 do
     local id = ARGV[i]
@@ -70,9 +63,7 @@ for u = 0, #KEYS / 5 - 1 do
       inserted = inserted + 1
       changed = true
       if inserted >= window then
-        redis.call('HSET', s, 'k', 0)
-        rotate(s, m0, m1, 0)
-        carried = tonumber(redis.call('HGET', s, 'k'))
+        rotate(m0, m1)
         inserted = 0
       end
     end
@@ -98,7 +89,7 @@ for u = 0, #KEYS / 5 - 1 do
     end
   end
   a = a + 2 * nc
-  if changed then redis.call('HSET', s, 'n', top, 'k', carried, 'i', inserted, 'ci', claimsIn) end
+  if changed then redis.call('HSET', s, 'n', top, 'i', inserted, 'ci', claimsIn) end
 end
 return out
 `;
@@ -127,7 +118,7 @@ return 0
 const TOPS = `${LIB}
 local out = {}
 for u = 0, #KEYS / 3 - 1 do
-  out[#out + 1] = openEpoch(KEYS[u * 3 + 1], KEYS[u * 3 + 2], KEYS[u * 3 + 3])
+  out[#out + 1] = ensureEpoch(KEYS[u * 3 + 1], KEYS[u * 3 + 2], KEYS[u * 3 + 3], redis.call('HGET', KEYS[u * 3 + 1], 'e'))
   out[#out + 1] = redis.call('HGET', KEYS[u * 3 + 1], 'n')
 end
 return out
