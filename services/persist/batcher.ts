@@ -97,12 +97,13 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
 
   const write = async (batch: Batch): Promise<boolean> => {
     const messages = uniqueById(batch.deliveries.flatMap((d) => d.messages));
+    const positioned = messages.map((m) => ({ msgId: m.msgId, users: recipientsOf(m) }));
     if (messages.length > 0) {
       try {
         const inserted = await retryForever(
           async () => {
+            const entries = await streamEntries(allocator, messages, positioned);
             const t0 = performance.now();
-            const entries = await streamEntries(allocator, messages);
             const n = await settleWithin(insertBatch(database.db, messages, entries), stallMs, async () => {
               log.error("batch insert stalled; resetting the database connections", { stallMs, rows: messages.length });
               metrics?.dbStalls.inc();
@@ -132,7 +133,7 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
     if (messages.length > 0) {
       // Only written allocations may leave the allocator's idempotency window. A failure here keeps
       // them in it longer (memory, not correctness).
-      await allocator.written(messages.map((m) => ({ msgId: m.msgId, users: recipientsOf(m) }))).catch((err) => log.warn("could not mark positions written", { err }));
+      await allocator.written(positioned).catch((err) => log.warn("could not mark positions written", { err }));
     }
     for (const d of batch.deliveries) d.ack();
     return true;
@@ -186,8 +187,9 @@ export function recipientsOf(m: ChatMessage): string[] {
   return m.to !== undefined && m.to !== m.from ? [m.from, m.to] : [m.from];
 }
 
-async function streamEntries(allocator: StreamAllocator, messages: ChatMessage[]): Promise<StreamEntry[]> {
-  const results = await allocator.allocate(messages.map((m) => ({ msgId: m.msgId, users: recipientsOf(m) })));
+/** The stream entries of `messages`, at the positions the allocator gives `requests` (one per message). */
+async function streamEntries(allocator: StreamAllocator, messages: ChatMessage[], requests: Array<{ msgId: string; users: string[] }>): Promise<StreamEntry[]> {
+  const results = await allocator.allocate(requests);
   const entries: StreamEntry[] = [];
   messages.forEach((m, i) => {
     const conv = conversationKey(m);

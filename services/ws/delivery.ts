@@ -53,8 +53,8 @@ const ACTIVE_MS = 30_000;
 /** …and at every connection once in this many rounds. */
 const FULL_SWEEP_EVERY = 30;
 const HIGH_WATER_BYTES = 1 << 20;
-const key = (p: Position) => `${p.epoch}.${p.pos}`;
-const tail = (p: Position) => `"${p.epoch}.${p.pos}"}`;
+const key = formatPosition;
+const tail = (p: Position) => `"${formatPosition(p)}"}`;
 
 /** The head of a message frame up to its cursor; each connection appends its own position. */
 export function frameHead(m: { msgId: string; id: string; from: string; to?: string; group?: string; body: string; ts: number }): string {
@@ -119,7 +119,7 @@ export function createDelivery(opts: {
     const st = ws.data.stream;
     for (;;) {
       const cur = st.cur!;
-      const next = st.pending.get(`${cur.epoch}.${cur.pos + 1}`);
+      const next = st.pending.get(key({ epoch: cur.epoch, pos: cur.pos + 1 }));
       if (next) {
         st.pending.delete(key(next.position));
         emit(ws, next);
@@ -201,7 +201,7 @@ export function createDelivery(opts: {
         const page = await readStream(opts.db(), ws.data.user, from, target, PAGE);
         if (!ws.data.open || st.held) return;
         // The connection's own sends pass silently, as live (it got the ack instead).
-        for (const m of page) if (comparePositions(m.position, st.cur) > 0) st.pending.set(key(m.position), { position: m.position, head: ws.data.own?.has(m.msgId) ? null : frameHead(m) });
+        for (const m of page) if (comparePositions(m.position, st.cur) > 0) st.pending.set(key(m.position), { position: m.position, head: ws.data.own.has(m.msgId) ? null : frameHead(m) });
         if (page.length < PAGE) break;
         from = page[page.length - 1]!.position;
       }
@@ -227,7 +227,7 @@ export function createDelivery(opts: {
    * holds every position of top's epoch in that range. Older epochs may have holes (lost with the
    * allocator's data); they are skipped once top's epoch is older than the grace period.
    */
-  async function readUpTo(user: string, after: Position, top: Position, send: (m: StreamMessage) => void, isOpen: () => boolean): Promise<Position> {
+  async function readUpTo(user: string, after: Position, top: Position, send: (m: StreamMessage) => void, isOpen: () => boolean): Promise<void> {
     const deadline = Date.now() + syncTimeoutMs;
     let from = after;
     let waitMs = 20;
@@ -258,7 +258,6 @@ export function createDelivery(opts: {
       await sleep(waitMs);
       waitMs = Math.min(waitMs * 2, 500);
     }
-    return top;
   }
 
   async function sync(ws: Conn, cursor: string | undefined): Promise<void> {
@@ -278,7 +277,7 @@ export function createDelivery(opts: {
         after,
         top,
         (m) => {
-          ws.send(JSON.stringify(messageFrame(m, formatPosition(m.position))));
+          ws.send(frameHead(m) + tail(m.position));
           sent = m.position;
         },
         () => ws.data.open,
