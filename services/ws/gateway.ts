@@ -129,10 +129,7 @@ export function createGateway(opts: {
         timer = setTimeout(() => reject(new Error("registration timed out")), READY_TIMEOUT_MS);
       });
       ws.data.ready = Promise.race([registered, timeout]).finally(() => clearTimeout(timer));
-      ws.data.ready.then(
-        () => (ws.data.isReady = true),
-        () => {},
-      );
+      ws.data.ready.catch(() => {});
       // A timed-out registration still completes in the background; later frames see it.
       registered.then(
         () => (ws.data.isReady = true),
