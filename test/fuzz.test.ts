@@ -109,6 +109,8 @@ async function fuzzOver(url: string, user: string, texts: string[]): Promise<Fuz
   const exp: Expected[] = wire.map(expected);
   /** Per client id, the replies its valid sends must get: an ack, or forbidden for a group the user is not in. */
   const sendIds = new Map<string, string[]>();
+  /** (id, target) pairs a send was accepted for. */
+  const accepted = new Set<string>();
   const tag = crypto.randomUUID().slice(0, 8);
   const isMarker = (f: Frame, k?: number) => f.type === "error" && typeof f.id === "string" && (k === undefined ? f.id.startsWith(`mk-${tag}-`) : f.id === markerId(tag, k));
   const count = { malformed: 0, send: 0, sync: 0, ping: 0, watch: 0 };
@@ -121,12 +123,14 @@ async function fuzzOver(url: string, user: string, texts: string[]): Promise<Fuz
       else {
         count[e.type]++;
         if (e.type === "send") {
-          const f = JSON.parse(wire[j]!) as { id: string; group?: string };
-          // Once a send under this id was accepted, every resend of it is acked (the same message);
-          // a refused one leaves nothing behind, so the next send under the id is judged on its own.
-          const before = sendIds.get(f.id) ?? [];
-          const want = before.includes("ack") || f.group === undefined || f.group === groupId ? "ack" : "error:forbidden";
-          sendIds.set(f.id, [...before, want]);
+          const f = JSON.parse(wire[j]!) as { id: string; to?: string; group?: string };
+          // A message is (sender, id, target): once a send under this id to this target was
+          // accepted, every resend of it is acked (the same message); the same id to another target
+          // is another message; a refused one leaves nothing behind.
+          const target = `${f.id}\u0000${f.group === undefined ? `to:${f.to}` : `group:${f.group}`}`;
+          const want = accepted.has(target) || f.group === undefined || f.group === groupId ? "ack" : "error:forbidden";
+          if (want === "ack") accepted.add(target);
+          sendIds.set(f.id, [...(sendIds.get(f.id) ?? []), want]);
         }
       }
       c.send(texts[j]!);
