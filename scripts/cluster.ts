@@ -42,7 +42,9 @@ export function randomSecret(): string {
 
 /** Starts `bun run <entry> --port <port>` and resolves once it printed `listening on <url>`. */
 export async function spawnService(name: string, entry: string, env: Record<string, string>, port = 0, timeoutMs = 20_000): Promise<ServiceProcess> {
-  const args = ["bun", "run", entry, "--port", String(port)];
+  // RELAY_CPU_PROF=<dir>: each service writes a markdown CPU profile there when it exits (benchmarks).
+  const prof = process.env.RELAY_CPU_PROF ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env.RELAY_CPU_PROF}`, `--cpu-prof-name=${name}.md`] : [];
+  const args = ["bun", ...prof, "run", entry, "--port", String(port)];
   const proc = Bun.spawn(args, { cwd: ROOT, env: { ...process.env, ...env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   const logs: string[] = [];
   const exited = proc.exited;

@@ -23,6 +23,8 @@ export interface ConnData {
   ready: Promise<void>;
   isReady: boolean;
   open: boolean;
+  /** Frames written this turn of the event loop, sent together at its end (frames.ts). */
+  outbox?: string[];
 }
 export type Conn = ServerWebSocket<ConnData>;
 

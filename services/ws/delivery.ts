@@ -8,6 +8,7 @@ import type { StreamAllocator } from "../../shared/stream/allocator.ts";
 import { comparePositions, epochOpenedAtMs, formatPosition, LEGACY_EPOCH, parseCursor, type Position } from "../../shared/stream/position.ts";
 import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn } from "./connections.ts";
+import { closeConn, sendText } from "./frames.ts";
 
 /** One element of a connection's stream: a message frame without its cursor, or null for the connection's own send (it gets the ack instead). */
 export interface StreamItem {
@@ -106,11 +107,11 @@ export function createDelivery(opts: {
     resyncs.inc({ reason });
     opts.log.warn("closing a connection to resync", { user: ws.data.user, reason });
     drop(ws);
-    ws.close(CLOSE_RESYNC, "resync: reconnect and sync from your last cursor");
+    closeConn(ws, CLOSE_RESYNC, "resync: reconnect and sync from your last cursor");
   };
 
   const emit = (ws: Conn, item: StreamItem) => {
-    if (item.head !== null) ws.send(item.head + tail(item.position));
+    if (item.head !== null) sendText(ws, item.head + tail(item.position));
     ws.data.stream.cur = item.position;
   };
 
@@ -277,7 +278,7 @@ export function createDelivery(opts: {
         after,
         top,
         (m) => {
-          ws.send(frameHead(m) + tail(m.position));
+          sendText(ws, frameHead(m) + tail(m.position));
           sent = m.position;
         },
         () => ws.data.open,
@@ -285,11 +286,11 @@ export function createDelivery(opts: {
       while (ws.data.open && ws.getBufferedAmount() > HIGH_WATER_BYTES) await sleep(5);
       noteWritten(user, top);
       st.cur = top;
-      ws.send(JSON.stringify({ type: "synced", cursor: formatPosition(top) }));
+      sendText(ws, JSON.stringify({ type: "synced", cursor: formatPosition(top) }));
     } catch (err) {
       opts.log.warn("sync failed", { err, user });
       if (sent) st.cur = sent;
-      if (ws.data.open) ws.send(JSON.stringify({ type: "error", code: "unavailable", message: "history is unavailable right now; sync again" }));
+      if (ws.data.open) sendText(ws, JSON.stringify({ type: "error", code: "unavailable", message: "history is unavailable right now; sync again" }));
     } finally {
       st.syncing = false;
       release(ws);

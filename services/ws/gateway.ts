@@ -7,7 +7,7 @@ import type { ConnData, Conn, Connections } from "./connections.ts";
 import { newStreamState, type Delivery } from "./delivery.ts";
 import { deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
 import { createRateLimiter } from "./rate-limit.ts";
-import { sendFrame } from "./frames.ts";
+import { closeConn, sendFrame } from "./frames.ts";
 import type { PresenceWatch } from "./presence.ts";
 
 /** Frames (and their bytes) a connection may have waiting to be handled, and sends awaiting their ack. */
@@ -185,7 +185,7 @@ export function createGateway(opts: {
     },
     /** Closes every connection with 1001 so clients reconnect elsewhere. */
     closeAll(reason = "server shutting down") {
-      for (const ws of opts.connections.all()) ws.close(1001, reason);
+      for (const ws of opts.connections.all()) closeConn(ws, 1001, reason);
     },
   };
 }

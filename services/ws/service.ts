@@ -17,6 +17,7 @@ import { createPresenceWatch } from "./presence.ts";
 import type { RevocationEvent, Revocations } from "./revocations.ts";
 import { createRouter } from "./router.ts";
 import { membersOf } from "./store.ts";
+import { closeConn } from "./frames.ts";
 import type { Throttle } from "./throttle.ts";
 import { createTokenGate } from "./token-gate.ts";
 
@@ -116,7 +117,7 @@ export async function startWsService(deps: WsDeps) {
   const stopClosing = await deps.revocations.subscribe((e) => {
     for (const ws of connections.of(e.user) ?? []) {
       const t = tokenOf.get(ws.data);
-      if (t && revoked(t, e)) ws.close(CLOSE_TOKEN_REVOKED, "token revoked");
+      if (t && revoked(t, e)) closeConn(ws, CLOSE_TOKEN_REVOKED, "token revoked");
     }
   });
   await gate.start();
@@ -126,7 +127,7 @@ export async function startWsService(deps: WsDeps) {
       gateway.websocket.open!(ws);
       // A revocation that arrived between the upgrade's check and now.
       const t = tokenOf.get(ws.data);
-      if (t && gate.knownRevoked(t)) ws.close(CLOSE_TOKEN_REVOKED, "token revoked");
+      if (t && gate.knownRevoked(t)) closeConn(ws, CLOSE_TOKEN_REVOKED, "token revoked");
     },
   };
 

@@ -42,3 +42,19 @@ test("waitReplicas: an allocation waits for the replica (WAIT on the key's node)
   expect((await allocator.allocate([{ msgId: "m1", users: ["w"] }]))[0]!.positions.w!.pos).toBe(1);
   await deletePrefix(redis, prefix);
 });
+
+test("state written by the previous script version (claims apart, no generation flag) keeps its positions", async () => {
+  const prefix = `test:${crypto.randomUUID()}:`;
+  const k = (u: string, x: string) => `${prefix}{u:${u}}:${x}`;
+  // the previous layout: s without `r`, an entry already rotated into m1, claims in c0
+  await redis.hset(k("o", "s"), "e", "1000", "n", "5", "i", "1", "ci", "2");
+  await redis.hset(k("o", "m1"), "old", "4");
+  await redis.hset(k("o", "m0"), "newer", "5w");
+  await redis.hset(k("o", "c0"), "newer", "123");
+  const allocator = createRedisAllocator(redis, { prefix });
+  const [a, b, c] = await allocator.allocate([{ msgId: "old", users: ["o"] }, { msgId: "newer", users: ["o"] }, { msgId: "fresh", users: ["o"] }]);
+  expect(a!.positions.o).toEqual({ epoch: 1000, pos: 4 });
+  expect(b!.positions.o).toEqual({ epoch: 1000, pos: 5 });
+  expect(c!.positions.o).toEqual({ epoch: 1000, pos: 6 });
+  await deletePrefix(redis, prefix);
+});

@@ -4,22 +4,24 @@ import { ALLOC_WINDOW, AllocatorUnavailable, byUser, type AllocResult, type Stre
 import type { Position } from "./position.ts";
 
 // Every key of a user shares the hash tag {u:<user>}, so each script touches one slot (Redis Cluster).
-// s: hash {e: epoch, n: last position, i: ids added to m0 since it was last rotated, ci: the same for
-// c0}; m0/m1: hashes msgId -> position ("<pos>" until persist wrote it, then "<pos>w"), the
-// idempotency window in two generations: when `window` new ids went into m0 it becomes m1, and of
-// the old m1 only the entries not yet written are carried into the new m0 (an allocation never
-// leaves the window before persist wrote it, however far persist lags). c0/c1: the sender's delivery
-// claims, msgId -> ack ts, in generations by count alone. Hashes, not sorted sets: HGET/HSET cost a
-// fraction of ZSCORE/ZADD. One script call serves many users: KEYS hold 5 keys per user (s, m0, m1,
-// c0, c1), so on a single Redis a whole tick is one call; on a cluster the users are grouped by hash
-// slot (one call per slot in use), since a script may only touch keys of one slot.
+// s: hash {e: epoch, n: last position, i: ids added to m0 since it was last rotated, r: 1 once m1
+// exists}; m0/m1: hashes msgId -> "<pos>[:<ts>][w]", the idempotency window in two generations:
+// `:<ts>` is the sender's delivery claim (the ack's ts; only in the sender's own entry), `w` says
+// persist wrote the entry. When `window` new ids went into m0 it becomes m1, and of the old m1 only
+// the entries not yet written are carried into the new m0 (an allocation never leaves the window
+// before persist wrote it, however far persist lags). A claim lives in the sender's entry, so a new
+// message costs one HGET and one HSET per user (two HGETs once a user's m1 exists). Hashes, not
+// sorted sets: HGET/HSET cost a fraction of ZSCORE/ZADD. One script call serves many users: KEYS
+// hold 3 keys per user (s, m0, m1), so on a single Redis a whole tick is one call; on a cluster the
+// users are grouped by hash slot (one call per slot in use), since a script may only touch keys of
+// one slot.
 const LIB = `
 -- The user's epoch (\`e\` as read from s), opening one when the allocator has none for the user.
 local function ensureEpoch(s, m0, m1, e)
   if e then return e end
   local t = redis.call('TIME')
   e = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-  redis.call('HSET', s, 'e', e, 'n', 0, 'i', 0, 'ci', 0)
+  redis.call('HSET', s, 'e', e, 'n', 0, 'i', 0, 'r', 0)
   redis.call('DEL', m0, m1)
   return e
 end
@@ -34,62 +36,73 @@ local function rotate(m0, m1)
 end
 `;
 
-// ARGV: window, then per user: n ids, n claims, ids…, (id, ts) per claim.
-// Returns per user: epoch, pos per id, (fresh, ts) per claim.
+// ARGV: window, then per user: n, then n pairs (id, claim ts or "" for no claim).
+// Returns per user: epoch, then per id: pos, and for a claimed id also fresh ("1"/"0") and ts.
 const ALLOC = `${LIB}
 local window = tonumber(ARGV[1])
 local a = 2
 local out = {}
-for u = 0, #KEYS / 5 - 1 do
-  local s, m0, m1, c0, c1 = KEYS[u * 5 + 1], KEYS[u * 5 + 2], KEYS[u * 5 + 3], KEYS[u * 5 + 4], KEYS[u * 5 + 5]
-  local n, nc = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
+for u = 0, #KEYS / 3 - 1 do
+  local s, m0, m1 = KEYS[u * 3 + 1], KEYS[u * 3 + 2], KEYS[u * 3 + 3]
+  local n = tonumber(ARGV[a])
+  a = a + 1
   -- One read of the counters, one write at the end: fewer commands per id than HINCRBY/HLEN each.
-  local st = redis.call('HMGET', s, 'e', 'n', 'i', 'ci')
+  local st = redis.call('HMGET', s, 'e', 'n', 'i', 'r')
   out[#out + 1] = ensureEpoch(s, m0, m1, st[1])
-  local top, inserted, claimsIn = tonumber(st[2] or '0'), tonumber(st[3] or '0'), tonumber(st[4] or '0')
-  if not st[1] then top, inserted, claimsIn = 0, 0, 0 end
+  local top, inserted, hasOld = tonumber(st[2] or '0'), tonumber(st[3] or '0'), st[4] == '1'
   local changed = false
-  for i = a, a + n - 1 do
-    local id = ARGV[i]
-    local v = redis.call('HGET', m0, id) or redis.call('HGET', m1, id)
-    local p
+  if not st[1] then
+    top, inserted, hasOld = 0, 0, false
+  elseif not st[4] then
+    -- written by the previous version of this script (no \`r\`): look once
+    hasOld = redis.call('EXISTS', m1) == 1
+    changed = true
+  end
+  for i = a, a + 2 * n - 1, 2 do
+    local id, claim = ARGV[i], ARGV[i + 1]
+    local at = m0
+    local v = redis.call('HGET', m0, id)
+    if not v and hasOld then
+      v = redis.call('HGET', m1, id)
+      at = m1
+    end
     if v then
-      p = string.match(v, '^%d+')
+      local p, ts, w = string.match(v, '^(%d+):?(%d*)(w?)$')
+      out[#out + 1] = p
+      if claim ~= '' then
+        if ts ~= '' then
+          out[#out + 1] = '0'
+          out[#out + 1] = ts
+        else
+          redis.call('HSET', at, id, p .. ':' .. claim .. w)
+          out[#out + 1] = '1'
+          out[#out + 1] = claim
+        end
+      end
     else
       top = top + 1
-      p = tostring(top)
-      redis.call('HSET', m0, id, p)
+      local p = tostring(top)
+      if claim ~= '' then
+        redis.call('HSET', m0, id, p .. ':' .. claim)
+      else
+        redis.call('HSET', m0, id, p)
+      end
       inserted = inserted + 1
       changed = true
       if inserted >= window then
         rotate(m0, m1)
         inserted = 0
+        hasOld = true
+      end
+      out[#out + 1] = p
+      if claim ~= '' then
+        out[#out + 1] = '1'
+        out[#out + 1] = claim
       end
     end
-    out[#out + 1] = p
   end
-  a = a + n
-  for i = a, a + 2 * nc - 1, 2 do
-    local id = ARGV[i]
-    local t = redis.call('HGET', c0, id) or redis.call('HGET', c1, id)
-    if t then
-      out[#out + 1] = '0'
-      out[#out + 1] = t
-    else
-      redis.call('HSET', c0, id, ARGV[i + 1])
-      claimsIn = claimsIn + 1
-      changed = true
-      if claimsIn >= window then
-        redis.call('RENAME', c0, c1)
-        claimsIn = 0
-      end
-      out[#out + 1] = '1'
-      out[#out + 1] = ARGV[i + 1]
-    end
-  end
-  a = a + 2 * nc
-  if changed then redis.call('HSET', s, 'n', top, 'i', inserted, 'ci', claimsIn) end
+  a = a + 2 * n
+  if changed then redis.call('HSET', s, 'n', top, 'i', inserted, 'r', hasOld and 1 or 0) end
 end
 return out
 `;
@@ -220,34 +233,32 @@ export function createRedisAllocator(redis: Redis | Cluster, opts: RedisAllocato
     async allocate(requests) {
       const out: AllocResult[] = requests.map(() => ({ positions: {} }));
       const users = byUser(requests);
-      const claimsOf = new Map<string, number[]>();
-      requests.forEach((q, i) => {
-        if (!q.claim) return;
-        let l = claimsOf.get(q.claim.sender);
-        if (!l) claimsOf.set(q.claim.sender, (l = []));
-        l.push(i);
-        if (!users.has(q.claim.sender)) users.set(q.claim.sender, []);
-      });
+      for (const q of requests) {
+        if (q.claim && !q.users.includes(q.claim.sender)) throw new Error(`a claim's sender must be among the message's users (${q.msgId})`);
+      }
       await Promise.all(
         groups([...users.keys()]).map(async (group) => {
           const keys: string[] = [];
           const args: (string | number)[] = [window];
           for (const u of group) {
             const idx = users.get(u)!;
-            const claims = claimsOf.get(u) ?? [];
-            keys.push(key(u, "s"), key(u, "m0"), key(u, "m1"), key(u, "c0"), key(u, "c1"));
-            args.push(idx.length, claims.length);
-            for (const i of idx) args.push(requests[i]!.msgId);
-            for (const i of claims) args.push(requests[i]!.msgId, requests[i]!.claim!.ts);
+            keys.push(key(u, "s"), key(u, "m0"), key(u, "m1"));
+            args.push(idx.length);
+            for (const i of idx) {
+              const q = requests[i]!;
+              args.push(q.msgId, q.claim?.sender === u ? q.claim.ts : "");
+            }
           }
           const res = await alloc(keys, args);
           let k = 0;
           for (const u of group) {
             const epoch = Number(res[k++]);
-            for (const i of users.get(u)!) out[i]!.positions[u] = { epoch, pos: Number(res[k++]) };
-            for (const i of claimsOf.get(u) ?? []) {
-              out[i]!.claimed = { fresh: res[k] === "1", ts: Number(res[k + 1]) };
-              k += 2;
+            for (const i of users.get(u)!) {
+              out[i]!.positions[u] = { epoch, pos: Number(res[k++]) };
+              if (requests[i]!.claim?.sender === u) {
+                out[i]!.claimed = { fresh: res[k] === "1", ts: Number(res[k + 1]) };
+                k += 2;
+              }
             }
           }
         }),

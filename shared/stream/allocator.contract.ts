@@ -66,13 +66,20 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
         expect(a!.claimed).toEqual({ fresh: true, ts: 111 });
         const [b, c] = await allocator.allocate([
           { msgId: "k", users: ["s", "t"], claim: { sender: "s", ts: 222 } },
-          { msgId: "k", users: ["s", "t"], claim: { sender: "other", ts: 333 } },
+          { msgId: "k", users: ["s", "t", "other"], claim: { sender: "other", ts: 333 } },
         ]);
         expect(b!.claimed).toEqual({ fresh: false, ts: 111 });
         expect(b!.positions).toEqual(a!.positions);
         expect(c!.claimed).toEqual({ fresh: true, ts: 333 });
         const [plain] = await allocator.allocate([{ msgId: "k", users: ["t"] }]);
         expect(plain!.claimed).toBeUndefined();
+        // a claim after the position was allocated without one (persist was first) is fresh
+        const [first] = await allocator.allocate([{ msgId: "late", users: ["s", "t"] }]);
+        const [late] = await allocator.allocate([{ msgId: "late", users: ["s", "t"], claim: { sender: "s", ts: 444 } }]);
+        expect(late!.positions).toEqual(first!.positions);
+        expect(late!.claimed).toEqual({ fresh: true, ts: 444 });
+        const [again] = await allocator.allocate([{ msgId: "late", users: ["s", "t"], claim: { sender: "s", ts: 555 } }]);
+        expect(again!.claimed).toEqual({ fresh: false, ts: 444 });
       }),
     );
 
@@ -117,6 +124,34 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
           for (let i = 0; i < 3; i++) await allocator.allocate(Array.from({ length: 5 }, (_, k) => ({ msgId: `y${i}-${k}`, users: ["u"] })));
           const [late] = await allocator.allocate([{ msgId: "lag", users: ["u"] }]);
           expect(late!.positions.u!.pos).toBeGreaterThan(21); // written and far behind: it may go
+        },
+        { window: 3 },
+      ),
+    );
+
+    test(
+      "a claim is answered the same while its allocation is in the window, written or not, before and after a rotation",
+      withFixture(
+        async ({ allocator }) => {
+          const [a] = await allocator.allocate([{ msgId: "c", users: ["s", "t"], claim: { sender: "s", ts: 7 } }]);
+          await allocator.written([{ msgId: "c", users: ["s", "t"] }]);
+          const [b] = await allocator.allocate([{ msgId: "c", users: ["s", "t"], claim: { sender: "s", ts: 8 } }]);
+          expect(b!.claimed).toEqual({ fresh: false, ts: 7 });
+          // two more ids for s: its window of 3 rotates, "c" is now in the older generation
+          await allocator.allocate([{ msgId: "d", users: ["s"] }, { msgId: "e", users: ["s"] }]);
+          const [c] = await allocator.allocate([{ msgId: "c", users: ["s", "t"], claim: { sender: "s", ts: 9 } }]);
+          expect(c!.claimed).toEqual({ fresh: false, ts: 7 });
+          expect(c!.positions).toEqual(a!.positions);
+          // an unwritten claimed allocation is carried through any number of rotations
+          const [u] = await allocator.allocate([{ msgId: "u", users: ["s"], claim: { sender: "s", ts: 10 } }]);
+          for (let i = 0; i < 4; i++) {
+            const batch = Array.from({ length: 3 }, (_, k) => ({ msgId: `f${i}-${k}`, users: ["s"] }));
+            await allocator.allocate(batch);
+            await allocator.written(batch);
+          }
+          const [u2] = await allocator.allocate([{ msgId: "u", users: ["s"], claim: { sender: "s", ts: 11 } }]);
+          expect(u2!.claimed).toEqual({ fresh: false, ts: 10 });
+          expect(u2!.positions).toEqual(u!.positions);
         },
         { window: 3 },
       ),

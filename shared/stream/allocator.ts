@@ -18,7 +18,7 @@ export interface AllocRequest {
   msgId: string;
   /** Users whose streams the message enters. */
   users: string[];
-  /** Set by the accepting gateway: claims the message's delivery for (sender, msgId). */
+  /** Set by the accepting gateway: claims the message's delivery for (sender, msgId). The sender is one of `users`. */
   claim?: { sender: string; ts: number };
 }
 
