@@ -171,7 +171,7 @@ describe("errors", () => {
     const fail = async (): Promise<never> => {
       throw err();
     };
-    return { heartbeat: fail, setPresence: fail, lookup: fail, removeInstance: fail, claim: fail, complete: fail, release: fail };
+    return { heartbeat: fail, setPresence: fail, lookup: fail, removeInstance: fail, claim: fail, complete: fail, release: fail, watch: () => ({ live: () => false, stop() {} }) };
   };
 
   test("DirectoryUnavailable is 503 unavailable on every route", async () => {

@@ -3,9 +3,10 @@ import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { matchedRoutes } from "hono/route";
+import { streamSSE } from "hono/streaming";
 import { z } from "zod";
-import { DirectoryUnavailable, type Directory, type Ledger } from "../../shared/directory/directory.ts";
-import { DIRECTORY_MAX_BATCH } from "../../shared/directory/directory-http.ts";
+import { DirectoryUnavailable, type Directory, type DirectoryFeed, type Ledger } from "../../shared/directory/directory.ts";
+import { DIRECTORY_MAX_BATCH, FEED_KEEPALIVE_MS } from "../../shared/directory/directory-http.ts";
 import { silentLogger, type Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
 import { describeIssues, UserId } from "../../shared/protocol.ts";
@@ -73,6 +74,30 @@ export function createDiscoverApp(deps: DiscoverAppDeps) {
   const auth = requireSecret(deps.internalSecret);
   const app = new Hono();
 
+  // The change feed: one upstream watch on the directory, shared by every subscribed gateway,
+  // opened with the first subscriber and closed with the last.
+  type Subscriber = (event: "ready" | "down" | "change", users?: string[]) => void;
+  const subscribers = new Set<Subscriber>();
+  let upstream: DirectoryFeed | null = null;
+  const feedSubscribers = metrics.gauge("discover_feed_subscribers", "Gateways subscribed to the change feed");
+  const subscribe = (s: Subscriber) => {
+    subscribers.add(s);
+    feedSubscribers.set(subscribers.size);
+    upstream ??= directory.watch((users) => {
+      if (users !== null) for (const x of subscribers) x("change", users);
+      else for (const x of subscribers) x(upstream?.live() ? "ready" : "down");
+    });
+    s(upstream.live() ? "ready" : "down");
+    return () => {
+      subscribers.delete(s);
+      feedSubscribers.set(subscribers.size);
+      if (subscribers.size === 0) {
+        upstream?.stop();
+        upstream = null;
+      }
+    };
+  };
+
   app.use(async (c, next) => {
     const start = performance.now();
     await next();
@@ -105,6 +130,41 @@ export function createDiscoverApp(deps: DiscoverAppDeps) {
     await directory.setPresence(c.req.valid("param").id, online, offline);
     return c.body(null, 204);
   });
+
+  app.get("/v1/changes", auth, (c) =>
+    streamSSE(c, async (stream) => {
+      let wake: (() => void) | null = null;
+      const queue: Array<{ event: string; data: string }> = [];
+      const unsubscribe = subscribe((event, users) => {
+        // coalesce: a change while the last one is still being written joins it
+        const last = queue[queue.length - 1];
+        if (event === "change" && last?.event === "change" && last.data.length < 64_000) last.data = last.data.slice(0, -1) + "," + JSON.stringify(users).slice(1);
+        else queue.push({ event, data: event === "change" ? JSON.stringify(users) : "{}" });
+        wake?.();
+      });
+      let closed = false;
+      stream.onAbort(() => {
+        closed = true;
+        wake?.();
+      });
+      try {
+        while (!closed) {
+          const next = queue.shift();
+          if (next) {
+            await stream.writeSSE(next);
+            continue;
+          }
+          const t = setTimeout(() => wake?.(), FEED_KEEPALIVE_MS);
+          await new Promise<void>((r) => (wake = r));
+          wake = null;
+          clearTimeout(t);
+          if (!queue.length && !closed) await stream.write(": keepalive\n\n");
+        }
+      } finally {
+        unsubscribe();
+      }
+    }),
+  );
 
   app.post("/v1/lookup", auth, valid("json", LookupBody), async (c) => {
     const result = await directory.lookup(c.req.valid("json").users);

@@ -65,6 +65,7 @@ function faultyDirectory(inner: MemoryDirectory) {
     },
     lookup: (users) => inner.lookup(users),
     removeInstance: (id) => inner.removeInstance(id),
+    watch: (f) => inner.watch(f),
   };
   return {
     directory,

@@ -166,7 +166,9 @@ describe("live delivery in order", () => {
     const t = setup({ allocator, checkIntervalMs: 20 });
     const [a, busy, idle] = [uid("a"), uid("busy"), uid("idle")];
     const wsBusy = await t.open(busy);
-    await t.open(idle);
+    const wsIdle = await t.open(idle);
+    const fresh = await t.open(uid("fresh"));
+    wsIdle.data.stream.lastLive = Date.now() - 31_000; // connected, and silent, for over 30 s
     const x = await t.accept(a, busy, "x");
     t.offer(wsBusy, x);
     asked.length = 0;
@@ -174,6 +176,9 @@ describe("live delivery in order", () => {
     const rounds = asked.slice(0, 6);
     expect(rounds.every((r) => r.includes(busy))).toBe(true);
     expect(rounds.filter((r) => r.includes(idle)).length).toBeLessThanOrEqual(1); // one full sweep in 30 rounds at most
+    // a connection that just registered counts as active: a message routed to it by a location
+    // from just before it registered is found within a round or two
+    expect(rounds.every((r) => r.includes(fresh.data.user))).toBe(true);
     t.d.stop();
   });
 

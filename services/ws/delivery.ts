@@ -375,7 +375,6 @@ export function createDelivery(opts: {
   };
 
   return {
-    /** Reads the connection's baseline (its user's top now); items before it are for sync. */
     /**
      * Reads the connection's baseline (its user's top now; items before it are for sync). Live
      * items then still wait until the client's first frame: a client that resumes sends `sync`
@@ -386,6 +385,10 @@ export function createDelivery(opts: {
       const st = ws.data.stream;
       const top = await tops.add(ws.data.user);
       st.cur ??= top;
+      // a new connection counts as active for the periodic check: a message routed by a location
+      // that did not know it yet (a lookup or cache entry from just before it registered) is a
+      // trailing gap found within ~2 s, not at the next full check
+      st.lastLive = Date.now();
       if (initialHoldMs <= 0) return release(ws);
       st.initialHold = setTimeout(() => {
         st.initialHold = null;

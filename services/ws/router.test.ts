@@ -101,3 +101,72 @@ describe("router", () => {
     t.router.stop();
   });
 });
+
+describe("location cache (fed by the directory's change feed)", () => {
+  const P = { id: "peer", url: "http://peer" };
+  const Q = { id: "q", url: "http://q" };
+
+  test("a located user is served from the cache until the feed reports a change for them", async () => {
+    const t = setup(ok);
+    let lookups = 0;
+    const inner = t.directory.lookup.bind(t.directory);
+    t.directory.lookup = (users) => (lookups++, inner(users));
+    await t.directory.heartbeat(P, 60_000);
+    await t.directory.heartbeat(Q, 60_000);
+    await t.directory.setPresence(P.id, ["b"], []);
+    expect((await t.router.locate(["b"])).b).toEqual([P]);
+    expect((await t.router.locate(["b"])).b).toEqual([P]);
+    expect(lookups).toBe(1);
+    // b moves: the feed drops the entry and the next locate asks again
+    await t.directory.setPresence(P.id, [], ["b"]);
+    await t.directory.setPresence(Q.id, ["b"], []);
+    expect((await t.router.locate(["b"])).b).toEqual([Q]);
+    expect(lookups).toBe(2);
+    t.router.stop();
+  });
+
+  test("a lookup answered after a change it may predate is not cached", async () => {
+    const t = setup(ok);
+    await t.directory.heartbeat(P, 60_000);
+    await t.directory.heartbeat(Q, 60_000);
+    await t.directory.setPresence(P.id, ["b"], []);
+    let lookups = 0;
+    const inner = t.directory.lookup.bind(t.directory);
+    t.directory.lookup = async (users) => {
+      lookups++;
+      const r = await inner(users);
+      // b moves while this (now stale) answer is on its way back
+      if (lookups === 1) await t.directory.setPresence(Q.id, ["b"], []);
+      return r;
+    };
+    expect((await t.router.locate(["b"])).b).toEqual([P]);
+    const again = await t.router.locate(["b"]);
+    expect(lookups).toBe(2);
+    expect(again.b!.map((i) => i.id).sort()).toEqual(["peer", "q"]);
+    t.router.stop();
+  });
+
+  test("nothing is cached while the feed is not live", async () => {
+    const t = setup(ok);
+    let lookups = 0;
+    const inner = t.directory.lookup.bind(t.directory);
+    t.directory.lookup = (users) => (lookups++, inner(users));
+    t.directory.watch = () => ({ live: () => false, stop() {} });
+    const router = createRouter({
+      connections: { of: () => undefined } as unknown as Connections,
+      stream: { offer() {} } as never,
+      directory: t.directory,
+      self: { id: "self", url: "http://self" },
+      internalSecret: "s".repeat(32),
+      log: silentLogger,
+      metrics: createMetrics("test2"),
+    });
+    await t.directory.heartbeat(P, 60_000);
+    await t.directory.setPresence(P.id, ["b"], []);
+    await router.locate(["b"]);
+    await router.locate(["b"]);
+    expect(lookups).toBe(2);
+    router.stop();
+    t.router.stop();
+  });
+});

@@ -17,6 +17,9 @@ export interface Delivery {
 /** Deliveries one peer may have waiting; past it new ones are dropped (the peer's gap repair fills them). */
 export const MAX_FORWARD_BACKLOG = 20_000;
 const FORWARD_ATTEMPTS = 3;
+/** How long a cached location is used while the directory's change feed is live (a safety net: the feed reports every change but a lapsed instance's). */
+export const LOCATION_CACHE_MS = 5000;
+const LOCATION_CACHE_MAX = 200_000;
 const FORWARD_TIMEOUT_MS = 2000;
 
 /**
@@ -42,9 +45,44 @@ export function createRouter(opts: {
   const forwardDropped = opts.metrics.counter("ws_forward_dropped_total", "Deliveries dropped because a peer's backlog was full");
   const notThere = opts.metrics.counter("ws_forward_not_there_total", "Users another instance said it does not hold");
 
+  const cacheHits = opts.metrics.counter("ws_location_cache_hits_total", "Users located from the cache fed by the directory's change feed");
+  const cacheMisses = opts.metrics.counter("ws_location_cache_misses_total", "Users looked up in the directory");
+
+  // Locations: a cache of lookups, trusted only while the directory's change feed is live. A
+  // reported change drops the user's entry; a lookup's answer is cached only for users no change
+  // was reported for while it was in flight (else it may predate the change). A stale entry costs
+  // latency, not messages: the recipient's own gateway repairs the gap (docs/delivery.md).
+  const cache = new Map<string, { at: number; where: InstanceInfo[] }>();
+  const inflight = new Set<Set<string>>();
+  const EVERYONE = "\u0000"; // not a user id: marks a lookup that a reset overtook
+  const feed = opts.directory.watch((users) => {
+    if (users === null) {
+      cache.clear();
+      for (const f of inflight) f.add(EVERYONE);
+      return;
+    }
+    for (const u of users) cache.delete(u);
+    for (const f of inflight) for (const u of users) f.add(u);
+  });
   const lookups = createTickBatcher<string[], Record<string, InstanceInfo[]>>(async (items) => {
     const all = [...new Set(items.flat())];
-    const found = await opts.directory.lookup(all);
+    const changed = new Set<string>();
+    inflight.add(changed);
+    let found: Record<string, InstanceInfo[]>;
+    try {
+      found = await opts.directory.lookup(all);
+    } finally {
+      inflight.delete(changed);
+    }
+    if (feed.live() && !changed.has(EVERYONE)) {
+      const at = Date.now();
+      for (const u of all) {
+        if (changed.has(u)) continue;
+        cache.delete(u);
+        cache.set(u, { at, where: found[u] ?? [] });
+      }
+      while (cache.size > LOCATION_CACHE_MAX) cache.delete(cache.keys().next().value!);
+    }
     return items.map(() => found);
   }, { maxInFlight: 1 });
 
@@ -116,7 +154,27 @@ export function createRouter(opts: {
    * missed by the forward and served by its gateway's gap repair.
    */
   function locate(users: string[]): Promise<Record<string, InstanceInfo[]>> {
-    const p = lookups.add(users);
+    let p: Promise<Record<string, InstanceInfo[]>>;
+    if (!feed.live()) {
+      cacheMisses.inc(users.length);
+      p = lookups.add(users);
+    } else {
+      const now = Date.now();
+      const out: Record<string, InstanceInfo[]> = {};
+      let missing: string[] | undefined;
+      for (const u of users) {
+        const c = cache.get(u);
+        if (c && now - c.at < LOCATION_CACHE_MS) out[u] = c.where;
+        else (missing ??= []).push(u);
+      }
+      cacheHits.inc(users.length - (missing?.length ?? 0));
+      if (!missing) return Promise.resolve(out);
+      cacheMisses.inc(missing.length);
+      p = lookups.add(missing).then((found) => {
+        for (const u of missing) out[u] = found[u] ?? [];
+        return out;
+      });
+    }
     p.catch(() => {});
     return p;
   }
@@ -128,7 +186,7 @@ export function createRouter(opts: {
     const users = Object.keys(positions);
     let where: Record<string, InstanceInfo[]>;
     try {
-      where = await (located ?? lookups.add(users));
+      where = await (located ?? locate(users));
     } catch (err) {
       opts.log.warn("directory lookup failed; remote recipients' gateways will repair the gap", { err, msgId: m.msgId });
       return;
@@ -164,6 +222,14 @@ export function createRouter(opts: {
     );
   }
 
-  return { locate, route, deliverForwarded, stop: () => clearInterval(sweep) };
+  return {
+    locate,
+    route,
+    deliverForwarded,
+    stop: () => {
+      clearInterval(sweep);
+      feed.stop();
+    },
+  };
 }
 export type Router = ReturnType<typeof createRouter>;

@@ -126,3 +126,53 @@ describe("http directory client", () => {
     expect(Object.keys(claims)).toHaveLength(25_000);
   });
 });
+
+describe("http change feed", () => {
+  const until = async (check: () => boolean, what: string) => {
+    const end = Date.now() + 5000;
+    while (!check()) {
+      if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+      await Bun.sleep(20);
+    }
+  };
+
+  test("goes live over a real server, reports changes, drops (with a reset) when discover goes away and comes back on the next instance", async () => {
+    const backend = createMemoryDirectory();
+    const one = Bun.serve({ port: 0, fetch: appWith(backend).fetch });
+    const two = Bun.serve({ port: 0, fetch: appWith(backend).fetch });
+    const events: Array<string[] | null> = [];
+    const client = createHttpDirectory({ baseUrl: `http://127.0.0.1:${one.port},http://127.0.0.1:${two.port}`, secret: SECRET });
+    const feed = client.watch((u) => events.push(u));
+    try {
+      await until(() => feed.live(), "live");
+      expect(events).toEqual([null]);
+      await backend.heartbeat({ id: "a", url: "http://a" }, 60_000);
+      await backend.setPresence("a", ["x"], []);
+      await until(() => events.some((e) => e?.includes("x")), "x reported");
+      one.stop(true);
+      await until(() => !feed.live(), "not live once its discover is gone");
+      await until(() => feed.live(), "live again on the other discover");
+      expect(events.filter((e) => e === null).length).toBeGreaterThanOrEqual(3); // live, dropped, live again
+      await backend.setPresence("a", ["y"], []);
+      await until(() => events.some((e) => e?.includes("y")), "y reported");
+    } finally {
+      feed.stop();
+      one.stop(true);
+      two.stop(true);
+    }
+    expect(feed.live()).toBe(false);
+  });
+
+  test("a wrong secret never goes live (401), and /v1/changes needs the secret", async () => {
+    const app = appWith();
+    const res = await app.request("http://d/v1/changes");
+    expect(res.status).toBe(401);
+    const client = createHttpDirectory({ baseUrl: "http://d", secret: "not-the-secret-at-all", fetch: (u, i) => app.request(u, i) });
+    const events: Array<string[] | null> = [];
+    const feed = client.watch((u) => events.push(u));
+    await Bun.sleep(300);
+    expect(feed.live()).toBe(false);
+    expect(events).toEqual([]);
+    feed.stop();
+  });
+});

@@ -1,5 +1,9 @@
+import { backoffDelay, sleep } from "../backoff.ts";
 import { splitList } from "../config.ts";
 import { DirectoryUnavailable, type Claim, type Directory, type InstanceInfo, type Ledger } from "./directory.ts";
+
+/** discover writes a comment this often on an idle feed; a feed silent for 3 times as long is dead. */
+export const FEED_KEEPALIVE_MS = 15_000;
 
 /** The most ids one request to services/discover may carry; the client splits larger calls. */
 export const DIRECTORY_MAX_BATCH = 10_000;
@@ -110,6 +114,80 @@ export function createHttpDirectory(opts: HttpDirectoryOptions): Directory & Led
 
     async removeInstance(instanceId) {
       await request("DELETE", instancePath(instanceId));
+    },
+
+    watch(onChange) {
+      // GET /v1/changes is a server-sent event stream: `ready` once discover's own feed is live,
+      // `down` when it is not, `change` with a JSON array of users. Reconnects (to the next
+      // instance) with backoff; every (re)connection and drop reports onChange(null).
+      let live = false;
+      let stopped = false;
+      let abort: AbortController | null = null;
+      const stopping = new AbortController();
+      const setLive = (v: boolean) => {
+        if (live !== v || v) onChange(null);
+        live = v;
+      };
+      const handle = (event: string, data: string) => {
+        if (event === "ready") setLive(true);
+        else if (event === "down") setLive(false);
+        else if (event === "change" && live) {
+          try {
+            onChange(JSON.parse(data) as string[]);
+          } catch {
+            setLive(false);
+          }
+        }
+      };
+      void (async () => {
+        for (let attempt = 0, k = preferred; !stopped; k = (k + 1) % bases.length) {
+          abort = new AbortController();
+          let silent: ReturnType<typeof setTimeout> | undefined;
+          const quiet = () => {
+            clearTimeout(silent);
+            silent = setTimeout(() => abort?.abort(), 3 * FEED_KEEPALIVE_MS);
+          };
+          try {
+            quiet();
+            const res = await doFetch(bases[k]! + "/v1/changes", { method: "GET", headers: { authorization: headers.authorization, accept: "text/event-stream" }, signal: abort.signal });
+            if (!res.ok || !res.body) throw new Error(`status ${res.status}`);
+            attempt = 0;
+            const dec = new TextDecoder();
+            let buf = "";
+            for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+              quiet();
+              buf += dec.decode(chunk, { stream: true });
+              let end: number;
+              while ((end = buf.indexOf("\n\n")) >= 0) {
+                const block = buf.slice(0, end);
+                buf = buf.slice(end + 2);
+                let event = "message";
+                let data = "";
+                for (const line of block.split("\n")) {
+                  if (line.startsWith("event:")) event = line.slice(6).trim();
+                  else if (line.startsWith("data:")) data += line.slice(5).trim();
+                }
+                handle(event, data);
+              }
+            }
+          } catch {
+            // dropped, refused or silent: reconnect below
+          } finally {
+            clearTimeout(silent);
+          }
+          if (live) setLive(false);
+          if (!stopped) await sleep(backoffDelay(attempt++, { baseMs: 100, capMs: 2000 }), stopping.signal).catch(() => {});
+        }
+      })();
+      return {
+        live: () => live && !stopped,
+        stop() {
+          stopped = true;
+          live = false;
+          abort?.abort();
+          stopping.abort();
+        },
+      };
     },
 
     async claim(msgIds) {

@@ -13,6 +13,11 @@ export function createMemoryDirectory(opts: { now?: () => number } = {}): Memory
   const instancesOf = new Map<string, Set<string>>();
   const claims = new Map<string, { value: "p" | number; until: number }>();
   let pruneClaimsAt = 1024;
+  const watchers = new Set<(users: string[] | null) => void>();
+  const changed = (users: Iterable<string>) => {
+    const list = [...users];
+    if (list.length) for (const w of watchers) w(list);
+  };
 
   const alive = (id: string) => {
     const b = beats.get(id);
@@ -20,12 +25,14 @@ export function createMemoryDirectory(opts: { now?: () => number } = {}): Memory
   };
 
   const wipe = (id: string) => {
-    for (const user of usersOf.get(id) ?? []) {
+    const gone = usersOf.get(id);
+    for (const user of gone ?? []) {
       const ids = instancesOf.get(user);
       ids?.delete(id);
       if (ids && !ids.size) instancesOf.delete(user);
     }
     usersOf.delete(id);
+    if (gone) changed(gone);
   };
 
   const liveClaim = (msgId: string) => {
@@ -58,14 +65,21 @@ export function createMemoryDirectory(opts: { now?: () => number } = {}): Memory
         ids?.delete(instanceId);
         if (ids && !ids.size) instancesOf.delete(user);
       }
-      if (!online.length) return;
-      if (!mine) usersOf.set(instanceId, (mine = new Set()));
-      for (const user of online) {
-        mine.add(user);
-        let ids = instancesOf.get(user);
-        if (!ids) instancesOf.set(user, (ids = new Set()));
-        ids.add(instanceId);
+      if (online.length) {
+        if (!mine) usersOf.set(instanceId, (mine = new Set()));
+        for (const user of online) {
+          mine.add(user);
+          let ids = instancesOf.get(user);
+          if (!ids) instancesOf.set(user, (ids = new Set()));
+          ids.add(instanceId);
+        }
       }
+      changed([...online, ...offline]);
+    },
+
+    watch(onChange) {
+      watchers.add(onChange);
+      return { live: () => watchers.has(onChange), stop: () => void watchers.delete(onChange) };
     },
 
     async lookup(users) {

@@ -1,4 +1,5 @@
 import { ReplyError } from "ioredis";
+import type { Redis as SingleRedis } from "ioredis";
 import type { Redis } from "../redis.ts";
 import {
   CLAIM_DONE_MS,
@@ -20,6 +21,7 @@ import {
  *   {p}{u:<user>}:at   hash instance id -> the generation the entry was written under
  *   {p}{c:<msgId>}     claim: "p" while pending, else the ack timestamp
  *   {p}instances       set of instance ids that may hold users (what the sweeper walks)
+ *   {p}changes         pub/sub channel: a JSON array of users whose entries just changed (the feed)
  * A user entry counts only while its instance's hb exists with the same generation, so entries
  * left by a lapsed registration are invisible at once; they are deleted afterwards (a deletion
  * names the generation it removes, so it never removes a newer entry, whatever the interleaving).
@@ -109,6 +111,11 @@ export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {
   const at = (user: string) => `${p}{u:${user}}:at`;
   const claimKey = (msgId: string) => `${p}{c:${msgId}}`;
   const instances = `${p}instances`;
+  const channel = `${p}changes`;
+  /** Publishes the change after it was written (a lookup that follows the message sees it). */
+  const announce = async (users: string[]) => {
+    if (users.length) await redis.publish(channel, JSON.stringify(users));
+  };
 
   /** Removes the instance's entries of generation `gen` or older from the users' hashes. */
   const unsetAll = (id: string, gen: string, users: string[]) => Promise.all(users.map((u) => r.dirUnsetAt(at(u), id, gen)));
@@ -118,6 +125,7 @@ export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {
     if (!res) return false;
     const [gen, ...users] = res;
     await unsetAll(id, gen!, users);
+    await announce(users);
     return true;
   }
 
@@ -130,6 +138,7 @@ export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {
           if (Number(res[0]) === 1) return true;
           const [, old, ...users] = res.map(String);
           await unsetAll(instance.id, old!, users);
+          await announce(users);
           return false;
         })(),
       );
@@ -145,6 +154,7 @@ export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {
             ...offline.map((u) => r.dirUnsetAt(at(u), instanceId, gen)),
             ...online.map((u) => redis.hset(at(u), instanceId, gen)),
           ]);
+          await announce([...online, ...offline]);
         })(),
       );
     },
@@ -175,6 +185,45 @@ export function createRedisDirectory(redis: Redis, opts: { prefix?: string } = {
           );
         })(),
       );
+    },
+
+    watch(onChange) {
+      // a connection of its own: a subscribed connection takes no other commands
+      const sub = (redis as SingleRedis).duplicate() as Redis;
+      let subscribed = false;
+      let stopped = false;
+      sub.on("message", (ch: string, text: string) => {
+        if (ch !== channel) return;
+        try {
+          onChange(JSON.parse(text) as string[]);
+        } catch {
+          onChange(null);
+        }
+      });
+      // (re)subscribed: whatever happened while the connection was down was missed
+      sub.on("ready", () => {
+        subscribed = false;
+        void sub.subscribe(channel).then(
+          () => {
+            subscribed = true;
+            onChange(null);
+          },
+          () => {},
+        );
+      });
+      sub.on("close", () => {
+        if (subscribed) onChange(null);
+        subscribed = false;
+      });
+      sub.on("error", () => {});
+      return {
+        live: () => subscribed && !stopped,
+        stop() {
+          stopped = true;
+          subscribed = false;
+          sub.disconnect();
+        },
+      };
     },
 
     async removeInstance(instanceId) {

@@ -34,6 +34,35 @@ export function directoryContract(name: string, make: () => Promise<DirectoryUnd
     });
     afterEach(() => sut.cleanup());
 
+    test("the change feed reports presence changes and removed instances, after lookup shows them", async () => {
+      const events: Array<string[] | null> = [];
+      const lookedUp: Array<Promise<Record<string, InstanceInfo[]>>> = [];
+      const feed = dir.watch((users) => {
+        events.push(users);
+        if (users?.includes("alice")) lookedUp.push(dir.lookup(["alice"]));
+      });
+      try {
+        await until(async () => feed.live(), "the feed is live");
+        await dir.heartbeat(A, TTL);
+        await dir.setPresence(A.id, ["alice", "bob"], []);
+        await until(async () => events.some((e) => e?.includes("bob")), "bob's arrival is reported");
+        expect(byId((await lookedUp[0]!).alice)).toEqual([A]);
+        await dir.setPresence(A.id, [], ["bob"]);
+        await until(async () => events.filter((e) => e?.includes("bob")).length === 2, "bob's departure is reported");
+        await dir.removeInstance(A.id);
+        await until(async () => events.filter((e) => e?.includes("alice")).length === 2, "alice's instance going away is reported");
+        expect((await lookedUp[1]!).alice).toEqual([]);
+      } finally {
+        feed.stop();
+      }
+      expect(feed.live()).toBe(false);
+      const before = events.length;
+      await dir.heartbeat(A, TTL);
+      await dir.setPresence(A.id, ["carol"], []);
+      await Bun.sleep(100);
+      expect(events.length).toBe(before);
+    });
+
     test("users registered on different instances are found on theirs", async () => {
       await dir.heartbeat(A, TTL);
       await dir.heartbeat(B, TTL);

@@ -30,6 +30,20 @@ export interface Directory {
   lookup(users: string[]): Promise<Record<string, InstanceInfo[]>>;
   /** Forgets the instance and all its users at once (graceful shutdown). */
   removeInstance(instanceId: string): Promise<void>;
+  /**
+   * The change feed: reports users whose location may have changed (setPresence, removeInstance,
+   * an instance forgotten or re-registered), once lookup shows the change. `onChange(null)` means
+   * changes may have been missed (the feed connected, reconnected or dropped): drop whatever was
+   * cached. A cache of lookups may be trusted only while `live()`; an instance whose heartbeat
+   * lapsed is reported when the directory forgets it, so a cache also bounds the age of entries.
+   */
+  watch(onChange: (users: string[] | null) => void): DirectoryFeed;
+}
+
+export interface DirectoryFeed {
+  /** True while changes are being received. */
+  live(): boolean;
+  stop(): void;
 }
 
 export type Claim = { state: "new" } | { state: "pending" } | { state: "done"; ts: number };
