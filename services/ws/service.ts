@@ -19,6 +19,7 @@ import { createRouter } from "./router.ts";
 import { membersOf } from "./store.ts";
 import type { Throttle } from "./throttle.ts";
 import { createTokenGate } from "./token-gate.ts";
+import { createTyping } from "./typing.ts";
 
 /** Close code for a WebSocket whose token was revoked (logout, logout-all, password change). */
 export const CLOSE_TOKEN_REVOKED = 4401;
@@ -71,11 +72,13 @@ export async function startWsService(deps: WsDeps) {
     metrics,
   });
   const presence = createPresenceWatch({ directory: deps.directory, log, intervalMs: 2000 });
+  const typing = createTyping({ router, groupMembers: (ids) => membersOf(deps.db.db, ids), metrics });
   const gateway = createGateway({
     connections,
     pipeline,
     stream,
     presence,
+    typing,
     log,
     metrics,
     rate: deps.rate,
