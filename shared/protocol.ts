@@ -40,10 +40,10 @@ export const MAX_WATCHED = 1000;
 export const WatchFrame = z.strictObject({ type: z.literal("watch"), users: z.array(UserId).max(MAX_WATCHED) });
 
 /** Addition: "I am typing in this conversation" (ephemeral: never stored, no position). */
-export const TypingFrame = z.union([
-  z.strictObject({ type: z.literal("typing"), to: UserId }),
-  z.strictObject({ type: z.literal("typing"), group: GroupId }),
-]);
+export const TypingFrame = z.union(
+  [z.strictObject({ type: z.literal("typing"), to: UserId }), z.strictObject({ type: z.literal("typing"), group: GroupId })],
+  { error: "a typing frame names exactly one of to or group" },
+);
 /** What the other party's (or the group members') connections get; show it for `ttlMs` unless renewed. */
 export const TypingEvent = z.union([
   z.strictObject({ type: z.literal("typing"), from: UserId, to: UserId, ttlMs: z.number().int().positive() }),
