@@ -47,12 +47,7 @@ export const stream = pgTable(
     msgId: text("msg_id").notNull(),
     conv: text("conv").notNull(),
   },
-  (t) => [
-    primaryKey({ columns: [t.userId, t.epoch, t.pos] }),
-    index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos),
-    // Search finds messages by their words first, then whether (and where) they are in the caller's stream.
-    index("stream_msg_user").on(t.msgId, t.userId),
-  ],
+  (t) => [primaryKey({ columns: [t.userId, t.epoch, t.pos] }), index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos)],
 );
 
 /** A user id is unique regardless of case (`users_id_lower`); it keeps its registered spelling. */
