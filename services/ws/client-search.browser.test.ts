@@ -47,14 +47,16 @@ const open = async (page: Page, key: string) => {
 const typing = (page: Page) => page.getByTestId("typing");
 const results = (page: Page) => page.getByTestId("search-result");
 
-let pages: Record<string, Page> = {};
+const pages = {} as { ann: Page; bob: Page; bob2: Page; cat: Page };
 
 test("typing: the other party's devices on both instances show '… is typing' while the user types; it goes when the message comes, or by itself", async () => {
   const { cluster } = await env();
   const [ws1, ws2] = cluster.wsUrls as [string, string];
-  pages = { ann: await device(ws1, ann, true), bob: await device(ws2, bob, true), cat: await device(ws1, cat, true) };
+  pages.ann = await device(ws1, ann, true);
+  pages.bob = await device(ws2, bob, true);
+  pages.cat = await device(ws1, cat, true);
   pages.bob2 = await device(ws1, bob, false); // bob's second device, on the other instance
-  const { ann: a, bob: b, bob2: b2 } = pages as Record<string, Page>;
+  const { ann: a, bob: b, bob2: b2 } = pages;
 
   await a.getByTestId("new-chat-input").fill(bob);
   await a.getByTestId("new-chat-button").click();
@@ -91,7 +93,7 @@ test("typing: the other party's devices on both instances show '… is typing' w
 
 test("search: results from the caller's conversations only, newest first, paged; a result opens its conversation", async () => {
   const { cluster } = await env();
-  const { ann: a, bob: b, cat: c } = pages as Record<string, Page>;
+  const { ann: a, bob: b, cat: c } = pages;
   // a group with the word, and enough direct messages for a second page (sent over a socket)
   const res = await fetch(`${cluster.wsUrls[0]}/api/groups`, {
     method: "POST",

@@ -14,16 +14,6 @@ async function search(user: string, params: Record<string, string>, base = A()):
 }
 const bodies = (r: { body: any }) => (r.body.messages as Array<{ body: string }>).map((m) => m.body);
 
-async function createGroup(creator: string, members: string[]): Promise<string> {
-  const res = await fetch(`${A()}/api/groups`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${await fx.token(creator)}`, "content-type": "application/json" },
-    body: JSON.stringify({ name: "search", members }),
-  });
-  expect(res.status).toBe(201);
-  return ((await res.json()) as { groupId: string }).groupId;
-}
-
 describe("GET /api/search", () => {
   test("finds a message just acknowledged on the other instance, as a message frame with the caller's cursor", async () => {
     const [ann, bob] = [uniqueUser("ann"), uniqueUser("bob")];
@@ -48,7 +38,7 @@ describe("GET /api/search", () => {
     const [ann, bob, cat, dan] = [uniqueUser("ann"), uniqueUser("bob"), uniqueUser("cat"), uniqueUser("dan")];
     const w = `secret${crypto.randomUUID().slice(0, 6)}`;
     const a = await connect(A(), ann);
-    const g = await createGroup(ann, [bob]);
+    const g = await fx.createGroup(ann, [bob]);
     await a.sendMessage({ to: bob }, `${w} direct`);
     await a.sendMessage({ group: g }, `${w} before dan`);
     const added = await fetch(`${A()}/api/groups/${g}/members`, {

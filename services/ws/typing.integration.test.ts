@@ -11,16 +11,6 @@ const { A, B, connect } = fx;
 const typingFrom = (user: string) => (f: Frame) => f.type === "typing" && f.from === user;
 const typings = (c: TestClient) => c.frames.filter((f) => f.type === "typing");
 
-async function createGroup(creator: string, members: string[]): Promise<string> {
-  const res = await fetch(`${A()}/api/groups`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${await fx.token(creator)}`, "content-type": "application/json" },
-    body: JSON.stringify({ name: "typing", members }),
-  });
-  expect(res.status).toBe(201);
-  return ((await res.json()) as { groupId: string }).groupId;
-}
-
 /** Returns once a message from `sender` (sent after its earlier frames) reached `c`. */
 async function flushTo(c: TestClient, sender: TestClient) {
   const ack = await sender.sendMessage({ to: c.user === sender.user ? sender.user : c.user }, "marker");
@@ -54,7 +44,7 @@ describe("typing indicators", () => {
 
   test("group: the other members on both instances get it; a non-member is answered forbidden", async () => {
     const [ann, bob, cat, eve] = [uniqueUser("ann"), uniqueUser("bob"), uniqueUser("cat"), uniqueUser("eve")];
-    const g = await createGroup(ann, [bob, cat]);
+    const g = await fx.createGroup(ann, [bob, cat]);
     const annA = await connect(A(), ann);
     const annB = await connect(B(), ann);
     const bobB = await connect(B(), bob);
@@ -80,7 +70,7 @@ describe("typing indicators", () => {
 
   test("rate limit: a second typing for the same conversation within 2 s is dropped without an answer; another conversation is not", async () => {
     const [ann, bob] = [uniqueUser("ann"), uniqueUser("bob")];
-    const g = await createGroup(ann, [bob]);
+    const g = await fx.createGroup(ann, [bob]);
     const ann1 = await connect(A(), ann);
     const bob1 = await connect(B(), bob);
     ann1.send({ type: "typing", to: bob });
