@@ -39,10 +39,23 @@ export const PingFrame = z.strictObject({ type: z.literal("ping") });
 export const MAX_WATCHED = 1000;
 export const WatchFrame = z.strictObject({ type: z.literal("watch"), users: z.array(UserId).max(MAX_WATCHED) });
 
-export const CLIENT_FRAME_TYPES = ["send", "sync", "ping", "watch"] as const;
+/** Addition: "I am typing in this conversation" (ephemeral: never stored, no position). */
+export const TypingFrame = z.union(
+  [z.strictObject({ type: z.literal("typing"), to: UserId }), z.strictObject({ type: z.literal("typing"), group: GroupId })],
+  { error: "a typing frame names exactly one of to or group" },
+);
+/** What the other party's (or the group members') connections get; show it for `ttlMs` unless renewed. */
+export const TypingEvent = z.union([
+  z.strictObject({ type: z.literal("typing"), from: UserId, to: UserId, ttlMs: z.number().int().positive() }),
+  z.strictObject({ type: z.literal("typing"), from: UserId, group: GroupId, ttlMs: z.number().int().positive() }),
+]);
+export type TypingFrame = z.infer<typeof TypingFrame>;
+export type TypingEvent = z.infer<typeof TypingEvent>;
+
+export const CLIENT_FRAME_TYPES = ["send", "sync", "ping", "watch", "typing"] as const;
 export type SendFrame = z.infer<typeof SendFrame>;
 export type SyncFrame = z.infer<typeof SyncFrame>;
-export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame> | z.infer<typeof WatchFrame>;
+export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame> | z.infer<typeof WatchFrame> | TypingFrame;
 
 /** Client-visible error codes: the one table of them. */
 export const ERROR_CODES = ["bad_request", "too_large", "forbidden", "rate_limited", "unavailable"] as const;
@@ -86,7 +99,8 @@ export type ServerFrame =
   | { type: "synced"; cursor: string }
   | { type: "pong" }
   | { type: "error"; id?: string; code: ErrorCode; message: string }
-  | { type: "presence"; user: string; online: boolean };
+  | { type: "presence"; user: string; online: boolean }
+  | TypingEvent;
 
 /** Builds a message frame; `cursor` is always the last key (the gateway splices per-connection cursors). */
 export function messageFrame(m: ChatMessage, cursor: string): MessageFrame {
@@ -131,6 +145,9 @@ export function parseClientFrame(text: string): ParsedFrame {
       break;
     case "watch":
       schema = WatchFrame;
+      break;
+    case "typing":
+      schema = TypingFrame;
       break;
     default:
       return { ok: false, code: "bad_request", message: `unknown frame type; expected one of ${CLIENT_FRAME_TYPES.join(", ")}`, ...withId };

@@ -35,6 +35,16 @@ export function useCluster(opts: { ws?: number; env?: Record<string, string> } =
     /** Closes `c` with the cluster. */
     track: (c: TestClient) => void clients.push(c),
     token: (user: string, extra?: Record<string, unknown>) => mintToken(user, the().jwtSecret, extra),
+    /** Creates a group as `creator` (a minted token) on the first gateway; resolves its id. */
+    async createGroup(creator: string, members: string[], name = "group"): Promise<string> {
+      const res = await fetch(`${the().wsUrls[0]}/api/groups`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${await mintToken(creator, the().jwtSecret)}`, "content-type": "application/json" },
+        body: JSON.stringify({ name, members }),
+      });
+      if (res.status !== 201) throw new Error(`creating a group answered ${res.status}: ${await res.text()}`);
+      return ((await res.json()) as { groupId: string }).groupId;
+    },
     /** Connects `user` with a minted token; resolves once a ping was answered, i.e. the directory routes the user here. */
     async connect(url: string, user: string): Promise<TestClient> {
       const c = await TestClient.connect(url, user, await mintToken(user, the().jwtSecret));

@@ -3,17 +3,18 @@ import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
 import type { Db } from "../../shared/db/index.ts";
 import { conversationKey, legacyPosition, readConversation } from "../../shared/db/messages.ts";
+import { searchMessages } from "../../shared/db/search.ts";
 import { DirectoryUnavailable, type Directory } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { Cursor, GroupId, messageFrame, UserId } from "../../shared/protocol.ts";
+import { Cursor, GroupId, messageFrame, storableText, TypingEvent, UserId } from "../../shared/protocol.ts";
 import { bearer, secretMatches } from "../../shared/secret.ts";
 import type { ApiEnv, createAccounts } from "./accounts.ts";
 import { BadForwardedFor } from "./client-address.ts";
 import type { Delivery as StreamDelivery } from "./delivery.ts";
 import { apiCors, securityHeaders } from "./headers.ts";
-import type { Delivery, Router } from "./router.ts";
-import { formatPosition, parseCursor } from "../../shared/stream/position.ts";
+import type { Delivery, Ephemeral, Router } from "./router.ts";
+import { formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
 import * as store from "./store.ts";
 import { json, query } from "./validation.ts";
 
@@ -38,6 +39,19 @@ const HistoryQuery = z
     limit: z.coerce.number().int().min(1).optional(),
   })
   .refine((q) => (q.with === undefined) !== (q.group === undefined), "give exactly one of with= or group=");
+/** Search: `q` is 1 to MAX_SEARCH_CHARS characters after trimming; pages of at most MAX_SEARCH_LIMIT. */
+export const MAX_SEARCH_CHARS = 200;
+export const MAX_SEARCH_LIMIT = 100;
+const SearchQuery = z.object({
+  q: z
+    .string({ error: "q is required" })
+    .trim()
+    .min(1, "q must not be empty")
+    .max(MAX_SEARCH_CHARS, `q is at most ${MAX_SEARCH_CHARS} characters`)
+    .refine(storableText, "q must be Unicode text without U+0000"),
+  before: Cursor.optional(),
+  limit: z.coerce.number().int().min(1).optional(),
+});
 /** A query parameter listing 1 to 1000 user ids, comma-separated. */
 const UserList = z
   .string()
@@ -64,6 +78,9 @@ function parseDeliveries(raw: unknown): Delivery[] | null {
   }
   return ds as Delivery[];
 }
+
+/** Ephemeral frames in a forward (rare next to messages: a schema is affordable). */
+const EphemeralList = z.array(z.object({ users: z.array(UserId).max(100_000), frame: TypingEvent })).max(10_000).optional();
 
 /**
  * The gateway's HTTP surface: /api (users' bearer tokens), /internal (INTERNAL_SECRET),
@@ -121,8 +138,11 @@ export function createApp(opts: {
     await next();
   });
   app.post("/internal/deliver", async (c) => {
-    const deliveries = parseDeliveries(await c.req.json().catch(() => null));
-    if (!deliveries) return c.json({ error: "expected {deliveries:[{message, positions:{user:\"epoch.pos\"}}]}" }, 400);
+    const raw = await c.req.json().catch(() => null);
+    const deliveries = parseDeliveries(raw);
+    const ephemeral = EphemeralList.safeParse((raw as { ephemeral?: unknown } | null)?.ephemeral);
+    if (!deliveries || !ephemeral.success) return c.json({ error: "expected {deliveries:[{message, positions:{user:\"epoch.pos\"}}], ephemeral?:[{users, frame}]}" }, 400);
+    for (const e of ephemeral.data ?? []) opts.router.deliverEphemeral(e as Ephemeral);
     let missing = 0;
     for (const d of deliveries) missing += opts.router.deliverForwarded(d);
     return c.json({ missing });
@@ -173,16 +193,28 @@ export function createApp(opts: {
     const limit = Math.min(q.limit ?? 50, 200);
     // Reads its own writes: every entry of the caller's stream allocated before now is stored first.
     await opts.stream.awaitWritten(me);
-    let before;
-    if (q.before !== undefined) {
-      const c = parseCursor(q.before);
-      // A previous version's cursor is a commit sequence: older than it means up to the one before.
-      before = "legacy" in c ? { epoch: 0, pos: (await legacyPosition(db, me, c.legacy - 1)).pos + 1 } : c;
-    }
-    const page = await readConversation(db, me, conv, before, limit);
+    const page = await readConversation(db, me, conv, await positionBefore(me, q.before), limit);
     const frames = page.messages.map((m) => messageFrame(m, formatPosition(m.position)));
     return c.json({ messages: frames, before: page.more ? frames[0]!.cursor : null });
   });
+
+  // Search: the caller's readable messages, newest first (shared/db/search.ts says which).
+  app.get("/api/search", query(SearchQuery), async (c) => {
+    const q = c.req.valid("query");
+    const me = c.get("user");
+    await opts.stream.awaitWritten(me);
+    const page = await searchMessages(db, me, q.q, await positionBefore(me, q.before), Math.min(q.limit ?? 20, MAX_SEARCH_LIMIT));
+    const frames = page.messages.map((m) => messageFrame(m, formatPosition(m.position)));
+    return c.json({ messages: frames, before: page.more ? frames.at(-1)!.cursor : null });
+  });
+
+  /** A `before=` cursor as a position of `user`'s stream. */
+  async function positionBefore(user: string, cursor: string | undefined): Promise<Position | undefined> {
+    if (cursor === undefined) return undefined;
+    const c = parseCursor(cursor);
+    // A previous version's cursor is a commit sequence: older than it means up to the one before.
+    return "legacy" in c ? { epoch: 0, pos: (await legacyPosition(db, user, c.legacy - 1)).pos + 1 } : c;
+  }
 
   // Users: registered or not, and the registered spelling of an id given in any case.
   app.get("/api/users", query(z.object({ ids: UserList })), async (c) => {

@@ -32,6 +32,7 @@ function setup(opts: { register?: () => Promise<void>; sync?: () => Promise<void
       watch: async () => void calls.push("watch"),
       unwatch: () => calls.push("unwatch"),
     } as unknown as PresenceWatch,
+    typing: async () => void calls.push("typing"),
     log: silentLogger,
     metrics: createMetrics("test"),
     rate: { perSec: 1000, burst: 1000 },

@@ -9,6 +9,7 @@ import { deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { closeConn, sendFrame } from "./frames.ts";
 import type { PresenceWatch } from "./presence.ts";
+import type { Typing } from "./typing.ts";
 
 /** Frames (and their bytes) a connection may have waiting to be handled, and sends awaiting their ack. */
 export const MAX_QUEUED_FRAMES = 1000;
@@ -32,6 +33,7 @@ export function createGateway(opts: {
   pipeline: Pipeline;
   stream: Delivery;
   presence: PresenceWatch;
+  typing: Typing;
   log: Logger;
   metrics: Metrics;
   rate: { perSec: number; burst: number };
@@ -90,6 +92,10 @@ export function createGateway(opts: {
         return opts.presence.watch(ws, frame.users).catch(() => {
           if (ws.data.open) sendFrame(ws, { type: "error", code: "unavailable", message: "presence is unavailable right now; watch again later" });
         });
+      case "typing":
+        // Not awaited: a group's membership lookup must not hold up the frames behind it.
+        void opts.typing(ws, frame).catch((err) => opts.log.warn("typing failed", { err }));
+        return;
       case "send":
         if (!limiter.take(ws.data.user)) {
           return sendFrame(ws, { type: "error", id: frame.id, code: "rate_limited", message: "too many messages; slow down" });

@@ -2,7 +2,7 @@ import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Directory, InstanceInfo } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import type { ChatMessage } from "../../shared/protocol.ts";
+import type { ChatMessage, TypingEvent } from "../../shared/protocol.ts";
 import { formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
 import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn, Connections } from "./connections.ts";
@@ -13,6 +13,14 @@ export interface Delivery {
   message: ChatMessage;
   positions: Record<string, string>;
 }
+
+/** An ephemeral frame (typing) for every connection of `users`: no position, never stored, best effort. */
+export interface Ephemeral {
+  users: string[];
+  frame: TypingEvent;
+}
+type Forward = Delivery | Ephemeral;
+const isEphemeral = (f: Forward): f is Ephemeral => "frame" in f;
 
 /** Deliveries one peer may have waiting; past it new ones are dropped (the peer's gap repair fills them). */
 export const MAX_FORWARD_BACKLOG = 20_000;
@@ -86,13 +94,13 @@ export function createRouter(opts: {
     return items.map(() => found);
   }, { maxInFlight: 1 });
 
-  const peers = new Map<string, { batcher: ReturnType<typeof createTickBatcher<Delivery, void>>; backlog: number; lastUsed: number }>();
+  const peers = new Map<string, { batcher: ReturnType<typeof createTickBatcher<Forward, void>>; backlog: number; lastUsed: number }>();
   const peerFor = (inst: InstanceInfo) => {
     let p = peers.get(inst.url);
     if (!p) {
-      const batcher = createTickBatcher<Delivery, void>(async (deliveries) => {
-        await post(inst.url, deliveries);
-        return deliveries.map(() => undefined);
+      const batcher = createTickBatcher<Forward, void>(async (items) => {
+        await post(inst.url, items);
+        return items.map(() => undefined);
       }, { maxItems: 500, maxInFlight: 1 });
       peers.set(inst.url, (p = { batcher, backlog: 0, lastUsed: Date.now() }));
     }
@@ -104,8 +112,11 @@ export function createRouter(opts: {
     for (const [url, p] of peers) if (p.backlog === 0 && Date.now() - p.lastUsed > 60_000) peers.delete(url);
   }, 30_000);
 
-  async function post(url: string, deliveries: Delivery[]) {
-    const body = JSON.stringify({ deliveries });
+  async function post(url: string, items: Forward[]) {
+    const deliveries = items.filter((f) => !isEphemeral(f));
+    const ephemeral = items.filter(isEphemeral);
+    // Peers that predate ephemeral frames ignore the key they do not know.
+    const body = JSON.stringify(ephemeral.length ? { deliveries, ephemeral } : { deliveries });
     for (let attempt = 0; attempt < FORWARD_ATTEMPTS; attempt++) {
       try {
         const res = await doFetch(`${url}/internal/deliver`, {
@@ -200,18 +211,53 @@ export function createRouter(opts: {
         e.positions[u] = formatPosition(positions[u]!);
       }
     }
-    await Promise.all(
-      [...byInstance.values()].map(async (e) => {
-        const peer = peerFor(e.inst);
-        if (peer.backlog >= maxBacklog) return forwardDropped.inc();
-        peer.backlog++;
-        try {
-          await peer.batcher.add({ message, positions: e.positions });
-        } finally {
-          peer.backlog--;
-        }
-      }),
-    );
+    await Promise.all([...byInstance.values()].map((e) => forwardTo(e.inst, { message, positions: e.positions })));
+  }
+
+  async function forwardTo(inst: InstanceInfo, f: Forward): Promise<void> {
+    const peer = peerFor(inst);
+    if (peer.backlog >= maxBacklog) return forwardDropped.inc();
+    peer.backlog++;
+    try {
+      await peer.batcher.add(f);
+    } finally {
+      peer.backlog--;
+    }
+  }
+
+  /**
+   * Sends an ephemeral frame to every connection of `users` on this instance and, with one
+   * directory lookup per tick and the same per-peer batches as messages, on the others. Never
+   * rejects; a frame that cannot be forwarded is dropped (it expires by itself anyway).
+   */
+  async function signal(e: Ephemeral): Promise<void> {
+    deliverEphemeral(e);
+    let where: Record<string, InstanceInfo[]>;
+    try {
+      where = await locate(e.users);
+    } catch {
+      return;
+    }
+    const byInstance = new Map<string, { inst: InstanceInfo; users: string[] }>();
+    for (const u of e.users) {
+      for (const inst of where[u] ?? []) {
+        if (inst.id === opts.self.id) continue;
+        let x = byInstance.get(inst.id);
+        if (!x) byInstance.set(inst.id, (x = { inst, users: [] }));
+        x.users.push(u);
+      }
+    }
+    await Promise.all([...byInstance.values()].map((x) => forwardTo(x.inst, { users: x.users, frame: e.frame })));
+  }
+
+  /** An ephemeral frame for this instance's connections of its users. */
+  function deliverEphemeral(e: Ephemeral): void {
+    let text: string | undefined;
+    for (const u of e.users) {
+      for (const ws of opts.connections.of(u) ?? []) {
+        if (ws.data.open) ws.send((text ??= JSON.stringify(e.frame)));
+      }
+    }
   }
 
   /** A forwarded delivery arriving here. */
@@ -226,6 +272,8 @@ export function createRouter(opts: {
     locate,
     route,
     deliverForwarded,
+    signal,
+    deliverEphemeral,
     stop: () => {
       clearInterval(sweep);
       feed.stop();

@@ -20,6 +20,7 @@ import { membersOf } from "./store.ts";
 import { closeConn } from "./frames.ts";
 import type { Throttle } from "./throttle.ts";
 import { createTokenGate } from "./token-gate.ts";
+import { createTyping } from "./typing.ts";
 
 /** Close code for a WebSocket whose token was revoked (logout, logout-all, password change). */
 export const CLOSE_TOKEN_REVOKED = 4401;
@@ -72,11 +73,13 @@ export async function startWsService(deps: WsDeps) {
     metrics,
   });
   const presence = createPresenceWatch({ directory: deps.directory, log, intervalMs: 2000 });
+  const typing = createTyping({ router, groupMembers: (ids) => membersOf(deps.db.db, ids), metrics });
   const gateway = createGateway({
     connections,
     pipeline,
     stream,
     presence,
+    typing,
     log,
     metrics,
     rate: deps.rate,

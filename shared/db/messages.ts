@@ -63,22 +63,22 @@ export async function insertBatch(db: Db, batch: ChatMessage[], entries: StreamE
   return Number(firstRow<{ messages: number }>(result)?.messages ?? 0);
 }
 
-function rowsOf<T>(result: unknown): T[] {
+export function rowsOf<T>(result: unknown): T[] {
   if (Array.isArray(result)) return result as T[];
   return ((result as { rows?: T[] }).rows ?? []) as T[];
 }
 const firstRow = <T>(result: unknown): T | undefined => rowsOf<T>(result)[0];
 
-type Row = { epoch: string | number; pos: string | number; msg_id: string; client_id: string; sender: string; recipient: string | null; group_id: string | null; body: string; ts: string | number };
+export type Row = { epoch: string | number; pos: string | number; msg_id: string; client_id: string; sender: string; recipient: string | null; group_id: string | null; body: string; ts: string | number };
 
-function toMessage(r: Row): StreamMessage {
+export function toMessage(r: Row): StreamMessage {
   const m: StreamMessage = { position: { epoch: Number(r.epoch), pos: Number(r.pos) }, msgId: r.msg_id, id: r.client_id, from: r.sender, body: r.body, ts: Number(r.ts) };
   if (r.group_id !== null) m.group = r.group_id;
   else if (r.recipient !== null) m.to = r.recipient;
   return m;
 }
 
-const SELECT_ENTRY = sql`select s.epoch, s.pos, s.msg_id, m.client_id, m.sender, m.recipient, m.group_id, m.body, m.ts
+export const SELECT_ENTRY = sql`select s.epoch, s.pos, s.msg_id, m.client_id, m.sender, m.recipient, m.group_id, m.body, m.ts
   from stream s join messages m on m.id = s.msg_id`;
 
 /**

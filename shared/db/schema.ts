@@ -1,5 +1,7 @@
 import { sql } from "drizzle-orm";
-import { bigint, bigserial, index, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import { bigint, bigserial, customType, index, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+
+const tsvector = customType<{ data: string }>({ dataType: () => "tsvector" });
 
 /**
  * The one schema, used by PostgreSQL (postgres.js) and PGlite alike.
@@ -9,18 +11,27 @@ import { bigint, bigserial, index, pgTable, primaryKey, text, timestamp, uniqueI
  * Cursors, sync and history read `stream`; `messages.seq` only maps cursors of the previous
  * version (commit sequence numbers) onto the legacy epoch 0 of each stream.
  */
-export const messages = pgTable("messages", {
-  id: text("id").primaryKey(),
-  seq: bigserial("seq", { mode: "number" }).notNull(),
-  clientId: text("client_id").notNull(),
-  sender: text("sender").notNull(),
-  recipient: text("recipient"),
-  groupId: text("group_id"),
-  /** Conversation key: `d:<a>:<b>` (a < b) for direct messages, `g:<groupId>` for groups. */
-  conv: text("conv").notNull(),
-  body: text("body").notNull(),
-  ts: bigint("ts", { mode: "number" }).notNull(),
-});
+export const messages = pgTable(
+  "messages",
+  {
+    id: text("id").primaryKey(),
+    seq: bigserial("seq", { mode: "number" }).notNull(),
+    clientId: text("client_id").notNull(),
+    sender: text("sender").notNull(),
+    recipient: text("recipient"),
+    groupId: text("group_id"),
+    /** Conversation key: `d:<a>:<b>` (a < b) for direct messages, `g:<groupId>` for groups. */
+    conv: text("conv").notNull(),
+    body: text("body").notNull(),
+    ts: bigint("ts", { mode: "number" }).notNull(),
+    /**
+     * The body's words for full-text search (GET /api/search), kept by PostgreSQL itself. The
+     * `simple` configuration: words as written, lower-cased, in any language; no stemming.
+     */
+    search: tsvector("search").generatedAlwaysAs(sql`to_tsvector('simple', body)`),
+  },
+  (t) => [index("messages_search").using("gin", t.search)],
+);
 
 /**
  * One entry of a user's stream. `kind` is what travels at that position: today always "message"

@@ -130,6 +130,12 @@ export function createApi({ getToken, onUnauthorized, getRefreshToken = () => nu
       if (before) path += `&before=${q(before)}`;
       return request("GET", path);
     },
+    /** Messages matching `text` that this user may read, newest first; `before` from the previous answer. */
+    search(text, before, limit = 20) {
+      let path = `/api/search?q=${q(text)}&limit=${limit}`;
+      if (before) path += `&before=${q(before)}`;
+      return request("GET", path);
+    },
     presence: (users) => request("GET", `/api/presence?users=${users.map(q).join(",")}`),
     users: (ids) => request("GET", `/api/users?ids=${ids.map(q).join(",")}`),
   };

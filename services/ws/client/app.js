@@ -16,6 +16,8 @@ import { initSidebar, renderSidebar, resetSidebar } from "./sidebar.js";
 import { api, ctx, SIGNED_OUT_EVERYWHERE } from "./state.js";
 import { createStore } from "./store.js";
 import { closeConv, initThread, keyFromHash, markActiveRead, openConv, prefetchEmptyGroups, renderMessages, renderPaneHead, resetThread } from "./thread.js";
+import { initSearch, resetSearch } from "./search.js";
+import { applyTyping, resetTyping, stopTyping } from "./typing.js";
 import { resetUsers } from "./users.js";
 
 const PRESENCE_EVERY_MS = 5_000;
@@ -104,6 +106,8 @@ function teardown() {
   ctx.activeKey = null;
   resetSidebar();
   resetThread();
+  resetSearch();
+  resetTyping();
   pendingRender = null;
   history.replaceState(null, "", location.pathname + location.search);
   document.title = "Relay";
@@ -152,6 +156,7 @@ const handlers = {
   message(f) {
     const { store } = ctx;
     const r = store.applyMessage(f);
+    if (r.msg) stopTyping(r.msg.conv, r.msg.from);
     // A group we do not know yet (just added), or a sender not in its member list (added since).
     const g = r.msg?.group != null ? store.groups.get(r.msg.group) : undefined;
     if (r.added && r.msg.group != null && store.groupsLoaded && !g?.members.includes(r.msg.from)) refreshGroupsSoon();
@@ -169,6 +174,7 @@ const handlers = {
   },
   pong() {},
   presence: applyPresence,
+  typing: applyTyping,
 };
 
 // ---------- store changes ----------
@@ -209,6 +215,7 @@ function flushRender(p) {
 initAuthView({ onLoggedIn: startChat });
 initAccount({ logout });
 initSidebar({ openConv, closeConv });
+initSearch({ openConv });
 initGroups({ openConv, loaded: prefetchEmptyGroups });
 initThread();
 initComposer();

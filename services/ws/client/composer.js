@@ -4,6 +4,7 @@ import { $ } from "./dom.js";
 import { ERROR_TEXT, toast } from "./notify.js";
 import { pump } from "./outbox.js";
 import { ctx } from "./state.js";
+import { noteSent, noteTyping } from "./typing.js";
 
 const MAX_BODY = 4096;
 
@@ -23,6 +24,8 @@ export function syncComposer() {
 export function initComposer() {
   $("composer-input").addEventListener("input", () => {
     if (ctx.activeKey) ctx.store.setDraft(ctx.activeKey, $("composer-input").value);
+    if ($("composer-input").value.trim()) noteTyping(ctx.activeKey);
+    else noteSent(ctx.activeKey);
     syncComposer();
   });
   $("composer-input").addEventListener("keydown", (e) => {
@@ -42,6 +45,7 @@ export function initComposer() {
       return;
     }
     ctx.store.addOutgoing(key, body);
+    noteSent(key);
     pump();
     input.value = "";
     ctx.store.setDraft(key, "");

@@ -10,6 +10,7 @@ import { pump } from "./outbox.js";
 import { isOnline, pollPresence, presenceOf } from "./presence.js";
 import { convName, renderSidebar } from "./sidebar.js";
 import { api, ctx } from "./state.js";
+import { renderTyping } from "./typing.js";
 import { lookupUsers, userInfo } from "./users.js";
 
 const NEAR_BOTTOM_PX = 80;
@@ -66,6 +67,7 @@ export function openConv(key, { push = true } = {}) {
     syncComposer();
   }
   renderSidebar();
+  renderTyping();
   if (!key) return;
   renderPaneHead();
   renderMessages({ jump: changed });
