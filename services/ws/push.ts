@@ -81,6 +81,7 @@ export function createPushNotifier(opts: {
   const failed = opts.metrics.counter("ws_push_failed_total", "Push messages not accepted (unreachable, or an error status)", ["reason"]);
   const removed = opts.metrics.counter("ws_push_subscriptions_removed_total", "Subscriptions deleted because the push service answered 404 or 410");
   const skipped = opts.metrics.counter("ws_push_skipped_total", "Notifications not sent", ["reason"]);
+  const windows = opts.metrics.counter("ws_push_windows_total", "Notification windows opened for an offline recipient's conversation");
 
   const waiting = new Map<string, Waiting>();
   const running = new Set<Promise<void>>();
@@ -146,6 +147,7 @@ export function createPushNotifier(opts: {
           skipped.inc({ reason: "overloaded" });
           continue;
         }
+        windows.inc();
         waiting.set(key, { user, conv, count: 1, last: m, timer: setTimeout(() => fire(key), opts.delayMs) });
       }
     },
