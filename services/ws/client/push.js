@@ -11,11 +11,16 @@ const DISMISSED_KEY = "relay-chat:push-dismissed";
 export const pushSupported = () => "serviceWorker" in navigator && "PushManager" in globalThis && "Notification" in globalThis;
 
 let publicKey = null;
-/** The endpoint this browser registered for the signed-in user. */
-let endpoint = null;
+/** The running startPush (logout waits for it, so its subscription is not saved after the removal). */
+let starting = Promise.resolve();
 
 /** After login: register the worker; subscribe when allowed already, or offer the prompt. */
-export async function startPush() {
+export function startPush() {
+  starting = start().catch(() => {});
+  return starting;
+}
+
+async function start() {
   $("push-prompt").hidden = true;
   if (!pushSupported()) return;
   try {
@@ -40,7 +45,6 @@ async function subscribe() {
   }
   sub ??= await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
   await api.subscribePush(sub.toJSON());
-  endpoint = sub.endpoint;
 }
 
 async function enable() {
@@ -56,13 +60,13 @@ async function enable() {
 /** At logout, with the session's token: this browser stops receiving the user's notifications. */
 export async function stopPush(token) {
   $("push-prompt").hidden = true;
+  await starting;
+  if (!pushSupported() || !publicKey) return;
   publicKey = null;
-  const gone = endpoint;
-  endpoint = null;
-  if (!gone) return;
-  await api.unsubscribePush(gone, token).catch(() => {});
   const sub = await (await navigator.serviceWorker.getRegistration("/client/"))?.pushManager.getSubscription();
-  await sub?.unsubscribe().catch(() => {});
+  if (!sub) return;
+  await api.unsubscribePush(sub.endpoint, token).catch(() => {});
+  await sub.unsubscribe().catch(() => {});
 }
 
 export function initPush({ openConv }) {
