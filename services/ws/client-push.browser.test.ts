@@ -1,10 +1,8 @@
 import { afterAll, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
 import postgres from "postgres";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { startCluster, type Cluster } from "../../scripts/cluster.ts";
+import type { BrowserContext, Page } from "playwright-core";
 import { mintToken, TestClient } from "../../test/client.ts";
-import { DEFAULT_CHROMIUM } from "../../test/env.ts";
+import { useBrowserCluster } from "../../test/browser.ts";
 import { startPushService, type TestPushService } from "../../test/push-service.ts";
 
 // The browser client's notifications in real Chromium against a real cluster (two ws instances).
@@ -13,40 +11,25 @@ import { startPushService, type TestPushService } from "../../test/push-service.
 // push then goes there, is verified and decrypted, and is delivered to the page's real service
 // worker through the DevTools protocol (ServiceWorker.deliverPushMessage).
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
 const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
 
-let setup: Promise<{ browser: Browser; cluster: Cluster; svc: TestPushService; sql: postgres.Sql }> | null = null;
 const pageErrors: string[] = [];
+const base = useBrowserCluster({ env: { PUSH_ALLOW_HTTP: "true" } });
+let extra: Promise<{ svc: TestPushService; sql: postgres.Sql }> | null = null;
 
-function env() {
-  setup ??= (async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`browser test: no Chromium at ${CHROMIUM}. Install it (apt-get install chromium) or set CHROMIUM_PATH.`);
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-    });
-    try {
-      const cluster = await startCluster({ ws: 2, env: { PUSH_ALLOW_HTTP: "true" } });
-      const svc = await startPushService(cluster.vapid.publicKey);
-      return { browser, cluster, svc, sql: postgres(process.env.DATABASE_URL!, { max: 1, onnotice: () => {} }) };
-    } catch (err) {
-      await browser.close();
-      throw err;
-    }
-  })();
-  return setup;
+/** Chromium, the cluster, the local push service and a database client, started once. */
+async function env() {
+  const { browser, cluster } = await base();
+  extra ??= (async () => ({ svc: await startPushService(cluster.vapid.publicKey), sql: postgres(process.env.DATABASE_URL!, { max: 1, onnotice: () => {} }) }))();
+  return { browser, cluster, ...(await extra) };
 }
 
 afterAll(async () => {
-  const s = await setup?.catch(() => null);
-  await s?.browser.close();
-  s?.svc.stop();
-  await s?.sql.end();
-  await s?.cluster.stop();
-}, 30_000);
+  const e = await extra?.catch(() => null);
+  e?.svc.stop();
+  await e?.sql.end();
+});
 
 async function signUp(ctx: BrowserContext, base: string, name: string): Promise<Page> {
   const page = await ctx.newPage();
