@@ -3,6 +3,7 @@ CREATE TABLE "push_subscriptions" (
 	"user_id" text NOT NULL,
 	"p256dh" text NOT NULL,
 	"auth" text NOT NULL,
+	"session_id" text,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL
 );
 --> statement-breakpoint

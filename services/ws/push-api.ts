@@ -51,7 +51,7 @@ export function createPushApi(opts: { db: Db; publicKey: string | null; allowHtt
   app.get("/api/push/key", (c) => c.json({ publicKey: opts.publicKey }));
   app.post("/api/push/subscriptions", json(Subscription), async (c) => {
     const { endpoint, keys } = c.req.valid("json");
-    await saveSubscription(opts.db, c.get("user"), { endpoint, keys });
+    await saveSubscription(opts.db, c.get("user"), c.get("token").sid, { endpoint, keys });
     return c.json({ endpoint }, 201);
   });
   app.delete("/api/push/subscriptions", json(z.object({ endpoint: z.string().min(1).max(2048) })), async (c) => {

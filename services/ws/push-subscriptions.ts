@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, notInArray } from "drizzle-orm";
+import { and, desc, eq, inArray, isNull, ne, notInArray, or } from "drizzle-orm";
 import type { Db } from "../../shared/db/index.ts";
 import { pushSubscriptions } from "../../shared/db/schema.ts";
 
@@ -11,9 +11,12 @@ export interface PushSubscription {
 /** Subscriptions a user may keep; subscribing past it drops their oldest. */
 export const MAX_SUBSCRIPTIONS_PER_USER = 20;
 
-/** Saves `sub` for `user`; the endpoint names one browser, so an existing row (any user's) is replaced. */
-export async function saveSubscription(db: Db, user: string, sub: PushSubscription): Promise<void> {
-  const row = { endpoint: sub.endpoint, userId: user, p256dh: sub.keys.p256dh, auth: sub.keys.auth };
+/**
+ * Saves `sub` for `user`, made in the sign-in `sessionId` (the token's `sid`; null for a token
+ * without one). The endpoint names one browser, so an existing row (any user's) is replaced.
+ */
+export async function saveSubscription(db: Db, user: string, sessionId: string | null, sub: PushSubscription): Promise<void> {
+  const row = { endpoint: sub.endpoint, userId: user, p256dh: sub.keys.p256dh, auth: sub.keys.auth, sessionId };
   await db
     .insert(pushSubscriptions)
     .values(row)
@@ -34,6 +37,22 @@ export async function removeSubscription(db: Db, user: string, endpoint: string)
     .where(and(eq(pushSubscriptions.userId, user), eq(pushSubscriptions.endpoint, endpoint)))
     .returning({ endpoint: pushSubscriptions.endpoint });
   return r.length > 0;
+}
+
+/** A session was logged out: the browsers subscribed in it get no more of the user's notifications. */
+export async function dropSessionSubscriptions(db: Db, user: string, sessionId: string): Promise<void> {
+  await db.delete(pushSubscriptions).where(and(eq(pushSubscriptions.userId, user), eq(pushSubscriptions.sessionId, sessionId)));
+}
+
+/**
+ * Every session of the user ended (logout-all, password change): their subscriptions go, except,
+ * with `keep`, those of the caller's session, which move to the session that replaces it.
+ */
+export async function dropUserSubscriptions(db: Db, user: string, keep?: { sessionId: string | null; movedTo: string }): Promise<void> {
+  const mine = eq(pushSubscriptions.userId, user);
+  if (!keep?.sessionId) return void (await db.delete(pushSubscriptions).where(mine));
+  await db.delete(pushSubscriptions).where(and(mine, or(isNull(pushSubscriptions.sessionId), ne(pushSubscriptions.sessionId, keep.sessionId))));
+  await db.update(pushSubscriptions).set({ sessionId: keep.movedTo }).where(and(mine, eq(pushSubscriptions.sessionId, keep.sessionId)));
 }
 
 /** Removes a subscription the push service said is gone (404/410), whoever holds it. */

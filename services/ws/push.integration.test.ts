@@ -33,7 +33,7 @@ async function subscribe(user: string, base = A()): Promise<TestSubscription> {
 }
 
 const endpointsOf = async (user: string) =>
-  (await fx.sql()<Array<{ endpoint: string }>>`select endpoint from push_subscriptions where user_id = ${user} order by endpoint`).map((r) => r.endpoint);
+  (await fx.sql()<Array<{ endpoint: string }>>`select endpoint from push_subscriptions where user_id = ${user}`).map((r) => r.endpoint).sort();
 
 async function metric(base: string, name: string): Promise<number> {
   const text = await (await fetch(`${base}/metrics`)).text();
@@ -179,5 +179,43 @@ describe("subscription routes", () => {
     expect(await api(ben, "DELETE", "/api/push/subscriptions", { endpoint: sub.json.endpoint })).toEqual({ status: 204, body: null });
     expect(await endpointsOf(ben)).toEqual([]);
     expect((await api(ben, "DELETE", "/api/push/subscriptions", { endpoint: sub.json.endpoint })).status).toBe(404);
+  });
+
+  test("a subscription ends with its sign-in: logout drops that session's, a password change all but the caller's, logout-all every one", async () => {
+    const name = uniqueUser("sam");
+    const password = "correct horse battery";
+    const post = async (path: string, body: unknown, token?: string) => {
+      const res = await fetch(`${A()}${path}`, { method: "POST", headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
+      return { status: res.status, body: res.status === 204 ? null : ((await res.json()) as any) };
+    };
+    const reg = await post("/api/register", { username: name, password });
+    expect(reg.status).toBe(201);
+    const login = async () => (await post("/api/login", { username: name, password })).body.token as string;
+    const [t1, t2, t3] = [reg.body.token as string, await login(), await login()];
+    const subscribeWith = async (token: string) => {
+      const s = svc.subscribe();
+      expect((await post("/api/push/subscriptions", s.json, token)).status).toBe(201);
+      return s.json.endpoint;
+    };
+    const [e1, e2, e3, e4] = [await subscribeWith(t1), await subscribeWith(t2), await subscribeWith(t3), await subscribeWith(t3)];
+    const sorted = (xs: string[]) => xs.slice().sort();
+
+    expect((await post("/api/logout", undefined, t1)).status).toBe(204);
+    expect(await endpointsOf(name)).toEqual(sorted([e2, e3, e4]));
+
+    const changed = await post("/api/password", { current: password, next: "battery staple horse" }, t3);
+    expect(changed.status).toBe(200);
+    expect(await endpointsOf(name)).toEqual(sorted([e3, e4]));
+    // They belong to the session that replaced the caller's: its logout ends them.
+    expect((await post("/api/logout", undefined, changed.body.token)).status).toBe(204);
+    expect(await endpointsOf(name)).toEqual([]);
+
+    const t5 = (await post("/api/login", { username: name, password: "battery staple horse" })).body.token as string;
+    const t6 = (await post("/api/login", { username: name, password: "battery staple horse" })).body.token as string;
+    await subscribeWith(t5);
+    await subscribeWith(t6);
+    expect(await endpointsOf(name)).toHaveLength(2);
+    expect((await post("/api/logout-all", undefined, t6)).status).toBe(204);
+    expect(await endpointsOf(name)).toEqual([]);
   });
 });
