@@ -68,7 +68,7 @@ test("one process: client served, register/login, two users chat, history surviv
   const { messages } = await old.sync();
   expect(messages.map((m) => m.body)).toEqual(["hello from dev", "hi ann"]);
   old.close();
-}, 90_000);
+}, 120_000);
 
 test("web push in one process: a kept VAPID key, and an offline user's messages pushed as one", async () => {
   const dir = mkdtempSync(join(tmpdir(), "chat-dev-push-"));
@@ -94,13 +94,24 @@ test("web push in one process: a kept VAPID key, and an offline user's messages 
     ]);
     a.close();
 
-    // Restarted, the same key: browsers' subscriptions stay valid.
+    // Restarted, the same key: browsers' subscriptions stay valid. With a window longer than this
+    // test may run, a push can only come from SIGTERM sending what waits.
     expect(await stopService(p)).toBe(0);
-    p = await spawnService("dev-push", "services/dev/index.ts", pushEnv, 0, 30_000);
+    p = await spawnService("dev-push", "services/dev/index.ts", { ...pushEnv, PUSH_DELAY_MS: "60000" }, 0, 30_000);
     expect(await keyOf(p.url, bob.body.token)).toBe(key);
+    const a2 = await TestClient.connect(p.url, "ann", ann.body.token);
+    const late = await a2.sendMessage({ to: "bob" }, "three");
+    expect(late.type).toBe("ack");
+    a2.close();
+    expect(await stopService(p)).toBe(0);
+    await svc.until(() => sub.received.length > 1, "the push sent at shutdown");
+    expect(sub.received.map((r) => [r.payload.body, r.payload.count])).toEqual([
+      ["two", 2],
+      ["three", 1],
+    ]);
   } finally {
     svc?.stop();
     await stopService(p);
     rmSync(dir, { recursive: true, force: true });
   }
-}, 90_000);
+}, 120_000);
