@@ -42,8 +42,11 @@ export function topicOf(conv: string): string {
   return new Bun.CryptoHasher("sha256").update(conv).digest("base64url").slice(0, 32);
 }
 
+/** The conversation of `m` as `user`'s client names it. */
+const convOf = (user: string, m: ChatMessage) => (m.group !== undefined ? `g:${m.group}` : `d:${m.from === user ? m.to! : m.from}`);
+
 export function payloadOf(user: string, m: ChatMessage, count: number, groupName?: string): PushPayload {
-  const conv = m.group !== undefined ? `g:${m.group}` : `d:${m.from === user ? m.to! : m.from}`;
+  const conv = convOf(user, m);
   const body = m.body.length > BODY_PREVIEW ? m.body.slice(0, BODY_PREVIEW - 1) + "…" : m.body;
   return {
     type: "message",
@@ -135,7 +138,7 @@ export function createPushNotifier(opts: {
     /** `m` was accepted and `users` (its recipients other than the sender) have no open connection. */
     offline(m: ChatMessage, users: string[]) {
       for (const user of users) {
-        const conv = payloadOf(user, m, 0).conv;
+        const conv = convOf(user, m);
         const key = `${user}\n${conv}`;
         const w = waiting.get(key);
         if (w) {
