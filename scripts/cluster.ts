@@ -1,4 +1,5 @@
 import type { Subprocess } from "bun";
+import { generateVapidKeys } from "../services/ws/push-sender.ts";
 
 /**
  * Runs the distributed topology as real processes (discover, N ws, persist) against the Redis,
@@ -26,6 +27,8 @@ export interface Cluster {
   persistUrl: string;
   jwtSecret: string;
   internalSecret: string;
+  /** The Web Push key pair every gateway was given. */
+  vapid: { publicKey: string; privateKey: string };
   queueName: string;
   env: Record<string, string>;
   discover: ServiceProcess;
@@ -104,6 +107,7 @@ export async function startCluster(opts: { ws?: number; env?: Record<string, str
   const tag = crypto.randomUUID().slice(0, 8);
   const jwtSecret = randomSecret();
   const internalSecret = randomSecret();
+  const vapid = generateVapidKeys();
   const queueName = `test.${tag}.messages`;
   const env: Record<string, string> = {
     REDIS_URL: process.env.REDIS_URL!,
@@ -111,6 +115,8 @@ export async function startCluster(opts: { ws?: number; env?: Record<string, str
     DATABASE_URL: process.env.DATABASE_URL!,
     JWT_SECRET: jwtSecret,
     INTERNAL_SECRET: internalSecret,
+    VAPID_PUBLIC_KEY: vapid.publicKey,
+    VAPID_PRIVATE_KEY: vapid.privateKey,
     QUEUE_NAME: queueName,
     REDIS_PREFIX: `test:${tag}:`,
     LOG_LEVEL: "warn",
@@ -134,6 +140,7 @@ export async function startCluster(opts: { ws?: number; env?: Record<string, str
       persistUrl: persist!.url,
       jwtSecret,
       internalSecret,
+      vapid: { publicKey: env.VAPID_PUBLIC_KEY!, privateKey: env.VAPID_PRIVATE_KEY! },
       queueName,
       env: wsEnv,
       discover,

@@ -1,4 +1,5 @@
 import { migrateDatabase } from "../shared/db/index.ts";
+import { generateVapidKeys } from "../services/ws/push-sender.ts";
 import { randomSecret, spawnService, startCluster, stopService, waitHealthy, type Cluster, type ServiceProcess } from "./cluster.ts";
 import { startClusterInfra, type ClusterInfra } from "./cluster-infra.ts";
 import { startInfra, type Infra, type InfraService } from "./infra.ts";
@@ -85,11 +86,14 @@ export async function startHaStack(opts: { hosts?: string[]; log?: (line: string
     log("migrations applied");
     const jwtSecret = randomSecret();
     const internalSecret = randomSecret();
+    const vapid = generateVapidKeys();
     const base = {
       REDIS_URL: infra.redisUrl,
       DATABASE_URL: infra.databaseUrl,
       JWT_SECRET: jwtSecret,
       INTERNAL_SECRET: internalSecret,
+      VAPID_PUBLIC_KEY: vapid.publicKey,
+      VAPID_PRIVATE_KEY: vapid.privateKey,
       LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
     };
     const discoverHosts = [1, 2];

@@ -100,6 +100,7 @@ ${c.wsUrls.map((u, i) => `  ws${i + 1}        ${u}   (client: ${u}/client/)`).jo
 
   JWT_SECRET=${c.jwtSecret}
   INTERNAL_SECRET=${c.internalSecret}
+  VAPID_PUBLIC_KEY=${c.vapid.publicKey} (Web Push, generated for this stack)
   bench against it: bun run bench --ws ${c.wsUrls.join(",")} --jwt-secret ${c.jwtSecret} --database-url ${stack.env.DATABASE_URL}
 
 Ctrl-C to stop.`);

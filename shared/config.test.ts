@@ -1,5 +1,14 @@
 import { expect, test } from "bun:test";
+import { createECDH } from "node:crypto";
 import { ConfigError, parseConfig, requireKeys, splitList } from "./config.ts";
+
+const vapidPair = () => {
+  const k = createECDH("prime256v1");
+  k.generateKeys();
+  const priv = k.getPrivateKey();
+  return { publicKey: k.getPublicKey().toString("base64url"), privateKey: Buffer.concat([Buffer.alloc(32 - priv.length), priv]).toString("base64url") };
+};
+const [v1, v2] = [vapidPair(), vapidPair()];
 
 test("environment values are parsed and a flag wins over the environment", () => {
   const c = parseConfig(["--port", "4000"], { PORT: "3000", REDIS_URL: "redis://127.0.0.1:6379", BATCH_SIZE: "200" });
@@ -37,6 +46,15 @@ test.each([
   [[], { CORS_ORIGINS: "*" }, /CORS_ORIGINS/],
   [[], { CORS_ORIGINS: "https://ok.example, https://bad.example/path" }, /CORS_ORIGINS/],
   [[], { CORS_ORIGINS: "chat.example.com" }, /CORS_ORIGINS/],
+  [[], { VAPID_PUBLIC_KEY: v1.publicKey }, /VAPID_PRIVATE_KEY: VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY are set together/],
+  [[], { VAPID_PRIVATE_KEY: v1.privateKey }, /VAPID_PUBLIC_KEY: VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY are set together/],
+  [[], { VAPID_PUBLIC_KEY: "not a key", VAPID_PRIVATE_KEY: v1.privateKey }, /VAPID_PUBLIC_KEY: VAPID_PUBLIC_KEY must be an uncompressed P-256 point/],
+  [[], { VAPID_PUBLIC_KEY: v1.publicKey, VAPID_PRIVATE_KEY: "c2hvcnQ" }, /VAPID_PRIVATE_KEY: VAPID_PRIVATE_KEY must be 32 bytes .*\(got \(hidden\)\)/],
+  [[], { VAPID_PUBLIC_KEY: v1.publicKey, VAPID_PRIVATE_KEY: v2.privateKey }, /VAPID_PRIVATE_KEY does not belong to VAPID_PUBLIC_KEY \(got \(hidden\)\)/],
+  [[], { VAPID_SUBJECT: "admin@example.com" }, /VAPID_SUBJECT: must be a mailto: address or an https: URL/],
+  [[], { PUSH_DELAY_MS: "-1" }, /PUSH_DELAY_MS/],
+  [[], { PUSH_DELAY_MS: "61000" }, /PUSH_DELAY_MS/],
+  [[], { PUSH_ALLOW_HTTP: "yes" }, /PUSH_ALLOW_HTTP/],
 ])("bad input %p %p is refused naming it", (argv, env, re) => {
   expect(() => parseConfig(argv as string[], env as Record<string, string>)).toThrow(re);
 });
@@ -92,4 +110,11 @@ test.each([
   [{ HOST: "http://127.0.0.1" }, /HOST/],
 ])("malformed cluster setting %p is refused with a clear message", (env, re) => {
   expect(() => parseConfig([], env as Record<string, string>)).toThrow(re);
+});
+
+test("push settings: a matching VAPID pair, a subject, the window and http endpoints", () => {
+  const c = parseConfig([], { VAPID_PUBLIC_KEY: v1.publicKey, VAPID_PRIVATE_KEY: v1.privateKey, VAPID_SUBJECT: "https://chat.example.com/contact", PUSH_DELAY_MS: "500", PUSH_ALLOW_HTTP: "true" });
+  expect([c.VAPID_PUBLIC_KEY, c.VAPID_PRIVATE_KEY, c.VAPID_SUBJECT, c.PUSH_DELAY_MS, c.PUSH_ALLOW_HTTP]).toEqual([v1.publicKey, v1.privateKey, "https://chat.example.com/contact", 500, true]);
+  const d = parseConfig([], {});
+  expect([d.VAPID_PUBLIC_KEY, d.VAPID_SUBJECT, d.PUSH_DELAY_MS, d.PUSH_ALLOW_HTTP]).toEqual([undefined, "mailto:push@relay-chat.invalid", 2000, false]);
 });

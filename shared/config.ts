@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { vapidPairProblem } from "./push-keys.ts";
 
 /**
  * Configuration: environment variables, overridden by command-line flags where a flag exists.
@@ -132,6 +133,27 @@ export const ConfigSchema = z.object({
     .default([]),
   /** dev: where PGlite keeps its files. */
   DATA_DIR: z.string().min(1).default("./.data"),
+  /**
+   * ws: the VAPID key pair for Web Push (base64url; `bunx web-push generate-vapid-keys`), the same
+   * on every gateway. Both or neither: without them the push routes answer 404 (dev generates a pair).
+   */
+  VAPID_PUBLIC_KEY: z.string().optional(),
+  VAPID_PRIVATE_KEY: z.string().optional(),
+  /** ws: the contact push services see in the VAPID JWT (`mailto:` or `https:`). */
+  VAPID_SUBJECT: z
+    .string()
+    .refine((v) => /^(mailto:[^\s@]+@[^\s@]+|https:\/\/[^\s/]+\S*)$/.test(v), "must be a mailto: address or an https: URL")
+    .default("mailto:push@relay-chat.invalid"),
+  /** ws: how long a conversation's pushes to an offline user are collected into one (ms). */
+  PUSH_DELAY_MS: z.coerce.number().int().min(0).max(60_000).default(2000),
+  /** ws: admit http: push endpoints (tests and local push-service emulators only; browsers' services are https). */
+  PUSH_ALLOW_HTTP: z.enum(["true", "false"]).default("false").transform((v) => v === "true"),
+}).superRefine((c, ctx) => {
+  if ((c.VAPID_PUBLIC_KEY === undefined) !== (c.VAPID_PRIVATE_KEY === undefined))
+    return ctx.addIssue({ code: "custom", path: [c.VAPID_PUBLIC_KEY === undefined ? "VAPID_PUBLIC_KEY" : "VAPID_PRIVATE_KEY"], message: "VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY are set together" });
+  if (c.VAPID_PUBLIC_KEY === undefined) return;
+  const problem = vapidPairProblem(c.VAPID_PUBLIC_KEY, c.VAPID_PRIVATE_KEY!);
+  if (problem) ctx.addIssue({ code: "custom", path: [problem.startsWith("VAPID_PUBLIC_KEY") ? "VAPID_PUBLIC_KEY" : "VAPID_PRIVATE_KEY"], message: problem });
 });
 export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigKey = keyof Config;
@@ -162,7 +184,9 @@ export function parseConfig(
   }
   const r = ConfigSchema.safeParse(merged);
   if (!r.success) {
-    const msg = r.error.issues.map((i) => `${String(i.path[0])}: ${i.message} (got ${JSON.stringify(merged[String(i.path[0])])})`);
+    // A private key's value stays out of the message (it ends up in logs).
+    const shown = (k: string) => (k === "VAPID_PRIVATE_KEY" ? "(hidden)" : JSON.stringify(merged[k]));
+    const msg = r.error.issues.map((i) => `${String(i.path[0])}: ${i.message} (got ${shown(String(i.path[0]))})`);
     throw new ConfigError(`invalid configuration: ${msg.join("; ")}`);
   }
   return r.data;

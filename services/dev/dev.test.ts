@@ -1,8 +1,9 @@
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TestClient } from "../../test/client.ts";
+import { startPushService, type TestPushService } from "../../test/push-service.ts";
 import { spawnService, stopService, type ServiceProcess } from "../../scripts/cluster.ts";
 
 // `bun run dev` with no servers: none of REDIS_URL / AMQP_URL / DATABASE_URL reach it.
@@ -67,4 +68,50 @@ test("one process: client served, register/login, two users chat, history surviv
   const { messages } = await old.sync();
   expect(messages.map((m) => m.body)).toEqual(["hello from dev", "hi ann"]);
   old.close();
-}, 90_000);
+}, 120_000);
+
+test("web push in one process: a kept VAPID key, and an offline user's messages pushed as one", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "chat-dev-push-"));
+  const pushEnv = { ...env, DATA_DIR: dir, PUSH_ALLOW_HTTP: "true", PUSH_DELAY_MS: "300" };
+  let p = await spawnService("dev-push", "services/dev/index.ts", pushEnv, 0, 30_000);
+  let svc: TestPushService | undefined;
+  try {
+    const ann = await post(p.url, "/api/register", { username: "ann", password: "correct horse" });
+    const bob = await post(p.url, "/api/register", { username: "bob", password: "battery staple" });
+    const keyOf = async (url: string, token: string) => ((await (await fetch(`${url}/api/push/key`, { headers: { authorization: `Bearer ${token}` } })).json()) as any).publicKey as string;
+    const key = await keyOf(p.url, bob.body.token);
+    expect(JSON.parse(readFileSync(join(dir, "dev-secrets.json"), "utf8")).VAPID.publicKey).toBe(key);
+    expect(p.logs.join("\n")).toContain(key);
+
+    svc = await startPushService(key);
+    const sub = svc.subscribe();
+    expect((await post(p.url, "/api/push/subscriptions", sub.json, bob.body.token)).status).toBe(201);
+    const a = await TestClient.connect(p.url, "ann", ann.body.token);
+    const acks = await Promise.all([a.sendMessage({ to: "bob" }, "one"), a.sendMessage({ to: "bob" }, "two")]);
+    await svc.until(() => sub.received.length > 0, "bob's push");
+    expect(sub.received.map((r) => r.payload)).toEqual([
+      { type: "message", conv: "d:ann", from: "ann", to: "bob", count: 2, body: "two", msgId: acks[1]!.msgId, ts: acks[1]!.ts, url: "/client/#d%3Aann" },
+    ]);
+    a.close();
+
+    // Restarted, the same key: browsers' subscriptions stay valid. With a window longer than this
+    // test may run, a push can only come from SIGTERM sending what waits.
+    expect(await stopService(p)).toBe(0);
+    p = await spawnService("dev-push", "services/dev/index.ts", { ...pushEnv, PUSH_DELAY_MS: "60000" }, 0, 30_000);
+    expect(await keyOf(p.url, bob.body.token)).toBe(key);
+    const a2 = await TestClient.connect(p.url, "ann", ann.body.token);
+    const late = await a2.sendMessage({ to: "bob" }, "three");
+    expect(late.type).toBe("ack");
+    a2.close();
+    expect(await stopService(p)).toBe(0);
+    await svc.until(() => sub.received.length > 1, "the push sent at shutdown");
+    expect(sub.received.map((r) => [r.payload.body, r.payload.count])).toEqual([
+      ["two", 2],
+      ["three", 1],
+    ]);
+  } finally {
+    svc?.stop();
+    await stopService(p);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);

@@ -12,6 +12,7 @@ import { onShutdown } from "../../shared/shutdown.ts";
 import { createBatcher } from "../persist/batcher.ts";
 import { createPersistMetrics } from "../persist/metrics.ts";
 import { accountSettings } from "../ws/accounts.ts";
+import { pushSettings } from "../ws/push-sender.ts";
 import { createMemoryRevocations } from "../ws/revocations-memory.ts";
 import { startWsService } from "../ws/service.ts";
 import { createMemoryThrottle } from "../ws/throttle-memory.ts";
@@ -24,7 +25,11 @@ import { devSecrets } from "./secrets.ts";
 const cfg = loadConfigOrExit();
 const log = createLogger({ service: "dev" }, cfg.LOG_LEVEL);
 mkdirSync(cfg.DATA_DIR, { recursive: true });
-const secrets = devSecrets(cfg.DATA_DIR, { JWT_SECRET: cfg.JWT_SECRET, INTERNAL_SECRET: cfg.INTERNAL_SECRET });
+const secrets = devSecrets(cfg.DATA_DIR, {
+  JWT_SECRET: cfg.JWT_SECRET,
+  INTERNAL_SECRET: cfg.INTERNAL_SECRET,
+  vapid: cfg.VAPID_PUBLIC_KEY ? { publicKey: cfg.VAPID_PUBLIC_KEY, privateKey: cfg.VAPID_PRIVATE_KEY! } : undefined,
+});
 
 const db = await openPglite(join(cfg.DATA_DIR, "pglite"));
 const queue = createMemoryQueue();
@@ -58,6 +63,7 @@ const ws = await startWsService({
   throttle: createMemoryThrottle(),
   revocations: createMemoryRevocations(),
   accounts: accountSettings(cfg),
+  push: pushSettings(cfg, secrets.VAPID),
   log,
 });
 
@@ -66,6 +72,7 @@ console.log(`dev listening on ${ws.url}
   websocket:    ${ws.url.replace(/^http/, "ws")}/ws?token=<jwt>
   data:         ${join(cfg.DATA_DIR, "pglite")} (PGlite; history survives restarts)
   JWT_SECRET:   ${secrets.generated.JWT_SECRET ? `${secrets.JWT_SECRET} (generated for development, kept in ${secrets.file})` : "from the environment"}
+  web push:     VAPID public key ${secrets.VAPID.publicKey} (${secrets.generated.VAPID ? `generated, kept in ${secrets.file}` : "from the environment"})
   embedded:     in-memory directory, queue, login throttle and token revocations, PGlite — no Redis, RabbitMQ or PostgreSQL needed`);
 
 onShutdown(log, async () => {

@@ -6,6 +6,7 @@ import { UserId } from "../../shared/protocol.ts";
 import { bearer, issueUserToken, verifyUserToken, type UserToken } from "./auth.ts";
 import { clientAddress } from "./client-address.ts";
 import type { Revocations } from "./revocations.ts";
+import { dropSessionSubscriptions, dropUserSubscriptions } from "./push-subscriptions.ts";
 import * as store from "./store.ts";
 import type { Throttle, ThrottleRule } from "./throttle.ts";
 import type { TokenGate } from "./token-gate.ts";
@@ -141,12 +142,14 @@ export function createAccounts(opts: AccountsOptions) {
     const t = c.get("token");
     if (t.sid) await store.revokeFamily(db, t.sid);
     await opts.revocations.revokeToken(t.user, t.id, t.expMs);
+    if (t.sid) await dropSessionSubscriptions(db, t.user, t.sid);
     return c.body(null, 204);
   });
   signedIn.post("/api/logout-all", async (c) => {
     // Refresh tokens first, then the version (see /api/refresh).
     await store.revokeAllRefreshTokens(db, c.get("user"));
     await opts.revocations.bump(c.get("user"));
+    await dropUserSubscriptions(db, c.get("user"));
     return c.body(null, 204);
   });
   signedIn.post("/api/password", json(z.object({ current: z.string().max(1024), next: Password })), async (c) => {
@@ -164,7 +167,11 @@ export function createAccounts(opts: AccountsOptions) {
     await throttle.reset(key);
     await store.setPasswordHash(db, user, await Bun.password.hash(next, { algorithm: "argon2id" }));
     await store.revokeAllRefreshTokens(db, user);
-    return c.json(await session(user, await opts.revocations.bump(user)));
+    const ver = await opts.revocations.bump(user);
+    // Other devices are signed out: their push subscriptions go; this browser's follow its new session.
+    const sid = crypto.randomUUID();
+    await dropUserSubscriptions(db, user, { sessionId: c.get("token").sid, movedTo: sid });
+    return c.json(await session(user, ver, sid));
   });
 
   return { open, requireUser, signedIn };

@@ -94,6 +94,8 @@ export function createApp(opts: {
   jwtSecret: string;
   internalSecret: string;
   accounts: Accounts;
+  /** Web Push subscription routes (`/api/push/*`, behind the user-token check). */
+  push?: Hono<ApiEnv>;
   /** Origins allowed to call /api cross-origin (CORS); none when empty. */
   corsOrigins: string[];
   health: () => Promise<Record<string, boolean>>;
@@ -152,6 +154,7 @@ export function createApp(opts: {
   app.route("/", opts.accounts.open);
   app.use("/api/*", opts.accounts.requireUser);
   app.route("/", opts.accounts.signedIn);
+  if (opts.push) app.route("/", opts.push);
 
   // Groups.
   app.post("/api/groups", json(z.object({ name: z.string().trim().min(1).max(100), members: z.array(UserId).max(1000).default([]) })), async (c) => {

@@ -7,6 +7,7 @@ import { createAmqpQueue } from "../../shared/queue/queue-amqp.ts";
 import { closeRedis, createRedis, isCluster, isRedisReady } from "../../shared/redis.ts";
 import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
 import { accountSettings } from "./accounts.ts";
+import { pushSettings } from "./push-sender.ts";
 import { createRedisRevocations } from "./revocations-redis.ts";
 import { onShutdown, surviveStrayConnectionErrors } from "../../shared/shutdown.ts";
 import { startWsService } from "./service.ts";
@@ -42,6 +43,8 @@ const ws = await startWsService({
   throttle: createRedisThrottle(redis, { prefix: cfg.REDIS_PREFIX }),
   revocations,
   accounts: accountSettings(cfg),
+  // Web Push only with a configured key pair (every gateway must share it).
+  push: pushSettings(cfg, cfg.VAPID_PUBLIC_KEY ? { publicKey: cfg.VAPID_PUBLIC_KEY, privateKey: cfg.VAPID_PRIVATE_KEY! } : undefined),
   extraHealth: async () => ({ redis: isRedisReady(redis) && isRedisReady(subscriber) }),
   log,
 });

@@ -45,6 +45,8 @@ export function createRouter(opts: {
   metrics: Metrics;
   fetch?: typeof fetch;
   maxBacklog?: number;
+  /** Told of each routed message's recipients (not its sender) with no connection on any instance. */
+  offline?: (m: ChatMessage, users: string[]) => void;
 }) {
   const doFetch = opts.fetch ?? fetch;
   const maxBacklog = opts.maxBacklog ?? MAX_FORWARD_BACKLOG;
@@ -202,6 +204,8 @@ export function createRouter(opts: {
       opts.log.warn("directory lookup failed; remote recipients' gateways will repair the gap", { err, msgId: m.msgId });
       return;
     }
+    const offline = users.filter((u) => u !== m.from && !where[u]?.length && !opts.connections.of(u));
+    if (offline.length > 0) opts.offline?.(message, offline);
     const byInstance = new Map<string, { inst: InstanceInfo; positions: Record<string, string> }>();
     for (const u of users) {
       for (const inst of where[u] ?? []) {

@@ -14,9 +14,13 @@ import { createDelivery } from "./delivery.ts";
 import { createGateway } from "./gateway.ts";
 import { createPipeline } from "./pipeline.ts";
 import { createPresenceWatch } from "./presence.ts";
+import { createPushNotifier } from "./push.ts";
+import { createPushApi } from "./push-api.ts";
+import type { PushSender } from "./push-sender.ts";
+import { dropEndpoint, subscriptionsOf } from "./push-subscriptions.ts";
 import type { RevocationEvent, Revocations } from "./revocations.ts";
 import { createRouter } from "./router.ts";
-import { membersOf } from "./store.ts";
+import { groupNames, membersOf } from "./store.ts";
 import { closeConn } from "./frames.ts";
 import type { Throttle } from "./throttle.ts";
 import { createTokenGate } from "./token-gate.ts";
@@ -42,6 +46,16 @@ export interface WsDeps {
   /** Token versions and denials, shared by every instance. */
   revocations: Revocations;
   accounts: AccountSettings;
+  /** Web Push to offline users; absent: off (the push routes answer 404). */
+  push?: {
+    /** The VAPID public key browsers subscribe with (base64url). */
+    publicKey: string;
+    sender: PushSender;
+    /** A conversation's pushes to one offline user within this window become one. */
+    delayMs: number;
+    /** Admit http: endpoints (tests). */
+    allowHttp: boolean;
+  };
   log: Logger;
   /** Extra routes mounted before the gateway's own (dev mode mounts discover and persist health). */
   extraHealth?: () => Promise<Record<string, boolean>>;
@@ -63,7 +77,24 @@ export async function startWsService(deps: WsDeps) {
     connectionsOf: (u) => connections.of(u),
     localUsers: () => connections.localUsers(),
   });
-  const router = createRouter({ connections, stream, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics });
+  // Pushes go out from the gateway that accepted the message: it alone routes it, and its directory
+  // lookup already tells which recipients are offline (docs/architecture.md, "Web Push").
+  const push =
+    deps.push &&
+    createPushNotifier({
+      sender: deps.push.sender,
+      subscriptionsOf: (users) => subscriptionsOf(deps.db.db, users),
+      dropEndpoint: (endpoint) => dropEndpoint(deps.db.db, endpoint),
+      online: async (users) => {
+        const where = await deps.directory.lookup(users);
+        return new Set(users.filter((u) => (where[u]?.length ?? 0) > 0 || connections.of(u)));
+      },
+      groupNames: (ids) => groupNames(deps.db.db, ids),
+      delayMs: deps.push.delayMs,
+      log: log.child({ part: "push" }),
+      metrics,
+    });
+  const router = createRouter({ connections, stream, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics, offline: push?.offline });
   const pipeline = createPipeline({
     queue: deps.queue,
     allocator: deps.allocator,
@@ -108,6 +139,7 @@ export async function startWsService(deps: WsDeps) {
     jwtSecret: deps.jwtSecret,
     internalSecret: deps.internalSecret,
     accounts,
+    push: createPushApi({ db: deps.db.db, publicKey: deps.push?.publicKey ?? null, allowHttp: deps.push?.allowHttp ?? false }),
     corsOrigins: deps.accounts.corsOrigins,
     health,
     metrics,
@@ -171,6 +203,7 @@ export async function startWsService(deps: WsDeps) {
         stopClosing();
         gate.stop();
         await pipeline.drain(5000);
+        await push?.stop();
         stream.stop();
         router.stop();
         gateway.closeAll();

@@ -135,3 +135,10 @@ export async function membersOf(db: Db, groupIds: string[]): Promise<Map<string,
   for (const r of rows) out.get(r.g)?.push(r.u);
   return out;
 }
+
+/** The names of the groups among `ids` that exist. */
+export async function groupNames(db: Db, ids: string[]): Promise<Map<string, string>> {
+  if (ids.length === 0) return new Map();
+  const rows = await db.select({ id: groups.id, name: groups.name }).from(groups).where(inArray(groups.id, ids));
+  return new Map(rows.map((r) => [r.id, r.name]));
+}

@@ -98,4 +98,23 @@ export const refreshTokens = pgTable(
   (t) => [index("refresh_tokens_family").on(t.familyId), index("refresh_tokens_user").on(t.userId)],
 );
 
-export const schema = { messages, stream, users, groups, groupMembers, refreshTokens };
+/**
+ * Web Push subscriptions, one per browser (device): the push service's `endpoint` identifies it, so
+ * subscribing again from the same browser (even as another user) replaces its row. `p256dh` and
+ * `auth` are the browser's keys (base64url) that each notification is encrypted to (RFC 8291).
+ * `sessionId` is the sign-in (`sid`) it was made in: logging that session out removes it.
+ */
+export const pushSubscriptions = pgTable(
+  "push_subscriptions",
+  {
+    endpoint: text("endpoint").primaryKey(),
+    userId: text("user_id").notNull(),
+    p256dh: text("p256dh").notNull(),
+    auth: text("auth").notNull(),
+    sessionId: text("session_id"),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index("push_subscriptions_user").on(t.userId)],
+);
+
+export const schema = { messages, stream, users, groups, groupMembers, refreshTokens, pushSubscriptions };

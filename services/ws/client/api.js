@@ -50,10 +50,9 @@ export function createApi({ getToken, onUnauthorized, getRefreshToken = () => nu
     return refreshing;
   }
 
-  async function request(method, path, body, { auth = true, retry = true, notify = true } = {}) {
+  async function request(method, path, body, { auth = true, retry = true, notify = true, token = getToken() } = {}) {
     const headers = {};
     if (body !== undefined) headers["content-type"] = "application/json";
-    const token = getToken();
     if (auth) headers.authorization = `Bearer ${token}`;
     let res;
     try {
@@ -115,7 +114,7 @@ export function createApi({ getToken, onUnauthorized, getRefreshToken = () => nu
      */
     refresh: (failedToken) => refresh(failedToken),
     /** Ends this session on the server (best effort: a failure changes nothing locally). */
-    logout: () => request("POST", "/api/logout", undefined, { retry: false, notify: false }),
+    logout: (token) => request("POST", "/api/logout", undefined, { retry: false, notify: false, token }),
     /** Ends every session of the user, on every device. */
     logoutAll: () => request("POST", "/api/logout-all"),
     /** Answers a new session, already handed to onSession; every other session ends. 403: wrong current password. */
@@ -138,5 +137,9 @@ export function createApi({ getToken, onUnauthorized, getRefreshToken = () => nu
     },
     presence: (users) => request("GET", `/api/presence?users=${users.map(q).join(",")}`),
     users: (ids) => request("GET", `/api/users?ids=${ids.map(q).join(",")}`),
+    pushKey: () => request("GET", "/api/push/key", undefined, { notify: false }),
+    subscribePush: (subscription) => request("POST", "/api/push/subscriptions", subscription),
+    /** With the token given (logout calls it as the session ends). */
+    unsubscribePush: (endpoint, token) => request("DELETE", "/api/push/subscriptions", { endpoint }, { retry: false, notify: false, token }),
   };
 }

@@ -10,6 +10,7 @@ import { $, paintAvatar } from "./dom.js";
 import { initGroups, refreshGroups, refreshGroupsSoon } from "./groups.js";
 import { ERROR_TEXT, renderConnStatus, toast } from "./notify.js";
 import { pump, resendAll, resendStale, resetOutbox } from "./outbox.js";
+import { initPush, startPush, stopPush } from "./push.js";
 import { applyPresence, connectionChanged, initPresence, pollPresence, resetPresence, rewatch } from "./presence.js";
 import { forgetSession, jwtExpired, readSession, SESSION_KEY } from "./session.js";
 import { initSidebar, renderSidebar, resetSidebar } from "./sidebar.js";
@@ -68,6 +69,7 @@ function startChat() {
   openConv(keyFromHash(), { push: false });
 
   ctx.conn.start();
+  void startPush();
   refreshGroups();
   pollPresence();
   timers.push(setInterval(pollPresence, PRESENCE_EVERY_MS));
@@ -115,7 +117,9 @@ function teardown() {
 
 function logout(message = "") {
   if (!ctx.session) return;
-  api.logout().catch(() => {});
+  // This browser's push subscription goes first, while the token still works.
+  const token = ctx.session.token;
+  void stopPush(token).finally(() => api.logout(token).catch(() => {}));
   teardown();
   forgetSession(); // every other tab sees this (a storage event) and tears down too
   showAuth(message);
@@ -219,6 +223,7 @@ initSearch({ openConv });
 initGroups({ openConv, loaded: prefetchEmptyGroups });
 initThread();
 initComposer();
+initPush({ openConv });
 initPresence({
   changed() {
     renderSidebar();

@@ -1,0 +1,46 @@
+import { afterAll } from "bun:test";
+import { existsSync } from "node:fs";
+import { chromium, type Browser } from "playwright-core";
+import { startCluster, type Cluster } from "../scripts/cluster.ts";
+import { DEFAULT_CHROMIUM } from "./env.ts";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
+
+/** Headless Chromium for the browser tests; a missing or broken one fails loudly, saying how to fix it. */
+export async function launchChromium(): Promise<Browser> {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`browser test: no Chromium at ${CHROMIUM}. Install it (apt-get install chromium) or set CHROMIUM_PATH.`);
+  }
+  try {
+    return await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    });
+  } catch (err) {
+    throw new Error(`browser test: Chromium at ${CHROMIUM} failed to launch: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Chromium and a cluster (two ws instances), started once on the first call of the returned
+ * function and closed after the file's tests; a missing or broken Chromium fails every test, loudly.
+ */
+export function useBrowserCluster(opts: { env?: Record<string, string> } = {}) {
+  let setup: Promise<{ browser: Browser; cluster: Cluster }> | null = null;
+  afterAll(async () => {
+    const s = await setup?.catch(() => null);
+    await s?.browser.close();
+    await s?.cluster.stop();
+  }, 30_000);
+  return () =>
+    (setup ??= (async () => {
+      const browser = await launchChromium();
+      try {
+        return { browser, cluster: await startCluster({ ws: 2, env: opts.env }) };
+      } catch (err) {
+        await browser.close();
+        throw err;
+      }
+    })());
+}
