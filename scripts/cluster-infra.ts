@@ -7,8 +7,8 @@
 //
 // Redis Cluster: cluster-node-timeout 2 s, full coverage not required (the other masters keep
 // serving while one shard fails over), every replica may take over. RabbitMQ: three nodes joined
-// with `rabbitmqctl join_cluster`, one Erlang cookie; a quorum queue declared after the join has a
-// member on each. PostgreSQL: the standby is a pg_basebackup -R of the primary and is its
+// with `rabbitmqctl join_cluster` one at a time (a failed join is retried from a reset node), one
+// Erlang cookie; a quorum queue declared after the join has a member on each. PostgreSQL: the standby is a pg_basebackup -R of the primary and is its
 // synchronous standby (synchronous_standby_names); `promoteStandby()` is the operator's tool.
 // The one Erlang port mapper (epmd) listens on 127.0.0.1, outside every host: it is the machine's
 // name service for the three nodes, and a host loss kills the node, not the mapper.
@@ -251,15 +251,35 @@ export async function startClusterInfra(opts: { hosts?: string[]; log?: (line: s
     });
     log(`redis cluster formed (${took()})`);
 
-    // RabbitMQ cluster: nodes 1 and 2 join node 0
-    await Promise.all(
-      [1, 2].map(async (i) => {
-        await ctl(i, "stop_app");
-        await ctl(i, "join_cluster", `rabbit-${tag}-0@localhost`);
-        await ctl(i, "start_app");
-      }),
-    );
+    // RabbitMQ cluster: nodes 1 and 2 join node 0, one at a time (two joins at once race in
+    // mnesia's schema merge), each retried from a reset node, and each checked from node 0
+    const seedNode = `rabbit-${tag}-0@localhost`;
+    const runningOnSeed = async (): Promise<string[]> => {
+      const status = JSON.parse(await ctl(0, "cluster_status", "--formatter", "json")) as { running_nodes?: string[] };
+      return status.running_nodes ?? [];
+    };
+    for (const i of [1, 2]) {
+      const node = `rabbit-${tag}-${i}@localhost`;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await ctl(i, "stop_app");
+          // a failed join can leave half a cluster schema behind: start again from an empty node
+          if (attempt > 1) await ctl(i, "force_reset");
+          await ctl(i, "join_cluster", seedNode);
+          await ctl(i, "start_app");
+          await ctl(i, "await_startup", "--timeout", "60");
+          await until(`${node} running in the cluster`, 30_000, async () => (await runningOnSeed()).includes(node));
+          break;
+        } catch (err) {
+          if (attempt >= 3) throw err;
+          log(`rabbitmq node ${i} join attempt ${attempt} failed, resetting it: ${(err as Error).message.split("\n").slice(-3).join(" | ")}`);
+          await Bun.sleep(1000 * attempt);
+        }
+      }
+    }
     await ctl(0, "await_online_nodes", "3", "--timeout", "60");
+    // start_app restarted each joined node's AMQP listener: wait until every node answers again
+    await Promise.all(rabbitNodes.map((n) => until(`${n.server.name} accepting AMQP connections`, 60_000, () => n.server.spec.probe())));
     log(`rabbitmq cluster formed (${took()})`);
 
     // PostgreSQL: the standby streams synchronously

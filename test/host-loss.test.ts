@@ -18,6 +18,8 @@ import { randomSecret, spawnService, stopService, waitHealthy, type ServiceProce
 const RATE = 25; // new sends per second per sender
 const PAIRS = 6;
 const SLOW_MS = 1000; // a reply slower than this counts as not yet recovered
+/** Nine services start at once on a shared 2-core machine: at a load of 37 a gateway took over 20 s to listen. */
+const START_MS = 60_000;
 
 interface Host {
   ip: string;
@@ -67,20 +69,20 @@ async function startTopology(): Promise<Topology> {
     };
     const rotate = <T>(xs: T[], k: number) => xs.map((_, i) => xs[(i + k) % xs.length]!);
     const amqpNodes = infra.amqpUrl.split(",");
-    const discovers = await Promise.all(infra.hosts.map((ip) => spawnService(`discover@${ip}`, "services/discover/index.ts", { ...base, HOST: ip })));
+    const discovers = await Promise.all(infra.hosts.map((ip) => spawnService(`discover@${ip}`, "services/discover/index.ts", { ...base, HOST: ip }, 0, START_MS)));
     started.push(...discovers);
     const hosts = await Promise.all(
       infra.hosts.map(async (ip, i): Promise<Host> => {
         const env = { ...base, HOST: ip, AMQP_URL: rotate(amqpNodes, i + 1).join(","), DISCOVER_URL: rotate(discovers.map((d) => d.url), i + 1).join(",") };
         const [ws, persist] = await Promise.all([
-          spawnService(`ws@${ip}`, "services/ws/index.ts", env),
-          spawnService(`persist@${ip}`, "services/persist/index.ts", env),
+          spawnService(`ws@${ip}`, "services/ws/index.ts", env, 0, START_MS),
+          spawnService(`persist@${ip}`, "services/persist/index.ts", env, 0, START_MS),
         ]);
         started.push(ws, persist);
         return { ip, discover: discovers[i]!, ws, persist };
       }),
     );
-    await Promise.all(started.map((p) => waitHealthy(p, 60_000)));
+    await Promise.all(started.map((p) => waitHealthy(p, START_MS)));
     sql = postgres(infra.databaseUrl, { max: 2, onnotice: () => {}, connect_timeout: 2 });
     console.log(`host loss setup: infra ${Math.round(tInfra - t0)} ms, services healthy ${Math.round(performance.now() - tInfra)} ms`);
     return { infra, hosts, jwtSecret, sql, stop };

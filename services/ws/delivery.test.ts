@@ -257,6 +257,60 @@ describe("sync", () => {
     t.d.stop();
   });
 
+  test("a failed sync leaves the connection at the client's cursor: live frames after it wait for the gap, never pass it", async () => {
+    // The host-loss failure: a recipient reconnected while PostgreSQL failed over; its sync answered
+    // unavailable and the held live frames went out from the connection's baseline, so its last
+    // cursor passed the messages sent while it was away, and its next sync skipped them.
+    const t = setup({ initialHoldMs: 5000, syncTimeoutMs: 100 });
+    const [a, b] = [uid("a"), uid("b")];
+    const had = await t.accept(a, b, "had");
+    await t.store(had);
+    const missed = await t.accept(a, b, "missed"); // not stored yet: persist is behind
+    const ws = await t.open(b);
+    const live = await t.accept(a, b, "live");
+    await t.store(live);
+    t.offer(ws, live);
+    t.d.frame(ws, "sync");
+    await t.d.sync(ws, formatPosition(had.at));
+    expect(ws.sent.map((f) => f.type)).toEqual(["error"]);
+    await Bun.sleep(100); // repairs find nothing yet
+    expect(ids(ws)).toEqual([]); // before the fix: ["live"], and "missed" never came
+    await t.store(missed);
+    await until("the gap repaired", () => ids(ws).length === 2);
+    expect(ids(ws)).toEqual(["missed", "live"]);
+    expect(ws.closedWith).toBeNull();
+    t.d.stop();
+  });
+
+  test("a sync after a failed one answers from the cursor; what waited before it is not kept, nor its gap timer", async () => {
+    const t = setup({ initialHoldMs: 5000, syncTimeoutMs: 100, giveUpMs: 300 });
+    const [a, b] = [uid("a"), uid("b")];
+    const had = await t.accept(a, b, "had");
+    await t.store(had);
+    const missed = await t.accept(a, b, "missed");
+    const ws = await t.open(b);
+    const live = await t.accept(a, b, "live");
+    await t.store(live);
+    t.offer(ws, live);
+    t.d.frame(ws, "sync");
+    await t.d.sync(ws, formatPosition(had.at)); // unavailable: "live" waits behind the gap
+    await t.store(missed);
+    await t.d.sync(ws, formatPosition(had.at)); // the client syncs again from its cursor
+    expect(ids(ws)).toEqual(["missed", "live"]);
+    expect(ws.data.stream.pending.size).toBe(0);
+    // Well after the give-up time, a new gap is repaired, not taken for the old one (a 4000 close).
+    await Bun.sleep(400);
+    const skipped = await t.accept(a, b, "skipped");
+    await t.store(skipped);
+    const next = await t.accept(a, b, "next");
+    await t.store(next);
+    t.offer(ws, next);
+    await until("the new gap repaired", () => ids(ws).length === 4);
+    expect(ids(ws)).toEqual(["missed", "live", "skipped", "next"]);
+    expect(ws.closedWith).toBeNull();
+    t.d.stop();
+  });
+
   test("awaitWritten resolves once storage holds the user's stream up to its top", async () => {
     const t = setup({ syncTimeoutMs: 2000 });
     const [a, b] = [uid("a"), uid("b")];

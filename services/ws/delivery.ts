@@ -127,9 +127,14 @@ export function createDelivery(opts: {
         continue;
       }
       if (st.pending.size === 0) break;
+      const first = [...st.pending.values()].reduce((a, b) => (comparePositions(a.position, b.position) < 0 ? a : b));
+      // Placed before a sync moved `cur` past it: already sent (or asked for again and answered).
+      if (comparePositions(first.position, cur) <= 0) {
+        st.pending.delete(key(first.position));
+        continue;
+      }
       // Only items of a later epoch left: the rest of the old epoch is lost to the allocator's
       // data loss once the new epoch is old enough (its entries would have been written by now).
-      const first = [...st.pending.values()].reduce((a, b) => (comparePositions(a.position, b.position) < 0 ? a : b));
       if (first.position.epoch > cur.epoch && Date.now() - epochOpenedAtMs(first.position.epoch) > epochGraceMs) {
         st.cur = { epoch: first.position.epoch, pos: 0 };
         continue;
@@ -267,8 +272,9 @@ export function createDelivery(opts: {
     st.held ??= [];
     st.syncing = true;
     let sent: Position | null = null;
+    let after: Position | null = null;
     try {
-      let after = await resolveCursor(user, cursor);
+      after = await resolveCursor(user, cursor);
       const top = await tops.add(user);
       // A cursor beyond the top (forged, or from before the allocator lost data and reopened an
       // epoch with a clock behind the old one): answer the whole current epoch.
@@ -289,8 +295,15 @@ export function createDelivery(opts: {
       sendText(ws, JSON.stringify({ type: "synced", cursor: formatPosition(top) }));
     } catch (err) {
       opts.log.warn("sync failed", { err, user });
-      if (sent) st.cur = sent;
+      // The client now has everything up to the last entry of this answer, or up to its cursor:
+      // that is where the connection continues. Live frames after it wait for the gap to be filled
+      // from storage (or the 4000 close), so the client's last cursor never passes a message it was
+      // not given (left at the baseline, the next live frame would skip the answer's unsent rest).
+      const at = sent ?? after;
+      if (at) st.cur = at;
       if (ws.data.open) sendText(ws, JSON.stringify({ type: "error", code: "unavailable", message: "history is unavailable right now; sync again" }));
+      // A legacy cursor that could not be mapped: where the client is cannot be known.
+      if (!at) resync(ws, "sync_cursor_unresolved");
     } finally {
       st.syncing = false;
       release(ws);
@@ -305,6 +318,8 @@ export function createDelivery(opts: {
     const held = st.held ?? [];
     st.held = null;
     if (!ws.data.open || !st.cur) return;
+    // What waited behind a gap before the hold: a sync may have moved `cur` (past it, or back).
+    if (st.pending.size > 0 && drainPending(ws)) scheduleRepair(ws, repairDelayMs);
     for (const it of held) {
       place(ws, it);
       if (!ws.data.open) return;

@@ -1,9 +1,14 @@
-import { afterAll, beforeAll } from "bun:test";
-import { closeRedis, type Redis } from "../redis.ts";
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { findRedis, freePort, INFRA_DIR_PREFIX, redisServer } from "../../scripts/infra.ts";
+import { silentLogger } from "../log.ts";
+import { closeRedis, createRedis, type Redis } from "../redis.ts";
 import { deletePrefix, openTestRedis } from "../../test/redis.ts";
+import { AllocatorUnavailable } from "./allocator.ts";
 import { allocatorContract } from "./allocator.contract.ts";
 import { createRedisAllocator, hashSlot } from "./allocator-redis.ts";
-import { expect, test } from "bun:test";
 
 let redis: Redis;
 beforeAll(async () => {
@@ -58,3 +63,42 @@ test("state written by the previous script version (claims apart, no generation 
   expect(c!.positions.o).toEqual({ epoch: 1000, pos: 6 });
   await deletePrefix(redis, prefix);
 });
+
+test("waitReplicas: a replica that is attached but behind fails the allocation (no answer a failover could undo); once it catches up, the retry gets the same position", async () => {
+  const dir = mkdtempSync(join(tmpdir(), `${INFRA_DIR_PREFIX}slow-replica-`));
+  const bin = findRedis();
+  const [mPort, rPort] = [await freePort(), await freePort()];
+  const master = redisServer(bin, dir, mPort, { name: "master" });
+  const replica = redisServer(bin, dir, rPort, { name: "replica", args: ["--replicaof", "127.0.0.1", String(mPort)] });
+  let client: Redis | undefined;
+  try {
+    await master.start();
+    await replica.start();
+    client = createRedis(master.url, silentLogger);
+    if (client.status !== "ready") await new Promise((resolve) => client!.once("ready", resolve));
+    const allocator = createRedisAllocator(client, { prefix: "slow:", waitReplicas: 1, waitMs: 100 });
+    const end = Date.now() + 20_000;
+    for (;;) {
+      const info = await client.info("replication");
+      if (/connected_slaves:1/.test(info) && /state=online/.test(info)) break;
+      if (Date.now() > end) throw new Error(`the replica did not sync: ${info}`);
+      await Bun.sleep(100);
+    }
+    expect((await allocator.allocate([{ msgId: "a", users: ["u"] }]))[0]!.positions.u!.pos).toBe(1);
+    // the replica stops reading (a stalled process): still attached, confirms nothing
+    process.kill(replica.pid!, "SIGSTOP");
+    try {
+      const err = await allocator.allocate([{ msgId: "b", users: ["u"] }]).then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(AllocatorUnavailable); // before: answered after 100 ms, unreplicated
+      expect(await client.hget("slow:{u:u}:s", "n")).toBe("2"); // allocated on the master, not answered
+    } finally {
+      process.kill(replica.pid!, "SIGCONT");
+    }
+    const [again] = await allocator.allocate([{ msgId: "b", users: ["u"] }]);
+    expect(again!.positions.u!.pos).toBe(2);
+  } finally {
+    client?.disconnect();
+    await Promise.allSettled([replica.stop(), master.stop()]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 60_000);

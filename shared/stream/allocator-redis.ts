@@ -160,16 +160,24 @@ export interface RedisAllocatorOptions {
    * lost entirely). 1 on Redis Cluster; 0 (default) on a single Redis.
    */
   waitReplicas?: number;
-  /** How long WAIT may block (default 100 ms). A slot whose master had no replica in time skips WAIT for a while. */
+  /**
+   * How long WAIT may block (default 100 ms). After that, a master with no replica attached answers
+   * (and its slot skips WAIT for a while); one whose replica is attached but behind waits up to
+   * 2 s more, then the allocation fails (unavailable; retrying it is idempotent).
+   */
   waitMs?: number;
 }
 
 /** How long a slot whose master has no replica (after a failover) allocates without WAIT. */
 const NO_REPLICA_MS = 5000;
+/** How long an allocation waits more for a replica that is attached but slow, before it fails. */
+const SLOW_REPLICA_MS = 2000;
 
 interface EvalWaitPipeline {
   eval(...a: (string | number)[]): EvalWaitPipeline;
+  exists(key: string): EvalWaitPipeline;
   wait(replicas: number, ms: number): EvalWaitPipeline;
+  role(): EvalWaitPipeline;
   exec(): Promise<Array<[Error | null, unknown]> | null>;
 }
 
@@ -201,13 +209,29 @@ export function createRedisAllocator(redis: Redis | Cluster, opts: RedisAllocato
     const until = noReplicaUntil.get(slot);
     if (waitReplicas === 0 || (until !== undefined && until > Date.now())) return redis.eval(ALLOC, keys.length, ...keys, ...args) as Promise<string[]>;
     if (until !== undefined) noReplicaUntil.delete(slot);
-    const res = await (redis.pipeline() as unknown as EvalWaitPipeline).eval(ALLOC, keys.length, ...keys, ...args).wait(waitReplicas, waitMs).exec();
+    const pipeline = () => redis.pipeline() as unknown as EvalWaitPipeline;
+    // ROLE after WAIT, on the same node: which replicas the master has once WAIT gave up
+    const res = await pipeline().eval(ALLOC, keys.length, ...keys, ...args).wait(waitReplicas, waitMs).role().exec();
     if (!res) throw new Error("pipeline aborted");
-    const [[err, out], [waitErr, acked]] = res as [[Error | null, string[]], [Error | null, number]];
+    const [[err, out], [waitErr, acked], [, role]] = res as [[Error | null, string[]], [Error | null, number], [Error | null, unknown[] | undefined]];
     if (err) throw err;
     if (waitErr) throw waitErr;
-    if (acked < waitReplicas) noReplicaUntil.set(slot, Date.now() + NO_REPLICA_MS);
-    return out;
+    if (acked >= waitReplicas) return out;
+    const attached = Array.isArray(role?.[2]) ? (role[2] as unknown[]).length : 0;
+    if (attached < waitReplicas) {
+      // No replica to wait for (its host is gone, or a failover left the new master alone): the
+      // master is the only copy, and answering is the best there is until a replica is back.
+      noReplicaUntil.set(slot, Date.now() + NO_REPLICA_MS);
+      return out;
+    }
+    // A replica is attached but behind (a loaded machine): answering now, a failover before it
+    // catches up would hand these positions out again. Wait longer (a keyed command routes the
+    // pipeline to the same node and connection, and WAIT covers every earlier write on it); if it
+    // still has not confirmed, fail: the caller retries, and allocation is idempotent.
+    const again = await pipeline().exists(keys[0]!).wait(waitReplicas, SLOW_REPLICA_MS).exec();
+    const confirmed = again?.[1]?.[1];
+    if (typeof confirmed === "number" && confirmed >= waitReplicas) return out;
+    throw new Error(`no replica confirmed the allocation within ${waitMs + SLOW_REPLICA_MS} ms`);
   };
   const written = script(WRITTEN);
   const topsOf = script(TOPS);
