@@ -278,7 +278,7 @@ function confirmEl(m) {
     "div",
     { class: "msg-confirm", role: "group", "aria-label": "Delete this message?", "data-testid": "message-delete-ask" },
     h("span", {}, "Delete this message for everyone?"),
-    h("button", { type: "button", class: "link danger", "data-testid": "message-delete-confirm", onclick: () => confirmDelete(m) }, "Delete"),
+    h("button", { type: "button", class: "link destructive", "data-testid": "message-delete-confirm", onclick: () => confirmDelete(m) }, "Delete"),
     h("button", { type: "button", class: "link", "data-testid": "message-delete-cancel", onclick: () => setUi(m, { confirming: null }, '[data-testid="message-menu-button"]') }, "Cancel"),
   );
 }
