@@ -132,6 +132,9 @@ test("edit by keyboard and delete by mouse from the message menu: live on the ot
 
   // Escape leaves the editor without changing anything.
   await byId(a, m3).getByTestId("message-menu-button").click();
+  await byId(a, m3).getByTestId("message-menu").waitFor();
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await a.screenshot({ path: `${ARTIFACTS}message-menu.png` });
   await byId(a, m3).getByTestId("message-edit").click();
   await byId(a, m3).getByTestId("message-edit-input").fill("never sent");
   await a.keyboard.press("Escape");
@@ -176,7 +179,6 @@ test("edit by keyboard and delete by mouse from the message menu: live on the ot
   await showsEdited(fresh, m3, "Third, edited while you were away");
   for (const m of [m1, m2]) await showsDeleted(fresh, m);
 
-  mkdirSync(ARTIFACTS, { recursive: true });
   await b.screenshot({ path: `${ARTIFACTS}edit-delete.png` });
   expect(pageErrors).toEqual([]);
 }, 90_000);
