@@ -64,6 +64,7 @@ const ws = await startWsService({
   revocations: createMemoryRevocations(),
   accounts: accountSettings(cfg),
   push: pushSettings(cfg, secrets.VAPID),
+  editWindowMs: cfg.EDIT_WINDOW_SEC * 1000,
   log,
 });
 

@@ -1,4 +1,4 @@
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
 import type { Db } from "../../shared/db/index.ts";
@@ -7,12 +7,14 @@ import { searchMessages } from "../../shared/db/search.ts";
 import { DirectoryUnavailable, type Directory } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { Cursor, GroupId, messageFrame, storableText, TypingEvent, UserId } from "../../shared/protocol.ts";
+import { HISTORY_KINDS, streamFrame } from "../../shared/events/registry.ts";
+import { Body, ClientMsgId, Cursor, GroupId, messageFrame, MsgId, SendError, storableText, TypingEvent, UserId, type ErrorCode } from "../../shared/protocol.ts";
 import { bearer, secretMatches } from "../../shared/secret.ts";
 import type { ApiEnv, createAccounts } from "./accounts.ts";
 import { BadForwardedFor } from "./client-address.ts";
 import type { Delivery as StreamDelivery } from "./delivery.ts";
 import { apiCors, securityHeaders } from "./headers.ts";
+import { changeRecord, type Pipeline } from "./pipeline.ts";
 import type { Delivery, Ephemeral, Router } from "./router.ts";
 import { formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
 import * as store from "./store.ts";
@@ -74,6 +76,8 @@ function parseDeliveries(raw: unknown): Delivery[] | null {
     if (typeof m !== "object" || m === null || typeof ps !== "object" || ps === null || Array.isArray(ps)) return null;
     if (!Object.values(ps).every((p) => str(p) && POSITION_RE.test(p as string))) return null;
     if (!str(m.msgId) || !str(m.id) || !str(m.from) || !str(m.body) || typeof m.ts !== "number") return null;
+    if ((m.kind !== undefined && !str(m.kind)) || (m.ref !== undefined && !str(m.ref))) return null;
+    if (m.data !== undefined && (typeof m.data !== "object" || m.data === null || Array.isArray(m.data))) return null;
     if (str(m.to) === str(m.group)) return null;
   }
   return ds as Delivery[];
@@ -91,6 +95,8 @@ export function createApp(opts: {
   directory: Directory;
   router: Router;
   stream: StreamDelivery;
+  /** The send path, for edits and deletions made over HTTP. */
+  pipeline: Pipeline;
   jwtSecret: string;
   internalSecret: string;
   accounts: Accounts;
@@ -196,8 +202,10 @@ export function createApp(opts: {
     const limit = Math.min(q.limit ?? 50, 200);
     // Reads its own writes: every entry of the caller's stream allocated before now is stored first.
     await opts.stream.awaitWritten(me);
-    const page = await readConversation(db, me, conv, await positionBefore(me, q.before), limit);
-    const frames = page.messages.map((m) => messageFrame(m, formatPosition(m.position)));
+    // Messages in their current state (edited text and editedAt, or a deletion's tombstone), and
+    // the events whose kind belongs in history.
+    const page = await readConversation(db, me, conv, await positionBefore(me, q.before), limit, HISTORY_KINDS);
+    const frames = page.messages.map((m) => streamFrame(m, formatPosition(m.position)));
     return c.json({ messages: frames, before: page.more ? frames[0]!.cursor : null });
   });
 
@@ -218,6 +226,26 @@ export function createApp(opts: {
     // A previous version's cursor is a commit sequence: older than it means up to the one before.
     return "legacy" in c ? { epoch: 0, pos: (await legacyPosition(db, user, c.legacy - 1)).pos + 1 } : c;
   }
+
+  // Edits and deletions over HTTP: the same events as the WebSocket frames (docs/api.md).
+  const STATUS: Record<ErrorCode, 400 | 403 | 404 | 429 | 503> = { bad_request: 400, too_large: 400, forbidden: 403, not_found: 404, too_old: 403, rate_limited: 429, unavailable: 503 };
+  const change = async (c: Context<ApiEnv>, kind: "edit" | "delete", clientId: string | undefined, body?: string) => {
+    const ref = MsgId.safeParse(c.req.param("msgId"));
+    if (!ref.success) return c.json({ error: "not a message id", code: "bad_request" }, 400);
+    const m = changeRecord(c.get("user"), kind, clientId ?? crypto.randomUUID(), ref.data, body);
+    try {
+      const a = await opts.pipeline.send(m);
+      return c.json({ msgId: m.msgId, ts: a.ts, cursor: a.cursor });
+    } catch (err) {
+      const e = err instanceof SendError ? err : new SendError("unavailable", "temporarily unavailable; retry");
+      return c.json({ error: e.message, code: e.code }, STATUS[e.code]);
+    }
+  };
+  app.patch("/api/messages/:msgId", json(z.strictObject({ body: Body, id: ClientMsgId.optional() })), async (c) => {
+    const { body, id } = c.req.valid("json");
+    return change(c, "edit", id, body);
+  });
+  app.delete("/api/messages/:msgId", query(z.strictObject({ id: ClientMsgId.optional() })), async (c) => change(c, "delete", c.req.valid("query").id));
 
   // Users: registered or not, and the registered spelling of an id given in any case.
   app.get("/api/users", query(z.object({ ids: UserList })), async (c) => {

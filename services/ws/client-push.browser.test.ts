@@ -15,7 +15,7 @@ const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
 
 const pageErrors: string[] = [];
-const base = useBrowserCluster({ env: { PUSH_ALLOW_HTTP: "true" } });
+const base = useBrowserCluster({ env: { PUSH_ALLOW_HTTP: "true" } }).env;
 let extra: Promise<{ svc: TestPushService; sql: postgres.Sql }> | null = null;
 
 /** Chromium, the cluster, the local push service and a database client, started once. */

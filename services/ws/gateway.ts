@@ -2,10 +2,10 @@ import type { WebSocketHandler } from "bun";
 import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
+import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type DeleteFrame, type EditFrame, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
 import type { ConnData, Conn, Connections } from "./connections.ts";
 import { newStreamState, type Delivery } from "./delivery.ts";
-import { deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
+import { changeRecord, deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { closeConn, sendFrame } from "./frames.ts";
 import type { PresenceWatch } from "./presence.ts";
@@ -43,10 +43,19 @@ export function createGateway(opts: {
   const connGauge = opts.metrics.gauge("ws_connections", "Open WebSocket connections");
   const limiter = createRateLimiter(opts.rate.perSec, opts.rate.burst);
 
-  const handleSend = async (ws: Conn, f: SendFrame) => {
-    const m: ChatMessage = { msgId: deriveMsgId(ws.data.user, f.id, f), id: f.id, from: ws.data.user, body: f.body, ts: Date.now() };
-    if ("group" in f) m.group = f.group;
-    else m.to = f.to;
+  /** A send, edit or delete frame as the record the pipeline takes. */
+  const recordOf = (user: string, f: SendFrame | EditFrame | DeleteFrame): ChatMessage => {
+    if (f.type === "send") {
+      const m: ChatMessage = { msgId: deriveMsgId(user, f.id, f), id: f.id, from: user, body: f.body, ts: Date.now() };
+      if ("group" in f) m.group = f.group;
+      else m.to = f.to;
+      return m;
+    }
+    return changeRecord(user, f.type, f.id, f.msgId, f.type === "edit" ? f.body : "");
+  };
+
+  const handleSend = async (ws: Conn, f: SendFrame | EditFrame | DeleteFrame) => {
+    const m = recordOf(ws.data.user, f);
     const own = ws.data.own;
     if (own.size >= MAX_OWN_REMEMBERED) own.delete(own.values().next().value!);
     own.add(m.msgId);
@@ -75,7 +84,7 @@ export function createGateway(opts: {
     }
     const frame = parsed.frame;
     framesIn.inc({ type: frame.type });
-    const id = frame.type === "send" ? { id: frame.id } : {};
+    const id = "id" in frame ? { id: frame.id } : {};
     try {
       await whenReady(ws);
     } catch {
@@ -97,6 +106,8 @@ export function createGateway(opts: {
         void opts.typing(ws, frame).catch((err) => opts.log.warn("typing failed", { err }));
         return;
       case "send":
+      case "edit":
+      case "delete":
         if (!limiter.take(ws.data.user)) {
           return sendFrame(ws, { type: "error", id: frame.id, code: "rate_limited", message: "too many messages; slow down" });
         }

@@ -204,8 +204,11 @@ export function createRouter(opts: {
       opts.log.warn("directory lookup failed; remote recipients' gateways will repair the gap", { err, msgId: m.msgId });
       return;
     }
-    const offline = users.filter((u) => u !== m.from && !where[u]?.length && !opts.connections.of(u));
-    if (offline.length > 0) opts.offline?.(message, offline);
+    // Web Push is for messages; stream events (edits, receipts, membership notices) are not pushed.
+    if (m.kind === undefined && opts.offline) {
+      const offline = users.filter((u) => u !== m.from && !where[u]?.length && !opts.connections.of(u));
+      if (offline.length > 0) opts.offline(message, offline);
+    }
     const byInstance = new Map<string, { inst: InstanceInfo; positions: Record<string, string> }>();
     for (const u of users) {
       for (const inst of where[u] ?? []) {

@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { bigint, bigserial, customType, index, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import { bigint, bigserial, customType, index, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
 
 const tsvector = customType<{ data: string }>({ dataType: () => "tsvector" });
 
@@ -24,18 +24,27 @@ export const messages = pgTable(
     conv: text("conv").notNull(),
     body: text("body").notNull(),
     ts: bigint("ts", { mode: "number" }).notNull(),
+    /** "message", or a stream event's kind (shared/events/registry.ts): events are rows too. */
+    kind: text("kind").notNull().default("message"),
+    /** The msgId an event is about. */
+    ref: text("ref"),
+    /** An event kind's payload. */
+    data: jsonb("data"),
+    /** A message's latest edit (its `ts`), and its deletion (the body is then ''). */
+    editedAt: bigint("edited_at", { mode: "number" }),
+    deletedAt: bigint("deleted_at", { mode: "number" }),
     /**
      * The body's words for full-text search (GET /api/search), kept by PostgreSQL itself. The
      * `simple` configuration: words as written, lower-cased, in any language; no stemming.
      */
     search: tsvector("search").generatedAlwaysAs(sql`to_tsvector('simple', body)`),
   },
-  (t) => [index("messages_search").using("gin", t.search)],
+  (t) => [index("messages_ref").on(t.ref).where(sql`${t.ref} is not null`), index("messages_search").using("gin", t.search)],
 );
 
 /**
- * One entry of a user's stream. `kind` is what travels at that position: today always "message"
- * (with `msgId`); edits, deletions and receipts can take positions in the same stream later.
+ * One entry of a user's stream. `kind` is what travels at that position: "message", or a stream
+ * event's kind (an edit, a deletion, …), with `msgId` the id of that record in `messages`.
  */
 export const stream = pgTable(
   "stream",
@@ -47,7 +56,7 @@ export const stream = pgTable(
     msgId: text("msg_id").notNull(),
     conv: text("conv").notNull(),
   },
-  (t) => [primaryKey({ columns: [t.userId, t.epoch, t.pos] }), index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos)],
+  (t) => [primaryKey({ columns: [t.userId, t.epoch, t.pos] }), index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos), index("stream_msg_id").on(t.msgId)],
 );
 
 /** A user id is unique regardless of case (`users_id_lower`); it keeps its registered spelling. */

@@ -7,7 +7,7 @@ import { rowsOf, SELECT_ENTRY, toMessage, type Row, type StreamMessage } from ".
  * Which stored messages search may return. A deleted message keeps its row with an empty body
  * (a tombstone): this is the one place that leaves deleted messages out of search.
  */
-const SEARCHABLE = sql`m.body <> ''`;
+const SEARCHABLE = sql`m.kind = 'message' and m.deleted_at is null and m.body <> ''`;
 
 /**
  * One page of `user`'s messages matching the web-search query `q` (websearch_to_tsquery: words,
