@@ -128,10 +128,14 @@ export async function readRecords(db: Db, ids: string[]): Promise<Map<string, Ch
   return new Map(rows.map((r) => [r.msg_id, toRecord(r)]));
 }
 
-/** Every user whose stream a stored message entered (a group's members at the time of its send). */
+/**
+ * Every user whose stream a stored message entered (a group's members at the time of its send).
+ * Direct messages need no lookup; group entries alone are indexed by msg_id (a partial index: the
+ * stream's busiest writes, a direct message's two entries, do not pay for it).
+ */
 export async function recipientsOf(db: Db, m: ChatMessage): Promise<string[]> {
   if (m.group === undefined) return m.to === undefined || m.to === m.from ? [m.from] : [m.from, m.to];
-  const rows = rowsOf<{ user_id: string }>(await db.execute(sql`select distinct user_id from stream where msg_id = ${m.msgId}`));
+  const rows = rowsOf<{ user_id: string }>(await db.execute(sql`select distinct user_id from stream where msg_id = ${m.msgId} and conv like 'g:%'`));
   return rows.map((r) => r.user_id);
 }
 

@@ -56,7 +56,7 @@ export const stream = pgTable(
     msgId: text("msg_id").notNull(),
     conv: text("conv").notNull(),
   },
-  (t) => [primaryKey({ columns: [t.userId, t.epoch, t.pos] }), index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos), index("stream_msg_id").on(t.msgId)],
+  (t) => [primaryKey({ columns: [t.userId, t.epoch, t.pos] }), index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos), index("stream_msg_id").on(t.msgId).where(sql`${t.conv} like 'g:%'`)],
 );
 
 /** A user id is unique regardless of case (`users_id_lower`); it keeps its registered spelling. */
