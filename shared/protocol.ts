@@ -39,10 +39,20 @@ export const PingFrame = z.strictObject({ type: z.literal("ping") });
 export const MAX_WATCHED = 1000;
 export const WatchFrame = z.strictObject({ type: z.literal("watch"), users: z.array(UserId).max(MAX_WATCHED) });
 
-export const CLIENT_FRAME_TYPES = ["send", "sync", "ping", "watch"] as const;
+/**
+ * Addition: "I have read this conversation up to the message at `cursor`" (a cursor of my stream,
+ * `<epoch>.<pos>`, of a message in that conversation). Markers only move forward.
+ */
+export const ReadFrame = z.union([
+  z.strictObject({ type: z.literal("read"), to: UserId, cursor: Cursor.regex(/\./, "a cursor of the form <epoch>.<pos>") }),
+  z.strictObject({ type: z.literal("read"), group: GroupId, cursor: Cursor.regex(/\./, "a cursor of the form <epoch>.<pos>") }),
+]);
+
+export const CLIENT_FRAME_TYPES = ["send", "sync", "ping", "watch", "read"] as const;
 export type SendFrame = z.infer<typeof SendFrame>;
 export type SyncFrame = z.infer<typeof SyncFrame>;
-export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame> | z.infer<typeof WatchFrame>;
+export type ReadFrame = z.infer<typeof ReadFrame>;
+export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame> | z.infer<typeof WatchFrame> | ReadFrame;
 
 /** Client-visible error codes: the one table of them. */
 export const ERROR_CODES = ["bad_request", "too_large", "forbidden", "rate_limited", "unavailable"] as const;
@@ -131,6 +141,9 @@ export function parseClientFrame(text: string): ParsedFrame {
       break;
     case "watch":
       schema = WatchFrame;
+      break;
+    case "read":
+      schema = ReadFrame;
       break;
     default:
       return { ok: false, code: "bad_request", message: `unknown frame type; expected one of ${CLIENT_FRAME_TYPES.join(", ")}`, ...withId };

@@ -14,6 +14,7 @@ import type { Delivery as StreamDelivery } from "./delivery.ts";
 import { apiCors, securityHeaders } from "./headers.ts";
 import type { Delivery, Router } from "./router.ts";
 import { formatPosition, parseCursor } from "../../shared/stream/position.ts";
+import { receiptRoutes } from "./receipts-api.ts";
 import * as store from "./store.ts";
 import { json, query } from "./validation.ts";
 
@@ -183,6 +184,8 @@ export function createApp(opts: {
     const frames = page.messages.map((m) => messageFrame(m, formatPosition(m.position)));
     return c.json({ messages: frames, before: page.more ? frames[0]!.cursor : null });
   });
+
+  receiptRoutes(app, { db, awaitWritten: (u) => opts.stream.awaitWritten(u) });
 
   // Users: registered or not, and the registered spelling of an id given in any case.
   app.get("/api/users", query(z.object({ ids: UserList })), async (c) => {

@@ -15,6 +15,8 @@ export interface ConnData {
   queued: number;
   queuedBytes: number;
   inflight: number;
+  /** `read` frames being handled. */
+  reads: number;
   /** Message ids this connection sent recently: a gap repair passes them silently (it got the ack). */
   own: Set<string>;
   /** Sends of this connection take allocation turns in order (pipeline.ts). */

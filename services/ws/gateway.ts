@@ -2,18 +2,21 @@ import type { WebSocketHandler } from "bun";
 import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
+import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type ReadFrame, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
 import type { ConnData, Conn, Connections } from "./connections.ts";
 import { newStreamState, type Delivery } from "./delivery.ts";
 import { deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { sendFrame } from "./frames.ts";
+import { ReadError, type Receipts } from "./receipts.ts";
 import type { PresenceWatch } from "./presence.ts";
 
 /** Frames (and their bytes) a connection may have waiting to be handled, and sends awaiting their ack. */
 export const MAX_QUEUED_FRAMES = 1000;
 export const MAX_QUEUED_BYTES = 1 << 20;
 export const MAX_INFLIGHT_SENDS = 1000;
+/** `read` frames a connection may have being handled at once. */
+export const MAX_INFLIGHT_READS = 20;
 /** Recent sends a connection remembers so that a gap repair does not echo them back to it. */
 const MAX_OWN_REMEMBERED = 2000;
 /** Outbound bytes a connection may have buffered before it is closed as too slow. */
@@ -32,6 +35,7 @@ export function createGateway(opts: {
   pipeline: Pipeline;
   stream: Delivery;
   presence: PresenceWatch;
+  receipts: Receipts;
   log: Logger;
   metrics: Metrics;
   rate: { perSec: number; burst: number };
@@ -57,6 +61,19 @@ export function createGateway(opts: {
       if (ws.data.open) sendFrame(ws, { type: "error", id: f.id, code: e.code, message: e.message });
     } finally {
       ws.data.inflight--;
+    }
+  };
+
+  /** A `read` frame: handled beside the chain (it may wait for storage), at most MAX_INFLIGHT_READS at once per connection. */
+  const handleRead = async (ws: Conn, f: ReadFrame) => {
+    try {
+      await opts.receipts.read(ws.data.user, f);
+    } catch (err) {
+      const e = err instanceof ReadError ? err : new ReadError("unavailable", "receipts are unavailable right now; retry");
+      if (!(err instanceof ReadError)) opts.log.warn("read receipt failed", { err });
+      if (ws.data.open) sendFrame(ws, { type: "error", code: e.code, message: e.message });
+    } finally {
+      ws.data.reads--;
     }
   };
 
@@ -90,6 +107,11 @@ export function createGateway(opts: {
         return opts.presence.watch(ws, frame.users).catch(() => {
           if (ws.data.open) sendFrame(ws, { type: "error", code: "unavailable", message: "presence is unavailable right now; watch again later" });
         });
+      case "read":
+        if (ws.data.reads >= MAX_INFLIGHT_READS) return sendFrame(ws, { type: "error", code: "rate_limited", message: "too many read receipts in flight" });
+        ws.data.reads++;
+        void handleRead(ws, frame);
+        return;
       case "send":
         if (!limiter.take(ws.data.user)) {
           return sendFrame(ws, { type: "error", id: frame.id, code: "rate_limited", message: "too many messages; slow down" });
@@ -176,6 +198,7 @@ export function createGateway(opts: {
         queued: 0,
         queuedBytes: 0,
         inflight: 0,
+        reads: 0,
         own: new Set(),
         order: Promise.resolve(),
         ready: Promise.resolve(),

@@ -34,6 +34,8 @@ export function createRouter(opts: {
   metrics: Metrics;
   fetch?: typeof fetch;
   maxBacklog?: number;
+  /** A message was offered to a local connection of `user` (delivery receipts; must be cheap). */
+  onHanded?: (user: string, m: ChatMessage) => void;
 }) {
   const doFetch = opts.fetch ?? fetch;
   const maxBacklog = opts.maxBacklog ?? MAX_FORWARD_BACKLOG;
@@ -106,6 +108,7 @@ export function createRouter(opts: {
       }
       head ??= frameHead(m);
       for (const ws of conns) opts.stream.offer(ws, { position, head: ws === except ? null : head });
+      opts.onHanded?.(u, m);
     }
     return missing;
   }

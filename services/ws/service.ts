@@ -15,6 +15,7 @@ import { createGateway } from "./gateway.ts";
 import { createPipeline } from "./pipeline.ts";
 import { createPresenceWatch } from "./presence.ts";
 import type { RevocationEvent, Revocations } from "./revocations.ts";
+import { createReceipts } from "./receipts.ts";
 import { createRouter } from "./router.ts";
 import { membersOf } from "./store.ts";
 import type { Throttle } from "./throttle.ts";
@@ -52,6 +53,14 @@ export async function startWsService(deps: WsDeps) {
   const instanceId = crypto.randomUUID();
   const self = { id: instanceId, url: deps.publicUrl ?? "" };
 
+  // Receipts: deliveries are noted where frames are handed out, written and announced in batches.
+  const receipts = createReceipts({
+    db: () => deps.db.db,
+    awaitWritten: (u) => stream.awaitWritten(u),
+    publish: async (_e) => {}, // TODO(events): put receipts into the stream once EVENTS-CORE lands
+    log,
+    metrics,
+  });
   const connections = createConnections({ directory: deps.directory, self, log, heartbeatMs: INSTANCE_TTL_MS / 3, ttlMs: INSTANCE_TTL_MS });
   const stream = createDelivery({
     db: () => deps.db.db,
@@ -60,8 +69,9 @@ export async function startWsService(deps: WsDeps) {
     metrics,
     connectionsOf: (u) => connections.of(u),
     localUsers: () => connections.localUsers(),
+    onHanded: receipts.delivered,
   });
-  const router = createRouter({ connections, stream, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics });
+  const router = createRouter({ connections, stream, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics, onHanded: receipts.delivered });
   const pipeline = createPipeline({
     queue: deps.queue,
     allocator: deps.allocator,
@@ -76,6 +86,7 @@ export async function startWsService(deps: WsDeps) {
     pipeline,
     stream,
     presence,
+    receipts,
     log,
     metrics,
     rate: deps.rate,
@@ -169,6 +180,7 @@ export async function startWsService(deps: WsDeps) {
         await pipeline.drain(5000);
         stream.stop();
         router.stop();
+        await receipts.stop();
         gateway.closeAll();
         await connections.stop();
         server.stop(true);
