@@ -1,0 +1,221 @@
+import { describe, expect, test } from "bun:test";
+import { mintToken, uniqueUser, type Frame, type TestClient } from "../../test/client.ts";
+import { useCluster } from "../../test/fixture.ts";
+
+// Receipts and the conversation list (docs/api.md, "Receipts and the conversation list") on real
+// processes: discover, two ws instances and persist over Redis, RabbitMQ and PostgreSQL.
+
+const fx = useCluster({ ws: 2 });
+const A = fx.A;
+const B = fx.B;
+
+async function api(user: string, path: string, base = A()): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${await mintToken(user, fx.cluster.jwtSecret)}` } });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+/** Polls `f` until `ok` holds for its answer (the condition, not a time, ends the wait). */
+async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await f();
+    if (ok(v)) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(v)}`);
+    await Bun.sleep(50);
+  }
+}
+
+const messageFor = (msgId: string) => (f: Frame) => f.type === "message" && f.msgId === msgId;
+const conversations = async (user: string, query = "", base = A()) => {
+  const r = await api(user, `/api/conversations${query}`, base);
+  expect(r.status).toBe(200);
+  return r.body as { conversations: any[]; before: string | null };
+};
+const convWith = (list: { conversations: any[] }, key: { with?: string; group?: string }) =>
+  list.conversations.find((c) => (key.with !== undefined ? c.with === key.with : c.group === key.group));
+
+async function sendAll(c: TestClient, to: { to: string } | { group: string }, bodies: string[]): Promise<Frame[]> {
+  const acks: Frame[] = [];
+  for (const b of bodies) {
+    const a = await c.sendMessage(to, b);
+    expect(a.type).toBe("ack");
+    acks.push(a);
+  }
+  return acks;
+}
+
+/** Reads `conv` up to the frame `f` and waits until the caller's conversation list shows it. */
+async function readUpTo(c: TestClient, target: { to: string } | { group: string }, f: Frame, base = A()) {
+  c.send({ type: "read", ...target, cursor: f.cursor });
+  await until(() => conversations(c.user, "", base), (l) => convWith(l, "to" in target ? { with: target.to } : target)?.read?.msgId === f.msgId, "the read marker");
+}
+
+describe("conversation list", () => {
+  test("direct and group conversations, newest activity first, paged, with last message, unread counts and read state", async () => {
+    const [alice, bob, carol] = [uniqueUser("alice"), uniqueUser("bob"), uniqueUser("carol")];
+    const a = await fx.connect(A(), alice);
+    const b = await fx.connect(B(), bob);
+    const g = await fetch(`${A()}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${await mintToken(alice, fx.cluster.jwtSecret)}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "Book club", members: [bob, carol] }),
+    }).then((r) => r.json() as Promise<{ groupId: string }>);
+
+    await sendAll(a, { to: bob }, ["b1", "b2", "b3"]);
+    const [gAck] = await sendAll(a, { group: g.groupId }, ["g1"]);
+    const [cAck] = await sendAll(a, { to: carol }, ["c1"]);
+    const [own] = await sendAll(b, { to: alice }, ["from bob"]);
+
+    // Bob: the direct chat with alice (newest: his own reply), then the group; nothing with carol.
+    const lb = await conversations(bob);
+    expect(lb.conversations.map((c) => c.with ?? c.group)).toEqual([alice, g.groupId]);
+    const withAlice = convWith(lb, { with: alice });
+    expect(withAlice.lastMessage).toMatchObject({ type: "message", msgId: own!.msgId, from: bob, to: alice, body: "from bob" });
+    expect(withAlice.unread).toBe(3); // his own message does not count
+    expect(withAlice.read).toBeNull();
+    expect(convWith(lb, { group: g.groupId })).toMatchObject({ name: "Book club", unread: 1, lastMessage: { msgId: gAck!.msgId, group: g.groupId } });
+
+    // Alice: carol's chat is older than bob's reply, newer than the group message.
+    const la = await conversations(alice, "", B());
+    expect(la.conversations.map((c) => c.with ?? c.group)).toEqual([bob, carol, g.groupId]);
+    expect(convWith(la, { with: carol })).toMatchObject({ unread: 0, lastMessage: { msgId: cAck!.msgId } });
+    expect(convWith(la, { with: bob }).unread).toBe(1);
+
+    // Paging: one at a time, `before` from each page, null after the last.
+    const seen: string[] = [];
+    let before: string | null = null;
+    for (;;) {
+      const page = await conversations(alice, `?limit=1${before ? `&before=${before}` : ""}`);
+      seen.push(...page.conversations.map((c) => c.with ?? c.group));
+      before = page.before;
+      if (!before) break;
+      expect(page.conversations).toHaveLength(1);
+    }
+    expect(seen).toEqual([bob, carol, g.groupId]);
+  });
+
+  test("a read on one instance clears the unread count on every instance; markers only move forward", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const a = await fx.connect(A(), alice);
+    const b = await fx.connect(B(), bob);
+    const acks = await sendAll(a, { to: bob }, ["1", "2", "3", "4"]);
+    const frames = await Promise.all(acks.map((x) => b.waitFor(messageFor(x.msgId))));
+    expect(convWith(await conversations(bob), { with: alice }).unread).toBe(4);
+
+    await readUpTo(b, { to: alice }, frames[1]!, B());
+    expect(convWith(await conversations(bob, "", A()), { with: alice })).toMatchObject({ unread: 2, read: { msgId: acks[1]!.msgId, cursor: frames[1]!.cursor } });
+
+    // Back to an older message: ignored.
+    b.send({ type: "read", to: alice, cursor: frames[0]!.cursor });
+    await readUpTo(b, { to: alice }, frames[3]!);
+    const l = convWith(await conversations(bob, "", B()), { with: alice });
+    expect(l).toMatchObject({ unread: 0, read: { msgId: acks[3]!.msgId } });
+    b.send({ type: "read", to: alice, cursor: frames[2]!.cursor });
+    // A later read of something else proves the older one was handled (frames of a connection are handled in order).
+    const [more] = await sendAll(a, { to: bob }, ["5"]);
+    const f5 = await b.waitFor(messageFor(more!.msgId));
+    expect(convWith(await conversations(bob), { with: alice }).unread).toBe(1);
+    await readUpTo(b, { to: alice }, f5);
+
+    // Alice sees bob's read marker and the last message as read.
+    const la = convWith(await conversations(alice), { with: bob });
+    expect(la.receipts[bob].read).toEqual({ msgId: more!.msgId, ts: more!.ts });
+    expect(la.lastMessageReceipts).toEqual({ readBy: 1, deliveredTo: 1, of: 1 });
+    const r = await api(alice, `/api/receipts?with=${bob}`, B());
+    expect(r.status).toBe(200);
+    expect(r.body.receipts[bob].read).toEqual({ msgId: more!.msgId, ts: more!.ts });
+  });
+
+  test("delivered: a message that reached a device of the recipient (live or by sync) is delivered, not read", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const a = await fx.connect(A(), alice);
+    const [offline] = await sendAll(a, { to: bob }, ["while bob is away"]);
+    // Bob has no device: not delivered.
+    expect((await api(alice, `/api/receipts?with=${bob}`)).body.receipts[bob]).toEqual({ read: null, delivered: null });
+    const b = await fx.connect(B(), bob);
+    const s = await b.sync();
+    expect(s.messages.map((m) => m.msgId)).toContain(offline!.msgId);
+    await until(() => api(alice, `/api/receipts?with=${bob}`), (r) => r.body.receipts[bob].delivered?.msgId === offline!.msgId, "delivered by sync");
+    const [live] = await sendAll(a, { to: bob }, ["live"]);
+    await until(() => api(alice, `/api/receipts?with=${bob}`, B()), (r) => r.body.receipts[bob].delivered?.msgId === live!.msgId, "delivered live");
+    const l = convWith(await conversations(alice), { with: bob });
+    expect(l.lastMessageReceipts).toEqual({ readBy: 0, deliveredTo: 1, of: 1 });
+    expect(l.receipts[bob].read).toBeNull();
+  });
+
+  test("groups: read by N and delivered to N of the last message", async () => {
+    const [alice, bob, carol, dave] = [uniqueUser("alice"), uniqueUser("bob"), uniqueUser("carol"), uniqueUser("dave")];
+    const a = await fx.connect(A(), alice);
+    const b = await fx.connect(B(), bob);
+    const c = await fx.connect(A(), carol);
+    const g = await fetch(`${A()}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${await mintToken(alice, fx.cluster.jwtSecret)}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "G", members: [bob, carol, dave] }),
+    }).then((r) => r.json() as Promise<{ groupId: string }>);
+    const [m] = await sendAll(a, { group: g.groupId }, ["hello all"]);
+    const fb = await b.waitFor(messageFor(m!.msgId));
+    const fc = await c.waitFor(messageFor(m!.msgId));
+    await until(() => conversations(alice), (l) => convWith(l, { group: g.groupId })?.lastMessageReceipts.deliveredTo === 2, "delivered to bob and carol");
+    await readUpTo(b, { group: g.groupId }, fb, B());
+    await readUpTo(c, { group: g.groupId }, fc);
+    expect(convWith(await conversations(alice), { group: g.groupId }).lastMessageReceipts).toEqual({ readBy: 2, deliveredTo: 2, of: 3 });
+    const r = await api(alice, `/api/receipts?group=${g.groupId}`);
+    expect(r.status).toBe(200);
+    expect(Object.keys(r.body.receipts).sort()).toEqual([bob, carol, dave].sort());
+    expect(r.body.receipts[dave]).toEqual({ read: null, delivered: null });
+    expect(r.body.receipts[bob].read.msgId).toBe(m!.msgId);
+    // Not a member: 403, and the group is not in the outsider's list.
+    const outsider = uniqueUser("eve");
+    expect((await api(outsider, `/api/receipts?group=${g.groupId}`)).status).toBe(403);
+    expect((await conversations(outsider)).conversations).toEqual([]);
+  });
+});
+
+describe("malformed input", () => {
+  test("read frames: bad fields get bad_request, a cursor of another conversation too, and the connection stays open", async () => {
+    const [alice, bob, carol] = [uniqueUser("alice"), uniqueUser("bob"), uniqueUser("carol")];
+    const a = await fx.connect(A(), alice);
+    const b = await fx.connect(B(), bob);
+    const [m] = await sendAll(a, { to: bob }, ["x"]);
+    const f = await b.waitFor(messageFor(m!.msgId));
+    const bad = [
+      { type: "read", to: alice },
+      { type: "read", to: alice, cursor: "abc" },
+      { type: "read", to: alice, cursor: "12" }, // a legacy cursor names no message
+      { type: "read", to: alice, group: "g", cursor: f.cursor },
+      { type: "read", cursor: f.cursor },
+      { type: "read", to: "not valid!", cursor: f.cursor },
+      { type: "read", to: alice, cursor: f.cursor, extra: 1 },
+      { type: "read", to: carol, cursor: f.cursor }, // not this conversation's message
+      { type: "read", group: "g_nope", cursor: f.cursor },
+      { type: "read", to: alice, cursor: "1.999999999" }, // no such position
+    ];
+    for (const frame of bad) {
+      const start = b.frames.length;
+      b.send(frame);
+      const e = await b.waitFor((x) => b.frames.indexOf(x) >= start && x.type === "error", JSON.stringify(frame));
+      expect(e.code).toBe("bad_request");
+      expect(e.id).toBeUndefined();
+    }
+    await readUpTo(b, { to: alice }, f, B());
+    expect(convWith(await conversations(bob), { with: alice }).unread).toBe(0);
+  });
+
+  test("queries: limit, before and unknown parameters get 400; no token 401", async () => {
+    const u = uniqueUser("q");
+    for (const q of ["?limit=0", "?limit=x", "?limit=1.5", "?before=abc", "?before=12", "?before=1.-1", "?foo=1"]) {
+      const r = await api(u, `/api/conversations${q}`);
+      expect(`${q} ${r.status}`).toBe(`${q} 400`);
+      expect(typeof r.body.error).toBe("string");
+    }
+    expect((await api(u, "/api/conversations?limit=100000")).status).toBe(200);
+    for (const q of ["", "?with=a&group=b", "?with=bad!", "?group=", "?with=a&x=1"]) {
+      const r = await api(u, `/api/receipts${q}`);
+      expect(`${q} ${r.status}`).toBe(`${q} 400`);
+    }
+    expect((await fetch(`${A()}/api/conversations`)).status).toBe(401);
+    expect((await fetch(`${A()}/api/receipts?with=a`)).status).toBe(401);
+  });
+});
