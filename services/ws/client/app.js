@@ -17,6 +17,7 @@ import { api, ctx, SIGNED_OUT_EVERYWHERE } from "./state.js";
 import { createStore } from "./store.js";
 import { closeConv, initThread, keyFromHash, markActiveRead, openConv, prefetchEmptyGroups, renderMessages, renderPaneHead, resetThread } from "./thread.js";
 import { resetUsers } from "./users.js";
+import { applyReceiptEvent, receiptsOnChange, receiptsOnOpen } from "./receipts.js";
 
 const PRESENCE_EVERY_MS = 5_000;
 const GROUPS_EVERY_MS = 15_000;
@@ -142,6 +143,7 @@ function onOpen() {
   refreshGroups();
   rewatch();
   pollPresence();
+  receiptsOnOpen();
 }
 
 const handlers = {
@@ -169,6 +171,7 @@ const handlers = {
   },
   pong() {},
   presence: applyPresence,
+  event: applyReceiptEvent,
 };
 
 // ---------- store changes ----------
@@ -176,6 +179,7 @@ const handlers = {
 // Changes are coalesced into one render per frame (a sync can bring thousands of frames).
 let pendingRender = null;
 function onStoreChange(change) {
+  receiptsOnChange(change);
   if (!pendingRender) {
     pendingRender = { head: false, messages: false, history: false, own: false };
     const run = () => {
@@ -189,6 +193,7 @@ function onStoreChange(change) {
   }
   const p = pendingRender;
   if (change.type === "convs" || change.type === "synced") p.head = p.messages = true;
+  if (change.type === "receipts" && change.conv === ctx.activeKey) p.messages = true;
   if (ctx.activeKey && change.conv === ctx.activeKey) {
     p.messages = true;
     if (change.history) p.history = true;
