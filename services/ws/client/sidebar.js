@@ -10,6 +10,7 @@ const convEls = new Map(); // key -> { li, sig }
 
 export function resetSidebar() {
   $("conv-list").replaceChildren();
+  delete $("conv-list").dataset.server;
   convEls.clear();
 }
 

@@ -1,0 +1,111 @@
+import { afterAll, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { DEFAULT_CHROMIUM } from "../../test/env.ts";
+import { startCluster, type Cluster } from "../../scripts/cluster.ts";
+
+// Receipts and the server's conversation list in the browser client, in real Chromium against a
+// real cluster (two ws instances): two users on two instances, and a user with two devices (two
+// browser profiles). Every wait is on the DOM.
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
+const PASSWORD = "correct horse battery";
+const tag = crypto.randomUUID().slice(0, 6);
+
+let setup: Promise<{ browser: Browser; cluster: Cluster }> | null = null;
+const pageErrors: string[] = [];
+
+function env() {
+  setup ??= (async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`browser test: no Chromium at ${CHROMIUM}. Install it (apt-get install chromium) or set CHROMIUM_PATH.`);
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    });
+    try {
+      return { browser, cluster: await startCluster({ ws: 2 }) };
+    } catch (err) {
+      await browser.close();
+      throw err;
+    }
+  })();
+  return setup;
+}
+
+afterAll(async () => {
+  const s = await setup?.catch(() => null);
+  await s?.browser.close();
+  await s?.cluster.stop();
+}, 30_000);
+
+/** A new browser profile (a device) signed in as `name` on `base`; `register` creates the account. */
+async function device(base: string, name: string, register: boolean): Promise<Page> {
+  const { browser } = await env();
+  const ctx = await browser.newContext({ viewport: { width: 1200, height: 760 } });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(10_000);
+  page.on("pageerror", (e) => pageErrors.push(`${base}: ${e.message}`));
+  await page.goto(`${base}/client`);
+  await page.getByTestId("auth-username").fill(name);
+  await page.getByTestId("auth-password").fill(PASSWORD);
+  await page.getByTestId(register ? "auth-register" : "auth-login").click();
+  await connected(page);
+  return page;
+}
+
+const connected = (page: Page) => page.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
+const conv = (page: Page, key: string) => page.locator(`[data-testid="conv-item"][data-conv="${key}"]`);
+const message = (page: Page, text: string, status?: string) =>
+  page.locator(`[data-testid="message"]${status ? `[data-status="${status}"]` : ""}`).filter({ hasText: text });
+const unread = (page: Page, key: string) => conv(page, key).getByTestId("conv-unread");
+
+async function send(page: Page, text: string): Promise<string> {
+  await page.getByTestId("composer-input").fill(text);
+  await page.getByTestId("composer-send").click();
+  const sent = message(page, text, "sent");
+  await sent.waitFor();
+  return (await sent.getAttribute("data-msgid"))!;
+}
+
+async function openChat(page: Page, peer: string) {
+  await page.getByTestId("new-chat-input").fill(peer);
+  await page.getByTestId("new-chat-button").click();
+  await page.locator(`[data-testid="conv-item"][data-conv="d:${peer}"].active`).waitFor();
+}
+
+const alice = `alice-${tag}`;
+const bob = `bob-${tag}`;
+const carol = `carol-${tag}`;
+const pages: Record<string, Page> = {};
+
+test("the conversation list, unread counts and read markers come from the server: a new device of bob starts where his first left off", async () => {
+  const { cluster } = await env();
+  const [ws1, ws2] = cluster.wsUrls as [string, string];
+  const a = (pages.alice = await device(ws1, alice, true));
+  const b1 = (pages.bob1 = await device(ws2, bob, true));
+  const c = (pages.carol = await device(ws1, carol, true));
+
+  await openChat(a, bob);
+  for (const t of ["one", "two", "three"]) await send(a, t);
+  await openChat(c, bob);
+  await send(c, "from carol");
+  await unread(b1, `d:${alice}`).filter({ hasText: "3" }).waitFor();
+  await unread(b1, `d:${carol}`).filter({ hasText: "1" }).waitFor();
+
+  // Bob reads alice's chat on his first device.
+  await conv(b1, `d:${alice}`).click();
+  await message(b1, "three", "received").waitFor();
+  await unread(b1, `d:${alice}`).waitFor({ state: "detached" });
+
+  // His second device (another profile, the other instance): alice's chat is read, carol's is not.
+  const b2 = (pages.bob2 = await device(ws1, bob, false));
+  await b2.locator('[data-testid="conv-list"][data-server="loaded"]').waitFor({ state: "attached" });
+  await conv(b2, `d:${carol}`).getByTestId("conv-preview").filter({ hasText: "from carol" }).waitFor();
+  await unread(b2, `d:${carol}`).filter({ hasText: "1" }).waitFor();
+  await conv(b2, `d:${alice}`).getByTestId("conv-preview").filter({ hasText: "three" }).waitFor();
+  expect(await unread(b2, `d:${alice}`).count()).toBe(0);
+  // Newest activity first.
+  expect(await b2.getByTestId("conv-item").evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.conv))).toEqual([`d:${carol}`, `d:${alice}`]);
+  expect(pageErrors).toEqual([]);
+}, 60_000);
