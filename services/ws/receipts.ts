@@ -1,24 +1,11 @@
 import type { Db } from "../../shared/db/index.ts";
 import { conversationKey } from "../../shared/db/messages.ts";
-import { advanceDelivered, advanceRead, entryAt, sendersBetween, type Marker } from "../../shared/db/receipts.ts";
+import { advanceDelivered, advanceRead, deliveredAdvances, entryAt, readMarker, sendersBetween, type Marker } from "../../shared/db/receipts.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
+import type { NewEvent } from "../../shared/events/registry.ts";
 import type { ChatMessage, ReadFrame } from "../../shared/protocol.ts";
-import { formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
-
-/** A receipt to put in users' streams: `by` read (kind "read") or had delivered (kind "delivered") the conversation up to `marker`. */
-export interface ReceiptEvent {
-  kind: "read" | "delivered";
-  by: string;
-  /** The conversation: `to` the other user of a direct one, or `group`. */
-  to?: string;
-  group?: string;
-  marker: Marker;
-  /** Read only: the marker as a cursor of `by`'s own stream (their devices compare it with their positions). */
-  upTo?: string;
-  /** Whose streams it enters. */
-  rcpt: string[];
-}
+import { comparePositions, formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
 
 export class ReadError extends Error {
   constructor(
@@ -41,8 +28,8 @@ export function createReceipts(opts: {
   db: () => Db;
   /** Read-your-writes for the reader's stream (the entry a cursor names may not be stored yet). */
   awaitWritten: (user: string) => Promise<void>;
-  /** Puts a receipt into its recipients' streams. */
-  publish: (e: ReceiptEvent) => Promise<void>;
+  /** Puts a receipt into its recipients' streams (pipeline.emit). */
+  publish: (e: NewEvent) => Promise<unknown>;
   log: Logger;
   metrics: Metrics;
   intervalMs?: number;
@@ -67,19 +54,28 @@ export function createReceipts(opts: {
     }
     if (!e || e.kind !== "message" || e.conv !== conv) throw new ReadError("bad_request", "cursor is not a message of this conversation in your stream");
     const marker = { msgId: e.msgId, ts: e.ts };
-    const r = await advanceRead(opts.db(), user, conv, p, marker);
-    if (!r.advanced) return;
-    reads.inc();
-    const senders = await sendersBetween(opts.db(), user, conv, r.previous, p);
-    await opts.publish({ kind: "read", by: user, ...target, marker, upTo: formatPosition(p), rcpt: [user, ...senders.filter((s) => s !== user)] });
+    // The event first, then the marker: a read whose event could not be published moved nothing,
+    // and the client's retry does it all again (the event's id is derived from the position, so
+    // a retry after a published event is the same event).
+    const db = opts.db();
+    const current = await readMarker(db, user, conv);
+    if (current && comparePositions(current, p) >= 0) return;
+    const senders = await sendersBetween(db, user, conv, current, p);
+    const upTo = formatPosition(p);
+    await opts.publish({ kind: "read", from: user, key: `${conv}\n${upTo}`, ...target, ref: marker.msgId, data: { refTs: marker.ts, upTo, rcpt: [user, ...senders] } }).catch((err) => {
+      opts.log.warn("read receipt not published", { err });
+      throw new ReadError("unavailable", "the read receipt could not be sent; send it again");
+    });
+    if ((await advanceRead(db, user, conv, p, marker)).advanced) reads.inc();
   }
 
   // Deliveries noted since the last flush: per "user\nconv", the latest message and its senders.
   let noted = new Map<string, { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string> }>();
 
+
   /** A message frame was handed to a connection of `user`. Cheap: a Map update. */
-  function delivered(user: string, m: Pick<ChatMessage, "msgId" | "ts" | "from" | "to" | "group">) {
-    if (m.from === user) return;
+  function delivered(user: string, m: Pick<ChatMessage, "msgId" | "ts" | "from" | "to" | "group" | "kind">) {
+    if (m.from === user || m.kind !== undefined) return;
     const conv = m.group !== undefined ? `g:${m.group}` : conversationKey({ from: user, to: m.from });
     const k = user + "\n" + conv;
     const n = noted.get(k);
@@ -88,35 +84,58 @@ export function createReceipts(opts: {
       return;
     }
     n.senders.add(m.from);
-    if (m.ts > n.marker.ts || (m.ts === n.marker.ts && m.msgId > n.marker.msgId)) n.marker = { msgId: m.msgId, ts: m.ts };
+    const mk = { msgId: m.msgId, ts: m.ts };
+    if (later(mk, n.marker)) n.marker = mk;
   }
 
+  const later = (a: Marker, b: Marker) => a.ts > b.ts || (a.ts === b.ts && a.msgId > b.msgId);
+  type Noted = { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string> };
+  /** Puts entries back for the next round, merged with what was noted meanwhile. */
+  const renote = (ns: Noted[]) => {
+    for (const n of ns) {
+      const k = n.user + "\n" + n.conv;
+      const now = noted.get(k);
+      if (!now) noted.set(k, n);
+      else {
+        for (const s of n.senders) now.senders.add(s);
+        if (later(n.marker, now.marker)) now.marker = n.marker;
+      }
+    }
+  };
+
+  /**
+   * Announces, then stores, the delivered markers that move: an event that could not be published
+   * is tried again next round (its id is derived from the marker, so a retry is the same event).
+   */
   let flushing = false;
   async function flush() {
     if (flushing || noted.size === 0) return;
     flushing = true;
-    const batch = noted;
+    const batch = [...noted.values()];
     noted = new Map();
     try {
-      const moved = await advanceDelivered(opts.db(), [...batch.values()].map((n) => ({ user: n.user, conv: n.conv, ...n.marker })));
-      for (const { user, conv } of moved) {
-        const n = batch.get(user + "\n" + conv)!;
-        deliveredEvents.inc();
-        void opts.publish({ kind: "delivered", by: user, ...(n.group !== undefined ? { group: n.group } : { to: n.to }), marker: n.marker, rcpt: [...n.senders] }).catch((err) =>
-          opts.log.warn("delivered receipt not published", { err }),
-        );
-      }
+      const moving = await deliveredAdvances(opts.db(), batch.map((n) => ({ ...n, ...n.marker })));
+      const failed: Noted[] = [];
+      const published: Noted[] = [];
+      await Promise.all(
+        moving.map((n) => {
+          const target = n.group !== undefined ? { group: n.group } : { to: n.to! };
+          const data = { refTs: n.marker.ts, rcpt: [...n.senders] };
+          return opts.publish({ kind: "delivered", from: n.user, key: `${n.conv}\n${n.marker.msgId}`, ...target, ref: n.marker.msgId, data }).then(
+            () => published.push(n),
+            (err) => {
+              opts.log.warn("delivered receipt not published; retrying", { err });
+              failed.push(n);
+            },
+          );
+        }),
+      );
+      await advanceDelivered(opts.db(), published.map((n) => ({ user: n.user, conv: n.conv, ...n.marker })));
+      deliveredEvents.inc(published.length);
+      renote(failed);
     } catch (err) {
-      // Kept for the next round (merged with what was noted meanwhile).
       opts.log.warn("delivered receipts not written; retrying", { err });
-      for (const [k, n] of batch) {
-        const now = noted.get(k);
-        if (!now) noted.set(k, n);
-        else {
-          for (const s of n.senders) now.senders.add(s);
-          if (n.marker.ts > now.marker.ts || (n.marker.ts === now.marker.ts && n.marker.msgId > now.marker.msgId)) now.marker = n.marker;
-        }
-      }
+      renote(batch);
     } finally {
       flushing = false;
     }

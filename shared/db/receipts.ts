@@ -44,6 +44,12 @@ export async function entryAt(db: Db, user: string, p: Position): Promise<Stream
   return r ? { kind: r.kind, conv: r.conv, msgId: r.msg_id, ts: Number(r.ts), from: r.sender } : null;
 }
 
+/** `user`'s read marker in `conv` (a position in their stream), or null. */
+export async function readMarker(db: Db, user: string, conv: string): Promise<Position | null> {
+  const [r] = rowsOf<{ e: string | null; p: string | null }>(await db.execute(sql`select read_epoch as e, read_pos as p from read_state where user_id = ${user} and conv = ${conv}`));
+  return r?.e != null && r.p != null ? { epoch: Number(r.e), pos: Number(r.p) } : null;
+}
+
 /**
  * Moves `user`'s read marker in `conv` forward to `p` (never back). Answers whether it moved, and
  * the marker it replaced (null: none).
@@ -75,6 +81,22 @@ export async function sendersBetween(db: Db, user: string, conv: string, after: 
         and (s.epoch, s.pos) > (${a.epoch}, ${a.pos}) and (s.epoch, s.pos) <= (${upTo.epoch}, ${upTo.pos}) and m.sender <> ${user}`),
   );
   return rows.map((r) => r.sender);
+}
+
+/** Of `rows`, those that would move their user's delivered marker in the conversation forward. */
+export async function deliveredAdvances<T extends { user: string; conv: string } & Marker>(db: Db, rows: T[]): Promise<T[]> {
+  if (rows.length === 0) return [];
+  const data = rows.map((r) => ({ user_id: r.user, conv: r.conv }));
+  const have = rowsOf<{ user_id: string; conv: string; ts: string | null; msg_id: string | null }>(
+    await db.execute(sql`select r.user_id, r.conv, r.delivered_ts as ts, r.delivered_msg_id as msg_id
+      from json_to_recordset(${JSON.stringify(data)}::json) as x(user_id text, conv text)
+      join read_state r on r.user_id = x.user_id and r.conv = x.conv`),
+  );
+  const current = new Map(have.map((h) => [h.user_id + "\n" + h.conv, h.ts === null ? null : { ts: Number(h.ts), msgId: h.msg_id! }]));
+  return rows.filter((r) => {
+    const c = current.get(r.user + "\n" + r.conv);
+    return !c || r.ts > c.ts || (r.ts === c.ts && r.msgId > c.msgId);
+  });
 }
 
 /**
