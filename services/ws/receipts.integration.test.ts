@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { mintToken, uniqueUser, type Frame, type TestClient } from "../../test/client.ts";
 import { useCluster } from "../../test/fixture.ts";
+import { DELIVERED_INTERVAL_MS } from "./receipts.ts";
 
 // Receipts and the conversation list (docs/api.md, "Receipts and the conversation list") on real
 // processes: discover, two ws instances and persist over Redis, RabbitMQ and PostgreSQL.
@@ -217,5 +218,104 @@ describe("malformed input", () => {
     }
     expect((await fetch(`${A()}/api/conversations`)).status).toBe(401);
     expect((await fetch(`${A()}/api/receipts?with=a`)).status).toBe(401);
+  });
+});
+
+describe("receipts as stream events", () => {
+  const readEvent = (from: string, ref: string) => (f: Frame) => f.type === "event" && f.kind === "read" && f.from === from && f.ref === ref;
+  const deliveredEvent = (from: string, ref: string) => (f: Frame) => f.type === "event" && f.kind === "delivered" && f.from === from && f.ref === ref;
+
+  test("a user with two devices on two instances: a read on one reaches the other (unread cleared there) and the sender, live", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const a = await fx.connect(A(), alice);
+    const b1 = await fx.connect(A(), bob);
+    const b2 = await fx.connect(B(), bob);
+    const acks = await sendAll(a, { to: bob }, ["1", "2"]);
+    const f1 = await b1.waitFor(messageFor(acks[1]!.msgId));
+    await b2.waitFor(messageFor(acks[1]!.msgId));
+    b1.send({ type: "read", to: alice, cursor: f1.cursor });
+    const onB2 = await b2.waitFor(readEvent(bob, acks[1]!.msgId), "bob's read on his other device");
+    expect(onB2).toMatchObject({ type: "event", kind: "read", from: bob, to: alice, ref: acks[1]!.msgId, refTs: acks[1]!.ts, upTo: f1.cursor });
+    expect(typeof onB2.cursor).toBe("string");
+    const onA = await a.waitFor(readEvent(bob, acks[1]!.msgId), "bob's read at alice");
+    expect(onA).toMatchObject({ from: bob, to: alice, ref: acks[1]!.msgId, refTs: acks[1]!.ts });
+    // The reading device gets its own event too (it is in the reader's stream, in cursor order).
+    await b1.waitFor(readEvent(bob, acks[1]!.msgId), "bob's read on the reading device");
+    expect(convWith(await conversations(bob, "", B()), { with: alice }).unread).toBe(0);
+  });
+
+  test("delivered: alice hears when bob's device got her messages, batched (not one event per message)", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const a = await fx.connect(A(), alice);
+    const b = await fx.connect(B(), bob);
+    const t0 = Date.now();
+    const acks: Frame[] = [];
+    for (let i = 0; i < 30; i++) {
+      a.send({ type: "send", id: `m${i}`, to: bob, body: `m${i}` });
+    }
+    for (let i = 0; i < 30; i++) acks.push(await a.waitFor((f) => f.type === "ack" && f.id === `m${i}`));
+    await b.waitFor(messageFor(acks[29]!.msgId));
+    // The marker is the latest message by (ts, msgId): several of the 30 share a millisecond.
+    const latest = acks.reduce((x, y) => (y.ts > x.ts || (y.ts === x.ts && y.msgId > x.msgId) ? y : x));
+    await a.waitFor(deliveredEvent(bob, latest.msgId), "delivered up to the last message");
+    const elapsed = Date.now() - t0;
+    const events = a.frames.filter((f) => f.type === "event" && f.kind === "delivered" && f.from === bob);
+    // At most one per flush interval of the gateway that handed bob the frames (B), not one per message.
+    expect(events.length).toBeLessThanOrEqual(Math.ceil(elapsed / DELIVERED_INTERVAL_MS) + 1);
+    expect(events.length).toBeLessThan(30);
+    expect(events.at(-1)).toMatchObject({ to: alice, ref: latest.msgId, refTs: latest.ts });
+    // Bob gets no delivered events of his own deliveries.
+    expect(b.frames.filter((f) => f.type === "event" && f.kind === "delivered")).toEqual([]);
+  });
+
+  test("sync after reconnect restores receipts: the read and delivered events that came while the sender was away", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const a = await fx.connect(A(), alice);
+    const [m] = await sendAll(a, { to: bob }, ["are you there?"]);
+    const last = (await a.sync()).cursor;
+    a.close();
+    const b = await fx.connect(B(), bob);
+    const f = (await b.sync()).messages.find(messageFor(m!.msgId))!;
+    // Delivered (by bob's sync; the event is published before the marker is stored), then read.
+    await until(() => api(alice, `/api/receipts?with=${bob}`, B()), (r) => r.body.receipts[bob].delivered !== null, "delivered by sync");
+    b.send({ type: "read", to: alice, cursor: f.cursor });
+    await b.waitFor(readEvent(bob, m!.msgId));
+    const again = await fx.connect(A(), alice);
+    const s = await again.sync(last);
+    const events = again.frames.filter((x) => x.type === "event");
+    expect(events.map((e) => `${e.kind} ${e.from} ${e.ref}`)).toEqual([`delivered ${bob} ${m!.msgId}`, `read ${bob} ${m!.msgId}`]);
+    expect(events[1]).toMatchObject({ to: alice, refTs: m!.ts, upTo: f.cursor });
+    expect(s.messages).toEqual([]); // only receipts came
+    // Resuming from the last cursor gives nothing again.
+    const s2 = await again.sync(s.cursor);
+    expect(s2.messages).toEqual([]);
+    expect(again.frames.filter((x) => x.type === "event").length).toBe(events.length);
+  });
+
+  test("groups: each member's read reaches the sender; read by N", async () => {
+    const [alice, bob, carol] = [uniqueUser("alice"), uniqueUser("bob"), uniqueUser("carol")];
+    const a = await fx.connect(A(), alice);
+    const b = await fx.connect(B(), bob);
+    const c = await fx.connect(A(), carol);
+    const g = await fetch(`${A()}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${await mintToken(alice, fx.cluster.jwtSecret)}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "G", members: [bob, carol] }),
+    }).then((r) => r.json() as Promise<{ groupId: string }>);
+    const [m] = await sendAll(a, { group: g.groupId }, ["hi"]);
+    const [reply] = await sendAll(b, { group: g.groupId }, ["hi alice"]);
+    const fc = await c.waitFor(messageFor(reply!.msgId));
+    // Carol reads both: the event goes to carol and to both senders.
+    c.send({ type: "read", group: g.groupId, cursor: fc.cursor });
+    for (const x of [a, b, c]) await x.waitFor(readEvent(carol, reply!.msgId), `carol's read at ${x.user}`);
+    const fb = await b.waitFor(messageFor(m!.msgId));
+    b.send({ type: "read", group: g.groupId, cursor: fb.cursor });
+    const ev = await a.waitFor(readEvent(bob, m!.msgId));
+    expect(ev).toMatchObject({ group: g.groupId, from: bob });
+    // Bob's read covers only alice's message: carol gets nothing of it (a message bob sends her
+    // afterwards comes after anything of his that entered her stream before).
+    const [marker] = await sendAll(b, { to: carol }, ["marker"]);
+    await c.waitFor(messageFor(marker!.msgId));
+    expect(c.frames.filter(readEvent(bob, m!.msgId))).toEqual([]);
   });
 });
