@@ -109,3 +109,66 @@ test("the conversation list, unread counts and read markers come from the server
   expect(await b2.getByTestId("conv-item").evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.conv))).toEqual([`d:${carol}`, `d:${alice}`]);
   expect(pageErrors).toEqual([]);
 }, 60_000);
+
+test("live across instances and devices: ✓ sent, ✓✓ delivered, read; a read on one device clears the other; groups show read by N", async () => {
+  const a = pages.alice!, b1 = pages.bob1!, b2 = pages.bob2!, c = pages.carol!;
+  // Neither of bob's devices has alice's chat open: her next message is delivered, not read.
+  await conv(b1, `d:${carol}`).click();
+  await conv(a, `d:${bob}`).click();
+  const mid = await send(a, "are you there?");
+  const mine = a.locator(`[data-testid="message"][data-msgid="${mid}"]`);
+  await mine.and(a.locator('[data-receipt="delivered"]')).waitFor();
+  expect(await mine.getByTestId("message-status").textContent()).toBe("delivered ✓✓");
+  for (const p of [b1, b2]) await unread(p, `d:${alice}`).filter({ hasText: "1" }).waitFor();
+
+  // Bob reads on his second device (instance 1): the first (instance 2) clears live, alice sees it read.
+  await conv(b2, `d:${alice}`).click();
+  await message(b2, "are you there?", "received").waitFor();
+  await unread(b2, `d:${alice}`).waitFor({ state: "detached" });
+  await unread(b1, `d:${alice}`).waitFor({ state: "detached" });
+  await mine.and(a.locator('[data-receipt="read"]')).waitFor();
+  expect(await mine.getByTestId("message-status").textContent()).toBe("read ✓✓");
+
+  // A group of three: "read by N" as members read.
+  await a.getByTestId("new-group-toggle").click();
+  await a.getByTestId("new-group-name").fill("Readers");
+  await a.getByTestId("new-group-members").fill(`${bob}, ${carol}`);
+  await a.getByTestId("new-group-button").click();
+  const active = a.locator('[data-testid="conv-item"][data-conv^="g:"].active');
+  await active.waitFor();
+  const key = (await active.getAttribute("data-conv"))!;
+  const gid = await send(a, "who reads this?");
+  const gm = a.locator(`[data-testid="message"][data-msgid="${gid}"]`);
+  for (const [p, n] of [[b1, 1], [c, 2]] as const) {
+    await conv(p, key).click();
+    await message(p, "who reads this?", "received").waitFor();
+    await gm.and(a.locator(`[data-read-by="${n}"]`)).waitFor();
+    expect(await gm.getByTestId("message-status").textContent()).toBe(`✓✓ read by ${n}`);
+  }
+  await gm.and(a.locator('[data-receipt="read"]')).waitFor();
+  expect(pageErrors).toEqual([]);
+}, 60_000);
+
+test("after a reconnect the sender's device catches up on receipts it missed (sync), and a reload keeps them (server)", async () => {
+  const a = pages.alice!, b1 = pages.bob1!, b2 = pages.bob2!;
+  for (const p of [b1, b2]) await conv(p, `d:${carol}`).click();
+  await conv(a, `d:${bob}`).click();
+  const mid = await send(a, "read this while I am away");
+  const mine = () => a.locator(`[data-testid="message"][data-msgid="${mid}"]`);
+  await mine().and(a.locator('[data-receipt="delivered"]')).waitFor();
+  // Alice goes offline; bob reads; alice comes back.
+  await a.context().setOffline(true);
+  await a.locator('[data-testid="conn-status"]:not([data-state="open"])').waitFor();
+  await conv(b1, `d:${alice}`).click();
+  await message(b1, "read this while I am away", "received").waitFor();
+  await unread(b1, `d:${alice}`).waitFor({ state: "detached" });
+  await a.context().setOffline(false);
+  await a.getByTestId("conn-status").click(); // retry now
+  await connected(a);
+  await mine().and(a.locator('[data-receipt="read"]')).waitFor();
+  await a.reload();
+  await connected(a);
+  await conv(a, `d:${bob}`).click();
+  await mine().and(a.locator('[data-receipt="read"]')).waitFor();
+  expect(pageErrors).toEqual([]);
+}, 60_000);

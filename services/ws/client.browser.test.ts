@@ -80,7 +80,8 @@ async function send(page: Page, text: string) {
   await page.getByTestId("composer-send").click();
   const sent = message(page, text, "sent");
   await sent.waitFor();
-  expect(await sent.getByTestId("message-status").textContent()).toBe("sent ✓");
+  // Acked; by now possibly delivered or read too (receipts: client-receipts.browser.test.ts).
+  expect(await sent.getByTestId("message-status").textContent()).toMatch(/^(sent ✓|delivered ✓✓|read ✓✓|✓✓? read by \d+)$/);
   return (await sent.getAttribute("data-msgid"))!;
 }
 

@@ -136,22 +136,27 @@ export function receiptsOnChange(change) {
 
 // ---------- events ----------
 
-/** A `read` or `delivered` event frame (docs/api.md). */
+/**
+ * A `read` or `delivered` event frame (docs/api.md): `from`'s marker in the conversation is now at
+ * the message `ref` (sent at `refTs`); `upTo` is that message's cursor in `from`'s own stream.
+ */
 export function applyReceiptEvent(f) {
   const { store } = ctx;
-  if (!store || (f.kind !== "read" && f.kind !== "delivered") || typeof f.from !== "string") return;
+  if (!store) return;
+  if (typeof f.cursor === "string") store.noteCursor(f.cursor);
+  if ((f.kind !== "read" && f.kind !== "delivered") || typeof f.from !== "string") return;
   const key = keyOf(f, store.me);
   const c = store.conv(key);
   if (f.from === store.me) {
-    // Read on another device of mine: the marker moves here too, and the server recounts.
+    // Read on another device of mine (or this one): the marker moves here too, and the server recounts.
     if (f.kind === "read" && typeof f.upTo === "string" && store.setRead(key, f.upTo)) {
       c.readSent = f.upTo;
       loadConversationsSoon();
     }
     return;
   }
-  if (typeof f.msgId !== "string" || typeof f.ts !== "number") return;
-  if (setMarker(c, f.from, f.kind, { msgId: f.msgId, ts: f.ts })) store.receiptsChanged(key);
+  if (typeof f.ref !== "string" || typeof f.refTs !== "number") return;
+  if (setMarker(c, f.from, f.kind, { msgId: f.ref, ts: f.refTs })) store.receiptsChanged(key);
 }
 
 // ---------- what a message of mine shows ----------

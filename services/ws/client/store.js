@@ -195,6 +195,12 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       return r;
     },
 
+    /** An event frame's cursor: resume after it (events take positions in the stream like messages). */
+    noteCursor(c) {
+      cursor = c;
+      store.save();
+    },
+
     applySynced(f) {
       if (typeof f.cursor === "string") cursor = f.cursor;
       store.save();
@@ -366,7 +372,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     setRead(convKey, cursor) {
       const c = conv(convKey);
       const marker = { cursor, seq: Number.MAX_SAFE_INTEGER };
-      if (c.read && compareMessages(marker, c.read) <= 0) return false;
+      if (c.read && position(c.read) && compareCursors(cursor, position(c.read)) <= 0) return false;
       c.read = marker;
       store.save();
       emit({ type: "read", conv: convKey, remote: true });
