@@ -3,7 +3,7 @@ import { sql } from "drizzle-orm";
 import type { ChatMessage } from "../protocol.ts";
 import type { Db } from "./index.ts";
 import { conversationKey, insertBatch, type StreamEntry } from "./messages.ts";
-import { advanceDelivered, advanceRead, conversationsPage, entryAt, groupCounts, receiptsOf, sendersBetween } from "./receipts.ts";
+import { advanceDelivered, advanceRead, conversationsPage, deliveredAdvances, entryAt, groupCounts, readMarker, receiptsOf, sendersBetween } from "./receipts.ts";
 
 /** The receipts queries (shared/db/receipts.ts), run against PostgreSQL and PGlite. */
 export function receiptsContract(name: string, open: () => Promise<Db>) {
@@ -94,6 +94,13 @@ export function receiptsContract(name: string, open: () => Promise<Db>) {
       expect((await sendersBetween(db, c, conv, null, { epoch: E, pos: 4 })).sort()).toEqual([a, b].sort());
       expect(await sendersBetween(db, c, conv, { epoch: E, pos: 2 }, { epoch: E, pos: 3 })).toEqual([]);
 
+      // Which delivered markers would move (nothing stored yet: all), then stored.
+      const rows = [
+        { user: b, conv, msgId: ms[2]!.msgId, ts: ms[2]!.ts },
+        { user: c, conv, msgId: ms[0]!.msgId, ts: ms[0]!.ts },
+      ];
+      expect(await deliveredAdvances(db, rows)).toEqual(rows);
+      expect(await deliveredAdvances(db, [])).toEqual([]);
       // Delivered moves forward only; one row per (user, conv) in a batch.
       const d1 = await advanceDelivered(db, [
         { user: b, conv, msgId: ms[2]!.msgId, ts: ms[2]!.ts },
@@ -102,7 +109,10 @@ export function receiptsContract(name: string, open: () => Promise<Db>) {
       expect(d1.map((r) => r.user).sort()).toEqual([b, c].sort());
       expect(await advanceDelivered(db, [{ user: b, conv, msgId: ms[0]!.msgId, ts: ms[0]!.ts }])).toEqual([]);
       expect(await advanceDelivered(db, [])).toEqual([]);
+      expect(await deliveredAdvances(db, [{ user: b, conv, msgId: ms[0]!.msgId, ts: ms[0]!.ts }, { user: b, conv, msgId: ms[3]!.msgId, ts: ms[3]!.ts }])).toEqual([{ user: b, conv, msgId: ms[3]!.msgId, ts: ms[3]!.ts }]);
+      expect(await readMarker(db, c, conv)).toBeNull();
       await advanceRead(db, c, conv, { epoch: E, pos: 1 }, { msgId: ms[0]!.msgId, ts: ms[0]!.ts });
+      expect(await readMarker(db, c, conv)).toEqual({ epoch: E, pos: 1 });
 
       const r = await receiptsOf(db, conv, [b, c, `x-${tag()}`]);
       expect(r[b]).toEqual({ read: null, delivered: { msgId: ms[2]!.msgId, ts: ms[2]!.ts } });
