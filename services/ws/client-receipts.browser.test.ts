@@ -1,43 +1,15 @@
-import { afterAll, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
-import { chromium, type Browser, type Page } from "playwright-core";
-import { DEFAULT_CHROMIUM } from "../../test/env.ts";
-import { startCluster, type Cluster } from "../../scripts/cluster.ts";
+import { expect, test } from "bun:test";
+import type { Page } from "playwright-core";
+import { useBrowserCluster } from "../../test/browser.ts";
 
 // Receipts and the server's conversation list in the browser client, in real Chromium against a
 // real cluster (two ws instances): two users on two instances, and a user with two devices (two
 // browser profiles). Every wait is on the DOM.
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
 const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
-
-let setup: Promise<{ browser: Browser; cluster: Cluster }> | null = null;
 const pageErrors: string[] = [];
-
-function env() {
-  setup ??= (async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`browser test: no Chromium at ${CHROMIUM}. Install it (apt-get install chromium) or set CHROMIUM_PATH.`);
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-    });
-    try {
-      return { browser, cluster: await startCluster({ ws: 2 }) };
-    } catch (err) {
-      await browser.close();
-      throw err;
-    }
-  })();
-  return setup;
-}
-
-afterAll(async () => {
-  const s = await setup?.catch(() => null);
-  await s?.browser.close();
-  await s?.cluster.stop();
-}, 30_000);
+const env = useBrowserCluster();
 
 /** A new browser profile (a device) signed in as `name` on `base`; `register` creates the account. */
 async function device(base: string, name: string, register: boolean): Promise<Page> {

@@ -27,6 +27,16 @@ async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, what: string
   }
 }
 
+async function createGroup(creator: string, name: string, members: string[]): Promise<{ groupId: string }> {
+  const r = await fetch(`${A()}/api/groups`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${await mintToken(creator, fx.cluster.jwtSecret)}`, "content-type": "application/json" },
+    body: JSON.stringify({ name, members }),
+  });
+  expect(r.status).toBe(201);
+  return (await r.json()) as { groupId: string };
+}
+
 const messageFor = (msgId: string) => (f: Frame) => f.type === "message" && f.msgId === msgId;
 const conversations = async (user: string, query = "", base = A()) => {
   const r = await api(user, `/api/conversations${query}`, base);
@@ -57,11 +67,7 @@ describe("conversation list", () => {
     const [alice, bob, carol] = [uniqueUser("alice"), uniqueUser("bob"), uniqueUser("carol")];
     const a = await fx.connect(A(), alice);
     const b = await fx.connect(B(), bob);
-    const g = await fetch(`${A()}/api/groups`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${await mintToken(alice, fx.cluster.jwtSecret)}`, "content-type": "application/json" },
-      body: JSON.stringify({ name: "Book club", members: [bob, carol] }),
-    }).then((r) => r.json() as Promise<{ groupId: string }>);
+    const g = await createGroup(alice, "Book club", [bob, carol]);
 
     await sendAll(a, { to: bob }, ["b1", "b2", "b3"]);
     const [gAck] = await sendAll(a, { group: g.groupId }, ["g1"]);
@@ -150,11 +156,7 @@ describe("conversation list", () => {
     const a = await fx.connect(A(), alice);
     const b = await fx.connect(B(), bob);
     const c = await fx.connect(A(), carol);
-    const g = await fetch(`${A()}/api/groups`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${await mintToken(alice, fx.cluster.jwtSecret)}`, "content-type": "application/json" },
-      body: JSON.stringify({ name: "G", members: [bob, carol, dave] }),
-    }).then((r) => r.json() as Promise<{ groupId: string }>);
+    const g = await createGroup(alice, "G", [bob, carol, dave]);
     const [m] = await sendAll(a, { group: g.groupId }, ["hello all"]);
     const fb = await b.waitFor(messageFor(m!.msgId));
     const fc = await c.waitFor(messageFor(m!.msgId));
@@ -297,11 +299,7 @@ describe("receipts as stream events", () => {
     const a = await fx.connect(A(), alice);
     const b = await fx.connect(B(), bob);
     const c = await fx.connect(A(), carol);
-    const g = await fetch(`${A()}/api/groups`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${await mintToken(alice, fx.cluster.jwtSecret)}`, "content-type": "application/json" },
-      body: JSON.stringify({ name: "G", members: [bob, carol] }),
-    }).then((r) => r.json() as Promise<{ groupId: string }>);
+    const g = await createGroup(alice, "G", [bob, carol]);
     const [m] = await sendAll(a, { group: g.groupId }, ["hi"]);
     const [reply] = await sendAll(b, { group: g.groupId }, ["hi alice"]);
     const fc = await c.waitFor(messageFor(reply!.msgId));

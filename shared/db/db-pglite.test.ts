@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { dbContract } from "./db.contract.ts";
+import { receiptsContract } from "./receipts.contract.ts";
 import { openPglite, type DbHandle } from "./index.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "chat-pglite-test-"));
@@ -19,3 +20,4 @@ dbContract("PGlite", async () => {
   handle ??= await openPglite(dir);
   return { db: handle.db, concurrent: true };
 });
+receiptsContract("PGlite", async () => (handle ??= await openPglite(dir)).db);
