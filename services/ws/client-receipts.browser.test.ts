@@ -111,6 +111,9 @@ test("live across instances and devices: ✓ sent, ✓✓ delivered, read; a rea
   const key = (await active.getAttribute("data-conv"))!;
   const gid = await send(a, "who reads this?");
   const gm = a.locator(`[data-testid="message"][data-msgid="${gid}"]`);
+  // Every other member has a device online: delivered to all first.
+  await gm.and(a.locator('[data-receipt="delivered"]')).waitFor();
+  expect(await gm.getByTestId("message-status").textContent()).toBe("delivered ✓✓");
   for (const [p, n] of [[b1, 1], [c, 2]] as const) {
     await conv(p, key).click();
     await message(p, "who reads this?", "received").waitFor();

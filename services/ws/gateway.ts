@@ -76,7 +76,7 @@ export function createGateway(opts: {
     }
   };
 
-  /** A `read` frame: handled beside the chain (it may wait for storage), at most MAX_INFLIGHT_READS at once per connection. */
+  /** A `read` frame: handled beside the chain (it may wait for storage), in order; at most MAX_INFLIGHT_READS waiting per connection. */
   const handleRead = async (ws: Conn, f: ReadFrame) => {
     try {
       await opts.receipts.read(ws.data.user, f);
@@ -122,7 +122,8 @@ export function createGateway(opts: {
       case "read":
         if (ws.data.reads >= MAX_INFLIGHT_READS) return sendFrame(ws, { type: "error", code: "rate_limited", message: "too many read receipts in flight" });
         ws.data.reads++;
-        void handleRead(ws, frame);
+        // One after another (in the order sent), beside the chain: a read may wait for storage.
+        ws.data.readChain = ws.data.readChain.then(() => handleRead(ws, frame));
         return;
       case "send":
       case "edit":
@@ -213,6 +214,7 @@ export function createGateway(opts: {
         queuedBytes: 0,
         inflight: 0,
         reads: 0,
+        readChain: Promise.resolve(),
         own: new Set(),
         order: Promise.resolve(),
         ready: Promise.resolve(),
