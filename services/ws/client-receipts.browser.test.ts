@@ -1,4 +1,5 @@
 import { expect, test } from "bun:test";
+import { mkdirSync } from "node:fs";
 import type { Page } from "playwright-core";
 import { useBrowserCluster } from "../../test/browser.ts";
 
@@ -6,6 +7,7 @@ import { useBrowserCluster } from "../../test/browser.ts";
 // real cluster (two ws instances): two users on two instances, and a user with two devices (two
 // browser profiles). Every wait is on the DOM.
 
+const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
 const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
 const pageErrors: string[] = [];
@@ -121,6 +123,9 @@ test("live across instances and devices: ✓ sent, ✓✓ delivered, read; a rea
     expect(await gm.getByTestId("message-status").textContent()).toBe(`✓✓ read by ${n}`);
   }
   await gm.and(a.locator('[data-receipt="read"]')).waitFor();
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await a.screenshot({ path: `${ARTIFACTS}receipts.png` });
+  console.log(`screenshot of receipts: ${ARTIFACTS}receipts.png`);
   expect(pageErrors).toEqual([]);
 }, 60_000);
 
