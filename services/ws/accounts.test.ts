@@ -43,6 +43,7 @@ function makeApp(env: Record<string, string> = {}, revocations: Revocations = cr
     directory: createMemoryDirectory(),
     router: {} as Router, // /internal is not under test here
     stream: { awaitWritten: async () => {} } as never,
+    pipeline: {} as never, // nor edits
     jwtSecret: SECRET,
     internalSecret: "internal-secret-internal-secret",
     accounts,

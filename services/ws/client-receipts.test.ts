@@ -13,6 +13,11 @@ function memoryStorage() {
   const m = new Map<string, string>();
   return { getItem: (k: string) => m.get(k) ?? null, setItem: (k: string, v: string) => void m.set(k, v), removeItem: (k: string) => void m.delete(k) };
 }
+/** What app.js does with an event frame: the store takes its cursor (and edits), receipts.js its marker. */
+const apply = (f: Record<string, unknown>) => {
+  ctx.store.applyEvent(f);
+  applyReceiptEvent(f);
+};
 let n = 0;
 const frame = (from: string, to: { to: string } | { group: string }, cursor: string, ts = 1_000) => ({ type: "message", msgId: `m${++n}`, id: `c${n}`, from, ...to, body: `b${n}`, ts, cursor });
 
@@ -52,20 +57,20 @@ describe("receipt events and what my messages show", () => {
     s.applyMessage(frame("bob", { to: "me" }, "1.2", 2_500));
     const m = s.conv("d:bob").messages[0];
     expect(receiptOf(m).state).toBe("sent");
-    applyReceiptEvent({ type: "event", kind: "delivered", from: "bob", to: "me", ref: mine.msgId, refTs: mine.ts, cursor: "1.3" });
+    apply({ type: "event", kind: "delivered", from: "bob", to: "me", ref: mine.msgId, refTs: mine.ts, cursor: "1.3" });
     expect([receiptOf(m).state, receiptText(m)]).toEqual(["delivered", "delivered ✓✓"]);
     expect(s.cursor).toBe("1.3");
     // An older marker changes nothing.
-    applyReceiptEvent({ type: "event", kind: "read", from: "bob", to: "me", ref: "older", refTs: 1_000, upTo: "1.0", cursor: "1.4" });
+    apply({ type: "event", kind: "read", from: "bob", to: "me", ref: "older", refTs: 1_000, upTo: "1.0", cursor: "1.4" });
     expect(receiptOf(m).state).toBe("delivered");
-    applyReceiptEvent({ type: "event", kind: "read", from: "bob", to: "me", ref: mine.msgId, refTs: mine.ts, upTo: "1.1", cursor: "1.5" });
+    apply({ type: "event", kind: "read", from: "bob", to: "me", ref: mine.msgId, refTs: mine.ts, upTo: "1.1", cursor: "1.5" });
     expect([receiptOf(m).state, receiptText(m)]).toEqual(["read", "read ✓✓"]);
     expect(s.unread(s.conv("d:bob"))).toBe(1);
-    applyReceiptEvent({ type: "event", kind: "read", from: "me", to: "bob", ref: "x", refTs: 2_500, upTo: "1.2", cursor: "1.6" });
+    apply({ type: "event", kind: "read", from: "me", to: "bob", ref: "x", refTs: 2_500, upTo: "1.2", cursor: "1.6" });
     expect(s.unread(s.conv("d:bob"))).toBe(0);
     // Malformed or unknown events change nothing.
-    applyReceiptEvent({ type: "event", kind: "read", from: "bob", to: "me", ref: 5, cursor: "1.7" });
-    applyReceiptEvent({ type: "event", kind: "edit", from: "bob", to: "me", cursor: "1.8" });
+    apply({ type: "event", kind: "read", from: "bob", to: "me", ref: 5, cursor: "1.7" });
+    apply({ type: "event", kind: "edit", from: "bob", to: "me", cursor: "1.8" });
     expect(receiptOf(m).state).toBe("read");
     ctx.store = null;
   });
@@ -76,12 +81,12 @@ describe("receipt events and what my messages show", () => {
     const mine = frame("me", { group: "g1" }, "1.1", 5_000);
     s.applyMessage(mine);
     const m = s.conv("g:g1").messages[0];
-    applyReceiptEvent({ type: "event", kind: "read", from: "bob", group: "g1", ref: mine.msgId, refTs: mine.ts, upTo: "7.1", cursor: "1.2" });
+    apply({ type: "event", kind: "read", from: "bob", group: "g1", ref: mine.msgId, refTs: mine.ts, upTo: "7.1", cursor: "1.2" });
     expect(receiptOf(m)).toEqual({ state: "sent", readBy: 1, of: 2 });
     expect(receiptText(m)).toBe("✓ read by 1");
-    applyReceiptEvent({ type: "event", kind: "delivered", from: "carol", group: "g1", ref: mine.msgId, refTs: mine.ts, cursor: "1.3" });
+    apply({ type: "event", kind: "delivered", from: "carol", group: "g1", ref: mine.msgId, refTs: mine.ts, cursor: "1.3" });
     expect(receiptText(m)).toBe("✓✓ read by 1");
-    applyReceiptEvent({ type: "event", kind: "read", from: "carol", group: "g1", ref: "later", refTs: 6_000, upTo: "9.4", cursor: "1.4" });
+    apply({ type: "event", kind: "read", from: "carol", group: "g1", ref: "later", refTs: 6_000, upTo: "9.4", cursor: "1.4" });
     expect(receiptOf(m)).toEqual({ state: "read", readBy: 2, of: 2 });
     expect(receiptText(m)).toBe("✓✓ read by 2");
     ctx.store = null;

@@ -131,6 +131,7 @@ export async function startWsService(deps: WsDeps) {
     directory: deps.directory,
     router,
     stream,
+    pipeline,
     jwtSecret: deps.jwtSecret,
     internalSecret: deps.internalSecret,
     accounts,

@@ -143,7 +143,6 @@ export function receiptsOnChange(change) {
 export function applyReceiptEvent(f) {
   const { store } = ctx;
   if (!store) return;
-  if (typeof f.cursor === "string") store.noteCursor(f.cursor);
   if ((f.kind !== "read" && f.kind !== "delivered") || typeof f.from !== "string") return;
   const key = keyOf(f, store.me);
   const c = store.conv(key);
