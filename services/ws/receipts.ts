@@ -147,9 +147,12 @@ export function createReceipts(opts: {
     delivered,
     /** Writes and announces what was noted now (tests, shutdown). */
     flush,
-    stop() {
+    /** Stops the timer and announces what was noted, waiting at most `timeoutMs`. */
+    async stop(timeoutMs = 2000) {
       clearInterval(timer);
-      return flush();
+      let t: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([flush(), new Promise<void>((r) => (t = setTimeout(r, timeoutMs)))]);
+      clearTimeout(t);
     },
   };
 }

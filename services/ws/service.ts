@@ -197,10 +197,10 @@ export async function startWsService(deps: WsDeps) {
         presence.stop();
         stopClosing();
         gate.stop();
+        await receipts.stop(); // announces what was noted while the pipeline still takes events
         await pipeline.drain(5000);
         stream.stop();
         router.stop();
-        await receipts.stop();
         gateway.closeAll();
         await connections.stop();
         server.stop(true);
