@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
 import type { Page } from "playwright-core";
-import { useBrowserCluster } from "../../test/browser.ts";
+import { axeViolations, useBrowserCluster } from "../../test/browser.ts";
 
 // Receipts and the server's conversation list in the browser client, in real Chromium against a
 // real cluster (two ws instances): two users on two instances, and a user with two devices (two
@@ -10,17 +10,11 @@ import { useBrowserCluster } from "../../test/browser.ts";
 const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
 const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
-const pageErrors: string[] = [];
-const env = useBrowserCluster();
+const { env, openClient, pageErrors } = useBrowserCluster();
 
 /** A new browser profile (a device) signed in as `name` on `base`; `register` creates the account. */
 async function device(base: string, name: string, register: boolean): Promise<Page> {
-  const { browser } = await env();
-  const ctx = await browser.newContext({ viewport: { width: 1200, height: 760 } });
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(10_000);
-  page.on("pageerror", (e) => pageErrors.push(`${base}: ${e.message}`));
-  await page.goto(`${base}/client`);
+  const page = await openClient(base);
   await page.getByTestId("auth-username").fill(name);
   await page.getByTestId("auth-password").fill(PASSWORD);
   await page.getByTestId(register ? "auth-register" : "auth-login").click();
@@ -123,6 +117,7 @@ test("live across instances and devices: ✓ sent, ✓✓ delivered, read; a rea
     expect(await gm.getByTestId("message-status").textContent()).toBe(`✓✓ read by ${n}`);
   }
   await gm.and(a.locator('[data-receipt="read"]')).waitFor();
+  expect(await axeViolations(a)).toEqual([]);
   mkdirSync(ARTIFACTS, { recursive: true });
   await a.screenshot({ path: `${ARTIFACTS}receipts.png` });
   console.log(`screenshot of receipts: ${ARTIFACTS}receipts.png`);

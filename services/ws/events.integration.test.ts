@@ -180,6 +180,11 @@ describe("stream events", () => {
     const s = await c.sync();
     expect(s.messages.map((f) => f.msgId)).toEqual([after.msgId]);
     expect(c.frames.filter((f) => f.type === "event")).toEqual([]);
+    // A sender who left the group can no longer change their messages there.
+    const leave = await fetch(`${A()}/api/groups/${g.groupId}/members/${alice}`, { method: "DELETE", headers: { authorization: `Bearer ${token}` } });
+    expect(leave.status).toBe(204);
+    expect(await edit(a, m.msgId, "from outside")).toMatchObject({ type: "error", code: "forbidden" });
+    expect(await del(a, after.msgId)).toMatchObject({ type: "error", code: "forbidden" });
   });
 
   test("errors: not yours (forbidden), unknown or deleted (not_found), malformed (bad_request / too_large), each with the frame's id; nothing is delivered", async () => {
