@@ -1,26 +1,18 @@
 import { expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
 import type { Page } from "playwright-core";
-import { axeViolations, useBrowserCluster } from "../../test/browser.ts";
+import { axeViolations, TEST_PASSWORD as PASSWORD, useBrowserCluster } from "../../test/browser.ts";
 
 // Receipts and the server's conversation list in the browser client, in real Chromium against a
 // real cluster (two ws instances): two users on two instances, and a user with two devices (two
 // browser profiles). Every wait is on the DOM.
 
 const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
-const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
-const { env, openClient, pageErrors } = useBrowserCluster();
+const { env, signIn, pageErrors } = useBrowserCluster();
 
 /** A new browser profile (a device) signed in as `name` on `base`; `register` creates the account. */
-async function device(base: string, name: string, register: boolean): Promise<Page> {
-  const page = await openClient(base);
-  await page.getByTestId("auth-username").fill(name);
-  await page.getByTestId("auth-password").fill(PASSWORD);
-  await page.getByTestId(register ? "auth-register" : "auth-login").click();
-  await connected(page);
-  return page;
-}
+const device = (base: string, name: string, register: boolean) => signIn(base, name, register);
 
 const connected = (page: Page) => page.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
 const conv = (page: Page, key: string) => page.locator(`[data-testid="conv-item"][data-conv="${key}"]`);
