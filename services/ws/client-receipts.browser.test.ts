@@ -89,6 +89,7 @@ test("live across instances and devices: ✓ sent, ✓✓ delivered, read; a rea
   await unread(b1, `d:${alice}`).waitFor({ state: "detached" });
   await mine.and(a.locator('[data-receipt="read"]')).waitFor();
   expect(await mine.getByTestId("message-status").textContent()).toBe("read ✓✓");
+  await conv(a, `d:${bob}`).getByTestId("conv-preview").filter({ hasText: "✓✓ You: are you there?" }).waitFor();
 
   // A group of three: "read by N" as members read.
   await a.getByTestId("new-group-toggle").click();
