@@ -58,13 +58,22 @@ export const MsgId = z.string().min(1).max(64).refine(storableText, STORABLE);
 export const EditFrame = z.strictObject({ type: z.literal("edit"), id: ClientMsgId, msgId: MsgId, body: Body });
 /** Addition: delete one's own message. */
 export const DeleteFrame = z.strictObject({ type: z.literal("delete"), id: ClientMsgId, msgId: MsgId });
+/**
+ * Addition: "I have read this conversation up to the message at `cursor`" (a cursor of my stream,
+ * `<epoch>.<pos>`, of a message in that conversation). Markers only move forward.
+ */
+export const ReadFrame = z.union([
+  z.strictObject({ type: z.literal("read"), to: UserId, cursor: Cursor.regex(/\./, "a cursor of the form <epoch>.<pos>") }),
+  z.strictObject({ type: z.literal("read"), group: GroupId, cursor: Cursor.regex(/\./, "a cursor of the form <epoch>.<pos>") }),
+]);
 
-export const CLIENT_FRAME_TYPES = ["send", "sync", "ping", "watch", "typing", "edit", "delete"] as const;
+export const CLIENT_FRAME_TYPES = ["send", "sync", "ping", "watch", "typing", "edit", "delete", "read"] as const;
 export type SendFrame = z.infer<typeof SendFrame>;
 export type SyncFrame = z.infer<typeof SyncFrame>;
 export type EditFrame = z.infer<typeof EditFrame>;
 export type DeleteFrame = z.infer<typeof DeleteFrame>;
-export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame> | z.infer<typeof WatchFrame> | TypingFrame | EditFrame | DeleteFrame;
+export type ReadFrame = z.infer<typeof ReadFrame>;
+export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame> | z.infer<typeof WatchFrame> | TypingFrame | EditFrame | DeleteFrame | ReadFrame;
 
 /**
  * Client-visible error codes: the one table of them. The contract's five, then additions:
@@ -216,6 +225,9 @@ export function parseClientFrame(text: string): ParsedFrame {
       break;
     case "typing":
       schema = TypingFrame;
+      break;
+    case "read":
+      schema = ReadFrame;
       break;
     case "edit":
       schema = EditFrame;

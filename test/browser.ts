@@ -5,6 +5,8 @@ import { startCluster, type Cluster } from "../scripts/cluster.ts";
 import { DEFAULT_CHROMIUM } from "./env.ts";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
+/** The password browser tests register their users with. */
+export const TEST_PASSWORD = "correct horse battery";
 
 /**
  * Chromium and a cluster (two ws instances) for a browser test file, started once on first use
@@ -59,7 +61,17 @@ export function useBrowserCluster(opts: { env?: Record<string, string> } = {}) {
     return page;
   }
 
-  return { env, openClient, pageErrors };
+  /** A tab signed in as `name` (registered first when `register`), once its socket is open; `password` defaults to the tests' one. */
+  async function signIn(base: string, name: string, register: boolean, ctx?: BrowserContext, password = TEST_PASSWORD): Promise<Page> {
+    const page = await openClient(base, ctx);
+    await page.getByTestId("auth-username").fill(name);
+    await page.getByTestId("auth-password").fill(password);
+    await page.getByTestId(register ? "auth-register" : "auth-login").click();
+    await page.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
+    return page;
+  }
+
+  return { env, openClient, signIn, pageErrors };
 }
 
 /** Serious and critical accessibility violations on the page as it is now (axe-core, run in the page). */

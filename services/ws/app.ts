@@ -17,6 +17,7 @@ import { apiCors, securityHeaders } from "./headers.ts";
 import { changeRecord, type Pipeline } from "./pipeline.ts";
 import type { Delivery, Ephemeral, Router } from "./router.ts";
 import { formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
+import { receiptRoutes } from "./receipts-api.ts";
 import * as store from "./store.ts";
 import { json, query } from "./validation.ts";
 
@@ -226,6 +227,8 @@ export function createApp(opts: {
     // A previous version's cursor is a commit sequence: older than it means up to the one before.
     return "legacy" in c ? { epoch: 0, pos: (await legacyPosition(db, user, c.legacy - 1)).pos + 1 } : c;
   }
+
+  receiptRoutes(app, { db, awaitWritten: (u) => opts.stream.awaitWritten(u) });
 
   // Edits and deletions over HTTP: the same events as the WebSocket frames (docs/api.md).
   const STATUS: Record<ErrorCode, 400 | 403 | 404 | 429 | 503> = { bad_request: 400, too_large: 400, forbidden: 403, not_found: 404, too_old: 403, rate_limited: 429, unavailable: 503 };

@@ -9,18 +9,8 @@ import { mintToken, TestClient } from "../../test/client.ts";
 // and on a second device, after that device reconnects (sync), and after a reload. Every wait is on the DOM.
 
 const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
-const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
-const { env, openClient, pageErrors } = useBrowserCluster();
-
-async function signIn(base: string, name: string, register: boolean, ctx?: BrowserContext): Promise<Page> {
-  const page = await openClient(base, ctx);
-  await page.getByTestId("auth-username").fill(name);
-  await page.getByTestId("auth-password").fill(PASSWORD);
-  await page.getByTestId(register ? "auth-register" : "auth-login").click();
-  await connected(page);
-  return page;
-}
+const { env, openClient, signIn, pageErrors } = useBrowserCluster();
 
 const connected = (page: Page) => page.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
 const conv = (page: Page, key: string) => page.locator(`[data-testid="conv-item"][data-conv="${key}"]`);

@@ -32,7 +32,8 @@ async function send(page: Page, text: string) {
   await page.getByTestId("composer-send").click();
   const sent = message(page, text, "sent");
   await sent.waitFor();
-  expect(await sent.getByTestId("message-status").textContent()).toBe("sent ✓");
+  // Acked; by now possibly delivered or read too (receipts: client-receipts.browser.test.ts).
+  expect(await sent.getByTestId("message-status").textContent()).toMatch(/^(sent ✓|delivered ✓✓|read ✓✓|✓✓? read by \d+)$/);
   return (await sent.getAttribute("data-msgid"))!;
 }
 
@@ -406,7 +407,8 @@ test("messages typed offline are sent in the order typed and shown in the server
   expect(await a.locator('[data-testid="message"]:not([data-status="sent"]):not([data-status="received"])').count()).toBe(0);
 
   for (const p of [a, b]) expect((await shown(p)).map((r) => r[1])).toEqual([...before, ...typed]);
-  expect(await conv(a, `d:${bob}`).getByTestId("conv-preview").textContent()).toBe(`You: ${typed.at(-1)}`);
+  // Acked now: the preview carries its receipt tick (✓ sent, ✓✓ delivered or read).
+  expect(await conv(a, `d:${bob}`).getByTestId("conv-preview").textContent()).toMatch(new RegExp(`^✓✓? You: ${typed.at(-1)}$`));
   expect(await conv(b, `d:${alice}`).getByTestId("conv-preview").textContent()).toBe(typed.at(-1)!);
 
   // The same order after a reload (from the cache and a sync), and on a fresh device (from history).

@@ -15,6 +15,9 @@ export interface ConnData {
   queued: number;
   queuedBytes: number;
   inflight: number;
+  /** `read` frames being handled or waiting, and their chain (handled one at a time, in order). */
+  reads: number;
+  readChain: Promise<void>;
   /** Message ids this connection sent recently: a gap repair passes them silently (it got the ack). */
   own: Set<string>;
   /** Sends of this connection take allocation turns in order (pipeline.ts). */

@@ -88,6 +88,8 @@ export function createDelivery(opts: {
   checkIntervalMs?: number;
   /** How long live items wait after connecting for the client's first frame (a resuming sync). */
   initialHoldMs?: number;
+  /** A stored message was handed to a connection of `user` by a sync or a gap repair (delivery receipts; must be cheap). */
+  onHanded?: (user: string, m: StreamMessage) => void;
 }) {
   const initialHoldMs = opts.initialHoldMs ?? 1000;
   const repairDelayMs = opts.repairDelayMs ?? 500;
@@ -208,7 +210,11 @@ export function createDelivery(opts: {
         const page = await readStream(opts.db(), ws.data.user, from, target, PAGE);
         if (!ws.data.open || st.held) return;
         // The connection's own sends pass silently, as live (it got the ack instead).
-        for (const m of page) if (comparePositions(m.position, st.cur) > 0) st.pending.set(key(m.position), { position: m.position, head: ws.data.own.has(m.msgId) ? null : frameHead(m) });
+        for (const m of page) {
+          if (comparePositions(m.position, st.cur) <= 0) continue;
+          st.pending.set(key(m.position), { position: m.position, head: ws.data.own.has(m.msgId) ? null : frameHead(m) });
+          opts.onHanded?.(ws.data.user, m);
+        }
         if (page.length < PAGE) break;
         from = page[page.length - 1]!.position;
       }
@@ -286,6 +292,7 @@ export function createDelivery(opts: {
         top,
         (m) => {
           sendText(ws, frameHead(m) + tail(m.position));
+          opts.onHanded?.(user, m);
           sent = m.position;
         },
         () => ws.data.open,

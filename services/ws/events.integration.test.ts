@@ -22,7 +22,9 @@ function streamOf(c: TestClient, from = 0): Frame[] {
   }
   return fs;
 }
-const summary = (fs: Frame[]) => fs.map((f) => (f.type === "message" ? `message ${f.body}` : `${f.kind} ${f.ref}${f.body ? " " + f.body : ""}`));
+/** Messages, edits and deletions; receipts (read, delivered) share the stream but are tested in receipts.integration.test.ts. */
+const summary = (fs: Frame[]) =>
+  fs.filter((f) => f.kind !== "read" && f.kind !== "delivered").map((f) => (f.type === "message" ? `message ${f.body}` : `${f.kind} ${f.ref}${f.body ? " " + f.body : ""}`));
 
 async function request(c: TestClient, frame: Record<string, unknown>): Promise<Frame> {
   c.send(frame);

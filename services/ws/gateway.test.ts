@@ -6,6 +6,7 @@ import type { Delivery } from "./delivery.ts";
 import { createGateway, MAX_QUEUED_BYTES } from "./gateway.ts";
 import type { Pipeline } from "./pipeline.ts";
 import type { PresenceWatch } from "./presence.ts";
+import type { Receipts } from "./receipts.ts";
 
 // gateway.ts driven through its WebSocket handlers, with fakes for the roles it calls.
 
@@ -28,6 +29,7 @@ function setup(opts: { register?: () => Promise<void>; sync?: () => Promise<void
       },
       drop: () => calls.push("drop"),
     } as unknown as Delivery,
+    receipts: { read: async () => {} } as unknown as Receipts,
     presence: {
       watch: async () => void calls.push("watch"),
       unwatch: () => calls.push("unwatch"),

@@ -2,12 +2,13 @@ import type { WebSocketHandler } from "bun";
 import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type DeleteFrame, type EditFrame, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
+import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type DeleteFrame, type EditFrame, type ReadFrame, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
 import type { ConnData, Conn, Connections } from "./connections.ts";
 import { newStreamState, type Delivery } from "./delivery.ts";
 import { changeRecord, deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { closeConn, sendFrame } from "./frames.ts";
+import { ReadError, type Receipts } from "./receipts.ts";
 import type { PresenceWatch } from "./presence.ts";
 import type { Typing } from "./typing.ts";
 
@@ -15,6 +16,8 @@ import type { Typing } from "./typing.ts";
 export const MAX_QUEUED_FRAMES = 1000;
 export const MAX_QUEUED_BYTES = 1 << 20;
 export const MAX_INFLIGHT_SENDS = 1000;
+/** `read` frames a connection may have being handled at once. */
+export const MAX_INFLIGHT_READS = 20;
 /** Recent sends a connection remembers so that a gap repair does not echo them back to it. */
 const MAX_OWN_REMEMBERED = 2000;
 /** Outbound bytes a connection may have buffered before it is closed as too slow. */
@@ -34,6 +37,7 @@ export function createGateway(opts: {
   stream: Delivery;
   presence: PresenceWatch;
   typing: Typing;
+  receipts: Receipts;
   log: Logger;
   metrics: Metrics;
   rate: { perSec: number; burst: number };
@@ -71,6 +75,19 @@ export function createGateway(opts: {
     }
   };
 
+  /** A `read` frame: handled beside the chain (it may wait for storage), in order; at most MAX_INFLIGHT_READS waiting per connection. */
+  const handleRead = async (ws: Conn, f: ReadFrame) => {
+    try {
+      await opts.receipts.read(ws.data.user, f);
+    } catch (err) {
+      const e = err instanceof ReadError ? err : new ReadError("unavailable", "receipts are unavailable right now; retry");
+      if (!(err instanceof ReadError)) opts.log.warn("read receipt failed", { err });
+      if (ws.data.open) sendFrame(ws, { type: "error", code: e.code, message: e.message });
+    } finally {
+      ws.data.reads--;
+    }
+  };
+
   /** Resolves once the connection is ready; one timer per connection, not per frame. */
   const whenReady = (ws: Conn) => (ws.data.isReady ? undefined : ws.data.ready);
 
@@ -104,6 +121,12 @@ export function createGateway(opts: {
       case "typing":
         // Not awaited: a group's membership lookup must not hold up the frames behind it.
         void opts.typing(ws, frame).catch((err) => opts.log.warn("typing failed", { err }));
+        return;
+      case "read":
+        if (ws.data.reads >= MAX_INFLIGHT_READS) return sendFrame(ws, { type: "error", code: "rate_limited", message: "too many read receipts in flight" });
+        ws.data.reads++;
+        // One after another (in the order sent), beside the chain: a read may wait for storage.
+        ws.data.readChain = ws.data.readChain.then(() => handleRead(ws, frame));
         return;
       case "send":
       case "edit":
@@ -193,6 +216,8 @@ export function createGateway(opts: {
         queued: 0,
         queuedBytes: 0,
         inflight: 0,
+        reads: 0,
+        readChain: Promise.resolve(),
         own: new Set(),
         order: Promise.resolve(),
         ready: Promise.resolve(),

@@ -136,7 +136,9 @@ export function createPipeline(opts: {
     });
     if (a.claimed!.fresh) void opts.router.route(m, a.positions, sender, located);
     else resent.inc();
-    return { ts: a.claimed!.ts, cursor: formatPosition(a.positions[m.from]!) };
+    // A server event may leave its sender's stream out (a delivered receipt goes to the senders only).
+    const own = a.positions[m.from];
+    return { ts: a.claimed!.ts, cursor: own ? formatPosition(own) : "" };
   }
 
   /** Resolves with what the ack carries, or rejects with a SendError. */

@@ -7,6 +7,7 @@ import { formatPosition, parseCursor, type Position } from "../../shared/stream/
 import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn, Connections } from "./connections.ts";
 import { frameHead, type Delivery as StreamDelivery } from "./delivery.ts";
+import { sendText } from "./frames.ts";
 
 /** A forwarded delivery: one message and, for each user the receiving instance holds, the position in their stream ("epoch.pos"). */
 export interface Delivery {
@@ -47,6 +48,8 @@ export function createRouter(opts: {
   maxBacklog?: number;
   /** Told of each routed message's recipients (not its sender) with no connection on any instance. */
   offline?: (m: ChatMessage, users: string[]) => void;
+  /** A message was offered to a local connection of `user` (delivery receipts; must be cheap). */
+  onHanded?: (user: string, m: ChatMessage) => void;
 }) {
   const doFetch = opts.fetch ?? fetch;
   const maxBacklog = opts.maxBacklog ?? MAX_FORWARD_BACKLOG;
@@ -157,6 +160,7 @@ export function createRouter(opts: {
       }
       head ??= frameHead(m);
       for (const ws of conns) opts.stream.offer(ws, { position, head: ws === except ? null : head });
+      opts.onHanded?.(u, m);
     }
     return missing;
   }
@@ -262,7 +266,7 @@ export function createRouter(opts: {
     let text: string | undefined;
     for (const u of e.users) {
       for (const ws of opts.connections.of(u) ?? []) {
-        if (ws.data.open) ws.send((text ??= JSON.stringify(e.frame)));
+        if (ws.data.open) sendText(ws, (text ??= JSON.stringify(e.frame)));
       }
     }
   }

@@ -22,6 +22,7 @@ import { createPushApi } from "./push-api.ts";
 import type { PushSender } from "./push-sender.ts";
 import { dropEndpoint, subscriptionsOf } from "./push-subscriptions.ts";
 import type { RevocationEvent, Revocations } from "./revocations.ts";
+import { createReceipts } from "./receipts.ts";
 import { createRouter } from "./router.ts";
 import { groupNames, membersOf } from "./store.ts";
 import { closeConn } from "./frames.ts";
@@ -75,6 +76,14 @@ export async function startWsService(deps: WsDeps) {
   const instanceId = crypto.randomUUID();
   const self = { id: instanceId, url: deps.publicUrl ?? "" };
 
+  // Receipts: deliveries are noted where frames are handed out, written and announced in batches.
+  const receipts = createReceipts({
+    db: () => deps.db.db,
+    awaitWritten: (u) => stream.awaitWritten(u),
+    publish: (e) => pipeline.emit(e).then(() => {}),
+    log,
+    metrics,
+  });
   const connections = createConnections({ directory: deps.directory, self, log, heartbeatMs: INSTANCE_TTL_MS / 3, ttlMs: INSTANCE_TTL_MS });
   const stream = createDelivery({
     db: () => deps.db.db,
@@ -83,6 +92,7 @@ export async function startWsService(deps: WsDeps) {
     metrics,
     connectionsOf: (u) => connections.of(u),
     localUsers: () => connections.localUsers(),
+    onHanded: receipts.delivered,
   });
   // Pushes go out from the gateway that accepted the message: it alone routes it, and its directory
   // lookup already tells which recipients are offline (docs/architecture.md, "Web Push").
@@ -101,7 +111,7 @@ export async function startWsService(deps: WsDeps) {
       log: log.child({ part: "push" }),
       metrics,
     });
-  const router = createRouter({ connections, stream, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics, offline: push?.offline });
+  const router = createRouter({ connections, stream, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics, offline: push?.offline, onHanded: receipts.delivered });
   const groupMembers = (ids: string[]) => membersOf(deps.db.db, ids);
   const eventContext: EventContext = {
     get db() {
@@ -130,6 +140,7 @@ export async function startWsService(deps: WsDeps) {
     stream,
     presence,
     typing,
+    receipts,
     log,
     metrics,
     rate: deps.rate,
@@ -222,6 +233,7 @@ export async function startWsService(deps: WsDeps) {
         presence.stop();
         stopClosing();
         gate.stop();
+        await receipts.stop(); // announces what was noted while the pipeline still takes events
         await pipeline.drain(5000);
         await push?.stop();
         stream.stop();

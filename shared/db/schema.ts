@@ -126,4 +126,24 @@ export const pushSubscriptions = pgTable(
   (t) => [index("push_subscriptions_user").on(t.userId)],
 );
 
-export const schema = { messages, stream, users, groups, groupMembers, refreshTokens, pushSubscriptions };
+/**
+ * Receipts: per (user, conversation) how far the user has read — a position in their own stream
+ * and the message there — and the latest message that reached one of their devices. Others see a
+ * message as read (delivered) by the user when its (ts, msgId) is at or before the marker's.
+ */
+export const readState = pgTable(
+  "read_state",
+  {
+    userId: text("user_id").notNull(),
+    conv: text("conv").notNull(),
+    readEpoch: bigint("read_epoch", { mode: "number" }),
+    readPos: bigint("read_pos", { mode: "number" }),
+    readMsgId: text("read_msg_id"),
+    readTs: bigint("read_ts", { mode: "number" }),
+    deliveredMsgId: text("delivered_msg_id"),
+    deliveredTs: bigint("delivered_ts", { mode: "number" }),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.conv] }), index("read_state_conv").on(t.conv)],
+);
+
+export const schema = { messages, stream, users, groups, groupMembers, refreshTokens, pushSubscriptions, readState };

@@ -135,6 +135,10 @@ export function createApi({ getToken, onUnauthorized, getRefreshToken = () => nu
       if (before) path += `&before=${q(before)}`;
       return request("GET", path);
     },
+    /** The conversation list, newest activity first; `before` from the previous page's answer. */
+    conversations: (before, limit = 200) => request("GET", `/api/conversations?limit=${limit}${before ? `&before=${q(before)}` : ""}`),
+    /** Other participants' read and delivered markers: `{with: user}` or `{group: id}`. */
+    receipts: (c) => request("GET", `/api/receipts?${c.group != null ? `group=${q(c.group)}` : `with=${q(c.with)}`}`),
     presence: (users) => request("GET", `/api/presence?users=${users.map(q).join(",")}`),
     users: (ids) => request("GET", `/api/users?ids=${ids.map(q).join(",")}`),
     pushKey: () => request("GET", "/api/push/key", undefined, { notify: false }),

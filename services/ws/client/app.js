@@ -20,6 +20,7 @@ import { closeConv, initThread, keyFromHash, markActiveRead, openConv, prefetchE
 import { initSearch, resetSearch } from "./search.js";
 import { applyTyping, resetTyping, stopTyping } from "./typing.js";
 import { resetUsers } from "./users.js";
+import { applyReceiptEvent, receiptsOnChange, receiptsOnOpen } from "./receipts.js";
 
 const PRESENCE_EVERY_MS = 5_000;
 const GROUPS_EVERY_MS = 15_000;
@@ -152,6 +153,7 @@ function onOpen() {
   refreshGroups();
   rewatch();
   pollPresence();
+  receiptsOnOpen();
 }
 
 const handlers = {
@@ -170,6 +172,7 @@ const handlers = {
   },
   event(f) {
     ctx.store.applyEvent(f);
+    applyReceiptEvent(f);
   },
   synced(f) {
     ctx.store.applySynced(f);
@@ -193,6 +196,7 @@ const handlers = {
 // Changes are coalesced into one render per frame (a sync can bring thousands of frames).
 let pendingRender = null;
 function onStoreChange(change) {
+  receiptsOnChange(change);
   if (!pendingRender) {
     pendingRender = { head: false, messages: false, history: false, own: false };
     const run = () => {
@@ -206,6 +210,7 @@ function onStoreChange(change) {
   }
   const p = pendingRender;
   if (change.type === "convs" || change.type === "synced") p.head = p.messages = true;
+  if (change.type === "receipts" && change.conv === ctx.activeKey) p.messages = true;
   if (ctx.activeKey && change.conv === ctx.activeKey) {
     p.messages = true;
     if (change.history) p.history = true;

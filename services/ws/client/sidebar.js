@@ -2,6 +2,7 @@
 
 import { $, fmtFull, fmtShort, h, paintAvatar, reconcile } from "./dom.js";
 import { presenceDot, presenceOf } from "./presence.js";
+import { receiptOf } from "./receipts.js";
 import { api, ctx } from "./state.js";
 import { USER_ID_RE } from "./store.js";
 import { resolveUsers } from "./users.js";
@@ -10,6 +11,7 @@ const convEls = new Map(); // key -> { li, sig }
 
 export function resetSidebar() {
   $("conv-list").replaceChildren();
+  delete $("conv-list").dataset.server;
   convEls.clear();
 }
 
@@ -25,7 +27,8 @@ function convContent(c, name, last, unread) {
   paintAvatar(av, c.kind === "g" ? name : c.peer, c.kind === "g");
   let preview = "No messages yet";
   if (last) {
-    const who = last.from === me ? "You: " : c.kind === "g" ? `${last.from}: ` : "";
+    const tick = last.from === me && last.status === "sent" ? { sent: "✓ ", delivered: "✓✓ ", read: "✓✓ " }[receiptOf(last).state] : "";
+    const who = last.from === me ? `${tick}You: ` : c.kind === "g" ? `${last.from}: ` : "";
     preview = (last.status === "failed" ? "⚠ " : "") + who + (last.deletedAt != null ? "message deleted" : last.body.replace(/\s+/g, " "));
   }
   return [
@@ -55,7 +58,8 @@ export function renderSidebar() {
     const unread = store.unread(c);
     const name = convName(c);
     const active = c.key === activeKey;
-    const sig = JSON.stringify([name, last?.key, last?.status, last?.ts, unread, active, c.kind === "d" && presenceOf(c.peer), last && fmtShort(last.ts)]);
+    const receipt = last?.from === store.me && last.status === "sent" ? receiptOf(last).state : null;
+    const sig = JSON.stringify([name, last?.key, last?.status, last?.ts, unread, active, c.kind === "d" && presenceOf(c.peer), last && fmtShort(last.ts), receipt, last?.body]);
     let e = convEls.get(c.key);
     if (!e) {
       const li = h(

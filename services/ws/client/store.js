@@ -460,20 +460,56 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       const last = lastReceived(c);
       if (last && !isRead(c, last)) {
         c.read = { cursor: last.cursor, anchor: last.anchor, seq: last.seq };
+        c.serverUnread = 0; // everything received is read, the server's count included
         store.save();
-        emit({ type: "read", conv: convKey });
+        emit({ type: "read", conv: convKey, local: true });
       }
     },
 
+    /**
+     * Unread messages: those received after the read marker. Where the server counted more than this
+     * device holds (`serverUnread` up to `serverTop`, from the conversation list), its count stands
+     * for the messages up to `serverTop`.
+     */
     unread(c) {
+      const server = c.serverTop && c.serverUnread > 0 && !isRead(c, { cursor: c.serverTop, seq: Number.MAX_SAFE_INTEGER });
       let n = 0;
       for (let i = c.messages.length - 1; i >= 0; i--) {
         const m = c.messages[i];
         if (!m.msgId || m.from === me) continue;
         if (isRead(c, m)) break;
+        if (server && compareMessages(m, { cursor: c.serverTop, seq: Number.MAX_SAFE_INTEGER }) <= 0) break;
         n++;
       }
-      return n;
+      return server ? n + c.serverUnread : n;
+    },
+
+    /** Moves the read marker to `cursor` (read on another device, or the server's), never back. */
+    setRead(convKey, cursor) {
+      const c = conv(convKey);
+      const marker = { cursor, seq: Number.MAX_SAFE_INTEGER };
+      if (c.read && position(c.read) && compareCursors(cursor, position(c.read)) <= 0) return false;
+      c.read = marker;
+      store.save();
+      emit({ type: "read", conv: convKey, remote: true });
+      return true;
+    },
+
+    /** Adds message frames (the conversation list's last messages) without touching history paging. */
+    mergeFrames(frames) {
+      const convsChanged = new Set();
+      for (const f of frames) {
+        const r = addFrame(f);
+        if (r.msg) convsChanged.add(r.msg.conv);
+      }
+      store.save();
+      for (const k of convsChanged) emit({ type: "messages", conv: k });
+      emit({ type: "convs" });
+    },
+
+    /** Receipt state of a conversation changed (others' markers, the server's unread count). */
+    receiptsChanged(convKey) {
+      emit({ type: "receipts", conv: convKey });
     },
 
     lastMessage(c) {

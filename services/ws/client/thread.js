@@ -9,6 +9,7 @@ import { ERROR_TEXT, RETRYABLE, toast } from "./notify.js";
 import { pump } from "./outbox.js";
 import { isOnline, pollPresence, presenceOf } from "./presence.js";
 import { convName, renderSidebar } from "./sidebar.js";
+import { loadReceipts, receiptOf, receiptText } from "./receipts.js";
 import { api, ctx } from "./state.js";
 import { renderTyping } from "./typing.js";
 import { lookupUsers, userInfo } from "./users.js";
@@ -84,6 +85,7 @@ export function openConv(key, { push = true } = {}) {
   if (c.hist === undefined) loadOlder(key);
   if (changed && matchMedia("(min-width: 721px)").matches) $("composer-input").focus();
   if (changed) pollPresence();
+  if (changed) loadReceipts(key);
   if (changed && c.kind === "d" && c.peer !== store.me) {
     lookupUsers([c.peer]).then(() => ctx.store === store && ctx.activeKey === key && renderPaneHead());
   }
@@ -146,7 +148,7 @@ export function renderPaneHead() {
 
 function statusText(m) {
   if (m.status === "sending") return ctx.conn?.isOpen ? "sending…" : "sending… (waiting for connection)";
-  if (m.status === "sent") return "sent ✓";
+  if (m.status === "sent") return receiptText(m);
   if (m.status === "failed") return "not sent";
   return "";
 }
@@ -287,11 +289,12 @@ function confirmEl(m) {
 
 function messageEl(m, showSender) {
   const { store, conn } = ctx;
+  const mine = m.from === store.me;
+  const receipt = mine && m.status === "sent" ? receiptOf(m) : null;
   const menuState = `${ui.menu === m.key}|${ui.editing === m.key}|${ui.confirming === m.key}`;
-  const sig = `${m.status}|${m.msgId}|${m.ts}|${m.error?.code}|${showSender}|${m.status === "sending" && conn?.isOpen}|${m.body}|${m.editedAt}|${m.deletedAt}|${m.pending}|${menuState}`;
+  const sig = `${m.status}|${m.msgId}|${m.ts}|${m.error?.code}|${showSender}|${m.status === "sending" && conn?.isOpen}|${m.body}|${m.editedAt}|${m.deletedAt}|${m.pending}|${menuState}|${receipt?.state}|${receipt?.readBy}`;
   const cached = msgEls.get(m.key);
   if (cached && cached.sig === sig) return cached.el;
-  const mine = m.from === store.me;
   const deleted = m.deletedAt != null;
   const editing = ui.editing === m.key && changeable(m);
   const el = h(
@@ -299,7 +302,7 @@ function messageEl(m, showSender) {
     {
       class: `msg ${mine ? "mine" : "theirs"} ${m.status}${deleted ? " deleted" : ""}`,
       "data-testid": "message",
-      dataset: { msgid: m.msgId ?? "", id: m.id ?? "", status: m.status, from: m.from, deleted: deleted ? "true" : null, edited: m.editedAt != null ? "true" : null },
+      dataset: { msgid: m.msgId ?? "", id: m.id ?? "", status: m.status, from: m.from, deleted: deleted ? "true" : null, edited: m.editedAt != null ? "true" : null, receipt: receipt?.state ?? "", readBy: String(receipt?.readBy ?? 0) },
     },
     showSender && !mine ? h("div", { class: "sender", style: `--h: ${hue(m.from)}` }, m.from) : null,
     h(

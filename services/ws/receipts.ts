@@ -1,0 +1,159 @@
+import type { Db } from "../../shared/db/index.ts";
+import { conversationKey } from "../../shared/db/messages.ts";
+import { advanceDelivered, advanceRead, deliveredAdvances, entryAt, readMarker, sendersBetween, type Marker } from "../../shared/db/receipts.ts";
+import type { Logger } from "../../shared/log.ts";
+import type { Metrics } from "../../shared/metrics.ts";
+import type { NewEvent } from "../../shared/events/registry.ts";
+import type { ChatMessage, ReadFrame } from "../../shared/protocol.ts";
+import { comparePositions, formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
+
+export class ReadError extends Error {
+  constructor(
+    readonly code: "bad_request" | "unavailable",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** How often delivered markers are written and announced: at most one event per (user, conversation) per interval. */
+export const DELIVERED_INTERVAL_MS = 1000;
+
+/**
+ * Read and delivery receipts at the gateway. Reads come from the reader's `read` frames; deliveries
+ * are noted (a Map write) wherever a message frame is handed to a connection (live, gap repair,
+ * sync) and written and announced in batches, off the send path.
+ */
+export function createReceipts(opts: {
+  db: () => Db;
+  /** Read-your-writes for the reader's stream (the entry a cursor names may not be stored yet). */
+  awaitWritten: (user: string) => Promise<void>;
+  /** Puts a receipt into its recipients' streams (pipeline.emit). */
+  publish: (e: NewEvent) => Promise<unknown>;
+  log: Logger;
+  metrics: Metrics;
+  intervalMs?: number;
+}) {
+  const reads = opts.metrics.counter("ws_read_receipts_total", "Read markers moved forward");
+  const deliveredEvents = opts.metrics.counter("ws_delivered_receipts_total", "Delivered markers moved forward");
+
+  /** Handles a `read` frame of `user`. Rejects with a ReadError. */
+  async function read(user: string, f: ReadFrame): Promise<void> {
+    const target = "group" in f ? { group: f.group } : { to: f.to };
+    const conv = conversationKey({ from: user, ...target });
+    const p = parseCursor(f.cursor) as Position;
+    let e = await entryAt(opts.db(), user, p).catch(() => {
+      throw new ReadError("unavailable", "receipts are unavailable right now; retry");
+    });
+    if (!e) {
+      // Delivered live before persist wrote it: wait until the reader's stream is stored.
+      await opts.awaitWritten(user).catch(() => {
+        throw new ReadError("unavailable", "receipts are unavailable right now; retry");
+      });
+      e = await entryAt(opts.db(), user, p);
+    }
+    if (!e || e.kind !== "message" || e.conv !== conv) throw new ReadError("bad_request", "cursor is not a message of this conversation in your stream");
+    const marker = { msgId: e.msgId, ts: e.ts };
+    // The event first, then the marker: a read whose event could not be published moved nothing,
+    // and the client's retry does it all again (the event's id is derived from the position, so
+    // a retry after a published event is the same event).
+    const db = opts.db();
+    const current = await readMarker(db, user, conv);
+    if (current && comparePositions(current, p) >= 0) return;
+    const senders = await sendersBetween(db, user, conv, current, p);
+    const upTo = formatPosition(p);
+    await opts.publish({ kind: "read", from: user, key: `${conv}\n${upTo}`, ...target, ref: marker.msgId, data: { refTs: marker.ts, upTo, rcpt: [user, ...senders] } }).catch((err) => {
+      opts.log.warn("read receipt not published", { err });
+      throw new ReadError("unavailable", "the read receipt could not be sent; send it again");
+    });
+    if ((await advanceRead(db, user, conv, p, marker)).advanced) reads.inc();
+  }
+
+  // Deliveries noted since the last flush: per "user\nconv", the latest message and its senders.
+  let noted = new Map<string, { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string> }>();
+
+
+  /** A message frame was handed to a connection of `user`. Cheap: a Map update. */
+  function delivered(user: string, m: Pick<ChatMessage, "msgId" | "ts" | "from" | "to" | "group" | "kind">) {
+    if (m.from === user || m.kind !== undefined) return;
+    const conv = m.group !== undefined ? `g:${m.group}` : conversationKey({ from: user, to: m.from });
+    const k = user + "\n" + conv;
+    const n = noted.get(k);
+    if (!n) {
+      noted.set(k, { user, conv, ...(m.group !== undefined ? { group: m.group } : { to: m.from }), marker: { msgId: m.msgId, ts: m.ts }, senders: new Set([m.from]) });
+      return;
+    }
+    n.senders.add(m.from);
+    const mk = { msgId: m.msgId, ts: m.ts };
+    if (later(mk, n.marker)) n.marker = mk;
+  }
+
+  const later = (a: Marker, b: Marker) => a.ts > b.ts || (a.ts === b.ts && a.msgId > b.msgId);
+  type Noted = { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string> };
+  /** Puts entries back for the next round, merged with what was noted meanwhile. */
+  const renote = (ns: Noted[]) => {
+    for (const n of ns) {
+      const k = n.user + "\n" + n.conv;
+      const now = noted.get(k);
+      if (!now) noted.set(k, n);
+      else {
+        for (const s of n.senders) now.senders.add(s);
+        if (later(n.marker, now.marker)) now.marker = n.marker;
+      }
+    }
+  };
+
+  /**
+   * Announces, then stores, the delivered markers that move: an event that could not be published
+   * is tried again next round (its id is derived from the marker, so a retry is the same event).
+   */
+  let flushing = false;
+  async function flush() {
+    if (flushing || noted.size === 0) return;
+    flushing = true;
+    const batch = [...noted.values()];
+    noted = new Map();
+    try {
+      const moving = await deliveredAdvances(opts.db(), batch.map((n) => ({ ...n, ...n.marker })));
+      const failed: Noted[] = [];
+      const published: Noted[] = [];
+      await Promise.all(
+        moving.map((n) => {
+          const target = n.group !== undefined ? { group: n.group } : { to: n.to! };
+          const data = { refTs: n.marker.ts, rcpt: [...n.senders] };
+          return opts.publish({ kind: "delivered", from: n.user, key: `${n.conv}\n${n.marker.msgId}`, ...target, ref: n.marker.msgId, data }).then(
+            () => published.push(n),
+            (err) => {
+              opts.log.warn("delivered receipt not published; retrying", { err });
+              failed.push(n);
+            },
+          );
+        }),
+      );
+      await advanceDelivered(opts.db(), published.map((n) => ({ user: n.user, conv: n.conv, ...n.marker })));
+      deliveredEvents.inc(published.length);
+      renote(failed);
+    } catch (err) {
+      opts.log.warn("delivered receipts not written; retrying", { err });
+      renote(batch);
+    } finally {
+      flushing = false;
+    }
+  }
+  const timer = setInterval(() => void flush(), opts.intervalMs ?? DELIVERED_INTERVAL_MS);
+
+  return {
+    read,
+    delivered,
+    /** Writes and announces what was noted now (tests, shutdown). */
+    flush,
+    /** Stops the timer and announces what was noted, waiting at most `timeoutMs`. */
+    async stop(timeoutMs = 2000) {
+      clearInterval(timer);
+      let t: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([flush(), new Promise<void>((r) => (t = setTimeout(r, timeoutMs)))]);
+      clearTimeout(t);
+    },
+  };
+}
+export type Receipts = ReturnType<typeof createReceipts>;
