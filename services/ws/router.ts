@@ -2,7 +2,7 @@ import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Directory, InstanceInfo } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import type { ChatMessage } from "../../shared/protocol.ts";
+import type { ChatMessage, ServerFrame } from "../../shared/protocol.ts";
 import { formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
 import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn, Connections } from "./connections.ts";
@@ -53,7 +53,7 @@ export function createRouter(opts: {
     let p = peers.get(inst.url);
     if (!p) {
       const batcher = createTickBatcher<Delivery, void>(async (deliveries) => {
-        await post(inst.url, deliveries);
+        await post(inst.url, "/internal/deliver", { deliveries });
         return deliveries.map(() => undefined);
       }, { maxItems: 500, maxInFlight: 1 });
       peers.set(inst.url, (p = { batcher, backlog: 0, lastUsed: Date.now() }));
@@ -66,11 +66,11 @@ export function createRouter(opts: {
     for (const [url, p] of peers) if (p.backlog === 0 && Date.now() - p.lastUsed > 60_000) peers.delete(url);
   }, 30_000);
 
-  async function post(url: string, deliveries: Delivery[]) {
-    const body = JSON.stringify({ deliveries });
+  async function post(url: string, path: string, payload: unknown) {
+    const body = JSON.stringify(payload);
     for (let attempt = 0; attempt < FORWARD_ATTEMPTS; attempt++) {
       try {
-        const res = await doFetch(`${url}/internal/deliver`, {
+        const res = await doFetch(`${url}${path}`, {
           method: "POST",
           headers: { "content-type": "application/json", authorization: `Bearer ${opts.internalSecret}` },
           body,
@@ -78,7 +78,7 @@ export function createRouter(opts: {
         });
         if (res.ok) {
           const { missing } = (await res.json()) as { missing: number };
-          forwarded.inc(deliveries.length);
+          if (path === "/internal/deliver") forwarded.inc((payload as { deliveries: unknown[] }).deliveries.length);
           if (missing) notThere.inc(missing);
           return;
         }
@@ -164,6 +164,37 @@ export function createRouter(opts: {
     );
   }
 
-  return { locate, route, deliverForwarded, stop: () => clearInterval(sweep) };
+  /** Sends a frame outside any stream to this instance's connections of `users`. */
+  function pushLocal(users: string[], frame: ServerFrame) {
+    const text = JSON.stringify(frame);
+    for (const u of users) for (const ws of opts.connections.of(u) ?? []) if (ws.data.open) ws.send(text);
+  }
+
+  /**
+   * Sends a frame that is not part of any stream (a group's new member list) to every open
+   * connection of `users`, here and on other instances. Best effort: a client that misses one
+   * (it was reconnecting) reads the state again after connecting. Never rejects.
+   */
+  async function push(users: string[], frame: ServerFrame): Promise<void> {
+    pushLocal(users, frame);
+    let where: Record<string, InstanceInfo[]>;
+    try {
+      where = await lookups.add(users);
+    } catch (err) {
+      return opts.log.warn("directory lookup failed; a pushed frame reaches this instance's connections only", { err });
+    }
+    const byInstance = new Map<string, { inst: InstanceInfo; users: string[] }>();
+    for (const u of users) {
+      for (const inst of where[u] ?? []) {
+        if (inst.id === opts.self.id) continue;
+        let e = byInstance.get(inst.id);
+        if (!e) byInstance.set(inst.id, (e = { inst, users: [] }));
+        e.users.push(u);
+      }
+    }
+    await Promise.all([...byInstance.values()].map((e) => post(e.inst.url, "/internal/push", { users: e.users, frame })));
+  }
+
+  return { locate, route, deliverForwarded, push, pushLocal, stop: () => clearInterval(sweep) };
 }
 export type Router = ReturnType<typeof createRouter>;

@@ -64,6 +64,9 @@ export const groupMembers = pgTable(
       .notNull()
       .references(() => groups.id, { onDelete: "cascade" }),
     userId: text("user_id").notNull(),
+    /** "owner" (one per group while it has members), "admin" or "member" (docs/api.md, "Group roles"). */
+    role: text("role").notNull().default("member"),
+    joinedAt: timestamp("joined_at", { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.groupId, t.userId] }), index("group_members_user").on(t.userId)],
 );

@@ -1,0 +1,70 @@
+import type { Db } from "../../shared/db/index.ts";
+import { historyToShare } from "../../shared/db/messages.ts";
+import type { Logger } from "../../shared/log.ts";
+import type { GroupRole, GroupView, MemberChange } from "../../shared/protocol.ts";
+import type { Delivery as StreamDelivery } from "./delivery.ts";
+import type { Pipeline } from "./pipeline.ts";
+import type { Router } from "./router.ts";
+import * as store from "./store.ts";
+
+/** How many of the group's latest messages a new member is given (docs/api.md). */
+export const SHARED_HISTORY = 100;
+
+/**
+ * Group membership, as the HTTP routes change it. Each change is committed, then:
+ * - a member who was added gets the group's latest SHARED_HISTORY messages (those the member who
+ *   added them holds) in their own stream, in their order, before anything else is told;
+ * - a `group` frame with the group as it now is goes to every connection of every member (and of a
+ *   member who left or was removed, with `group: null`), on every instance.
+ * Refusals throw store.GroupRefused.
+ */
+export function createGroups(opts: { db: Db; pipeline: Pipeline; router: Router; stream: StreamDelivery; log: Logger }) {
+  const { db } = opts;
+
+  async function announce(groupId: string, changes: MemberChange[]) {
+    if (changes.length === 0) return;
+    const g = await store.groupView(db, groupId);
+    const members = g?.members ?? [];
+    for (const change of changes) {
+      await opts.router.push(members, { type: "group", groupId, change, group: g });
+      if (!members.includes(change.user) && change.action !== "role") {
+        await opts.router.push([change.user], { type: "group", groupId, change, group: null });
+      }
+    }
+  }
+
+  /** Never rejects: a member added is a member even if their history could not be shared. */
+  async function shareHistory(groupId: string, user: string, by: string) {
+    try {
+      await opts.stream.awaitWritten(by);
+      const ms = await historyToShare(db, by, user, `g:${groupId}`, SHARED_HISTORY);
+      await opts.pipeline.share(
+        ms.map(({ position: _, ...m }) => m),
+        user,
+      );
+    } catch (err) {
+      opts.log.warn("could not share a group's history with a new member", { err, groupId, user });
+    }
+  }
+
+  return {
+    async create(creator: string, name: string, members: string[]): Promise<GroupView> {
+      const id = "g_" + crypto.randomUUID().replaceAll("-", "").slice(0, 20);
+      const g = await store.createGroup(db, id, name, creator, members);
+      void opts.router.push(g.members, { type: "group", groupId: id, change: { action: "created", user: creator, by: creator }, group: g });
+      return g;
+    },
+    async add(groupId: string, user: string, by: string): Promise<void> {
+      const changes = await store.addMember(db, groupId, user, by);
+      if (changes.length) await shareHistory(groupId, user, by);
+      await announce(groupId, changes);
+    },
+    async remove(groupId: string, user: string, by: string): Promise<void> {
+      await announce(groupId, await store.removeMember(db, groupId, user, by));
+    },
+    async setRole(groupId: string, user: string, role: GroupRole, by: string): Promise<void> {
+      await announce(groupId, await store.setRole(db, groupId, user, role, by));
+    },
+  };
+}
+export type Groups = ReturnType<typeof createGroups>;
