@@ -7,7 +7,7 @@ import { initAuthView, showAuth, showView } from "./auth-view.js";
 import { initComposer } from "./composer.js";
 import { createConnection } from "./connection.js";
 import { $, paintAvatar } from "./dom.js";
-import { initGroups, refreshGroups, refreshGroupsSoon } from "./groups.js";
+import { applyGroupFrame, initGroups, refreshGroups, refreshGroupsSoon } from "./groups.js";
 import { ERROR_TEXT, renderConnStatus, toast } from "./notify.js";
 import { pump, resendAll, resendStale, resetOutbox } from "./outbox.js";
 import { applyPresence, connectionChanged, initPresence, pollPresence, resetPresence, rewatch } from "./presence.js";
@@ -19,7 +19,8 @@ import { closeConv, initThread, keyFromHash, markActiveRead, openConv, prefetchE
 import { resetUsers } from "./users.js";
 
 const PRESENCE_EVERY_MS = 5_000;
-const GROUPS_EVERY_MS = 15_000;
+// Membership changes are pushed (`group` frames); the list is read again now and then in case one was missed.
+const GROUPS_EVERY_MS = 60_000;
 
 let timers = [];
 let unsubscribe = null;
@@ -169,6 +170,7 @@ const handlers = {
   },
   pong() {},
   presence: applyPresence,
+  group: applyGroupFrame,
 };
 
 // ---------- store changes ----------

@@ -45,6 +45,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
   const byClientId = new Map();
   const groups = new Map();
   let groupsLoaded = false;
+  let groupFrames = 0; // pushed `group` frames applied: a group list asked for before one is stale
   let cursor = null;
   let seq = 0; // see order.js
   const listeners = new Set();
@@ -184,6 +185,9 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     groups,
     get groupsLoaded() {
       return groupsLoaded;
+    },
+    get groupFrames() {
+      return groupFrames;
     },
 
     /** Applies a live or synced `message` frame. */
@@ -361,9 +365,40 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     setGroups(list) {
       groups.clear();
       for (const g of list) if (g && typeof g.groupId === "string") groups.set(g.groupId, g);
+      for (const id of groups.keys()) {
+        const c = convs.get(`g:${id}`);
+        if (c) delete c.removed;
+      }
       groupsLoaded = true;
       // Listed by their last activity; the name is remembered for after leaving or removal.
       for (const g of groups.values()) conv(`g:${g.groupId}`).name = g.name;
+      emit({ type: "convs" });
+    },
+
+    /**
+     * A pushed `group` frame: the group as it is now, or `group: null` when this user is no longer
+     * a member (the conversation keeps its name and remembers who removed them). A group this user
+     * just joined goes to the top of the list.
+     */
+    applyGroup(f) {
+      if (typeof f?.groupId !== "string") return;
+      groupFrames++;
+      const key = `g:${f.groupId}`;
+      const change = f.change ?? {};
+      if (f.group && typeof f.group === "object" && Array.isArray(f.group.members)) {
+        groups.set(f.groupId, f.group);
+        const c = conv(key);
+        c.name = f.group.name;
+        delete c.removed;
+        if (change.action === "created" || (change.action === "added" && change.user === me)) {
+          c.touched = Date.now();
+          c.closed = false;
+        }
+      } else {
+        groups.delete(f.groupId);
+        if (convs.has(key)) conv(key).removed = { action: change.action === "left" ? "left" : "removed", by: change.by ?? null };
+      }
+      store.save();
       emit({ type: "convs" });
     },
 
@@ -425,6 +460,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
         c.touched = Number(sc.touched) || 0;
         c.closed = sc.closed === true;
         if (typeof sc.name === "string") c.name = sc.name;
+        if (sc.removed && typeof sc.removed === "object") c.removed = { action: sc.removed.action === "left" ? "left" : "removed", by: typeof sc.removed.by === "string" ? sc.removed.by : null };
         if (typeof sc.draft === "string") c.draft = sc.draft;
         for (const m of sc.messages ?? []) {
           if (typeof m?.body !== "string") continue;
@@ -478,6 +514,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
         touched: c.touched,
         closed: c.closed || undefined,
         name: c.name,
+        removed: c.removed,
         draft: c.draft || undefined,
         messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n }) => ({
           msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n,

@@ -125,12 +125,19 @@ export function renderPaneHead() {
       sub.textContent = `${g.members.length} member${g.members.length === 1 ? "" : "s"}${online ? `, ${online} online` : ""}`;
       renderMembers(g);
     } else {
-      sub.textContent = store.groupsLoaded ? "You are not a member of this group" : "";
-      canWrite = !store.groupsLoaded;
+      const gone = c.removed;
+      sub.textContent = gone
+        ? gone.action === "left" ? "You left this group" : `You were removed from this group${gone.by ? ` by ${gone.by}` : ""}`
+        : store.groupsLoaded ? "You are not a member of this group" : "";
+      canWrite = !gone && !store.groupsLoaded;
       $("members-panel").hidden = true;
     }
   }
   composerInput.disabled = !canWrite;
+  const notMember = c.kind === "g" && !store.groups.has(c.peer) && (c.removed || store.groupsLoaded);
+  $("conv-gone").hidden = !notMember;
+  if (notMember) $("conv-gone").textContent = `${sub.textContent}. You can read what you received but not write here.`;
+  composerInput.placeholder = notMember ? "You are not a member of this group" : "Write a message…";
   syncComposer();
 }
 

@@ -1,0 +1,169 @@
+import { afterAll, expect, test } from "bun:test";
+import { existsSync, mkdirSync } from "node:fs";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { DEFAULT_CHROMIUM } from "../../test/env.ts";
+import { startCluster, type Cluster } from "../../scripts/cluster.ts";
+
+// Group membership in the browser client (issue 15 item 5), in real Chromium against a real
+// cluster: discover, two ws instances and persist over Redis, RabbitMQ and PostgreSQL. Every wait
+// is on the DOM; "at once" means without the client asking the server for the group list again.
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
+const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
+const PASSWORD = "correct horse battery";
+const tag = crypto.randomUUID().slice(0, 6);
+
+let setup: Promise<{ browser: Browser; cluster: Cluster }> | null = null;
+const pageErrors: string[] = [];
+
+function env() {
+  setup ??= (async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`browser test: no Chromium at ${CHROMIUM}. Install it (apt-get install chromium) or set CHROMIUM_PATH.`);
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    });
+    try {
+      return { browser, cluster: await startCluster({ ws: 2 }) };
+    } catch (err) {
+      await browser.close();
+      throw err;
+    }
+  })();
+  return setup;
+}
+
+afterAll(async () => {
+  const s = await setup?.catch(() => null);
+  await s?.browser.close();
+  await s?.cluster.stop();
+}, 30_000);
+
+/** Each page's requests for the group list (GET /api/groups), counted as they are sent. */
+const groupListRequests = new Map<Page, number>();
+
+async function signUp(base: string, name: string, viewport = { width: 1200, height: 760 }): Promise<Page> {
+  const { browser } = await env();
+  const page = await (await browser.newContext({ viewport })).newPage();
+  page.setDefaultTimeout(10_000);
+  page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
+  groupListRequests.set(page, 0);
+  page.on("request", (r) => r.method() === "GET" && new URL(r.url()).pathname === "/api/groups" && groupListRequests.set(page, groupListRequests.get(page)! + 1));
+  await page.goto(`${base}/client`);
+  await page.getByTestId("auth-username").fill(name);
+  await page.getByTestId("auth-password").fill(PASSWORD);
+  await page.getByTestId("auth-register").click();
+  await page.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
+  return page;
+}
+
+const conv = (page: Page, key: string) => page.locator(`[data-testid="conv-item"][data-conv="${key}"]`);
+const message = (page: Page, text: string, status?: string) =>
+  page.locator(`[data-testid="message"]${status ? `[data-status="${status}"]` : ""}`).filter({ hasText: text });
+const members = (p: Page) => p.getByTestId("members-list").locator("li");
+const member = (p: Page, user: string) => p.locator(`[data-testid="members-list"] li[data-user="${user}"]`);
+
+async function send(page: Page, text: string) {
+  await page.getByTestId("composer-input").fill(text);
+  await page.getByTestId("composer-send").click();
+  await message(page, text, "sent").waitFor();
+}
+
+/** Runs `change` and returns how many times `page` asked for the group list meanwhile and until `shown` resolved. */
+async function listRequestsDuring(page: Page, change: () => Promise<unknown>, shown: () => Promise<unknown>): Promise<number> {
+  const before = groupListRequests.get(page)!;
+  await change();
+  await shown();
+  return groupListRequests.get(page)! - before;
+}
+
+test("membership changes show at once on every member's client; a new member sees the history; the owner's role passes on; a removed member cannot write", async () => {
+  const { cluster } = await env();
+  const [ws1, ws2] = cluster.wsUrls as [string, string];
+  const [alice, bob, carol] = [`alice-${tag}`, `bob-${tag}`, `carol-${tag}`];
+  const a = await signUp(ws1, alice);
+  const b = await signUp(ws2, bob);
+  const c = await signUp(ws1, carol);
+
+  // Alice makes a group with Bob: it shows in Bob's list at once.
+  await a.getByTestId("new-group-toggle").click();
+  await a.getByTestId("new-group-name").fill("Crew");
+  await a.getByTestId("new-group-members").fill(bob);
+  let key = "";
+  const createdAsked = await listRequestsDuring(
+    b,
+    async () => {
+      await a.getByTestId("new-group-button").click();
+      const active = a.locator('[data-testid="conv-item"][data-conv^="g:"].active');
+      await active.waitFor();
+      key = (await active.getAttribute("data-conv"))!;
+    },
+    () => conv(b, key).getByTestId("conv-name").filter({ hasText: "Crew" }).waitFor(),
+  );
+  expect(createdAsked).toBe(0);
+  await send(a, "Before Carol, one");
+  await send(a, "Before Carol, two");
+  await conv(b, key).click();
+  await message(b, "Before Carol, two", "received").waitFor();
+  await b.getByTestId("members-toggle").click();
+  await member(b, alice).waitFor();
+  expect(await member(b, alice).getByTestId("member-role").textContent()).toBe("owner");
+  expect(await b.getByTestId("member-remove").count()).toBe(0);
+
+  // Alice adds Carol: Bob's open member list shows her at once; Carol gets the group with its history.
+  await a.getByTestId("members-toggle").click();
+  const addedAsked = await listRequestsDuring(
+    b,
+    async () => {
+      await a.getByTestId("add-member-input").fill(carol);
+      await a.getByTestId("add-member-button").click();
+    },
+    () => member(b, carol).waitFor(),
+  );
+  expect(addedAsked).toBe(0);
+  await conv(c, key).getByTestId("conv-name").filter({ hasText: "Crew" }).waitFor();
+  await conv(c, key).click();
+  await message(c, "Before Carol, one", "received").waitFor();
+  await message(c, "Before Carol, two", "received").waitFor();
+  expect(await c.getByTestId("history-status").textContent()).not.toContain("No messages yet");
+  expect(await c.getByTestId("message-body").allTextContents()).toEqual(["Before Carol, one", "Before Carol, two"]);
+
+  // Alice leaves: Bob, the longest-standing member, becomes the owner and can remove members.
+  const leftAsked = await listRequestsDuring(
+    b,
+    async () => {
+      await a.getByTestId("leave-group").click();
+      await a.getByTestId("leave-group").click();
+      await conv(a, key).waitFor({ state: "detached" });
+    },
+    () => member(b, alice).waitFor({ state: "detached" }),
+  );
+  expect(leftAsked).toBe(0);
+  await member(b, bob).getByTestId("member-role").filter({ hasText: "owner" }).waitFor();
+  await member(b, carol).getByTestId("member-remove").waitFor();
+
+  // Bob removes Carol, who has the group open: her chat says so at once, keeps its name, and cannot be written to.
+  await send(c, "Carol says hi");
+  await message(b, "Carol says hi", "received").waitFor();
+  await member(b, carol).getByTestId("member-remove").click();
+  await member(b, carol).waitFor({ state: "detached" });
+  await c.locator('[data-testid="conv-sub"]', { hasText: `removed from this group by ${bob}` }).waitFor();
+  expect(await c.getByTestId("conv-title").textContent()).toBe("Crew");
+  expect(await c.getByTestId("composer-input").isDisabled()).toBe(true);
+  expect(await c.getByTestId("composer-send").isDisabled()).toBe(true);
+  expect(await c.getByTestId("conv-gone").isVisible()).toBe(true);
+  // Nothing was sent and refused to find out.
+  expect(await c.locator('[data-testid="message"][data-status="failed"]').count()).toBe(0);
+  // A reload keeps the chat's name and the notice (the group is no longer in her list).
+  await c.reload();
+  await c.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
+  await c.locator('[data-testid="conv-sub"]', { hasText: `removed from this group by ${bob}` }).waitFor();
+  expect(await c.getByTestId("conv-title").textContent()).toBe("Crew");
+  expect(await c.getByTestId("composer-input").isDisabled()).toBe(true);
+
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await b.screenshot({ path: `${ARTIFACTS}members-owner.png` });
+  await c.screenshot({ path: `${ARTIFACTS}members-removed.png` });
+  expect(pageErrors).toEqual([]);
+}, 60_000);
