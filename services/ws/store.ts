@@ -97,7 +97,7 @@ export async function createGroup(db: Db, id: string, name: string, creator: str
     await tx.insert(groups).values({ id, name, creator });
     await tx.insert(groupMembers).values(all.map((userId) => ({ groupId: id, userId, role: userId === creator ? "owner" : "member" })));
   });
-  return { groupId: id, name, members: all, creator, owner: creator, admins: [] };
+  return { groupId: id, name, members: all.sort(), creator, owner: creator, admins: [] };
 }
 
 const viewOf = (g: { groupId: string; name: string; creator: string }, rows: Array<{ member: string; role: string }>): GroupView => ({
