@@ -7,6 +7,8 @@ test("environment values are parsed and a flag wins over the environment", () =>
   expect(c.REDIS_URL).toBe("redis://127.0.0.1:6379");
   expect(c.BATCH_SIZE).toBe(200);
   expect(parseConfig(["--port=5"], {}).PORT).toBe(5);
+  expect(parseConfig([], {}).EDIT_WINDOW_SEC).toBe(172800);
+  expect(parseConfig([], { EDIT_WINDOW_SEC: "0" }).EDIT_WINDOW_SEC).toBe(0);
 });
 
 test.each([
@@ -37,6 +39,9 @@ test.each([
   [[], { CORS_ORIGINS: "*" }, /CORS_ORIGINS/],
   [[], { CORS_ORIGINS: "https://ok.example, https://bad.example/path" }, /CORS_ORIGINS/],
   [[], { CORS_ORIGINS: "chat.example.com" }, /CORS_ORIGINS/],
+  [[], { EDIT_WINDOW_SEC: "-1" }, /EDIT_WINDOW_SEC/],
+  [[], { EDIT_WINDOW_SEC: "48h" }, /EDIT_WINDOW_SEC/],
+  [[], { EDIT_WINDOW_SEC: "31536001" }, /EDIT_WINDOW_SEC/],
 ])("bad input %p %p is refused naming it", (argv, env, re) => {
   expect(() => parseConfig(argv as string[], env as Record<string, string>)).toThrow(re);
 });

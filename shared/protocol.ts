@@ -39,22 +39,49 @@ export const PingFrame = z.strictObject({ type: z.literal("ping") });
 export const MAX_WATCHED = 1000;
 export const WatchFrame = z.strictObject({ type: z.literal("watch"), users: z.array(UserId).max(MAX_WATCHED) });
 
-export const CLIENT_FRAME_TYPES = ["send", "sync", "ping", "watch"] as const;
+/** A server message id (the `msgId` of a message frame). */
+export const MsgId = z.string().min(1).max(64);
+/** Addition: edit one's own message (docs/api.md, "Edits and deletions"). */
+export const EditFrame = z.strictObject({ type: z.literal("edit"), id: ClientMsgId, msgId: MsgId, body: Body });
+/** Addition: delete one's own message. */
+export const DeleteFrame = z.strictObject({ type: z.literal("delete"), id: ClientMsgId, msgId: MsgId });
+
+export const CLIENT_FRAME_TYPES = ["send", "sync", "ping", "watch", "edit", "delete"] as const;
 export type SendFrame = z.infer<typeof SendFrame>;
 export type SyncFrame = z.infer<typeof SyncFrame>;
-export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame> | z.infer<typeof WatchFrame>;
+export type EditFrame = z.infer<typeof EditFrame>;
+export type DeleteFrame = z.infer<typeof DeleteFrame>;
+export type ClientFrame = SendFrame | SyncFrame | z.infer<typeof PingFrame> | z.infer<typeof WatchFrame> | EditFrame | DeleteFrame;
 
-/** Client-visible error codes: the one table of them. */
-export const ERROR_CODES = ["bad_request", "too_large", "forbidden", "rate_limited", "unavailable"] as const;
+/**
+ * Client-visible error codes: the one table of them. The contract's five, then additions:
+ * `not_found` (an edit or delete names no message of yours that still exists), `too_old` (its
+ * window has passed).
+ */
+export const ERROR_CODES = ["bad_request", "too_large", "forbidden", "rate_limited", "unavailable", "not_found", "too_old"] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
-/** A chat message as stored, queued and forwarded. */
+/** A send (or edit, delete, server event) refused: the code and text of the error frame. */
+export class SendError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * A record of a user's stream as stored, queued and forwarded: a chat message, or (with `kind`) a
+ * stream event such as an edit or a deletion (shared/events/: what each kind means).
+ */
 export interface ChatMessage {
   msgId: string;
   id: string;
   from: string;
   to?: string;
   group?: string;
+  /** A message's text; an event's text where its kind has one (an edit's new text), else "". */
   body: string;
   ts: number;
   /**
@@ -62,22 +89,53 @@ export interface ChatMessage {
    * group's members at the time of the send), decided once by the accepting gateway.
    */
   rcpt?: string[];
+  /** Absent: a plain message. Otherwise the event's kind (shared/events/registry.ts). */
+  kind?: string;
+  /** The msgId the event is about, when it is about one message. */
+  ref?: string;
+  /** A kind's small typed payload (validated by its kind). */
+  data?: Record<string, unknown>;
+  /** Read from storage only: when the message was last edited / deleted (ms). */
+  editedAt?: number;
+  deletedAt?: number;
 }
 
-export const ChatMessageSchema = z.object({
-  msgId: z.string().min(1).max(64),
-  id: ClientMsgId,
-  from: UserId,
-  to: UserId.optional(),
-  group: GroupId.optional(),
-  body: Body,
-  ts: z.number().int().nonnegative(),
-  rcpt: z.array(UserId).max(100_000).optional(),
-});
+/** An event kind's name: lower-case letters, digits, `_` and `-`. "message" is not an event. */
+export const EventKindName = z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/).refine((k) => k !== "message", "not an event kind");
+
+export const ChatMessageSchema = z
+  .object({
+    msgId: MsgId,
+    id: ClientMsgId,
+    from: UserId,
+    to: UserId.optional(),
+    group: GroupId.optional(),
+    body: z.string().max(MAX_BODY_CHARS).refine(storableText, STORABLE),
+    ts: z.number().int().nonnegative(),
+    rcpt: z.array(UserId).max(100_000).optional(),
+    kind: EventKindName.optional(),
+    ref: MsgId.optional(),
+    data: z.record(z.string(), z.unknown()).optional(),
+  })
+  .refine((m) => m.kind !== undefined || m.body.length > 0, { path: ["body"], message: "a message's body is 1 to 4096 characters" });
 
 export interface MessageFrame extends ChatMessage {
   type: "message";
   cursor: string;
+}
+
+/** A stream event as a frame: `{type:"event", kind, msgId, from, to|group, ts, ref?, …kind's fields, cursor}`. */
+export interface EventFrame {
+  type: "event";
+  kind: string;
+  msgId: string;
+  from: string;
+  to?: string;
+  group?: string;
+  ts: number;
+  ref?: string;
+  cursor: string;
+  [field: string]: unknown;
 }
 
 /** Additions (docs/api.md, "Groups: roles and membership changes"). */
@@ -113,17 +171,26 @@ export interface GroupFrame {
 export type ServerFrame =
   | { type: "ack"; id: string; msgId: string; ts: number; cursor?: string }
   | MessageFrame
+  | EventFrame
   | { type: "synced"; cursor: string }
   | { type: "pong" }
   | { type: "error"; id?: string; code: ErrorCode; message: string }
   | { type: "presence"; user: string; online: boolean }
   | GroupFrame;
 
-/** Builds a message frame; `cursor` is always the last key (the gateway splices per-connection cursors). */
+/**
+ * Builds a message frame; `cursor` is always the last key (the gateway splices per-connection
+ * cursors). A message read from storage carries its current state: `editedAt` once edited,
+ * `deletedAt` (and an empty body) once deleted.
+ */
 export function messageFrame(m: ChatMessage, cursor: string): MessageFrame {
-  return m.group !== undefined
-    ? { type: "message", msgId: m.msgId, id: m.id, from: m.from, group: m.group, body: m.body, ts: m.ts, cursor }
-    : { type: "message", msgId: m.msgId, id: m.id, from: m.from, to: m.to, body: m.body, ts: m.ts, cursor };
+  const f: MessageFrame =
+    m.group !== undefined
+      ? { type: "message", msgId: m.msgId, id: m.id, from: m.from, group: m.group, body: m.body, ts: m.ts, cursor }
+      : { type: "message", msgId: m.msgId, id: m.id, from: m.from, to: m.to, body: m.body, ts: m.ts, cursor };
+  if (m.editedAt === undefined && m.deletedAt === undefined) return f;
+  const { cursor: c, ...rest } = f;
+  return { ...rest, ...(m.editedAt !== undefined ? { editedAt: m.editedAt } : {}), ...(m.deletedAt !== undefined ? { deletedAt: m.deletedAt } : {}), cursor: c };
 }
 
 export type ParsedFrame =
@@ -162,6 +229,15 @@ export function parseClientFrame(text: string): ParsedFrame {
       break;
     case "watch":
       schema = WatchFrame;
+      break;
+    case "edit":
+      if (typeof obj.body === "string" && obj.body.length > MAX_BODY_CHARS && [...obj.body].length > MAX_BODY_CHARS) {
+        return { ok: false, code: "too_large", message: `body is over ${MAX_BODY_CHARS} characters`, ...withId };
+      }
+      schema = EditFrame;
+      break;
+    case "delete":
+      schema = DeleteFrame;
       break;
     default:
       return { ok: false, code: "bad_request", message: `unknown frame type; expected one of ${CLIENT_FRAME_TYPES.join(", ")}`, ...withId };

@@ -58,6 +58,7 @@ const ws = await startWsService({
   throttle: createMemoryThrottle(),
   revocations: createMemoryRevocations(),
   accounts: accountSettings(cfg),
+  editWindowMs: cfg.EDIT_WINDOW_SEC * 1000,
   log,
 });
 

@@ -1,6 +1,7 @@
 import { retryForever } from "../../shared/backoff.ts";
 import type { DbHandle } from "../../shared/db/index.ts";
 import { conversationKey, insertBatch, type StreamEntry } from "../../shared/db/messages.ts";
+import { hasPersistHooks, persistEvents } from "../../shared/events/registry.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { ChatMessage } from "../../shared/protocol.ts";
 import type { QueueConsumer, QueueDelivery } from "../../shared/queue/queue.ts";
@@ -98,13 +99,15 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
   const write = async (batch: Batch): Promise<boolean> => {
     const messages = uniqueById(batch.deliveries.flatMap((d) => d.messages));
     const positioned = messages.map((m) => ({ msgId: m.msgId, users: recipientsOf(m) }));
+    // Events whose kind does more than insert (an edit updates its message) do it in the same transaction.
+    const after = hasPersistHooks(messages) ? (tx: Parameters<typeof persistEvents>[0]) => persistEvents(tx, messages) : undefined;
     if (messages.length > 0) {
       try {
         const inserted = await retryForever(
           async () => {
             const entries = await streamEntries(allocator, messages, positioned);
             const t0 = performance.now();
-            const n = await settleWithin(insertBatch(database.db, messages, entries), stallMs, async () => {
+            const n = await settleWithin(insertBatch(database.db, messages, entries, after), stallMs, async () => {
               log.error("batch insert stalled; resetting the database connections", { stallMs, rows: messages.length });
               metrics?.dbStalls.inc();
               await database.reset();
@@ -193,7 +196,8 @@ async function streamEntries(allocator: StreamAllocator, messages: ChatMessage[]
   const entries: StreamEntry[] = [];
   messages.forEach((m, i) => {
     const conv = conversationKey(m);
-    for (const [user, position] of Object.entries(results[i]!.positions)) entries.push({ user, position, msgId: m.msgId, conv });
+    const kind = m.kind ?? "message";
+    for (const [user, position] of Object.entries(results[i]!.positions)) entries.push({ user, position, msgId: m.msgId, conv, kind });
   });
   return entries;
 }

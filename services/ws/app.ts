@@ -6,7 +6,8 @@ import { conversationKey, legacyPosition, readConversation } from "../../shared/
 import { DirectoryUnavailable, type Directory } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { Cursor, GROUP_ROLES, GroupId, messageFrame, UserId } from "../../shared/protocol.ts";
+import { HISTORY_KINDS, streamFrame } from "../../shared/events/registry.ts";
+import { Cursor, GROUP_ROLES, GroupId, UserId } from "../../shared/protocol.ts";
 import { bearer, secretMatches } from "../../shared/secret.ts";
 import type { ApiEnv, createAccounts } from "./accounts.ts";
 import { BadForwardedFor } from "./client-address.ts";
@@ -61,6 +62,8 @@ function parseDeliveries(raw: unknown): Delivery[] | null {
     if (typeof m !== "object" || m === null || typeof ps !== "object" || ps === null || Array.isArray(ps)) return null;
     if (!Object.values(ps).every((p) => str(p) && POSITION_RE.test(p as string))) return null;
     if (!str(m.msgId) || !str(m.id) || !str(m.from) || !str(m.body) || typeof m.ts !== "number") return null;
+    if ((m.kind !== undefined && !str(m.kind)) || (m.ref !== undefined && !str(m.ref))) return null;
+    if (m.data !== undefined && (typeof m.data !== "object" || m.data === null || Array.isArray(m.data))) return null;
     if (str(m.to) === str(m.group)) return null;
   }
   return ds as Delivery[];
@@ -191,8 +194,10 @@ export function createApp(opts: {
       // A previous version's cursor is a commit sequence: older than it means up to the one before.
       before = "legacy" in c ? { epoch: 0, pos: (await legacyPosition(db, me, c.legacy - 1)).pos + 1 } : c;
     }
-    const page = await readConversation(db, me, conv, before, limit);
-    const frames = page.messages.map((m) => messageFrame(m, formatPosition(m.position)));
+    // Messages in their current state (edited text and editedAt, or a deletion's tombstone), and
+    // the events whose kind belongs in history.
+    const page = await readConversation(db, me, conv, before, limit, HISTORY_KINDS);
+    const frames = page.messages.map((m) => streamFrame(m, formatPosition(m.position)));
     return c.json({ messages: frames, before: page.more ? frames[0]!.cursor : null });
   });
 

@@ -3,13 +3,14 @@ import type { Db } from "../../shared/db/index.ts";
 import { countEntries, hasEntries, legacyPosition, readStream, type StreamMessage } from "../../shared/db/messages.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { messageFrame } from "../../shared/protocol.ts";
+import { streamFrame } from "../../shared/events/registry.ts";
+import type { ChatMessage } from "../../shared/protocol.ts";
 import type { StreamAllocator } from "../../shared/stream/allocator.ts";
 import { comparePositions, epochOpenedAtMs, formatPosition, LEGACY_EPOCH, parseCursor, type Position } from "../../shared/stream/position.ts";
 import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn } from "./connections.ts";
 
-/** One element of a connection's stream: a message frame without its cursor, or null for the connection's own send (it gets the ack instead). */
+/** One element of a connection's stream: a message or event frame without its cursor, or null for the connection's own send (it gets the ack instead). */
 export interface StreamItem {
   position: Position;
   head: string | null;
@@ -56,9 +57,9 @@ const HIGH_WATER_BYTES = 1 << 20;
 const key = formatPosition;
 const tail = (p: Position) => `"${formatPosition(p)}"}`;
 
-/** The head of a message frame up to its cursor; each connection appends its own position. */
-export function frameHead(m: { msgId: string; id: string; from: string; to?: string; group?: string; body: string; ts: number }): string {
-  const s = JSON.stringify(messageFrame(m, ""));
+/** The head of a record's frame (message or event) up to its cursor; each connection appends its own position. */
+export function frameHead(m: ChatMessage): string {
+  const s = JSON.stringify(streamFrame(m, ""));
   return s.slice(0, s.length - 3);
 }
 

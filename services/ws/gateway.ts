@@ -2,7 +2,8 @@ import type { WebSocketHandler } from "bun";
 import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
+import { deriveEventId } from "../../shared/events/registry.ts";
+import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type DeleteFrame, type EditFrame, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
 import type { ConnData, Conn, Connections } from "./connections.ts";
 import { newStreamState, type Delivery } from "./delivery.ts";
 import { deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
@@ -41,10 +42,21 @@ export function createGateway(opts: {
   const connGauge = opts.metrics.gauge("ws_connections", "Open WebSocket connections");
   const limiter = createRateLimiter(opts.rate.perSec, opts.rate.burst);
 
-  const handleSend = async (ws: Conn, f: SendFrame) => {
-    const m: ChatMessage = { msgId: deriveMsgId(ws.data.user, f.id, f), id: f.id, from: ws.data.user, body: f.body, ts: Date.now() };
-    if ("group" in f) m.group = f.group;
-    else m.to = f.to;
+  /** A send, edit or delete frame as the record the pipeline takes. */
+  const recordOf = (user: string, f: SendFrame | EditFrame | DeleteFrame): ChatMessage => {
+    if (f.type === "send") {
+      const m: ChatMessage = { msgId: deriveMsgId(user, f.id, f), id: f.id, from: user, body: f.body, ts: Date.now() };
+      if ("group" in f) m.group = f.group;
+      else m.to = f.to;
+      return m;
+    }
+    // An edit or a deletion is a stream event about `msgId`; its kind fills in the conversation.
+    const body = f.type === "edit" ? f.body : "";
+    return { msgId: deriveEventId(user, f.type, `${f.id}\n${f.msgId}`), id: f.id, from: user, body, ts: Date.now(), kind: f.type, ref: f.msgId };
+  };
+
+  const handleSend = async (ws: Conn, f: SendFrame | EditFrame | DeleteFrame) => {
+    const m = recordOf(ws.data.user, f);
     const own = ws.data.own;
     if (own.size >= MAX_OWN_REMEMBERED) own.delete(own.values().next().value!);
     own.add(m.msgId);
@@ -73,7 +85,7 @@ export function createGateway(opts: {
     }
     const frame = parsed.frame;
     framesIn.inc({ type: frame.type });
-    const id = frame.type === "send" ? { id: frame.id } : {};
+    const id = "id" in frame ? { id: frame.id } : {};
     try {
       await whenReady(ws);
     } catch {
@@ -91,6 +103,8 @@ export function createGateway(opts: {
           if (ws.data.open) sendFrame(ws, { type: "error", code: "unavailable", message: "presence is unavailable right now; watch again later" });
         });
       case "send":
+      case "edit":
+      case "delete":
         if (!limiter.take(ws.data.user)) {
           return sendFrame(ws, { type: "error", id: frame.id, code: "rate_limited", message: "too many messages; slow down" });
         }

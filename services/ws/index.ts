@@ -42,6 +42,7 @@ const ws = await startWsService({
   throttle: createRedisThrottle(redis, { prefix: cfg.REDIS_PREFIX }),
   revocations,
   accounts: accountSettings(cfg),
+  editWindowMs: cfg.EDIT_WINDOW_SEC * 1000,
   extraHealth: async () => ({ redis: isRedisReady(redis) && isRedisReady(subscriber) }),
   log,
 });

@@ -19,7 +19,7 @@ type Routed = { m: ChatMessage; positions: Record<string, Position> };
  */
 function setup(
   groups: Record<string, string[]>,
-  o: { membersDelayMs?: number; queue?: MessageQueue; allocator?: StreamAllocator; groupMembers?: (ids: string[]) => Promise<Map<string, string[]>> } = {},
+  o: { membersDelayMs?: number; queue?: MessageQueue; allocator?: StreamAllocator; groupMembers?: (ids: string[]) => Promise<Map<string, string[]>>; acceptEvent?: (e: ChatMessage) => Promise<string[]> } = {},
 ) {
   const queue = o.queue ?? createMemoryQueue();
   const allocator = o.allocator ?? createMemoryAllocator();
@@ -35,6 +35,7 @@ function setup(
         await Bun.sleep(o.membersDelayMs ?? 20);
         return new Map(ids.map((g) => [g, groups[g] ?? []]));
       }),
+    acceptEvent: o.acceptEvent ?? (async () => []),
     log: silentLogger,
     metrics: createMetrics("test"),
   });
@@ -195,4 +196,32 @@ test("a client id reused for another target is another message; for the same tar
   expect(deriveMsgId("a", "1", { to: "b" })).not.toBe(deriveMsgId("a", "1", { to: "c" }));
   expect(deriveMsgId("a", "1", { to: "g" })).not.toBe(deriveMsgId("a", "1", { group: "g" }));
   expect(deriveMsgId("a", "1", { to: "b" })).not.toBe(deriveMsgId("b", "1", { to: "b" }));
+});
+
+test("a stream event takes the same path: its kind names the recipients (or refuses it), emit() derives an idempotent id", async () => {
+  const accepted: ChatMessage[] = [];
+  const { pipeline, routed, queue, allocator } = setup(
+    {},
+    {
+      acceptEvent: async (e) => {
+        accepted.push(e);
+        if (e.ref === "nope") throw new SendError("not_found", "no such message");
+        e.to = "bob";
+        return ["alice", "bob", "carol"];
+      },
+    },
+  );
+  const published: ChatMessage[] = [];
+  const stop = await queue.consume({ onDelivery: (d) => (published.push(...d.messages), d.ack()) }, { prefetch: 10 });
+  const e = { kind: "edit", from: "alice", key: "k1", ref: "m1", body: "new text" };
+  const a = await pipeline.emit(e);
+  expect(await outcome(pipeline.emit(e))).toBe(`ack ${a.ts} ${a.cursor}`);
+  expect(routed).toHaveLength(1);
+  expect(routed[0]!.m).toMatchObject({ kind: "edit", from: "alice", to: "bob", ref: "m1", body: "new text", rcpt: ["alice", "bob", "carol"] });
+  expect(Object.keys(routed[0]!.positions).sort()).toEqual(["alice", "bob", "carol"]);
+  expect(await outcome(pipeline.emit({ ...e, key: "k2", ref: "nope" }))).toBe("error:not_found");
+  expect((await allocator.tops(["carol"])).carol!.pos).toBe(1); // the refused one took no position
+  while (published.length < 1) await nextTick();
+  expect(published.map((m) => m.kind)).toEqual(["edit"]);
+  await stop.stop();
 });

@@ -1,7 +1,8 @@
 import { sleep } from "../../shared/backoff.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import type { ChatMessage, ErrorCode } from "../../shared/protocol.ts";
+import { newEvent, type NewEvent } from "../../shared/events/registry.ts";
+import { SendError, type ChatMessage } from "../../shared/protocol.ts";
 import type { MessageQueue } from "../../shared/queue/queue.ts";
 import type { AllocResult, StreamAllocator } from "../../shared/stream/allocator.ts";
 import { formatPosition } from "../../shared/stream/position.ts";
@@ -9,14 +10,7 @@ import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn } from "./connections.ts";
 import type { Router } from "./router.ts";
 
-export class SendError extends Error {
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { SendError };
 
 /**
  * The message id is derived from (sender, client id, target), so a resend maps to the same message
@@ -42,7 +36,8 @@ export interface Accepted {
 }
 
 /**
- * The send path, top to bottom: recipients (group members at the time of the send) → publish
+ * The send path, top to bottom: recipients (group members at the time of the send; for a stream
+ * event, whoever its kind names after validating it) → publish
  * (the broker's confirm: durable) → positions and the delivery claim (allocator) → live delivery
  * → ack. Guarantees (docs/delivery.md):
  * - resolves only after the queue confirmed the message: acked = durable;
@@ -58,6 +53,8 @@ export function createPipeline(opts: {
   router: Router;
   /** Members of each group (empty array for an unknown group), one query per tick. */
   groupMembers: (groupIds: string[]) => Promise<Map<string, string[]>>;
+  /** A stream event's recipients, from its kind (which may refuse it with a SendError). */
+  acceptEvent: (e: ChatMessage) => Promise<string[]>;
   log: Logger;
   metrics: Metrics;
 }) {
@@ -103,7 +100,8 @@ export function createPipeline(opts: {
     let located: ReturnType<Router["locate"]> | undefined;
     try {
       let users: string[];
-      if (m.group !== undefined) {
+      if (m.kind !== undefined) users = await opts.acceptEvent(m);
+      else if (m.group !== undefined) {
         const ms = await members.add(m.group).catch(() => {
           throw new SendError("unavailable", "group membership is unavailable; retry");
         });
@@ -179,7 +177,10 @@ export function createPipeline(opts: {
   }
 
   return {
+    /** A message, or a stream event from a client (its frame's `id` in `id`). */
     send,
+    /** A server-originated stream event (e.g. from an HTTP route): the same path, without a connection. */
+    emit: (e: NewEvent) => send(newEvent(e)),
     share,
     /** Stops taking sends and waits (bounded) for those in flight to be acked or failed. */
     async drain(timeoutMs: number) {

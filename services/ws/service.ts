@@ -5,6 +5,9 @@ import { INSTANCE_TTL_MS, type Directory } from "../../shared/directory/director
 import type { Logger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
 import type { MessageQueue } from "../../shared/queue/queue.ts";
+import type { EventContext } from "../../shared/events/kind.ts";
+import { kindOf } from "../../shared/events/registry.ts";
+import { SendError, type ChatMessage } from "../../shared/protocol.ts";
 import type { StreamAllocator } from "../../shared/stream/allocator.ts";
 import { createAccounts, type AccountSettings } from "./accounts.ts";
 import { createApp } from "./app.ts";
@@ -20,6 +23,8 @@ import { createRouter } from "./router.ts";
 import { membersOf } from "./store.ts";
 import type { Throttle } from "./throttle.ts";
 import { createTokenGate } from "./token-gate.ts";
+
+export const DEFAULT_EDIT_WINDOW_MS = 48 * 3600 * 1000;
 
 /** Close code for a WebSocket whose token was revoked (logout, logout-all, password change). */
 export const CLOSE_TOKEN_REVOKED = 4401;
@@ -41,6 +46,8 @@ export interface WsDeps {
   /** Token versions and denials, shared by every instance. */
   revocations: Revocations;
   accounts: AccountSettings;
+  /** How long after a message its sender may edit or delete it (EDIT_WINDOW_SEC; default 48 h). */
+  editWindowMs?: number;
   log: Logger;
   /** Extra routes mounted before the gateway's own (dev mode mounts discover and persist health). */
   extraHealth?: () => Promise<Record<string, boolean>>;
@@ -63,14 +70,26 @@ export async function startWsService(deps: WsDeps) {
     localUsers: () => connections.localUsers(),
   });
   const router = createRouter({ connections, stream, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics });
-  const pipeline = createPipeline({
-    queue: deps.queue,
-    allocator: deps.allocator,
-    router,
-    groupMembers: (ids) => membersOf(deps.db.db, ids),
-    log,
-    metrics,
-  });
+  const groupMembers = (ids: string[]) => membersOf(deps.db.db, ids);
+  const eventContext: EventContext = {
+    get db() {
+      return deps.db.db;
+    },
+    groupMembers,
+    awaitWritten: (user) => stream.awaitWritten(user),
+    editWindowMs: deps.editWindowMs ?? DEFAULT_EDIT_WINDOW_MS,
+    now: () => Date.now(),
+  };
+  const acceptEvent = async (e: ChatMessage) => {
+    const kind = kindOf(e.kind!);
+    if (!kind) throw new SendError("bad_request", `unknown event kind ${e.kind}`);
+    return kind.accept(e, eventContext).catch((err) => {
+      if (err instanceof SendError) throw err;
+      log.warn("event validation failed", { err, kind: e.kind });
+      throw new SendError("unavailable", "storage is unavailable right now; retry");
+    });
+  };
+  const pipeline = createPipeline({ queue: deps.queue, allocator: deps.allocator, router, groupMembers, acceptEvent, log, metrics });
   const presence = createPresenceWatch({ directory: deps.directory, log, intervalMs: 2000 });
   const gateway = createGateway({
     connections,

@@ -14,6 +14,8 @@ export interface StreamEntry {
   position: Position;
   msgId: string;
   conv: string;
+  /** The record's kind: "message", or an event's kind. */
+  kind?: string;
 }
 
 export function conversationKey(m: { from: string; to?: string; group?: string }): string {
@@ -24,12 +26,23 @@ export function conversationKey(m: { from: string; to?: string; group?: string }
 }
 
 /**
- * Writes a batch of messages and their stream entries in one statement, idempotent on the message
- * id and on (user, epoch, pos): a redelivered batch writes nothing twice. No lock: any number of
- * writers may run at once, since positions were decided before. Returns how many messages were new.
+ * Writes a batch of messages (and events) and their stream entries in one statement, idempotent on
+ * the message id and on (user, epoch, pos): a redelivered batch writes nothing twice. No lock: any
+ * number of writers may run at once, since positions were decided before. With `after` (what
+ * events do besides being inserted: an edit updates its message) the insert and `after` run in one
+ * transaction. Returns how many records were new.
  */
-export async function insertBatch(db: Db, batch: ChatMessage[], entries: StreamEntry[]): Promise<number> {
+export async function insertBatch(db: Db, batch: ChatMessage[], entries: StreamEntry[], after?: (tx: Db) => Promise<void>): Promise<number> {
   if (batch.length === 0 && entries.length === 0) return 0;
+  if (!after) return insertRows(db, batch, entries);
+  return db.transaction(async (tx) => {
+    const n = await insertRows(tx as unknown as Db, batch, entries);
+    await after(tx as unknown as Db);
+    return n;
+  });
+}
+
+async function insertRows(db: Db, batch: ChatMessage[], entries: StreamEntry[]): Promise<number> {
   const rows = batch.map((m) => ({
     id: m.msgId,
     client_id: m.id,
@@ -39,22 +52,25 @@ export async function insertBatch(db: Db, batch: ChatMessage[], entries: StreamE
     conv: conversationKey(m),
     body: m.body,
     ts: m.ts,
+    kind: m.kind ?? "message",
+    ref: m.ref ?? null,
+    data: m.data ?? null,
   }));
-  const stream = entries.map((e) => ({ user_id: e.user, epoch: e.position.epoch, pos: e.position.pos, msg_id: e.msgId, conv: e.conv }));
+  const stream = entries.map((e) => ({ user_id: e.user, epoch: e.position.epoch, pos: e.position.pos, msg_id: e.msgId, conv: e.conv, kind: e.kind ?? "message" }));
   const result = await db.execute(sql`
     with m as (
-      insert into messages (id, client_id, sender, recipient, group_id, conv, body, ts)
-      select x.id, x.client_id, x.sender, x.recipient, x.group_id, x.conv, x.body, x.ts
+      insert into messages (id, client_id, sender, recipient, group_id, conv, body, ts, kind, ref, data)
+      select x.id, x.client_id, x.sender, x.recipient, x.group_id, x.conv, x.body, x.ts, x.kind, x.ref, x.data
       from json_to_recordset(${JSON.stringify(rows)}::json)
-        as x(id text, client_id text, sender text, recipient text, group_id text, conv text, body text, ts bigint)
+        as x(id text, client_id text, sender text, recipient text, group_id text, conv text, body text, ts bigint, kind text, ref text, data jsonb)
       order by x.id
       on conflict (id) do nothing
       returning 1
     ), s as (
-      insert into stream (user_id, epoch, pos, msg_id, conv)
-      select y.user_id, y.epoch, y.pos, y.msg_id, y.conv
+      insert into stream (user_id, epoch, pos, msg_id, conv, kind)
+      select y.user_id, y.epoch, y.pos, y.msg_id, y.conv, y.kind
       from json_to_recordset(${JSON.stringify(stream)}::json)
-        as y(user_id text, epoch bigint, pos bigint, msg_id text, conv text)
+        as y(user_id text, epoch bigint, pos bigint, msg_id text, conv text, kind text)
       order by y.user_id, y.epoch, y.pos
       on conflict do nothing
       returning 1
@@ -69,17 +85,55 @@ function rowsOf<T>(result: unknown): T[] {
 }
 const firstRow = <T>(result: unknown): T | undefined => rowsOf<T>(result)[0];
 
-type Row = { epoch: string | number; pos: string | number; msg_id: string; client_id: string; sender: string; recipient: string | null; group_id: string | null; body: string; ts: string | number };
+type RecordRow = {
+  msg_id: string;
+  client_id: string;
+  sender: string;
+  recipient: string | null;
+  group_id: string | null;
+  body: string;
+  ts: string | number;
+  kind: string;
+  ref: string | null;
+  data: unknown;
+  edited_at: string | number | null;
+  deleted_at: string | number | null;
+};
+type Row = RecordRow & { epoch: string | number; pos: string | number };
 
-function toMessage(r: Row): StreamMessage {
-  const m: StreamMessage = { position: { epoch: Number(r.epoch), pos: Number(r.pos) }, msgId: r.msg_id, id: r.client_id, from: r.sender, body: r.body, ts: Number(r.ts) };
+function toRecord(r: RecordRow): ChatMessage {
+  const m: ChatMessage = { msgId: r.msg_id, id: r.client_id, from: r.sender, body: r.body, ts: Number(r.ts) };
   if (r.group_id !== null) m.group = r.group_id;
   else if (r.recipient !== null) m.to = r.recipient;
+  if (r.kind !== "message") m.kind = r.kind;
+  if (r.ref !== null) m.ref = r.ref;
+  if (r.data !== null && r.data !== undefined) m.data = (typeof r.data === "string" ? JSON.parse(r.data) : r.data) as Record<string, unknown>;
+  if (r.edited_at !== null && r.deleted_at === null) m.editedAt = Number(r.edited_at);
+  if (r.deleted_at !== null) m.deletedAt = Number(r.deleted_at);
   return m;
 }
 
-const SELECT_ENTRY = sql`select s.epoch, s.pos, s.msg_id, m.client_id, m.sender, m.recipient, m.group_id, m.body, m.ts
+const toMessage = (r: Row): StreamMessage => Object.assign(toRecord(r), { position: { epoch: Number(r.epoch), pos: Number(r.pos) } });
+
+const RECORD_COLUMNS = sql`m.client_id, m.sender, m.recipient, m.group_id, m.body, m.ts, m.kind, m.ref, m.data, m.edited_at, m.deleted_at`;
+const SELECT_ENTRY = sql`select s.epoch, s.pos, s.msg_id, ${RECORD_COLUMNS}
   from stream s join messages m on m.id = s.msg_id`;
+
+/** The stored records (messages or events) with these ids, by id. */
+export async function readRecords(db: Db, ids: string[]): Promise<Map<string, ChatMessage>> {
+  const rows = rowsOf<RecordRow>(
+    await db.execute(sql`select m.id as msg_id, ${RECORD_COLUMNS} from messages m
+      where m.id in (select value from json_array_elements_text(${JSON.stringify(ids)}::json))`),
+  );
+  return new Map(rows.map((r) => [r.msg_id, toRecord(r)]));
+}
+
+/** Every user whose stream a stored message entered (a group's members at the time of its send). */
+export async function recipientsOf(db: Db, m: ChatMessage): Promise<string[]> {
+  if (m.group === undefined) return m.to === undefined || m.to === m.from ? [m.from] : [m.from, m.to];
+  const rows = rowsOf<{ user_id: string }>(await db.execute(sql`select distinct user_id from stream where msg_id = ${m.msgId}`));
+  return rows.map((r) => r.user_id);
+}
 
 /**
  * One page of `user`'s stream with after < position <= upTo, oldest first. An entry whose message
@@ -93,12 +147,16 @@ export async function readStream(db: Db, user: string, after: Position, upTo: Po
   return rowsOf<Row>(rows).map(toMessage);
 }
 
-/** A page of one conversation as `user` sees it (their stream), newest page first, rows oldest first. */
-export async function readConversation(db: Db, user: string, conv: string, before: Position | undefined, limit: number): Promise<{ messages: StreamMessage[]; more: boolean }> {
+/**
+ * A page of one conversation as `user` sees it (their stream), newest page first, rows oldest
+ * first: the entries whose kind is one of `kinds` (default: messages only).
+ */
+export async function readConversation(db: Db, user: string, conv: string, before: Position | undefined, limit: number, kinds: readonly string[] = ["message"]): Promise<{ messages: StreamMessage[]; more: boolean }> {
   const b = before ?? { epoch: Number.MAX_SAFE_INTEGER, pos: Number.MAX_SAFE_INTEGER };
   const rows = rowsOf<Row>(
     await db.execute(sql`${SELECT_ENTRY}
       where s.user_id = ${user} and s.conv = ${conv} and (s.epoch, s.pos) < (${b.epoch}, ${b.pos})
+        and s.kind in (select value from json_array_elements_text(${JSON.stringify(kinds)}::json))
       order by s.epoch desc, s.pos desc limit ${limit + 1}`),
   );
   const more = rows.length > limit;

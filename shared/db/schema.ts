@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { bigint, bigserial, index, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import { bigint, bigserial, index, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
 
 /**
  * The one schema, used by PostgreSQL (postgres.js) and PGlite alike.
@@ -9,22 +9,35 @@ import { bigint, bigserial, index, pgTable, primaryKey, text, timestamp, uniqueI
  * Cursors, sync and history read `stream`; `messages.seq` only maps cursors of the previous
  * version (commit sequence numbers) onto the legacy epoch 0 of each stream.
  */
-export const messages = pgTable("messages", {
-  id: text("id").primaryKey(),
-  seq: bigserial("seq", { mode: "number" }).notNull(),
-  clientId: text("client_id").notNull(),
-  sender: text("sender").notNull(),
-  recipient: text("recipient"),
-  groupId: text("group_id"),
-  /** Conversation key: `d:<a>:<b>` (a < b) for direct messages, `g:<groupId>` for groups. */
-  conv: text("conv").notNull(),
-  body: text("body").notNull(),
-  ts: bigint("ts", { mode: "number" }).notNull(),
-});
+export const messages = pgTable(
+  "messages",
+  {
+    id: text("id").primaryKey(),
+    seq: bigserial("seq", { mode: "number" }).notNull(),
+    clientId: text("client_id").notNull(),
+    sender: text("sender").notNull(),
+    recipient: text("recipient"),
+    groupId: text("group_id"),
+    /** Conversation key: `d:<a>:<b>` (a < b) for direct messages, `g:<groupId>` for groups. */
+    conv: text("conv").notNull(),
+    body: text("body").notNull(),
+    ts: bigint("ts", { mode: "number" }).notNull(),
+    /** "message", or a stream event's kind (shared/events/registry.ts): events are rows too. */
+    kind: text("kind").notNull().default("message"),
+    /** The msgId an event is about. */
+    ref: text("ref"),
+    /** An event kind's payload. */
+    data: jsonb("data"),
+    /** A message's latest edit (its `ts`), and its deletion (the body is then ''). */
+    editedAt: bigint("edited_at", { mode: "number" }),
+    deletedAt: bigint("deleted_at", { mode: "number" }),
+  },
+  (t) => [index("messages_ref").on(t.ref).where(sql`${t.ref} is not null`)],
+);
 
 /**
- * One entry of a user's stream. `kind` is what travels at that position: today always "message"
- * (with `msgId`); edits, deletions and receipts can take positions in the same stream later.
+ * One entry of a user's stream. `kind` is what travels at that position: "message", or a stream
+ * event's kind (an edit, a deletion, …), with `msgId` the id of that record in `messages`.
  */
 export const stream = pgTable(
   "stream",
@@ -36,7 +49,7 @@ export const stream = pgTable(
     msgId: text("msg_id").notNull(),
     conv: text("conv").notNull(),
   },
-  (t) => [primaryKey({ columns: [t.userId, t.epoch, t.pos] }), index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos)],
+  (t) => [primaryKey({ columns: [t.userId, t.epoch, t.pos] }), index("stream_user_conv").on(t.userId, t.conv, t.epoch, t.pos), index("stream_msg_id").on(t.msgId)],
 );
 
 /** A user id is unique regardless of case (`users_id_lower`); it keeps its registered spelling. */
