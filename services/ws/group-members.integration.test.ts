@@ -169,8 +169,11 @@ describe("a new member sees the group's history", () => {
     // History (reads its own writes).
     const h = await api(carol, "GET", `/api/messages?group=${g}`, undefined, B());
     expect(h.status).toBe(200);
-    expect(h.body.messages.map((m: Frame) => m.body)).toEqual(["one", "two", "three"]);
-    expect(h.body.messages.map((m: Frame) => m.cursor)).toEqual(live.map((m) => m.cursor));
+    const hm = h.body.messages.filter((m: Frame) => m.type === "message");
+    expect(hm.map((m: Frame) => m.body)).toEqual(["one", "two", "three"]);
+    expect(hm.map((m: Frame) => m.cursor)).toEqual(live.map((m) => m.cursor));
+    // Then the notice that she was added.
+    expect(h.body.messages.at(-1)).toMatchObject({ type: "event", kind: "member", action: "added", user: carol, from: bob, group: g });
     // Sync from the start on another device.
     const c2 = await connect(A(), carol);
     expect((await c2.sync()).messages.map((m) => m.body)).toEqual(["one", "two", "three"]);
@@ -194,8 +197,8 @@ describe("a new member sees the group's history", () => {
     expect((await add(alice, g, bob)).status).toBe(204);
     await told(b, g, "added", bob);
     const h = await api(bob, "GET", `/api/messages?group=${g}`);
-    expect(h.body.messages.map((m: Frame) => m.msgId)).toEqual([first.msgId, missed.msgId]);
-    const rows = await sql()`select msg_id from stream where user_id = ${bob} and conv = ${"g:" + g}`;
+    expect(h.body.messages.filter((m: Frame) => m.type === "message").map((m: Frame) => m.msgId)).toEqual([first.msgId, missed.msgId]);
+    const rows = await sql()`select msg_id from stream where user_id = ${bob} and conv = ${"g:" + g} and kind = 'message'`;
     expect(rows.map((r) => r.msg_id).sort()).toEqual([first.msgId, missed.msgId].sort());
   });
 
@@ -209,8 +212,66 @@ describe("a new member sees the group's history", () => {
     expect(marker.status).toBe(204);
     await a.waitFor((f) => f.type === "group" && f.change.action === "added", "the marker's frame");
     expect(a.frames.filter((f) => f.type === "group" && f.change.user === bob)).toHaveLength(0);
-    const [row] = await sql()`select count(*)::int as n from stream where user_id = ${bob} and conv = ${"g:" + g}`;
+    const [row] = await sql()`select count(*)::int as n from stream where user_id = ${bob} and conv = ${"g:" + g} and kind = 'message'`;
     expect(row!.n).toBe(1);
+  });
+});
+
+describe("membership notices travel in the streams", () => {
+  const notice = (f: Frame) => f.type === "event" && f.kind === "member";
+  const summary = (fs: Frame[]) => fs.filter((f) => f.type === "message" || notice(f)).map((f) => (f.type === "message" ? `msg:${f.body}` : `${f.from}:${f.action}:${f.user}${f.role ? `:${f.role}` : ""}`));
+
+  test("each change reaches the members at the time and a removed member, ordered with the messages: live, in sync and in history", async () => {
+    const [alice, bob, carol] = [uniqueUser("alice"), uniqueUser("bob"), uniqueUser("carol")];
+    const b = await connect(B(), bob);
+    const c = await connect(A(), carol);
+    const g = await createGroup(alice, [bob]);
+    const a = await connect(A(), alice);
+    await a.sendMessage({ group: g }, "hi");
+    expect((await add(alice, g, carol, B())).status).toBe(204);
+    expect((await remove(alice, g, bob)).status).toBe(204);
+    expect((await remove(alice, g, alice, B())).status).toBe(204);
+    await told(c, g, "role", carol);
+    await told(b, g, "removed", bob);
+
+    const forBob = [`${alice}:created:${alice}`, "msg:hi", `${alice}:added:${carol}`, `${alice}:removed:${bob}`];
+    const forCarol = ["msg:hi", `${alice}:added:${carol}`, `${alice}:removed:${bob}`, `${alice}:left:${alice}`, `${alice}:role:${carol}:owner`];
+    // Live (every event frame arrives before the group frame of the same change).
+    expect(summary(b.frames)).toEqual(forBob);
+    expect(summary(c.frames)).toEqual(forCarol);
+    const ev = c.frames.find((f) => notice(f) && f.action === "role")!;
+    expect(ev).toMatchObject({ type: "event", kind: "member", from: alice, group: g, action: "role", user: carol, role: "owner" });
+    expect(typeof ev.msgId).toBe("string");
+    expect(Object.keys(ev).at(-1)).toBe("cursor");
+    // Cursors increase through messages and events alike.
+    const cursors = c.frames.filter((f) => f.cursor !== undefined).map((f) => f.cursor.split(".").map(BigInt) as [bigint, bigint]);
+    for (let i = 1; i < cursors.length; i++) {
+      const [[e0, p0], [e1, p1]] = [cursors[i - 1]!, cursors[i]!];
+      expect(e1 > e0 || (e1 === e0 && p1 === p0 + 1n)).toBe(true);
+    }
+    // Sync on another device, and history for a member; 403 for bob, who keeps his stream.
+    const b2 = await connect(A(), bob);
+    b2.send({ type: "sync" });
+    const synced = await b2.waitFor((f) => f.type === "synced");
+    expect(summary(b2.frames.slice(0, b2.frames.indexOf(synced)))).toEqual(forBob);
+    const h = await api(carol, "GET", `/api/messages?group=${g}`);
+    expect(summary(h.body.messages)).toEqual(forCarol);
+    expect((await api(bob, "GET", `/api/messages?group=${g}`)).status).toBe(403);
+    // Stored once each, as kind "member".
+    const [row] = await sql()`select count(*)::int as n from messages where group_id = ${g} and kind = 'member'`;
+    expect(row!.n).toBe(5);
+  });
+
+  test("a membership notice cannot be sent by a client", async () => {
+    const [alice] = [uniqueUser("alice")];
+    const g = await createGroup(alice, []);
+    const a = await connect(A(), alice);
+    a.send({ type: "member", id: "m1", group: g, action: "added", user: "mallory" });
+    const e = await a.waitFor((f) => f.type === "error" && f.id === "m1");
+    expect(e.code).toBe("bad_request");
+    // Only the group's creation is noted (history reads its own writes).
+    const h = await api(alice, "GET", `/api/messages?group=${g}`);
+    expect(h.body.messages.map((f: Frame) => `${f.kind}:${f.action}`)).toEqual(["member:created"]);
   });
 });
 

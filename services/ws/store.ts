@@ -162,13 +162,19 @@ async function withMembers<T>(db: Db, groupId: string, fn: (tx: Tx, roles: Map<s
 const setRoleRow = (tx: Tx, groupId: string, userId: string, role: GroupRole) =>
   tx.update(groupMembers).set({ role }).where(and(eq(groupMembers.groupId, groupId), eq(groupMembers.userId, userId)));
 
+/** What a membership change did, and the group's members right after it (in the same transaction). */
+export interface MembershipOutcome {
+  changes: MemberChange[];
+  members: string[];
+}
+
 /** Any member may add (the contract); adding a member again changes nothing (no change returned). */
-export async function addMember(db: Db, groupId: string, userId: string, by: string): Promise<MemberChange[]> {
+export async function addMember(db: Db, groupId: string, userId: string, by: string): Promise<MembershipOutcome> {
   return withMembers(db, groupId, async (tx, roles) => {
     if (!roles.has(by)) throw new GroupRefused(403, "only members may add members");
-    if (roles.has(userId)) return [];
+    if (roles.has(userId)) return { changes: [], members: [...roles.keys()] };
     await tx.insert(groupMembers).values({ groupId, userId, role: "member" });
-    return [{ action: "added", user: userId, by }];
+    return { changes: [{ action: "added", user: userId, by }], members: [...roles.keys(), userId] };
   });
 }
 
@@ -177,7 +183,7 @@ export async function addMember(db: Db, groupId: string, userId: string, by: str
  * leaves, the longest-standing admin (else the longest-standing member; ties by user id) becomes
  * the owner: a second change says so.
  */
-export async function removeMember(db: Db, groupId: string, userId: string, by: string): Promise<MemberChange[]> {
+export async function removeMember(db: Db, groupId: string, userId: string, by: string): Promise<MembershipOutcome> {
   return withMembers(db, groupId, async (tx, roles) => {
     const target = roles.get(userId);
     if (userId !== by) {
@@ -197,7 +203,7 @@ export async function removeMember(db: Db, groupId: string, userId: string, by: 
         changes.push({ action: "role", user: next, role: "owner", by });
       }
     }
-    return changes;
+    return { changes, members: [...roles.keys()] };
   });
 }
 
@@ -205,20 +211,20 @@ export async function removeMember(db: Db, groupId: string, userId: string, by: 
  * The owner makes a member an admin or a plain member again, or hands ownership on ("owner": the
  * caller becomes an admin). Setting the role a member has changes nothing.
  */
-export async function setRole(db: Db, groupId: string, userId: string, role: GroupRole, by: string): Promise<MemberChange[]> {
+export async function setRole(db: Db, groupId: string, userId: string, role: GroupRole, by: string): Promise<MembershipOutcome> {
   return withMembers(db, groupId, async (tx, roles) => {
     if (roles.get(by) !== "owner") throw new GroupRefused(403, "only the group's owner may change roles");
     const current = roles.get(userId);
     if (current === undefined) throw new GroupRefused(404, "not a member");
     if (userId === by) throw new GroupRefused(400, "the owner hands ownership on by making another member the owner");
-    if (current === role) return [];
+    if (current === role) return { changes: [], members: [...roles.keys()] };
     await setRoleRow(tx, groupId, userId, role);
     const changes: MemberChange[] = [{ action: "role", user: userId, role, by }];
     if (role === "owner") {
       await setRoleRow(tx, groupId, by, "admin");
       changes.push({ action: "role", user: by, role: "admin", by });
     }
-    return changes;
+    return { changes, members: [...roles.keys()] };
   });
 }
 
