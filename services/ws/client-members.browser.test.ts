@@ -58,11 +58,26 @@ async function signUp(base: string, name: string, viewport = { width: 1200, heig
   return page;
 }
 
+async function signIn(base: string, name: string): Promise<Page> {
+  const { browser } = await env();
+  const page = await (await browser.newContext({ viewport: { width: 1200, height: 760 } })).newPage();
+  page.setDefaultTimeout(10_000);
+  page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
+  await page.goto(`${base}/client`);
+  await page.getByTestId("auth-username").fill(name);
+  await page.getByTestId("auth-password").fill(PASSWORD);
+  await page.getByTestId("auth-login").click();
+  await page.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
+  return page;
+}
+
 const conv = (page: Page, key: string) => page.locator(`[data-testid="conv-item"][data-conv="${key}"]`);
 const message = (page: Page, text: string, status?: string) =>
   page.locator(`[data-testid="message"]${status ? `[data-status="${status}"]` : ""}`).filter({ hasText: text });
 const members = (p: Page) => p.getByTestId("members-list").locator("li");
 const member = (p: Page, user: string) => p.locator(`[data-testid="members-list"] li[data-user="${user}"]`);
+const notices = (p: Page) => p.getByTestId("notice").evaluateAll((els) => els.map((e) => e.textContent!.replace(/ · .*$/, "")));
+const notice = (p: Page, action: string, user: string) => p.locator(`[data-testid="notice"][data-action="${action}"][data-user="${user}"]`);
 
 async function send(page: Page, text: string) {
   await page.getByTestId("composer-input").fill(text);
@@ -128,6 +143,14 @@ test("membership changes show at once on every member's client; a new member see
   await message(c, "Before Carol, two", "received").waitFor();
   expect(await c.getByTestId("history-status").textContent()).not.toContain("No messages yet");
   expect(await c.getByTestId("message-body").allTextContents()).toEqual(["Before Carol, one", "Before Carol, two"]);
+  // The notice of her joining, after the history she was given.
+  await notice(c, "added", carol).waitFor();
+  expect(await notices(c)).toEqual([`${alice} added you`]);
+  await notice(b, "added", carol).waitFor();
+  expect(await notices(b)).toEqual([`${alice} created the group`, `${alice} added ${carol}`]);
+  // The notices sit in stream order between the messages.
+  const order = await b.locator('[data-testid="message"], [data-testid="notice"]').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.testid));
+  expect(order).toEqual(["notice", "message", "message", "notice"]);
 
   // Alice leaves: Bob, the longest-standing member, becomes the owner and can remove members.
   const leftAsked = await listRequestsDuring(
@@ -142,6 +165,9 @@ test("membership changes show at once on every member's client; a new member see
   expect(leftAsked).toBe(0);
   await member(b, bob).getByTestId("member-role").filter({ hasText: "owner" }).waitFor();
   await member(b, carol).getByTestId("member-remove").waitFor();
+  await notice(b, "role", bob).waitFor();
+  expect((await notices(b)).slice(-2)).toEqual([`${alice} left`, "You are now the owner"]);
+  expect((await notices(c)).slice(-2)).toEqual([`${alice} left`, `${bob} is now the owner`]);
 
   // Bob removes Carol, who has the group open: her chat says so at once, keeps its name, and cannot be written to.
   await send(c, "Carol says hi");
@@ -153,6 +179,8 @@ test("membership changes show at once on every member's client; a new member see
   expect(await c.getByTestId("composer-input").isDisabled()).toBe(true);
   expect(await c.getByTestId("composer-send").isDisabled()).toBe(true);
   expect(await c.getByTestId("conv-gone").isVisible()).toBe(true);
+  await notice(c, "removed", carol).waitFor();
+  expect((await notices(c)).at(-1)).toBe(`${bob} removed you`);
   // Nothing was sent and refused to find out.
   expect(await c.locator('[data-testid="message"][data-status="failed"]').count()).toBe(0);
   // A reload keeps the chat's name and the notice (the group is no longer in her list).
@@ -161,6 +189,12 @@ test("membership changes show at once on every member's client; a new member see
   await c.locator('[data-testid="conv-sub"]', { hasText: `removed from this group by ${bob}` }).waitFor();
   expect(await c.getByTestId("conv-title").textContent()).toBe("Crew");
   expect(await c.getByTestId("composer-input").isDisabled()).toBe(true);
+  expect((await notices(c)).at(-1)).toBe(`${bob} removed you`);
+  // Bob's other device, started now, gets every notice through sync and history.
+  const b2 = await signIn(ws1, bob);
+  await conv(b2, key).click();
+  await notice(b2, "removed", carol).waitFor();
+  expect(await notices(b2)).toEqual(await notices(b));
 
   mkdirSync(ARTIFACTS, { recursive: true });
   await b.screenshot({ path: `${ARTIFACTS}members-owner.png` });

@@ -158,6 +158,11 @@ const handlers = {
     if (r.added && r.msg.group != null && store.groupsLoaded && !g?.members.includes(r.msg.from)) refreshGroupsSoon();
     if (r.changed && r.msg.from === store.me) pump(); // came back through sync: acked
   },
+  event(f) {
+    // Membership notices join their conversation; every event moves the cursor. The group list
+    // itself follows the pushed `group` frames, and is read again at every (re)connect.
+    ctx.store.applyEvent(f);
+  },
   synced(f) {
     ctx.store.applySynced(f);
   },

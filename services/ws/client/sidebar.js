@@ -25,7 +25,7 @@ function convContent(c, name, last, unread) {
   paintAvatar(av, c.kind === "g" ? name : c.peer, c.kind === "g");
   let preview = "No messages yet";
   if (last) {
-    const who = last.from === me ? "You: " : c.kind === "g" ? `${last.from}: ` : "";
+    const who = last.notice ? "" : last.from === me ? "You: " : c.kind === "g" ? `${last.from}: ` : "";
     preview = (last.status === "failed" ? "⚠ " : "") + who + last.body.replace(/\s+/g, " ");
   }
   return [

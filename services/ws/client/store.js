@@ -33,6 +33,29 @@ export function newClientId() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+/** A membership notice ("alice added carol") as `me` reads it; `by` made the change. */
+export function noticeText({ action, user, role }, by, me) {
+  const who = (u) => (u === me ? "You" : u);
+  const whom = (u) => (u === me ? "you" : u);
+  const is = user === me ? "are" : "is";
+  switch (action) {
+    case "created":
+      return `${who(by)} created the group`;
+    case "added":
+      return `${who(by)} added ${whom(user)}`;
+    case "left":
+      return `${who(user)} left`;
+    case "removed":
+      return `${who(by)} removed ${whom(user)}`;
+    case "role":
+      if (role === "owner") return `${who(user)} ${is} now the owner`;
+      if (role === "admin") return `${who(by)} made ${whom(user)} an admin`;
+      return `${who(user)} ${is} no longer an admin`;
+    default:
+      return `${who(by)} changed the group`;
+  }
+}
+
 /**
  * `canSave()` is asked before every write of the cache: false (another tab logged this user out)
  * writes nothing.
@@ -171,6 +194,42 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     return { msg: m, added: true };
   }
 
+  /**
+   * Adds a membership notice (a `member` event frame, live, synced or from history) as an entry of
+   * its group's conversation, ordered by its position like a message; returns it and whether it was new.
+   */
+  function addNotice(f, live = false) {
+    if (typeof f?.msgId !== "string" || typeof f.group !== "string" || typeof f.from !== "string" || typeof f.user !== "string") return { msg: null, added: false };
+    const known = byMsgId.get(f.msgId);
+    if (known) {
+      const before = known.cursor;
+      place(known, f, live);
+      if (known.cursor !== before) resort(conv(known.conv), known);
+      return { msg: known, added: false, changed: known.cursor !== before };
+    }
+    const notice = { action: String(f.action), user: f.user };
+    if (typeof f.role === "string") notice.role = f.role;
+    const m = {
+      key: `m:${f.msgId}`,
+      conv: `g:${f.group}`,
+      msgId: f.msgId,
+      from: f.from,
+      group: f.group,
+      body: noticeText(notice, f.from, me),
+      ts: f.ts,
+      status: "notice",
+      notice,
+      error: null,
+      seq: ++seq,
+    };
+    place(m, f, live);
+    const c = conv(m.conv);
+    insert(c, m);
+    index(m);
+    c.touched = Math.max(c.touched, m.ts);
+    return { msg: m, added: true };
+  }
+
   const store = {
     me,
     subscribe(fn) {
@@ -194,6 +253,15 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     applyMessage(f) {
       const r = addFrame(f, true);
       if (typeof f.cursor === "string") cursor = f.cursor;
+      store.save();
+      if (r.msg && (r.added || r.changed)) emit({ type: "messages", conv: r.msg.conv, added: r.added ? r.msg : null });
+      return r;
+    },
+
+    /** Applies a live or synced `event` frame: membership notices are kept; every kind moves the cursor. */
+    applyEvent(f) {
+      const r = f?.kind === "member" ? addNotice(f, true) : { msg: null, added: false };
+      if (typeof f?.cursor === "string") cursor = f.cursor;
       store.save();
       if (r.msg && (r.added || r.changed)) emit({ type: "messages", conv: r.msg.conv, added: r.added ? r.msg : null });
       return r;
@@ -289,7 +357,10 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     mergeHistory(convKey, messages, before) {
       const c = conv(convKey);
       let added = 0;
-      for (const f of messages ?? []) if (addFrame(f).added) added++;
+      for (const f of messages ?? []) {
+        const r = f?.type === "event" ? (f.kind === "member" ? addNotice(f) : { added: false }) : addFrame(f);
+        if (r.added) added++;
+      }
       c.hist = typeof before === "string" ? before : null;
       store.save();
       emit({ type: "messages", conv: convKey, history: true });
@@ -351,7 +422,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       let n = 0;
       for (let i = c.messages.length - 1; i >= 0; i--) {
         const m = c.messages[i];
-        if (!m.msgId || m.from === me) continue;
+        if (!m.msgId || m.from === me || m.notice) continue;
         if (isRead(c, m)) break;
         n++;
       }
@@ -381,11 +452,12 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
      * just joined goes to the top of the list.
      */
     applyGroup(f) {
-      if (typeof f?.groupId !== "string") return;
+      const valid = f?.group === null || (typeof f?.group === "object" && Array.isArray(f.group.members) && typeof f.group.name === "string");
+      if (typeof f?.groupId !== "string" || !valid) return;
       groupFrames++;
       const key = `g:${f.groupId}`;
       const change = f.change ?? {};
-      if (f.group && typeof f.group === "object" && Array.isArray(f.group.members)) {
+      if (f.group) {
         groups.set(f.groupId, f.group);
         const c = conv(key);
         c.name = f.group.name;
@@ -497,7 +569,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
   function lastReceived(c) {
     for (let i = c.messages.length - 1; i >= 0; i--) {
       const m = c.messages[i];
-      if (m.msgId && m.from !== me) return m;
+      if (m.msgId && m.from !== me && !m.notice) return m;
     }
     return null;
   }
@@ -516,8 +588,8 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
         name: c.name,
         removed: c.removed,
         draft: c.draft || undefined,
-        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n }) => ({
-          msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n,
+        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n, notice }) => ({
+          msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n, notice,
         })),
       });
     }

@@ -190,6 +190,21 @@ function messageEl(m, showSender) {
   return el;
 }
 
+/** A membership notice ("alice added carol") between the messages. */
+function noticeEl(m) {
+  const sig = `notice|${m.body}`;
+  const cached = msgEls.get(m.key);
+  if (cached && cached.sig === sig) return cached.el;
+  const el = h(
+    "li",
+    { class: "notice", "data-testid": "notice", dataset: { msgid: m.msgId, action: m.notice.action, user: m.notice.user } },
+    h("span", {}, m.body, " · ", h("time", { datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts) }, fmtTime(m.ts))),
+  );
+  if (cached) cached.el.replaceWith(el);
+  msgEls.set(m.key, { el, sig });
+  return el;
+}
+
 function retry(m) {
   ctx.store.markSending(m);
   pump();
@@ -220,6 +235,12 @@ export function renderMessages({ history = false, own = false, jump = false } = 
       nodes.push(d.el);
       live.add(key);
       prev = null;
+    }
+    if (m.notice) {
+      nodes.push(noticeEl(m));
+      live.add(m.key);
+      prev = null;
+      continue;
     }
     const cont = prev && prev.from === m.from && m.ts - prev.ts < 5 * 60_000;
     const el = messageEl(m, c.kind === "g" && !cont);
