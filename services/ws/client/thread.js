@@ -223,10 +223,12 @@ export function renderMessages({ history = false, own = false, jump = false } = 
   const nodes = [];
   const live = new Set();
   let prev = null;
+  let day = null; // notices break a run of messages, not the day
   for (const m of c.messages) {
     const dk = dayKey(m.ts);
-    if (!prev || dayKey(prev.ts) !== dk) {
-      const key = `day:${dk}`;
+    const key = `day:${dk}`;
+    if (day !== dk) prev = null;
+    if (day !== dk && !live.has(key)) {
       let d = msgEls.get(key);
       if (!d) {
         d = { el: h("li", { class: "day" }, h("span", {}, fmtDay(m.ts))), sig: "" };
@@ -234,8 +236,8 @@ export function renderMessages({ history = false, own = false, jump = false } = 
       }
       nodes.push(d.el);
       live.add(key);
-      prev = null;
     }
+    day = dk;
     if (m.notice) {
       nodes.push(noticeEl(m));
       live.add(m.key);
