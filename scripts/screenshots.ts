@@ -86,22 +86,25 @@ try {
   await send(dave, "Quick question about Friday.");
 
   await conv(bob, group).click();
+  await bob.locator('[data-testid="notice"][data-action="role"]').waitFor();
   await bob.waitForTimeout(300); // the render is coalesced per animation frame
   await bob.screenshot({ path: join(out, "group.png") });
   await conv(bob, "d:alice").click();
   await bob.waitForTimeout(300);
   await bob.screenshot({ path: join(out, "conversation.png") });
 
-  const phone = await signUp("erin", { width: 390, height: 780 });
-  await chat(phone, "bob");
-  await send(phone, "Hi Bob, sent from my phone.");
-  await phone.getByTestId("back").click();
-  await chat(phone, "alice");
-  await send(phone, "Hi Alice!");
-  await phone.getByTestId("back").click();
+  // Dave on a phone: his list, then the group with its notices.
+  const phone = await (await browser.newContext({ viewport: { width: 390, height: 780 }, colorScheme: "light" })).newPage();
+  await phone.goto(`${dev.url}/client`);
+  await phone.getByTestId("auth-username").fill("dave");
+  await phone.getByTestId("auth-password").fill("correct horse battery");
+  await phone.getByTestId("auth-login").click();
+  await phone.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
+  await conv(phone, group).waitFor();
   await phone.waitForTimeout(300);
   await phone.screenshot({ path: join(out, "phone-list.png") });
-  await conv(phone, "d:bob").click();
+  await conv(phone, group).click();
+  await phone.locator('[data-testid="notice"]').first().waitFor();
   await phone.waitForTimeout(300);
   await phone.screenshot({ path: join(out, "phone-conversation.png") });
   await bob.goto(`${dev.url}/client/`);
