@@ -100,7 +100,8 @@ const show = (s: string) => JSON.stringify(s.length > 120 ? `${s.slice(0, 120)}â
 /**
  * Sends each text followed by a marker, so the answers of frame k are what arrives between the
  * answers to markers k-1 and k. Acks (and send errors with ids) arrive asynchronously and are matched
- * by id instead; `message` frames (live or sync answers) are ignored.
+ * by id instead; `message` and `event` frames (live or sync answers; the group's creation is a
+ * `member` event in every member's stream) are ignored.
  */
 async function fuzzOver(url: string, user: string, texts: string[]): Promise<FuzzReport> {
   const c = await connectReady(url, user, cluster.jwtSecret);
@@ -150,7 +151,7 @@ async function fuzzOver(url: string, user: string, texts: string[]): Promise<Fuz
   const problems: string[] = [];
   if (c.ws.readyState !== WebSocket.OPEN) problems.push(`connection closed: ${JSON.stringify(await c.closed)}`);
   const all = c.frames.slice(start);
-  const isAsync = (f: Frame) => f.type === "ack" || f.type === "message" || f.type === "presence" || (f.type === "error" && f.id !== undefined && ASYNC_ERROR_CODES.has(f.code));
+  const isAsync = (f: Frame) => f.type === "ack" || f.type === "message" || f.type === "event" || f.type === "presence" || (f.type === "error" && f.id !== undefined && ASYNC_ERROR_CODES.has(f.code));
   const stream = all.filter((f) => !isAsync(f));
   // Split the synchronous answers at the markers: segment k holds the answers to frame k.
   const segments: Frame[][] = [];
@@ -194,7 +195,7 @@ async function fuzzOver(url: string, user: string, texts: string[]): Promise<Fuz
   }
   for (const [id, got] of replies) if (!sendIds.has(id)) problems.push(`${got.join(",")} for ${show(id)}, which was not a valid send`);
   // Every cursor the server handed out must be one it accepts back.
-  for (const f of all) if ((f.type === "synced" || f.type === "message") && !Cursor.safeParse(f.cursor).success) problems.push(`unusable cursor ${show(f.cursor)} in ${f.type}`);
+  for (const f of all) if ((f.type === "synced" || f.type === "message" || f.type === "event") && !Cursor.safeParse(f.cursor).success) problems.push(`unusable cursor ${show(f.cursor)} in ${f.type}`);
 
   return { frames: texts.length, malformed: count.malformed, validSends: count.send, validSyncs: count.sync, validPings: count.ping, problems: problems.slice(0, 20), ackedMsgIds, client: c };
 }
