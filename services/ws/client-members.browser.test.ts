@@ -1,51 +1,26 @@
-import { afterAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync } from "node:fs";
-import { chromium, type Browser, type Page } from "playwright-core";
-import { DEFAULT_CHROMIUM } from "../../test/env.ts";
-import { startCluster, type Cluster } from "../../scripts/cluster.ts";
+import { expect, test } from "bun:test";
+import { mkdirSync } from "node:fs";
+import type { Page } from "playwright-core";
+import { useBrowserCluster } from "../../test/browser.ts";
 
 // Group membership in the browser client (issue 15 item 5), in real Chromium against a real
 // cluster: discover, two ws instances and persist over Redis, RabbitMQ and PostgreSQL. Every wait
 // is on the DOM; "at once" means without the client asking the server for the group list again.
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
 const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
 const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
 
-let setup: Promise<{ browser: Browser; cluster: Cluster }> | null = null;
+const env = useBrowserCluster();
 const pageErrors: string[] = [];
-
-function env() {
-  setup ??= (async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`browser test: no Chromium at ${CHROMIUM}. Install it (apt-get install chromium) or set CHROMIUM_PATH.`);
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-    });
-    try {
-      return { browser, cluster: await startCluster({ ws: 2 }) };
-    } catch (err) {
-      await browser.close();
-      throw err;
-    }
-  })();
-  return setup;
-}
-
-afterAll(async () => {
-  const s = await setup?.catch(() => null);
-  await s?.browser.close();
-  await s?.cluster.stop();
-}, 30_000);
 
 /** Each page's requests for the group list (GET /api/groups), counted as they are sent. */
 const groupListRequests = new Map<Page, number>();
 
-async function signUp(base: string, name: string, viewport = { width: 1200, height: 760 }): Promise<Page> {
+/** A tab on `base`/client in a new browser profile, signed up (or, with `login`, signed in) as `name`. */
+async function signUp(base: string, name: string, { login = false } = {}): Promise<Page> {
   const { browser } = await env();
-  const page = await (await browser.newContext({ viewport })).newPage();
+  const page = await (await browser.newContext({ viewport: { width: 1200, height: 760 } })).newPage();
   page.setDefaultTimeout(10_000);
   page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
   groupListRequests.set(page, 0);
@@ -53,20 +28,7 @@ async function signUp(base: string, name: string, viewport = { width: 1200, heig
   await page.goto(`${base}/client`);
   await page.getByTestId("auth-username").fill(name);
   await page.getByTestId("auth-password").fill(PASSWORD);
-  await page.getByTestId("auth-register").click();
-  await page.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
-  return page;
-}
-
-async function signIn(base: string, name: string): Promise<Page> {
-  const { browser } = await env();
-  const page = await (await browser.newContext({ viewport: { width: 1200, height: 760 } })).newPage();
-  page.setDefaultTimeout(10_000);
-  page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
-  await page.goto(`${base}/client`);
-  await page.getByTestId("auth-username").fill(name);
-  await page.getByTestId("auth-password").fill(PASSWORD);
-  await page.getByTestId("auth-login").click();
+  await page.getByTestId(login ? "auth-login" : "auth-register").click();
   await page.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
   return page;
 }
@@ -191,7 +153,7 @@ test("membership changes show at once on every member's client; a new member see
   expect(await c.getByTestId("composer-input").isDisabled()).toBe(true);
   expect((await notices(c)).at(-1)).toBe(`${bob} removed you`);
   // Bob's other device, started now, gets every notice through sync and history.
-  const b2 = await signIn(ws1, bob);
+  const b2 = await signUp(ws1, bob, { login: true });
   await conv(b2, key).click();
   await notice(b2, "removed", carol).waitFor();
   expect(await notices(b2)).toEqual(await notices(b));

@@ -1,51 +1,17 @@
-import { afterAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync } from "node:fs";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { DEFAULT_CHROMIUM } from "../../test/env.ts";
-import { startCluster, type Cluster } from "../../scripts/cluster.ts";
+import { expect, test } from "bun:test";
+import { mkdirSync } from "node:fs";
+import type { BrowserContext, Page } from "playwright-core";
+import { useBrowserCluster } from "../../test/browser.ts";
 
 // The browser client (services/ws/client/) in real Chromium against a real cluster: discover, two
 // ws instances and persist over Redis, RabbitMQ and PostgreSQL. Every wait is on the DOM.
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
 const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
 const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
 
-let setup: Promise<{ browser: Browser; cluster: Cluster }> | null = null;
+const env = useBrowserCluster();
 const pageErrors: string[] = [];
-
-/** Chromium and the cluster, started once; a missing or broken Chromium fails every test, loudly. */
-function env() {
-  setup ??= (async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`browser test: no Chromium at ${CHROMIUM}. Install it (apt-get install chromium) or set CHROMIUM_PATH.`);
-    }
-    let browser: Browser;
-    try {
-      browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-      });
-    } catch (err) {
-      throw new Error(`browser test: Chromium at ${CHROMIUM} failed to launch: ${(err as Error).message}`);
-    }
-    try {
-      return { browser, cluster: await startCluster({ ws: 2 }) };
-    } catch (err) {
-      await browser.close();
-      throw err;
-    }
-  })();
-  return setup;
-}
-
-afterAll(async () => {
-  const s = await setup?.catch(() => null);
-  await s?.browser.close();
-  await s?.cluster.stop();
-}, 30_000);
 
 /** A tab on `base`/client, in `ctx` (a browser profile: its localStorage survives the tab) or a new one. */
 async function openClient(base: string, ctx?: BrowserContext): Promise<Page> {
