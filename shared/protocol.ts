@@ -40,7 +40,7 @@ export const MAX_WATCHED = 1000;
 export const WatchFrame = z.strictObject({ type: z.literal("watch"), users: z.array(UserId).max(MAX_WATCHED) });
 
 /** A server message id (the `msgId` of a message frame). */
-export const MsgId = z.string().min(1).max(64);
+export const MsgId = z.string().min(1).max(64).refine(storableText, STORABLE);
 /** Addition: edit one's own message (docs/api.md, "Edits and deletions"). */
 export const EditFrame = z.strictObject({ type: z.literal("edit"), id: ClientMsgId, msgId: MsgId, body: Body });
 /** Addition: delete one's own message. */

@@ -8,7 +8,7 @@ import { CLIENT_FRAME_TYPES, Cursor } from "../shared/protocol.ts";
  * strings are cursors.
  */
 
-export type Expected = { kind: "valid"; type: "send" | "sync" | "ping" | "watch" } | { kind: "error"; code: "bad_request" | "too_large"; id?: string };
+export type Expected = { kind: "valid"; type: "send" | "sync" | "ping" | "watch" | "edit" | "delete" } | { kind: "error"; code: "bad_request" | "too_large"; id?: string };
 
 const USER_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 const MAX_BODY = 4096;
@@ -64,6 +64,25 @@ export function expected(text: string): Expected {
       const users = get("users");
       const ok = keys.every((k) => k === "type" || k === "users") && Array.isArray(users) && users.length <= 1000 && users.every((u) => typeof u === "string" && USER_ID.test(u));
       return ok ? { kind: "valid", type: "watch" } : err("bad_request");
+    }
+    case "edit":
+    case "delete": {
+      // Project additions (docs/api.md, "Edits and deletions"): a change of one's own message.
+      const kind = get("type") as "edit" | "delete";
+      const body = get("body");
+      if (kind === "edit" && typeof body === "string" && chars(body) > MAX_BODY) return err("too_large");
+      const msgId = get("msgId");
+      const fields = kind === "edit" ? ["type", "id", "msgId", "body"] : ["type", "id", "msgId"];
+      const ok =
+        id !== undefined &&
+        typeof msgId === "string" &&
+        chars(msgId) >= 1 &&
+        chars(msgId) <= 64 &&
+        storable(msgId) &&
+        (kind === "delete" || (typeof body === "string" && chars(body) >= 1 && storable(body))) &&
+        keys.every((k) => fields.includes(k)) &&
+        fields.every((k) => has(k));
+      return ok ? { kind: "valid", type: kind } : err("bad_request");
     }
     default:
       return err("bad_request");
@@ -121,6 +140,8 @@ export function validFrame(groupId: string, idPrefix: string) {
     { weight: 2, arbitrary: fc.record({ type: fc.constant("send"), id: freshId, group: fc.constant(groupId), body }) },
     { weight: 2, arbitrary: fc.record({ type: fc.constant("sync"), after: cursor }, { requiredKeys: ["type"] }) },
     { weight: 2, arbitrary: fc.constant({ type: "ping" }) },
+    { weight: 1, arbitrary: fc.record({ type: fc.constant("edit"), id: freshId, msgId: fc.string({ minLength: 1, maxLength: 64 }), body }) },
+    { weight: 1, arbitrary: fc.record({ type: fc.constant("delete"), id: freshId, msgId: fc.string({ minLength: 1, maxLength: 64 }) }) },
   ) as fc.Arbitrary<Record<string, unknown>>;
 }
 

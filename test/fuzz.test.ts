@@ -82,7 +82,7 @@ afterAll(async () => {
 /** A marker after each fuzzed frame: an unknown type with a unique id, answered by an error carrying that id. */
 const markerId = (tag: string, k: number) => `mk-${tag}-${k}`;
 const marker = (tag: string, k: number) => `{"type":"fuzz-marker","id":"${markerId(tag, k)}"}`;
-const ASYNC_ERROR_CODES = new Set(["forbidden", "rate_limited", "unavailable"]);
+const ASYNC_ERROR_CODES = new Set(["forbidden", "rate_limited", "unavailable", "not_found", "too_old"]);
 
 interface FuzzReport {
   frames: number;
@@ -114,7 +114,7 @@ async function fuzzOver(url: string, user: string, texts: string[]): Promise<Fuz
   const accepted = new Set<string>();
   const tag = crypto.randomUUID().slice(0, 8);
   const isMarker = (f: Frame, k?: number) => f.type === "error" && typeof f.id === "string" && (k === undefined ? f.id.startsWith(`mk-${tag}-`) : f.id === markerId(tag, k));
-  const count = { malformed: 0, send: 0, sync: 0, ping: 0, watch: 0 };
+  const count = { malformed: 0, send: 0, sync: 0, ping: 0, watch: 0, edit: 0, delete: 0 };
   const CHUNK = 100;
   for (let k = 0; k < texts.length; k += CHUNK) {
     const last = Math.min(texts.length, k + CHUNK) - 1;
@@ -132,6 +132,10 @@ async function fuzzOver(url: string, user: string, texts: string[]): Promise<Fuz
           const want = accepted.has(target) || f.group === undefined || f.group === groupId ? "ack" : "error:forbidden";
           if (want === "ack") accepted.add(target);
           sendIds.set(f.id, [...(sendIds.get(f.id) ?? []), want]);
+        } else if (e.type === "edit" || e.type === "delete") {
+          // A fuzzed msgId names no message of this user: refused, with the frame's id.
+          const f = JSON.parse(wire[j]!) as { id: string };
+          sendIds.set(f.id, [...(sendIds.get(f.id) ?? []), "error:not_found"]);
         }
       }
       c.send(texts[j]!);

@@ -1,4 +1,4 @@
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
 import type { Db } from "../../shared/db/index.ts";
@@ -7,13 +7,14 @@ import { DirectoryUnavailable, type Directory } from "../../shared/directory/dir
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
 import { HISTORY_KINDS, streamFrame } from "../../shared/events/registry.ts";
-import { Cursor, GROUP_ROLES, GroupId, UserId } from "../../shared/protocol.ts";
+import { Body, ClientMsgId, Cursor, GROUP_ROLES, GroupId, MsgId, SendError, UserId, type ErrorCode } from "../../shared/protocol.ts";
 import { bearer, secretMatches } from "../../shared/secret.ts";
 import type { ApiEnv, createAccounts } from "./accounts.ts";
 import { BadForwardedFor } from "./client-address.ts";
 import type { Delivery as StreamDelivery } from "./delivery.ts";
 import type { Groups } from "./groups.ts";
 import { apiCors, securityHeaders } from "./headers.ts";
+import { changeRecord, type Pipeline } from "./pipeline.ts";
 import type { Delivery, Router } from "./router.ts";
 import { formatPosition, parseCursor } from "../../shared/stream/position.ts";
 import * as store from "./store.ts";
@@ -78,6 +79,8 @@ export function createApp(opts: {
   directory: Directory;
   router: Router;
   stream: StreamDelivery;
+  /** The send path, for edits and deletions made over HTTP. */
+  pipeline: Pipeline;
   jwtSecret: string;
   internalSecret: string;
   accounts: Accounts;
@@ -200,6 +203,26 @@ export function createApp(opts: {
     const frames = page.messages.map((m) => streamFrame(m, formatPosition(m.position)));
     return c.json({ messages: frames, before: page.more ? frames[0]!.cursor : null });
   });
+
+  // Edits and deletions over HTTP: the same events as the WebSocket frames (docs/api.md).
+  const STATUS: Record<ErrorCode, 400 | 403 | 404 | 429 | 503> = { bad_request: 400, too_large: 400, forbidden: 403, not_found: 404, too_old: 403, rate_limited: 429, unavailable: 503 };
+  const change = async (c: Context<ApiEnv>, kind: "edit" | "delete", clientId: string | undefined, body?: string) => {
+    const ref = MsgId.safeParse(c.req.param("msgId"));
+    if (!ref.success) return c.json({ error: "not a message id", code: "bad_request" }, 400);
+    const m = changeRecord(c.get("user"), kind, clientId ?? crypto.randomUUID(), ref.data, body);
+    try {
+      const a = await opts.pipeline.send(m);
+      return c.json({ msgId: m.msgId, ts: a.ts, cursor: a.cursor });
+    } catch (err) {
+      const e = err instanceof SendError ? err : new SendError("unavailable", "temporarily unavailable; retry");
+      return c.json({ error: e.message, code: e.code }, STATUS[e.code]);
+    }
+  };
+  app.patch("/api/messages/:msgId", json(z.strictObject({ body: Body, id: ClientMsgId.optional() })), async (c) => {
+    const { body, id } = c.req.valid("json");
+    return change(c, "edit", id, body);
+  });
+  app.delete("/api/messages/:msgId", query(z.strictObject({ id: ClientMsgId.optional() })), async (c) => change(c, "delete", c.req.valid("query").id));
 
   // Users: registered or not, and the registered spelling of an id given in any case.
   app.get("/api/users", query(z.object({ ids: UserList })), async (c) => {

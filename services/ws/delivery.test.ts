@@ -299,3 +299,31 @@ describe("connecting", () => {
     t.d.stop();
   });
 });
+
+describe("stream events", () => {
+  test("an event is an item like a message: placed by position live, and a missed one repaired from storage as an event frame", async () => {
+    const t = setup();
+    const [a, b] = [uid("a"), uid("b")];
+    const ws = await t.open(b);
+    const first = await t.accept(a, b, "first");
+    // The edit of `first`: an event record with its positions, stored as persist stores it.
+    const edit: ChatMessage = { msgId: crypto.randomUUID(), id: "e1", from: a, to: b, body: "first, edited", ts: Date.now(), kind: "edit", ref: first.m.msgId };
+    const [r] = await t.allocator.allocate([{ msgId: edit.msgId, users: [a, b] }]);
+    const ev = { m: edit, at: r!.positions[b]!, positions: r!.positions };
+    const later = await t.accept(a, b, "later");
+    t.offer(ws, first);
+    t.offer(ws, later); // the event's forward was lost: the gap before `later` is repaired from storage
+    await t.store(first);
+    await insertBatch(db.db, [edit], Object.entries(ev.positions).map(([user, position]) => ({ user, position, msgId: edit.msgId, conv: conversationKey(edit), kind: "edit" })));
+    await t.store(later);
+    await until("the repair", () => ws.sent.length === 3);
+    expect(ws.sent.map((f) => f.type)).toEqual(["message", "event", "message"]);
+    expect(ws.sent[1]).toEqual({ type: "event", kind: "edit", msgId: edit.msgId, from: a, to: b, ts: edit.ts, ref: first.m.msgId, body: "first, edited", cursor: formatPosition(ev.at) });
+    // Live, an event frame goes out at its position like a message frame.
+    const e2 = { ...edit, msgId: crypto.randomUUID(), id: "e2", body: "again" };
+    const [r2] = await t.allocator.allocate([{ msgId: e2.msgId, users: [a, b] }]);
+    t.d.offer(ws, { position: r2!.positions[b]!, head: frameHead(e2) });
+    expect(ws.sent[3]).toMatchObject({ type: "event", msgId: e2.msgId, body: "again", cursor: formatPosition(r2!.positions[b]!) });
+    t.d.stop();
+  });
+});

@@ -231,4 +231,54 @@ describe("stream events", () => {
     }
     expect(summary(streamOf(b)).filter((s) => s.startsWith("edit"))).toHaveLength(5);
   });
+
+  test("over HTTP: PATCH and DELETE /api/messages/:msgId make the same events (idempotent with an id); errors with status and code", async () => {
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const a = await fx.connect(A(), alice);
+    const b = await fx.connect(B(), bob);
+    const m = await a.sendMessage({ to: bob }, "via http");
+    const call = async (user: string, method: string, path: string, body?: unknown, base = B()) => {
+      const headers: Record<string, string> = { authorization: `Bearer ${await mintToken(user, fx.cluster.jwtSecret)}` };
+      if (body !== undefined) headers["content-type"] = "application/json";
+      const res = await fetch(`${base}${path}`, { method, headers, body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body) });
+      return { status: res.status, body: (await res.json().catch(() => null)) as any };
+    };
+    const path = `/api/messages/${m.msgId}`;
+    const edited = await call(alice, "PATCH", path, { body: "edited over http", id: "h1" });
+    expect(edited.status).toBe(200);
+    expect(Object.keys(edited.body).sort()).toEqual(["cursor", "msgId", "ts"]);
+    // Every connection of both users gets the frame (no connection made this change).
+    for (const c of [a, b]) expect(await c.waitFor((f) => f.type === "event" && f.msgId === edited.body.msgId, "the edit")).toMatchObject({ kind: "edit", ref: m.msgId, body: "edited over http" });
+    expect((await call(alice, "PATCH", path, { body: "edited over http", id: "h1" }, A())).body).toEqual(edited.body);
+
+    const bad: Array<[string, string, unknown, number, string]> = [
+      [alice, path, {}, 400, "bad_request"],
+      [alice, path, { body: "" }, 400, "bad_request"],
+      [alice, path, { body: "x", extra: 1 }, 400, "bad_request"],
+      [alice, path, { body: "x".repeat(4097) }, 400, "bad_request"],
+      [alice, path, "not json", 400, "bad_request"],
+      [alice, `/api/messages/${"x".repeat(65)}`, { body: "x" }, 400, "bad_request"],
+      [bob, path, { body: "hijack" }, 403, "forbidden"],
+      [alice, "/api/messages/nope", { body: "x" }, 404, "not_found"],
+    ];
+    for (const [user, p, body, status, code] of bad) {
+      const r = await call(user, "PATCH", p, body);
+      expect([p.slice(-10), r.status]).toEqual([p.slice(-10), status]);
+      expect(typeof r.body.error).toBe("string");
+      // (a 400 from the body's validator says what is wrong in `error` only, as every /api route does)
+      if (status !== 400) expect(r.body.code).toBe(code);
+    }
+    expect((await fetch(`${B()}${path}`, { method: "PATCH", body: JSON.stringify({ body: "x" }) })).status).toBe(401);
+    expect((await call(bob, "DELETE", path)).status).toBe(403);
+    expect((await call(alice, "DELETE", `${path}?id=${"x".repeat(65)}`)).status).toBe(400);
+
+    const deleted = await call(alice, "DELETE", `${path}?id=d1`);
+    expect(deleted.status).toBe(200);
+    await b.waitFor((f) => f.type === "event" && f.msgId === deleted.body.msgId, "the deletion");
+    expect((await call(alice, "DELETE", `${path}?id=d1`)).body).toEqual(deleted.body);
+    expect(await call(alice, "DELETE", `${path}?id=d2`)).toMatchObject({ status: 404, body: { code: "not_found" } });
+    expect(await call(alice, "PATCH", path, { body: "after" })).toMatchObject({ status: 404, body: { code: "not_found" } });
+    const h = await history(bob, `with=${alice}`);
+    expect(h.messages.map((f) => [f.body, f.deletedAt])).toEqual([["", deleted.body.ts]]);
+  });
 });

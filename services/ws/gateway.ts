@@ -2,11 +2,10 @@ import type { WebSocketHandler } from "bun";
 import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { deriveEventId } from "../../shared/events/registry.ts";
 import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type DeleteFrame, type EditFrame, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
 import type { ConnData, Conn, Connections } from "./connections.ts";
 import { newStreamState, type Delivery } from "./delivery.ts";
-import { deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
+import { changeRecord, deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { sendFrame } from "./frames.ts";
 import type { PresenceWatch } from "./presence.ts";
@@ -50,9 +49,7 @@ export function createGateway(opts: {
       else m.to = f.to;
       return m;
     }
-    // An edit or a deletion is a stream event about `msgId`; its kind fills in the conversation.
-    const body = f.type === "edit" ? f.body : "";
-    return { msgId: deriveEventId(user, f.type, `${f.id}\n${f.msgId}`), id: f.id, from: user, body, ts: Date.now(), kind: f.type, ref: f.msgId };
+    return changeRecord(user, f.type, f.id, f.msgId, f.type === "edit" ? f.body : "");
   };
 
   const handleSend = async (ws: Conn, f: SendFrame | EditFrame | DeleteFrame) => {

@@ -42,7 +42,7 @@ export function apiCors(origins: string[]): MiddlewareHandler | null {
   // The cross-origin answers must be readable by the listed origins only.
   return cors({
     origin: (o) => (origins.includes(o) ? o : null),
-    allowMethods: ["GET", "POST", "DELETE"],
+    allowMethods: ["GET", "POST", "PATCH", "DELETE"],
     allowHeaders: ["authorization", "content-type"],
     exposeHeaders: ["retry-after"],
     maxAge: 600,

@@ -1,7 +1,7 @@
 import { sleep } from "../../shared/backoff.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import { newEvent, type NewEvent } from "../../shared/events/registry.ts";
+import { deriveEventId, newEvent, type NewEvent } from "../../shared/events/registry.ts";
 import { SendError, type ChatMessage } from "../../shared/protocol.ts";
 import type { MessageQueue } from "../../shared/queue/queue.ts";
 import type { AllocResult, StreamAllocator } from "../../shared/stream/allocator.ts";
@@ -24,6 +24,15 @@ export function deriveMsgId(from: string, clientId: string, target: { to: string
   h.update(clientId);
   h.update("to" in target ? "\nto:" + target.to : "\ngroup:" + target.group);
   return h.digest("base64url").slice(0, 22);
+}
+
+/**
+ * A user's edit or deletion of message `ref` as the record the pipeline takes (its kind checks it
+ * and fills in the conversation). The id derives from (user, kind, client id, ref): a retry is the
+ * same event.
+ */
+export function changeRecord(from: string, kind: "edit" | "delete", clientId: string, ref: string, body = ""): ChatMessage {
+  return { msgId: deriveEventId(from, kind, `${clientId}\n${ref}`), id: clientId, from, body, ts: Date.now(), kind, ref };
 }
 
 /** Chat messages per broker message at most (persist's PREFETCH counts broker messages). */

@@ -123,6 +123,7 @@ export async function startWsService(deps: WsDeps) {
     directory: deps.directory,
     router,
     stream,
+    pipeline,
     jwtSecret: deps.jwtSecret,
     internalSecret: deps.internalSecret,
     accounts,

@@ -49,6 +49,8 @@ function startChat() {
     onStatus: (state, detail) => {
       renderConnStatus(state, detail);
       if (!ctx.store) return;
+      // Edits and deletions in flight get no answer on a closed socket: the user may try again.
+      if (state !== "open") ctx.store.dropOps();
       renderMessages({});
       connectionChanged();
     },
@@ -159,14 +161,16 @@ const handlers = {
     if (r.changed && r.msg.from === store.me) pump(); // came back through sync: acked
   },
   event(f) {
-    // Membership notices join their conversation; every event moves the cursor. The group list
-    // itself follows the pushed `group` frames, and is read again at every (re)connect.
+    // Membership notices join their conversation, edits and deletions change their message; every
+    // event moves the cursor. The group list itself follows the pushed `group` frames.
     ctx.store.applyEvent(f);
   },
   synced(f) {
     ctx.store.applySynced(f);
   },
   error(f) {
+    const op = ctx.store.applyOpError(f);
+    if (op) return toast(`${op.kind === "edit" ? "Not edited" : "Not deleted"}: ${ERROR_TEXT[f.code] ?? f.code}`);
     const m = ctx.store.applySendError(f);
     // Forbidden in a group: we were most likely removed; the group list tells.
     if (m?.group != null && f.code === "forbidden") refreshGroupsSoon();

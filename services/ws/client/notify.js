@@ -8,6 +8,8 @@ export const ERROR_TEXT = {
   forbidden: "Not allowed here",
   rate_limited: "Sending too fast",
   unavailable: "Server busy, not sent",
+  not_found: "That message no longer exists",
+  too_old: "Too old to change",
 };
 export const RETRYABLE = new Set(["unavailable", "rate_limited"]);
 

@@ -26,7 +26,7 @@ function convContent(c, name, last, unread) {
   let preview = "No messages yet";
   if (last) {
     const who = last.notice ? "" : last.from === me ? "You: " : c.kind === "g" ? `${last.from}: ` : "";
-    preview = (last.status === "failed" ? "⚠ " : "") + who + last.body.replace(/\s+/g, " ");
+    preview = (last.status === "failed" ? "⚠ " : "") + who + (last.deletedAt != null ? "message deleted" : last.body.replace(/\s+/g, " "));
   }
   return [
     h("span", { class: "avatar-wrap" }, av,

@@ -10,11 +10,18 @@
 // - Each conversation is kept in the order of order.js: the server's positions (the cursor of each
 //   frame as this user received it), then the user's pending messages in the order they were typed.
 //   Timestamps are only shown, never used to order messages.
+// - Edits and deletions (`event` frames, the acks of this tab's own, and the `editedAt` /
+//   `deletedAt` of messages read from storage) converge on the server's state whatever order they
+//   arrive in: a deletion is final (a tombstone: the text is dropped, here and in the cache), and
+//   otherwise the edit with the greatest `ts` is shown. A change whose message is not here yet
+//   waits (in memory) for it.
 
 import { compareCursors, compareMessages, isLegacyCursor, maxCursor, parseCursor, position } from "./order.js";
 
 const STATE_VERSION = 2;
 const KEEP_PER_CONV = 300;
+/** Changes (edits, deletions) kept for messages not seen yet. */
+const MAX_EARLY_CHANGES = 1000;
 
 export const USER_ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
@@ -71,6 +78,10 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
   let groupFrames = 0; // pushed `group` frames applied: a group list asked for before one is stale
   let cursor = null;
   let seq = 0; // see order.js
+  /** Edits and deletions sent from this tab, by client id, until acked or refused. */
+  const ops = new Map();
+  /** Changes whose message is not here yet, by its msgId. */
+  const early = new Map();
   const listeners = new Set();
   let saveTimer = null;
 
@@ -142,6 +153,42 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     }
   }
 
+  /**
+   * Applies an edit ({kind:"edit", ts, body}) or a deletion ({kind:"delete", ts}) to a message;
+   * returns whether anything changed. A deletion is final; an edit shows only if it is newer.
+   */
+  function applyChange(m, ch) {
+    if (m.deletedAt != null) return false;
+    if (ch.kind === "delete") {
+      m.deletedAt = ch.ts;
+      m.body = "";
+      delete m.editedAt;
+      return true;
+    }
+    if (ch.kind !== "edit" || typeof ch.body !== "string" || !(ch.ts > (m.editedAt ?? 0))) return false;
+    m.body = ch.body;
+    m.editedAt = ch.ts;
+    return true;
+  }
+
+  /** The state a message frame read from storage carries (or a cached entry). */
+  function stateOf(f) {
+    if (typeof f.deletedAt === "number") return { kind: "delete", ts: f.deletedAt };
+    if (typeof f.editedAt === "number") return { kind: "edit", ts: f.editedAt, body: f.body };
+    return null;
+  }
+
+  /** A change for `ref`: applied now, or kept until the message arrives. Returns the message when it changed. */
+  function change(ref, ch) {
+    const m = byMsgId.get(ref);
+    if (!m) {
+      if (early.size >= MAX_EARLY_CHANGES) early.delete(early.keys().next().value);
+      early.set(ref, [...(early.get(ref) ?? []), ch]);
+      return null;
+    }
+    return applyChange(m, ch) ? m : null;
+  }
+
   function fromFrame(f, live) {
     const mine = f.from === me;
     const m = {
@@ -158,6 +205,10 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       error: null,
       seq: ++seq,
     };
+    const st = stateOf(f);
+    if (st) applyChange(m, st);
+    for (const ch of early.get(f.msgId) ?? []) applyChange(m, ch);
+    early.delete(f.msgId);
     place(m, f, live);
     return m;
   }
@@ -179,7 +230,9 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
         index(known);
       }
       place(known, f, live);
-      if (unacked || known.cursor !== before) {
+      const st = stateOf(f);
+      const edited = st ? applyChange(known, st) : false;
+      if (unacked || known.cursor !== before || edited) {
         resort(conv(known.conv), known);
         return { msg: known, added: false, changed: true };
       }
@@ -258,13 +311,57 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       return r;
     },
 
-    /** Applies a live or synced `event` frame: membership notices are kept; every kind moves the cursor. */
+    /**
+     * Applies a live or synced `event` frame: its cursor counts like a message's; membership
+     * notices are kept as entries of their group; edits and deletions change their message; kinds
+     * this client does not know are skipped.
+     */
     applyEvent(f) {
-      const r = f?.kind === "member" ? addNotice(f, true) : { msg: null, added: false };
       if (typeof f?.cursor === "string") cursor = f.cursor;
+      if (f?.kind === "member") {
+        const r = addNotice(f, true);
+        store.save();
+        if (r.msg && (r.added || r.changed)) emit({ type: "messages", conv: r.msg.conv, added: r.added ? r.msg : null });
+        return r.msg;
+      }
+      let m = null;
+      if (typeof f.ref === "string" && typeof f.ts === "number") {
+        if (f.kind === "delete" || (f.kind === "edit" && typeof f.deletedAt === "number")) m = change(f.ref, { kind: "delete", ts: f.deletedAt ?? f.ts });
+        else if (f.kind === "edit" && typeof f.body === "string") m = change(f.ref, { kind: "edit", ts: f.ts, body: f.body });
+      }
       store.save();
-      if (r.msg && (r.added || r.changed)) emit({ type: "messages", conv: r.msg.conv, added: r.added ? r.msg : null });
-      return r;
+      if (m) emit({ type: "messages", conv: m.conv });
+      return m;
+    },
+
+    /** The frame that edits `m` (one's own, acked message), remembered until its answer. */
+    editFrame(m, body) {
+      const id = newClientId();
+      ops.set(id, { kind: "edit", ref: m.msgId, body });
+      m.pending = "edit";
+      emit({ type: "messages", conv: m.conv });
+      return { type: "edit", id, msgId: m.msgId, body };
+    },
+
+    /** The frame that deletes `m`. */
+    deleteFrame(m) {
+      const id = newClientId();
+      ops.set(id, { kind: "delete", ref: m.msgId });
+      m.pending = "delete";
+      emit({ type: "messages", conv: m.conv });
+      return { type: "delete", id, msgId: m.msgId };
+    },
+
+    /** An edit or deletion sent but not answered (the socket closed): forgotten, the message shown as it is. */
+    dropOps() {
+      for (const op of ops.values()) {
+        const m = byMsgId.get(op.ref);
+        if (m?.pending) {
+          delete m.pending;
+          emit({ type: "messages", conv: m.conv });
+        }
+      }
+      ops.clear();
     },
 
     applySynced(f) {
@@ -274,6 +371,16 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     },
 
     applyAck(f) {
+      const op = ops.get(f.id);
+      if (op) {
+        ops.delete(f.id);
+        const m = byMsgId.get(op.ref);
+        if (m) delete m.pending;
+        change(op.ref, { kind: op.kind, ts: f.ts, body: op.body });
+        store.save();
+        if (m) emit({ type: "messages", conv: m.conv });
+        return m ?? null;
+      }
       const m = byClientId.get(f.id);
       if (!m) return null;
       if (m.msgId && m.msgId !== f.msgId) return m;
@@ -290,6 +397,19 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       store.save();
       emit({ type: "messages", conv: m.conv });
       return m;
+    },
+
+    /** A refused edit or deletion of this tab: returns what it was ({kind, ref, message}), or null. */
+    applyOpError(f) {
+      const op = f.id ? ops.get(f.id) : undefined;
+      if (!op) return null;
+      ops.delete(f.id);
+      const m = byMsgId.get(op.ref);
+      if (m) {
+        delete m.pending;
+        emit({ type: "messages", conv: m.conv });
+      }
+      return { ...op, message: m ?? null };
     },
 
     applySendError(f) {
@@ -588,8 +708,8 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
         name: c.name,
         removed: c.removed,
         draft: c.draft || undefined,
-        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n, notice }) => ({
-          msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n, notice,
+        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n, editedAt, deletedAt, notice }) => ({
+          msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n, editedAt, deletedAt, notice,
         })),
       });
     }

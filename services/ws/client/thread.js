@@ -5,7 +5,7 @@ import { ApiError } from "./api.js";
 import { draftOf, syncComposer } from "./composer.js";
 import { $, dayKey, fmtDay, fmtFull, fmtTime, h, hue, linkify, paintAvatar, reconcile } from "./dom.js";
 import { renderMembers } from "./groups.js";
-import { ERROR_TEXT, RETRYABLE } from "./notify.js";
+import { ERROR_TEXT, RETRYABLE, toast } from "./notify.js";
 import { pump } from "./outbox.js";
 import { isOnline, pollPresence, presenceOf } from "./presence.js";
 import { convName, renderSidebar } from "./sidebar.js";
@@ -16,10 +16,18 @@ const NEAR_BOTTOM_PX = 80;
 const NEAR_TOP_PX = 120;
 
 const msgEls = new Map(); // key -> { el, sig }
+const MAX_BODY = 4096;
+
+/**
+ * The message menu (edit, delete) of one's own messages: which message's menu is open, which is
+ * being edited (with the text typed so far), which asks to confirm its deletion. One at a time.
+ */
+const ui = { menu: null, editing: null, draft: "", confirming: null };
 
 export function resetThread() {
   $("message-items").replaceChildren();
   msgEls.clear();
+  Object.assign(ui, { menu: null, editing: null, draft: "", confirming: null });
 }
 
 export function keyFromHash() {
@@ -148,31 +156,176 @@ function statusText(m) {
   return "";
 }
 
+/** Whether the user may edit or delete `m` from here (the server still checks the window). */
+const changeable = (m) => m.from === ctx.store.me && !!m.msgId && m.status === "sent" && m.deletedAt == null && !m.pending;
+
+const rowOf = (m) => document.querySelector(`#message-items li[data-msgid="${CSS.escape(m.msgId)}"]`);
+
+/** Changes the menu state, renders, then focuses `selector` inside the message's row. */
+function setUi(m, patch, selector) {
+  Object.assign(ui, patch);
+  renderMessages({});
+  if (selector) rowOf(m)?.querySelector(selector)?.focus();
+}
+
+const closeMenu = (m, focusButton = true) => setUi(m, { menu: null }, focusButton ? '[data-testid="message-menu-button"]' : null);
+
+function menuKeys(e, m) {
+  const items = [...e.currentTarget.querySelectorAll('[role="menuitem"]')];
+  const i = items.indexOf(document.activeElement);
+  const go = (j) => items[(j + items.length) % items.length]?.focus();
+  if (e.key === "ArrowDown") go(i + 1);
+  else if (e.key === "ArrowUp") go(i - 1);
+  else if (e.key === "Home") go(0);
+  else if (e.key === "End") go(items.length - 1);
+  else if (e.key === "Escape") closeMenu(m);
+  else if (e.key === "Tab") return setUi(m, { menu: null });
+  else return;
+  e.preventDefault();
+  e.stopPropagation();
+}
+
+function startEdit(m) {
+  setUi(m, { menu: null, editing: m.key, draft: m.body, confirming: null }, '[data-testid="message-edit-input"]');
+}
+
+function saveEdit(m) {
+  const body = ui.draft.trim();
+  if (!body) return toast("A message cannot be empty: delete it instead");
+  if ([...body].length > MAX_BODY) return toast(ERROR_TEXT.too_large);
+  if (body === m.body) return setUi(m, { editing: null }, '[data-testid="message-menu-button"]');
+  const f = ctx.store.editFrame(m, body);
+  if (!ctx.conn?.send(f)) {
+    ctx.store.applyOpError({ id: f.id });
+    return toast("Offline: not edited. Try again when connected.");
+  }
+  setUi(m, { editing: null }, null);
+  rowOf(m)?.querySelector('[data-testid="message-menu-button"]')?.focus();
+}
+
+function confirmDelete(m) {
+  const f = ctx.store.deleteFrame(m);
+  if (!ctx.conn?.send(f)) {
+    ctx.store.applyOpError({ id: f.id });
+    return toast("Offline: not deleted. Try again when connected.");
+  }
+  setUi(m, { confirming: null }, null);
+}
+
+/** The "…" button of one's own message and its menu (a menu button: arrows, Home, End, Escape). */
+function menuEl(m) {
+  const open = ui.menu === m.key;
+  return h(
+    "div",
+    { class: "msg-actions" },
+    h(
+      "button",
+      {
+        type: "button",
+        class: "menu-button",
+        "data-testid": "message-menu-button",
+        "aria-label": "Message actions",
+        "aria-haspopup": "menu",
+        "aria-expanded": String(open),
+        onclick: () => (open ? closeMenu(m) : setUi(m, { menu: m.key, confirming: null }, '[role="menuitem"]')),
+        onkeydown: (e) => {
+          if (e.key === "ArrowDown" && !open) {
+            e.preventDefault();
+            setUi(m, { menu: m.key }, '[role="menuitem"]');
+          }
+        },
+      },
+      "⋯",
+    ),
+    open
+      ? h(
+          "ul",
+          { role: "menu", class: "msg-menu", "data-testid": "message-menu", "aria-label": "Message actions", onkeydown: (e) => menuKeys(e, m) },
+          h("li", { role: "none" }, h("button", { type: "button", role: "menuitem", "data-testid": "message-edit", onclick: () => startEdit(m) }, "Edit")),
+          h("li", { role: "none" }, h("button", { type: "button", role: "menuitem", "data-testid": "message-delete", onclick: () => setUi(m, { menu: null, confirming: m.key }, '[data-testid="message-delete-confirm"]') }, "Delete")),
+        )
+      : null,
+  );
+}
+
+function editorEl(m) {
+  const input = h("textarea", {
+    class: "edit-input",
+    "data-testid": "message-edit-input",
+    "aria-label": "Edit message",
+    rows: "2",
+    oninput: (e) => (ui.draft = e.target.value),
+    onkeydown: (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        saveEdit(m);
+      } else if (e.key === "Escape") {
+        e.preventDefault();
+        e.stopPropagation();
+        setUi(m, { editing: null }, '[data-testid="message-menu-button"]');
+      }
+    },
+  });
+  input.value = ui.draft;
+  return h(
+    "div",
+    { class: "editor" },
+    input,
+    h(
+      "div",
+      { class: "editor-actions" },
+      h("button", { type: "button", class: "link", "data-testid": "message-edit-cancel", onclick: () => setUi(m, { editing: null }, '[data-testid="message-menu-button"]') }, "Cancel"),
+      h("button", { type: "button", class: "link", "data-testid": "message-edit-save", onclick: () => saveEdit(m) }, "Save"),
+    ),
+  );
+}
+
+function confirmEl(m) {
+  return h(
+    "div",
+    { class: "msg-confirm", role: "group", "aria-label": "Delete this message?", "data-testid": "message-delete-ask" },
+    h("span", {}, "Delete this message for everyone?"),
+    h("button", { type: "button", class: "link destructive", "data-testid": "message-delete-confirm", onclick: () => confirmDelete(m) }, "Delete"),
+    h("button", { type: "button", class: "link", "data-testid": "message-delete-cancel", onclick: () => setUi(m, { confirming: null }, '[data-testid="message-menu-button"]') }, "Cancel"),
+  );
+}
+
 function messageEl(m, showSender) {
   const { store, conn } = ctx;
-  const sig = `${m.status}|${m.msgId}|${m.ts}|${m.error?.code}|${showSender}|${m.status === "sending" && conn?.isOpen}`;
+  const menuState = `${ui.menu === m.key}|${ui.editing === m.key}|${ui.confirming === m.key}`;
+  const sig = `${m.status}|${m.msgId}|${m.ts}|${m.error?.code}|${showSender}|${m.status === "sending" && conn?.isOpen}|${m.body}|${m.editedAt}|${m.deletedAt}|${m.pending}|${menuState}`;
   const cached = msgEls.get(m.key);
   if (cached && cached.sig === sig) return cached.el;
   const mine = m.from === store.me;
+  const deleted = m.deletedAt != null;
+  const editing = ui.editing === m.key && changeable(m);
   const el = h(
     "li",
     {
-      class: `msg ${mine ? "mine" : "theirs"} ${m.status}`,
+      class: `msg ${mine ? "mine" : "theirs"} ${m.status}${deleted ? " deleted" : ""}`,
       "data-testid": "message",
-      dataset: { msgid: m.msgId ?? "", id: m.id ?? "", status: m.status, from: m.from },
+      dataset: { msgid: m.msgId ?? "", id: m.id ?? "", status: m.status, from: m.from, deleted: deleted ? "true" : null, edited: m.editedAt != null ? "true" : null },
     },
     showSender && !mine ? h("div", { class: "sender", style: `--h: ${hue(m.from)}` }, m.from) : null,
     h(
       "div",
       { class: "bubble" },
-      h("div", { class: "body", "data-testid": "message-body" }, linkify(m.body)),
+      deleted
+        ? h("div", { class: "body tombstone", "data-testid": "message-body" }, "message deleted")
+        : editing
+          ? editorEl(m)
+          : h("div", { class: "body", "data-testid": "message-body" }, linkify(m.body)),
       h(
         "div",
         { class: "meta" },
         h("time", { datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts) }, fmtTime(m.ts)),
-        mine ? h("span", { class: "status", "data-testid": "message-status" }, statusText(m)) : null,
+        m.editedAt != null && !deleted ? h("span", { class: "edited", "data-testid": "message-edited", title: `edited ${fmtFull(m.editedAt)}` }, "edited") : null,
+        m.pending ? h("span", { class: "status", "data-testid": "message-pending" }, m.pending === "edit" ? "saving…" : "deleting…") : null,
+        mine && !deleted && !m.pending ? h("span", { class: "status", "data-testid": "message-status" }, statusText(m)) : null,
       ),
     ),
+    changeable(m) && !editing ? menuEl(m) : null,
+    ui.confirming === m.key && changeable(m) ? confirmEl(m) : null,
     m.status === "failed"
       ? h(
           "div",
@@ -327,6 +480,12 @@ export function initThread() {
   addEventListener("popstate", () => (pushedHash = false));
   addEventListener("keydown", (e) => {
     if (e.key === "Escape" && ctx.activeKey && !$("members-panel").hidden) $("members-panel").hidden = true;
+  });
+  // A click outside an open message menu closes it.
+  document.addEventListener("click", (e) => {
+    if (!ui.menu || e.target.closest?.(".msg-actions")) return;
+    ui.menu = null;
+    renderMessages({});
   });
   $("message-scroll").addEventListener("scroll", () => {
     if (!ctx.activeKey) return;
