@@ -1,6 +1,6 @@
 import { afterAll } from "bun:test";
 import { existsSync } from "node:fs";
-import { chromium, type Browser } from "playwright-core";
+import { chromium, type Browser, type Page } from "playwright-core";
 import { startCluster, type Cluster } from "../scripts/cluster.ts";
 import { DEFAULT_CHROMIUM } from "./env.ts";
 
@@ -40,4 +40,14 @@ export function useBrowserCluster(): () => Promise<{ browser: Browser; cluster: 
         throw err;
       }
     })());
+}
+
+/** Serious and critical accessibility violations on the page as it is now (axe-core, run in the page; its context needs `bypassCSP: true`). */
+export async function axeViolations(page: Page): Promise<string[]> {
+  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });
+  const found = await page.evaluate(async () => {
+    const r = await (window as unknown as { axe: { run(ctx: Document): Promise<{ violations: Array<{ id: string; impact: string; nodes: Array<{ target: unknown[] }> }> }> } }).axe.run(document);
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.slice(0, 3).map((n) => String(n.target)) }));
+  });
+  return found.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id} (${v.impact}) at ${v.targets.join(", ")}`);
 }

@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
 import type { Page } from "playwright-core";
-import { useBrowserCluster } from "../../test/browser.ts";
+import { axeViolations, useBrowserCluster } from "../../test/browser.ts";
 
 // Group membership in the browser client (issue 15 item 5), in real Chromium against a real
 // cluster: discover, two ws instances and persist over Redis, RabbitMQ and PostgreSQL. Every wait
@@ -18,9 +18,10 @@ const pageErrors: string[] = [];
 const groupListRequests = new Map<Page, number>();
 
 /** A tab on `base`/client in a new browser profile, signed up (or, with `login`, signed in) as `name`. */
-async function signUp(base: string, name: string, { login = false } = {}): Promise<Page> {
+async function signUp(base: string, name: string, { login = false, colorScheme = "light" as "light" | "dark", width = 1200, axe = false } = {}): Promise<Page> {
   const { browser } = await env();
-  const page = await (await browser.newContext({ viewport: { width: 1200, height: 760 } })).newPage();
+  // axe-core is loaded into the page by a script tag, which the Content-Security-Policy forbids.
+  const page = await (await browser.newContext({ viewport: { width, height: 760 }, colorScheme, bypassCSP: axe })).newPage();
   page.setDefaultTimeout(10_000);
   page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
   groupListRequests.set(page, 0);
@@ -55,10 +56,12 @@ async function listRequestsDuring(page: Page, change: () => Promise<unknown>, sh
   return groupListRequests.get(page)! - before;
 }
 
+const [alice, bob, carol] = [`alice-${tag}`, `bob-${tag}`, `carol-${tag}`];
+let key = "";
+
 test("membership changes show at once on every member's client; a new member sees the history; the owner's role passes on; a removed member cannot write", async () => {
   const { cluster } = await env();
   const [ws1, ws2] = cluster.wsUrls as [string, string];
-  const [alice, bob, carol] = [`alice-${tag}`, `bob-${tag}`, `carol-${tag}`];
   const a = await signUp(ws1, alice);
   const b = await signUp(ws2, bob);
   const c = await signUp(ws1, carol);
@@ -67,7 +70,6 @@ test("membership changes show at once on every member's client; a new member see
   await a.getByTestId("new-group-toggle").click();
   await a.getByTestId("new-group-name").fill("Crew");
   await a.getByTestId("new-group-members").fill(bob);
-  let key = "";
   const createdAsked = await listRequestsDuring(
     b,
     async () => {
@@ -163,3 +165,25 @@ test("membership changes show at once on every member's client; a new member see
   await c.screenshot({ path: `${ARTIFACTS}members-removed.png` });
   expect(pageErrors).toEqual([]);
 }, 60_000);
+
+test("no serious accessibility violations: a group with notices and roles, a removed member's chat; light and dark, wide and phone-sized", async () => {
+  const { cluster } = await env();
+  expect(key).not.toBe("");
+  for (const colorScheme of ["light", "dark"] as const) {
+    for (const width of [1200, 390]) {
+      const b = await signUp(cluster.wsUrls[0]!, bob, { login: true, colorScheme, width, axe: true });
+      await b.goto(`${cluster.wsUrls[0]}/client/#${encodeURIComponent(key)}`);
+      await notice(b, "removed", carol).waitFor();
+      await b.getByTestId("members-toggle").click();
+      await member(b, bob).getByTestId("member-role").waitFor();
+      expect(await axeViolations(b), `group, ${colorScheme}, ${width}px`).toEqual([]);
+      const c = await signUp(cluster.wsUrls[1]!, carol, { login: true, colorScheme, width, axe: true });
+      await c.goto(`${cluster.wsUrls[1]}/client/#${encodeURIComponent(key)}`);
+      await c.getByTestId("conv-gone").waitFor();
+      expect(await axeViolations(c), `removed, ${colorScheme}, ${width}px`).toEqual([]);
+      await b.context().close();
+      await c.context().close();
+    }
+  }
+  expect(pageErrors).toEqual([]);
+}, 90_000);

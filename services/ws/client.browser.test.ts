@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
 import type { BrowserContext, Page } from "playwright-core";
-import { useBrowserCluster } from "../../test/browser.ts";
+import { axeViolations, useBrowserCluster } from "../../test/browser.ts";
 
 // The browser client (services/ws/client/) in real Chromium against a real cluster: discover, two
 // ws instances and persist over Redis, RabbitMQ and PostgreSQL. Every wait is on the DOM.
@@ -654,16 +654,6 @@ test("the small things: newest activity first, new-messages hint, links, long te
   await fresh.context().close();
   expect(pageErrors).toEqual([]);
 }, 60_000);
-
-/** Serious and critical accessibility violations on the page as it is now (axe-core, run in the page). */
-async function axeViolations(page: Page): Promise<string[]> {
-  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });
-  const found = await page.evaluate(async () => {
-    const r = await (window as unknown as { axe: { run(ctx: Document): Promise<{ violations: Array<{ id: string; impact: string; nodes: Array<{ target: unknown[] }> }> }> } }).axe.run(document);
-    return r.violations.map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.slice(0, 3).map((n) => String(n.target)) }));
-  });
-  return found.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id} (${v.impact}) at ${v.targets.join(", ")}`);
-}
 
 test("no serious accessibility violations in the main views, light and dark, wide and phone-sized", async () => {
   const { browser, cluster } = await env();
