@@ -70,6 +70,18 @@ describe("membership notices", () => {
     expect(again.conv("g:g1").removed).toEqual({ action: "removed", by: "alice" });
     expect(again.conv("g:g1").name).toBe("Crew");
   });
+
+  test("a removal that comes through sync marks the conversation; being added again clears it; history does not", () => {
+    const s = createStore("bob", memoryStorage());
+    s.mergeHistory("g:g1", [notice("alice", "removed", "bob", "1.1")], null);
+    expect(s.conv("g:g1").removed).toBeUndefined();
+    s.applyEvent(notice("alice", "removed", "bob", "1.2"));
+    expect(s.conv("g:g1").removed).toEqual({ action: "removed", by: "alice" });
+    s.applyEvent(notice("carol", "added", "bob", "1.3"));
+    expect(s.conv("g:g1").removed).toBeUndefined();
+    s.applyEvent(notice("bob", "left", "bob", "1.4"));
+    expect(s.conv("g:g1").removed).toEqual({ action: "left", by: "bob" });
+  });
 });
 
 describe("pushed group frames", () => {

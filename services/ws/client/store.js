@@ -280,6 +280,12 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     insert(c, m);
     index(m);
     c.touched = Math.max(c.touched, m.ts);
+    // Live and synced notices come in stream order: one about this user says whether they are
+    // still a member (a removal while offline shows when the sync brings it).
+    if (live && notice.user === me) {
+      if (notice.action === "removed" || notice.action === "left") c.removed = { action: notice.action, by: f.from };
+      else if (notice.action === "added") delete c.removed;
+    }
     return { msg: m, added: true };
   }
 
