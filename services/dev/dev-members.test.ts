@@ -15,7 +15,7 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-test("dev mode: pushed group frames, a new member's shared history, the owner's role handed on", async () => {
+test("dev mode: pushed group frames, membership notices, a new member's shared history, the owner's role handed on", async () => {
   dev = await spawnService("dev", "services/dev/index.ts", env, 0, 30_000);
   const url = dev.url;
   const call = async (method: string, path: string, body: unknown, token: string) => {
@@ -55,5 +55,8 @@ test("dev mode: pushed group frames, a new member's shared history, the owner's 
   expect((await call("DELETE", `/api/groups/${g}/members/cara`, undefined, tokens.bob!)).status).toBe(204);
   expect((await clients.cara!.waitFor(is("removed", "cara"))).group).toBeNull();
   expect((await call("GET", `/api/messages?group=${g}`, undefined, tokens.cara!)).status).toBe(403);
+  // The notices, in bob's history between the messages (PGlite stores the member events).
+  const notices = (await call("GET", `/api/messages?group=${g}`, undefined, tokens.bob!)).body.messages.map((f: Frame) => (f.type === "event" ? `${f.from} ${f.action} ${f.user}` : f.body));
+  expect(notices).toEqual(["ann created ann", "first", "second", "bob added cara", "ann left ann", "ann role bob", "bob removed cara"]);
   for (const c of Object.values(clients)) c.close();
 }, 60_000);
