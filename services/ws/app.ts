@@ -136,8 +136,7 @@ export function createApp(opts: {
     if (!Array.isArray(users) || users.length > 100_000 || !users.every((u) => typeof u === "string") || typeof frame?.type !== "string") {
       return c.json({ error: "expected {users:[user], frame:{type, …}}" }, 400);
     }
-    opts.router.pushLocal(users, frame);
-    return c.body(null, 204);
+    return c.json({ missing: opts.router.pushLocal(users, frame) });
   });
   app.post("/internal/deliver", async (c) => {
     const deliveries = parseDeliveries(await c.req.json().catch(() => null));

@@ -164,10 +164,16 @@ export function createRouter(opts: {
     );
   }
 
-  /** Sends a frame outside any stream to this instance's connections of `users`. */
-  function pushLocal(users: string[], frame: ServerFrame) {
+  /** Sends a frame outside any stream to this instance's connections of `users`; returns how many users had none here. */
+  function pushLocal(users: string[], frame: ServerFrame): number {
     const text = JSON.stringify(frame);
-    for (const u of users) for (const ws of opts.connections.of(u) ?? []) if (ws.data.open) ws.send(text);
+    let missing = 0;
+    for (const u of users) {
+      const conns = opts.connections.of(u);
+      if (!conns) missing++;
+      for (const ws of conns ?? []) if (ws.data.open) ws.send(text);
+    }
+    return missing;
   }
 
   /**
