@@ -212,13 +212,14 @@ export function parseClientFrame(text: string): ParsedFrame {
   const idOk = ClientMsgId.safeParse(obj.id);
   const id = idOk.success ? idOk.data : undefined;
   const withId = id === undefined ? {} : { id };
+  // A send's or an edit's text over the limit is `too_large`. Characters are code points, as Body
+  // (zod) counts them: an astral character is one, not two.
+  if ((obj.type === "send" || obj.type === "edit") && typeof obj.body === "string" && obj.body.length > MAX_BODY_CHARS && [...obj.body].length > MAX_BODY_CHARS) {
+    return { ok: false, code: "too_large", message: `body is over ${MAX_BODY_CHARS} characters`, ...withId };
+  }
   let schema: z.ZodType<ClientFrame>;
   switch (obj.type) {
     case "send":
-      // Characters are code points, as Body (zod) counts them: an astral character is one, not two.
-      if (typeof obj.body === "string" && obj.body.length > MAX_BODY_CHARS && [...obj.body].length > MAX_BODY_CHARS) {
-        return { ok: false, code: "too_large", message: `body is over ${MAX_BODY_CHARS} characters`, ...withId };
-      }
       schema = SendFrame;
       break;
     case "sync":
@@ -231,9 +232,6 @@ export function parseClientFrame(text: string): ParsedFrame {
       schema = WatchFrame;
       break;
     case "edit":
-      if (typeof obj.body === "string" && obj.body.length > MAX_BODY_CHARS && [...obj.body].length > MAX_BODY_CHARS) {
-        return { ok: false, code: "too_large", message: `body is over ${MAX_BODY_CHARS} characters`, ...withId };
-      }
       schema = EditFrame;
       break;
     case "delete":

@@ -1,25 +1,21 @@
 import { afterAll } from "bun:test";
 import { existsSync } from "node:fs";
-import { chromium, type Browser, type Page } from "playwright-core";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { startCluster, type Cluster } from "../scripts/cluster.ts";
 import { DEFAULT_CHROMIUM } from "./env.ts";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
 
 /**
- * For a browser test file: Chromium and a cluster (discover, two ws instances, persist over Redis,
- * RabbitMQ and PostgreSQL), started once on first use and stopped after the file. A missing or
- * broken Chromium fails every test, loudly.
+ * Chromium and a cluster (two ws instances) for a browser test file, started once on first use
+ * and stopped after the file; a missing or broken Chromium fails every test, loudly. `pageErrors`
+ * collects every page's uncaught errors and Content-Security-Policy refusals.
  */
-export function useBrowserCluster(): () => Promise<{ browser: Browser; cluster: Cluster }> {
+export function useBrowserCluster() {
   let setup: Promise<{ browser: Browser; cluster: Cluster }> | null = null;
-  afterAll(async () => {
-    const s = await setup?.catch(() => null);
-    await s?.browser.close();
-    await s?.cluster.stop();
-  }, 30_000);
-  return () =>
-    (setup ??= (async () => {
+  const pageErrors: string[] = [];
+  function env() {
+    setup ??= (async () => {
       if (!existsSync(CHROMIUM)) {
         throw new Error(`browser test: no Chromium at ${CHROMIUM}. Install it (apt-get install chromium) or set CHROMIUM_PATH.`);
       }
@@ -39,10 +35,33 @@ export function useBrowserCluster(): () => Promise<{ browser: Browser; cluster: 
         await browser.close();
         throw err;
       }
-    })());
+    })();
+    return setup;
+  }
+
+  afterAll(async () => {
+    const s = await setup?.catch(() => null);
+    await s?.browser.close();
+    await s?.cluster.stop();
+  }, 30_000);
+
+  /** A tab on `base`/client, in `ctx` (a browser profile: its localStorage survives the tab) or a new one. */
+  async function openClient(base: string, ctx?: BrowserContext): Promise<Page> {
+    const { browser } = await env();
+    ctx ??= await browser.newContext({ viewport: { width: 1200, height: 760 } });
+    const page = await ctx.newPage();
+    page.setDefaultTimeout(10_000);
+    page.on("pageerror", (e) => pageErrors.push(`${base}: ${e.message}`));
+    // The Content-Security-Policy must not block anything the client does.
+    page.on("console", (m) => m.type() === "error" && /Content Security Policy/i.test(m.text()) && pageErrors.push(`${base}: ${m.text()}`));
+    await page.goto(`${base}/client`);
+    return page;
+  }
+
+  return { env, openClient, pageErrors };
 }
 
-/** Serious and critical accessibility violations on the page as it is now (axe-core, run in the page; its context needs `bypassCSP: true`). */
+/** Serious and critical accessibility violations on the page as it is now (axe-core, run in the page). */
 export async function axeViolations(page: Page): Promise<string[]> {
   if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });
   const found = await page.evaluate(async () => {

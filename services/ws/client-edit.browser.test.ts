@@ -1,54 +1,17 @@
-import { afterAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync } from "node:fs";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { expect, test } from "bun:test";
+import { mkdirSync } from "node:fs";
+import type { BrowserContext, Page } from "playwright-core";
+import { axeViolations, useBrowserCluster } from "../../test/browser.ts";
 import { mintToken, TestClient } from "../../test/client.ts";
-import { DEFAULT_CHROMIUM } from "../../test/env.ts";
-import { startCluster, type Cluster } from "../../scripts/cluster.ts";
 
 // Edit and delete in the browser client, in real Chromium against a real cluster (two ws
 // instances): from the message's menu by keyboard and by mouse, live on the other user's instance
 // and on a second device, after that device reconnects (sync), and after a reload. Every wait is on the DOM.
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? DEFAULT_CHROMIUM;
 const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
 const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
-const pageErrors: string[] = [];
-
-let setup: Promise<{ browser: Browser; cluster: Cluster }> | null = null;
-function env() {
-  setup ??= (async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`browser test: no Chromium at ${CHROMIUM}. Install it (apt-get install chromium) or set CHROMIUM_PATH.`);
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-    });
-    try {
-      return { browser, cluster: await startCluster({ ws: 2 }) };
-    } catch (err) {
-      await browser.close();
-      throw err;
-    }
-  })();
-  return setup;
-}
-afterAll(async () => {
-  const s = await setup?.catch(() => null);
-  await s?.browser.close();
-  await s?.cluster.stop();
-}, 30_000);
-
-async function openClient(base: string, ctx?: BrowserContext): Promise<Page> {
-  const { browser } = await env();
-  ctx ??= await browser.newContext({ viewport: { width: 1200, height: 760 } });
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(10_000);
-  page.on("pageerror", (e) => pageErrors.push(`${base}: ${e.message}`));
-  page.on("console", (m) => m.type() === "error" && /Content Security Policy/i.test(m.text()) && pageErrors.push(`${base}: ${m.text()}`));
-  await page.goto(`${base}/client`);
-  return page;
-}
+const { env, openClient, pageErrors } = useBrowserCluster();
 
 async function signIn(base: string, name: string, register: boolean, ctx?: BrowserContext): Promise<Page> {
   const page = await openClient(base, ctx);
@@ -250,13 +213,3 @@ test("no serious accessibility violations with the message menu open, the editor
     await ctx.close();
   }
 }, 60_000);
-
-/** Serious and critical accessibility violations on the page as it is now (axe-core, run in the page). */
-async function axeViolations(page: Page): Promise<string[]> {
-  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });
-  const found = await page.evaluate(async () => {
-    const r = await (window as unknown as { axe: { run(ctx: Document): Promise<{ violations: Array<{ id: string; impact: string; nodes: Array<{ target: unknown[] }> }> }> } }).axe.run(document);
-    return r.violations.map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.slice(0, 3).map((n) => String(n.target)) }));
-  });
-  return found.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id} (${v.impact}) at ${v.targets.join(", ")}`);
-}

@@ -11,8 +11,7 @@ const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
 const PASSWORD = "correct horse battery";
 const tag = crypto.randomUUID().slice(0, 6);
 
-const env = useBrowserCluster();
-const pageErrors: string[] = [];
+const { env, openClient, pageErrors } = useBrowserCluster();
 
 /** Each page's requests for the group list (GET /api/groups), counted as they are sent. */
 const groupListRequests = new Map<Page, number>();
@@ -21,12 +20,9 @@ const groupListRequests = new Map<Page, number>();
 async function signUp(base: string, name: string, { login = false, colorScheme = "light" as "light" | "dark", width = 1200, axe = false } = {}): Promise<Page> {
   const { browser } = await env();
   // axe-core is loaded into the page by a script tag, which the Content-Security-Policy forbids.
-  const page = await (await browser.newContext({ viewport: { width, height: 760 }, colorScheme, bypassCSP: axe })).newPage();
-  page.setDefaultTimeout(10_000);
-  page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
+  const page = await openClient(base, await browser.newContext({ viewport: { width, height: 760 }, colorScheme, bypassCSP: axe }));
   groupListRequests.set(page, 0);
   page.on("request", (r) => r.method() === "GET" && new URL(r.url()).pathname === "/api/groups" && groupListRequests.set(page, groupListRequests.get(page)! + 1));
-  await page.goto(`${base}/client`);
   await page.getByTestId("auth-username").fill(name);
   await page.getByTestId("auth-password").fill(PASSWORD);
   await page.getByTestId(login ? "auth-login" : "auth-register").click();

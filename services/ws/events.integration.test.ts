@@ -181,8 +181,12 @@ describe("stream events", () => {
     await c.sync();
     const replay = c.frames.slice(start).filter((f) => f.type === "message" || f.type === "event");
     expect(replay.map((f) => (f.type === "message" ? f.msgId : `${f.kind}:${f.ref ?? f.action}`))).toEqual([m.msgId, "member:added", `edit:${m.msgId}`, after.msgId]);
+    // A sender who left the group can no longer change their messages there.
+    const leave = await fetch(`${A()}/api/groups/${g.groupId}/members/${alice}`, { method: "DELETE", headers: { authorization: `Bearer ${token}` } });
+    expect(leave.status).toBe(204);
+    expect(await edit(a, m.msgId, "from outside")).toMatchObject({ type: "error", code: "forbidden" });
+    expect(await del(a, after.msgId)).toMatchObject({ type: "error", code: "forbidden" });
   });
-
 
   test("errors: not yours (forbidden), unknown or deleted (not_found), malformed (bad_request / too_large), each with the frame's id; nothing is delivered", async () => {
     const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];

@@ -1,8 +1,5 @@
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { openPglite, type DbHandle } from "../db/index.ts";
+import { expect, test } from "bun:test";
+import { useTempPglite } from "../../test/pglite.ts";
 import { conversationKey, insertBatch, readRecords } from "../db/messages.ts";
 import { SendError, type ChatMessage } from "../protocol.ts";
 import type { EventContext } from "./kind.ts";
@@ -11,15 +8,7 @@ import { kindOf, newEvent, persistEvents } from "./registry.ts";
 // The edit and delete kinds against a real (embedded) database: acceptance rules and what persist
 // does, in every order batches may be written in.
 
-const dir = mkdtempSync(join(tmpdir(), "chat-edits-test-"));
-let handle: DbHandle;
-beforeAll(async () => {
-  handle = await openPglite(dir);
-}, 120_000);
-afterAll(async () => {
-  await handle?.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const pg = useTempPglite("chat-edits-test-");
 
 const HOUR = 3600_000;
 const T0 = 1_800_000_000_000;
@@ -29,13 +18,13 @@ const message = (from: string, to: string, body = "hello", ts = T0): ChatMessage
 /** Writes records as persist does: the row, one stream entry per user, and the kinds' hooks. */
 async function write(records: ChatMessage[], users: string[] = []) {
   const entries = records.flatMap((m, i) => [m.from, ...users].map((user) => ({ user, position: { epoch: 1, pos: ++n * 10 + i }, msgId: m.msgId, conv: conversationKey(m), kind: m.kind ?? "message" })));
-  await insertBatch(handle.db, records, entries, (tx) => persistEvents(tx, records));
+  await insertBatch(pg.handle().db, records, entries, (tx) => persistEvents(tx, records));
 }
 
-const ctx = (now: number): EventContext => ({ db: handle.db, groupMembers: async () => new Map(), awaitWritten: async () => {}, editWindowMs: 48 * HOUR, now: () => now });
+const ctx = (now: number): EventContext => ({ db: pg.handle().db, groupMembers: async () => new Map(), awaitWritten: async () => {}, editWindowMs: 48 * HOUR, now: () => now });
 const change = (kind: "edit" | "delete", m: ChatMessage, key: string, ts: number, body = "") => newEvent({ kind, from: m.from, key: `${key}\n${m.msgId}`, ref: m.msgId, body, ts });
 const refusal = (p: Promise<unknown>) => p.then(() => "accepted", (e) => (e instanceof SendError ? e.code : `threw ${e}`));
-const row = async (id: string) => (await readRecords(handle.db, [id])).get(id)!;
+const row = async (id: string) => (await readRecords(pg.handle().db, [id])).get(id)!;
 
 test("accept: the sender's own message within the window; its conversation and users; refusals with their codes", async () => {
   const m = message("alice", "bob");
@@ -80,7 +69,7 @@ test("persist: the latest edit wins in either write order; a deletion wins over 
     await write([m2]);
     const events = [change("edit", m2, "e1", T0 + 1, "edited"), change("delete", m2, "d", T0 + 2), change("edit", m2, "e2", T0 + 3, "edited later")];
     for (const b of order(events)) await write(b);
-    const stored = await readRecords(handle.db, [m2.msgId, ...events.map((e) => e.msgId)]);
+    const stored = await readRecords(pg.handle().db, [m2.msgId, ...events.map((e) => e.msgId)]);
     for (const r of stored.values()) expect(r.body).toBe("");
     expect(stored.get(m2.msgId)).toMatchObject({ deletedAt: T0 + 2 });
     expect(stored.get(m2.msgId)!.editedAt).toBeUndefined();

@@ -24,8 +24,11 @@ async function acceptChange(e: ChatMessage, ctx: EventContext, verb: string): Pr
   const target = rows.get(e.ref);
   if (!target || target.kind !== undefined) throw new SendError("not_found", "no such message");
   if (target.from !== e.from) throw new SendError("forbidden", `you can only ${verb} your own messages`);
-  if (target.group !== undefined) e.group = target.group;
-  else e.to = target.to;
+  if (target.group !== undefined) {
+    const members = (await ctx.groupMembers([target.group])).get(target.group) ?? [];
+    if (!members.includes(e.from)) throw new SendError("forbidden", "you are no longer a member of this group");
+    e.group = target.group;
+  } else e.to = target.to;
   // A retry of an event already stored is accepted again (it is acked as before and delivered once).
   if (!rows.has(e.msgId)) {
     if (target.deletedAt !== undefined) throw new SendError("not_found", "the message was deleted");
