@@ -82,6 +82,11 @@ try {
   await send(bob, "Did you see the launch plan? https://example.com/plan");
   await conv(alice, "d:bob").click();
   await send(alice, "Yes, looks good. Let's meet at 10.");
+  await conv(bob, "d:alice").click();
+  await send(bob, "Perfect. I'll book the small room.");
+  await send(bob, "Should we invite Dave's team too?\nThey handle the release notes.");
+  await send(alice, "Good idea, I added Dave to the crew already.");
+  await bob.locator('[data-testid="message"]').filter({ hasText: "I added Dave" }).waitFor();
   await chat(dave, "bob");
   await send(dave, "Quick question about Friday.");
 
@@ -101,6 +106,7 @@ try {
   await phone.getByTestId("auth-login").click();
   await phone.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
   await conv(phone, group).waitFor();
+  await conv(phone, "d:bob").locator('[data-testid="presence-dot"][data-online="true"]').waitFor();
   await phone.waitForTimeout(300);
   await phone.screenshot({ path: join(out, "phone-list.png") });
   await conv(phone, group).click();
