@@ -1,7 +1,7 @@
 // Group management: the group list from the server, the members panel, adding, removing, leaving.
 
 import { $, h } from "./dom.js";
-import { presenceDot } from "./presence.js";
+import { pollPresence, presenceDot } from "./presence.js";
 import { activeGroup, api, ctx } from "./state.js";
 import { USER_ID_RE } from "./store.js";
 import { lookupUsers, resolveUsers, userInfo } from "./users.js";
@@ -89,6 +89,7 @@ export function applyGroupFrame(f) {
   const s = ctx.store;
   s.applyGroup(f);
   const key = `g:${f.groupId}`;
+  if (f.group && ctx.activeKey === key) pollPresence(); // watch a new member at once
   if (f.group === null && f.change?.action === "left" && f.change.user === s.me) {
     s.forget(key);
     if (ctx.activeKey === key) openConvFn(null);
