@@ -112,6 +112,15 @@ test("membership changes show at once on every member's client; a new member see
   const order = await b.locator('[data-testid="message"], [data-testid="notice"]').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.testid));
   expect(order).toEqual(["notice", "message", "message", "notice"]);
 
+  // The owner makes Carol an admin and takes it back: Bob's panel follows at once.
+  await member(a, carol).getByTestId("member-role-toggle").filter({ hasText: "Make admin" }).click();
+  await member(b, carol).getByTestId("member-role").filter({ hasText: "admin" }).waitFor();
+  await notice(b, "role", carol).waitFor();
+  await member(a, carol).getByTestId("member-role-toggle").filter({ hasText: "Remove admin" }).click();
+  await member(b, carol).getByTestId("member-role").waitFor({ state: "detached" });
+  expect((await notices(b)).slice(-2)).toEqual([`${alice} made ${carol} an admin`, `${carol} is no longer an admin`]);
+  expect(await member(b, carol).getByTestId("member-role-toggle").count()).toBe(0); // only the owner sees it
+
   // Alice leaves: Bob, the longest-standing member, becomes the owner and can remove members.
   const leftAsked = await listRequestsDuring(
     b,
