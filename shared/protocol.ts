@@ -151,6 +151,8 @@ export interface GroupView {
   /** Additions: the owner (null once the group has no members) and the admins, who may remove members. */
   owner: string | null;
   admins: string[];
+  /** Addition: grows with every membership or role change of the group. */
+  version: number;
 }
 
 /** One change of a group's membership or roles; `by` is the member who made it. */
@@ -163,6 +165,8 @@ export type MemberChange =
 export interface GroupFrame {
   type: "group";
   groupId: string;
+  /** The group's version after the change (a client ignores a frame older than what it has). */
+  version: number;
   change: MemberChange;
   /** The group after the change; null for a user who is no longer a member. */
   group: GroupView | null;

@@ -13,7 +13,7 @@ const message = (from: string, body: string, cursor: string) => ({ type: "messag
 const notice = (from: string, action: string, user: string, cursor: string, role?: string) => ({
   type: "event", kind: "member", msgId: `e${++n}`, from, group: "g1", ts: 1_000, action, user, ...(role ? { role } : {}), cursor,
 });
-const view = (members: string[], owner = members[0]) => ({ groupId: "g1", name: "Crew", members, creator: "alice", owner, admins: [] });
+const view = (members: string[], owner = members[0], version = 0) => ({ groupId: "g1", name: "Crew", members, creator: "alice", owner, admins: [], version });
 const items = (s: any) => s.conv("g:g1").messages.map((m: any) => m.body);
 
 describe("membership notices", () => {
@@ -92,6 +92,22 @@ describe("pushed group frames", () => {
     s.applyGroup({ type: "group", groupId: "g1", change: { action: "added", user: "carol", by: "alice" }, group: view(["alice", "bob", "carol"]) });
     expect(s.groups.get("g1").members).toEqual(["alice", "bob", "carol"]);
     expect(s.groupFrames).toBe(before + 1);
+  });
+
+  test("a frame older than one already applied is ignored (two changes at once); a list older than a frame keeps the frame's state", () => {
+    const s = createStore("bob", memoryStorage());
+    s.setGroups([view(["alice", "bob"], "alice", 1)]);
+    const frame = (v: number, members: string[], action: string, user: string) => ({ type: "group", groupId: "g1", version: v, change: { action, user, by: "alice" }, group: view(members, "alice", v) });
+    s.applyGroup(frame(3, ["alice", "bob", "carol", "dave"], "added", "dave"));
+    s.applyGroup(frame(2, ["alice", "bob", "carol"], "added", "carol"));
+    expect(s.groups.get("g1").members).toEqual(["alice", "bob", "carol", "dave"]);
+    s.setGroups([view(["alice", "bob", "carol"], "alice", 2)]);
+    expect(s.groups.get("g1").members).toEqual(["alice", "bob", "carol", "dave"]);
+    s.setGroups([view(["alice", "bob"], "alice", 4)]);
+    expect(s.groups.get("g1").members).toEqual(["alice", "bob"]);
+    // A removal older than being added back is ignored too.
+    s.applyGroup({ type: "group", groupId: "g1", version: 3, change: { action: "removed", user: "bob", by: "alice" }, group: null });
+    expect(s.groups.has("g1")).toBe(true);
   });
 
   test("a group this user joins goes to the top of the list; being added back clears the removal", () => {

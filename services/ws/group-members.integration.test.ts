@@ -44,7 +44,8 @@ describe("membership changes reach every member's connections at once", () => {
     for (const cl of [a, b1, b2, c]) {
       const f = await told(cl, g, "added", carol);
       expect(f.change).toEqual({ action: "added", user: carol, by: bob });
-      expect(f.group).toMatchObject({ groupId: g, name: "Team", owner: alice, admins: [], creator: alice });
+      expect(f.version).toBe(1);
+      expect(f.group).toMatchObject({ groupId: g, name: "Team", owner: alice, admins: [], creator: alice, version: 1 });
       expect(f.group.members.slice().sort()).toEqual([alice, bob, carol].sort());
     }
 
@@ -56,6 +57,7 @@ describe("membership changes reach every member's connections at once", () => {
     }
     const gone = await told(c, g, "removed", carol);
     expect(gone.group).toBeNull();
+    expect(gone.version).toBe(2);
 
     expect((await remove(bob, g, bob, B())).status).toBe(204);
     expect((await told(a, g, "left", bob)).group.members).toEqual([alice]);
@@ -72,6 +74,23 @@ describe("membership changes reach every member's connections at once", () => {
     const g = await createGroup(alice, [bob]);
     const f = await told(b, g, "created", alice);
     expect(f.group.members.slice().sort()).toEqual([alice, bob].sort());
+  });
+
+  test("changes made at once on two instances: each frame carries the group as its change left it, with a distinct version; the newest lists everyone", async () => {
+    const [alice, ...others] = [uniqueUser("alice"), ...Array.from({ length: 6 }, (_, i) => uniqueUser(`m${i}`))];
+    const g = await createGroup(alice, []);
+    const a = await connect(A(), alice);
+    const rs = await Promise.all(others.map((u, i) => add(alice, g, u, i % 2 ? A() : B())));
+    expect(rs.map((r) => r.status)).toEqual(others.map(() => 204));
+    const frames = await Promise.all(others.map((u) => told(a, g, "added", u)));
+    expect(frames.map((f) => f.version).sort((x, y) => x - y)).toEqual([1, 2, 3, 4, 5, 6]);
+    for (const f of frames) expect(f.group.members).toHaveLength(f.version + 1);
+    const newest = frames.find((f) => f.version === 6)!;
+    expect(newest.group.members.slice().sort()).toEqual([alice, ...others].sort());
+    expect((await groupOf(alice, g)).version).toBe(6);
+    // A change that changes nothing keeps the version.
+    expect((await add(alice, g, others[0]!)).status).toBe(204);
+    expect((await groupOf(alice, g)).version).toBe(6);
   });
 });
 

@@ -2,7 +2,7 @@ import type { Db } from "../../shared/db/index.ts";
 import { historyToShare } from "../../shared/db/messages.ts";
 import { newEvent } from "../../shared/events/registry.ts";
 import type { Logger } from "../../shared/log.ts";
-import type { GroupRole, GroupView, MemberChange } from "../../shared/protocol.ts";
+import type { GroupRole, GroupView } from "../../shared/protocol.ts";
 import type { Delivery as StreamDelivery } from "./delivery.ts";
 import type { Pipeline } from "./pipeline.ts";
 import type { Router } from "./router.ts";
@@ -30,32 +30,33 @@ export function createGroups(opts: { db: Db; pipeline: Pipeline; router: Router;
    * member who left or was removed). Never rejects: the change is committed whatever happens to
    * its notice (a queue outage loses the notice, not the change).
    */
-  async function notify(groupId: string, { changes, members }: store.MembershipOutcome) {
+  async function notify(groupId: string, { changes, group }: store.MembershipOutcome) {
     for (const change of changes) {
       const data: Record<string, unknown> = { action: change.action, user: change.user };
       if (change.action === "role") data.role = change.role;
-      const rcpt = [...new Set([...members, change.user])];
+      const rcpt = [...new Set([...group.members, change.user])];
       const e = newEvent({ kind: "member", from: change.by, key: crypto.randomUUID(), group: groupId, data });
       await opts.pipeline.send({ ...e, rcpt }).catch((err) => opts.log.warn("a membership notice could not be sent", { err, groupId, change }));
     }
   }
 
-  /** The `group` frame of each change to every connection of the members now, and of a member who is gone. */
-  async function announce(groupId: string, changes: MemberChange[]) {
-    if (changes.length === 0) return;
-    const g = await store.groupView(db, groupId);
-    const members = g?.members ?? [];
+  /**
+   * The `group` frame of each change, with the group as the change left it (and its version), to
+   * every connection of its members, and of a member who is gone (`group: null`).
+   */
+  async function announce(groupId: string, { changes, group }: store.MembershipOutcome) {
+    const { version, members } = group;
     for (const change of changes) {
-      await opts.router.push(members, { type: "group", groupId, change, group: g });
+      await opts.router.push(members, { type: "group", groupId, version, change, group });
       if (!members.includes(change.user) && change.action !== "role") {
-        await opts.router.push([change.user], { type: "group", groupId, change, group: null });
+        await opts.router.push([change.user], { type: "group", groupId, version, change, group: null });
       }
     }
   }
 
   const changed = async (groupId: string, outcome: store.MembershipOutcome) => {
     await notify(groupId, outcome);
-    await announce(groupId, outcome.changes);
+    await announce(groupId, outcome);
   };
 
   /** Never rejects: a member added is a member even if their history could not be shared. */
@@ -76,7 +77,7 @@ export function createGroups(opts: { db: Db; pipeline: Pipeline; router: Router;
     async create(creator: string, name: string, members: string[]): Promise<GroupView> {
       const id = "g_" + crypto.randomUUID().replaceAll("-", "").slice(0, 20);
       const g = await store.createGroup(db, id, name, creator, members);
-      await changed(id, { changes: [{ action: "created", user: creator, by: creator }], members: g.members });
+      await changed(id, { changes: [{ action: "created", user: creator, by: creator }], group: g });
       return g;
     },
     async add(groupId: string, user: string, by: string): Promise<void> {

@@ -97,10 +97,10 @@ export async function createGroup(db: Db, id: string, name: string, creator: str
     await tx.insert(groups).values({ id, name, creator });
     await tx.insert(groupMembers).values(all.map((userId) => ({ groupId: id, userId, role: userId === creator ? "owner" : "member" })));
   });
-  return { groupId: id, name, members: all.sort(), creator, owner: creator, admins: [] };
+  return { groupId: id, name, members: all.sort(), creator, owner: creator, admins: [], version: 0 };
 }
 
-const viewOf = (g: { groupId: string; name: string; creator: string }, rows: Array<{ member: string; role: string }>): GroupView => ({
+const viewOf = (g: { groupId: string; name: string; creator: string; version: number }, rows: Array<{ member: string; role: string }>): GroupView => ({
   ...g,
   members: rows.map((r) => r.member),
   owner: rows.find((r) => r.role === "owner")?.member ?? null,
@@ -110,7 +110,7 @@ const viewOf = (g: { groupId: string; name: string; creator: string }, rows: Arr
 export async function groupsOf(db: Db, user: string): Promise<GroupView[]> {
   const mine = db.select({ g: groupMembers.groupId }).from(groupMembers).where(eq(groupMembers.userId, user));
   const rows = await db
-    .select({ groupId: groups.id, name: groups.name, creator: groups.creator, member: groupMembers.userId, role: groupMembers.role })
+    .select({ groupId: groups.id, name: groups.name, creator: groups.creator, version: groups.version, member: groupMembers.userId, role: groupMembers.role })
     .from(groups)
     .innerJoin(groupMembers, eq(groupMembers.groupId, groups.id))
     .where(inArray(groups.id, mine))
@@ -126,7 +126,7 @@ export async function groupsOf(db: Db, user: string): Promise<GroupView[]> {
 
 /** One group as its members see it, or null when it does not exist. */
 export async function groupView(db: Db, id: string): Promise<GroupView | null> {
-  const [g] = await db.select({ groupId: groups.id, name: groups.name, creator: groups.creator }).from(groups).where(eq(groups.id, id));
+  const [g] = await db.select({ groupId: groups.id, name: groups.name, creator: groups.creator, version: groups.version }).from(groups).where(eq(groups.id, id));
   if (!g) return null;
   const rows = await db
     .select({ member: groupMembers.userId, role: groupMembers.role })
@@ -142,39 +142,54 @@ export async function groupInfo(db: Db, id: string): Promise<{ creator: string; 
 
 type Tx = Parameters<Parameters<Db["transaction"]>[0]>[0];
 
+/** What a membership change did, and the group right after it (read in the same transaction). */
+export interface MembershipOutcome {
+  changes: MemberChange[];
+  group: GroupView;
+}
+
 /**
- * Runs `fn` on the group's members with the group's row locked: membership changes of one group
- * are serialised (two owners leaving at once still leave exactly one owner). 404 for no group.
+ * Runs `fn` on the group's members (in joining order) with the group's row locked: membership
+ * changes of one group are serialised (two owners leaving at once still leave exactly one owner),
+ * and each one that changes something increments the group's version. 404 for no group.
  */
-async function withMembers<T>(db: Db, groupId: string, fn: (tx: Tx, roles: Map<string, GroupRole>) => Promise<T>): Promise<T> {
+async function withMembers(db: Db, groupId: string, fn: (tx: Tx, roles: Map<string, GroupRole>) => Promise<MemberChange[]>): Promise<MembershipOutcome> {
   return db.transaction(async (tx) => {
-    const [g] = await tx.select({ id: groups.id }).from(groups).where(eq(groups.id, groupId)).for("update");
+    const [g] = await tx
+      .select({ groupId: groups.id, name: groups.name, creator: groups.creator, version: groups.version })
+      .from(groups)
+      .where(eq(groups.id, groupId))
+      .for("update");
     if (!g) throw new GroupRefused(404, "no such group");
     const rows = await tx
       .select({ u: groupMembers.userId, role: groupMembers.role })
       .from(groupMembers)
       .where(eq(groupMembers.groupId, groupId))
       .orderBy(groupMembers.joinedAt, groupMembers.userId);
-    return fn(tx, new Map(rows.map((r) => [r.u, r.role as GroupRole])));
+    const changes = await fn(tx, new Map(rows.map((r) => [r.u, r.role as GroupRole])));
+    if (changes.length > 0) {
+      g.version++;
+      await tx.update(groups).set({ version: g.version }).where(eq(groups.id, groupId));
+    }
+    const after = await tx
+      .select({ member: groupMembers.userId, role: groupMembers.role })
+      .from(groupMembers)
+      .where(eq(groupMembers.groupId, groupId))
+      .orderBy(groupMembers.userId);
+    return { changes, group: viewOf(g, after) };
   });
 }
 
 const setRoleRow = (tx: Tx, groupId: string, userId: string, role: GroupRole) =>
   tx.update(groupMembers).set({ role }).where(and(eq(groupMembers.groupId, groupId), eq(groupMembers.userId, userId)));
 
-/** What a membership change did, and the group's members right after it (in the same transaction). */
-export interface MembershipOutcome {
-  changes: MemberChange[];
-  members: string[];
-}
-
 /** Any member may add (the contract); adding a member again changes nothing (no change returned). */
 export async function addMember(db: Db, groupId: string, userId: string, by: string): Promise<MembershipOutcome> {
   return withMembers(db, groupId, async (tx, roles) => {
     if (!roles.has(by)) throw new GroupRefused(403, "only members may add members");
-    if (roles.has(userId)) return { changes: [], members: [...roles.keys()] };
+    if (roles.has(userId)) return [];
     await tx.insert(groupMembers).values({ groupId, userId, role: "member" });
-    return { changes: [{ action: "added", user: userId, by }], members: [...roles.keys(), userId] };
+    return [{ action: "added", user: userId, by }];
   });
 }
 
@@ -203,7 +218,7 @@ export async function removeMember(db: Db, groupId: string, userId: string, by: 
         changes.push({ action: "role", user: next, role: "owner", by });
       }
     }
-    return { changes, members: [...roles.keys()] };
+    return changes;
   });
 }
 
@@ -217,14 +232,14 @@ export async function setRole(db: Db, groupId: string, userId: string, role: Gro
     const current = roles.get(userId);
     if (current === undefined) throw new GroupRefused(404, "not a member");
     if (userId === by) throw new GroupRefused(400, "the owner hands ownership on by making another member the owner");
-    if (current === role) return { changes: [], members: [...roles.keys()] };
+    if (current === role) return [];
     await setRoleRow(tx, groupId, userId, role);
     const changes: MemberChange[] = [{ action: "role", user: userId, role, by }];
     if (role === "owner") {
       await setRoleRow(tx, groupId, by, "admin");
       changes.push({ action: "role", user: by, role: "admin", by });
     }
-    return { changes, members: [...roles.keys()] };
+    return changes;
   });
 }
 

@@ -68,6 +68,8 @@ export const groups = pgTable("groups", {
   name: text("name").notNull(),
   creator: text("creator").notNull(),
   createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  /** Counts the group's membership and role changes (a client keeps the newest state it saw). */
+  version: bigint("version", { mode: "number" }).notNull().default(0),
 });
 
 export const groupMembers = pgTable(

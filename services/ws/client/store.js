@@ -76,6 +76,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
   const groups = new Map();
   let groupsLoaded = false;
   let groupFrames = 0; // pushed `group` frames applied: a group list asked for before one is stale
+  const groupVersions = new Map(); // groupId -> the newest version seen (frames may cross each other)
   let cursor = null;
   let seq = 0; // see order.js
   /** Edits and deletions sent from this tab, by client id, until acked or refused. */
@@ -560,8 +561,16 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     },
 
     setGroups(list) {
+      const had = new Map(groups);
       groups.clear();
-      for (const g of list) if (g && typeof g.groupId === "string") groups.set(g.groupId, g);
+      for (const g of list) {
+        if (!g || typeof g.groupId !== "string") continue;
+        // keep a newer state a frame brought while the list was on its way
+        const newer = had.get(g.groupId);
+        const stale = Number.isSafeInteger(g.version) && (groupVersions.get(g.groupId) ?? -1) > g.version;
+        groups.set(g.groupId, stale && newer ? newer : g);
+        if (Number.isSafeInteger(g.version) && !stale) groupVersions.set(g.groupId, g.version);
+      }
       for (const id of groups.keys()) {
         const c = convs.get(`g:${id}`);
         if (c) delete c.removed;
@@ -581,6 +590,11 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       const valid = f?.group === null || (typeof f?.group === "object" && Array.isArray(f.group.members) && typeof f.group.name === "string");
       if (typeof f?.groupId !== "string" || !valid) return;
       groupFrames++;
+      // A frame older than a change already applied (two changes made at once) is stale.
+      if (Number.isSafeInteger(f.version)) {
+        if ((groupVersions.get(f.groupId) ?? -1) > f.version) return;
+        groupVersions.set(f.groupId, f.version);
+      }
       const key = `g:${f.groupId}`;
       const change = f.change ?? {};
       if (f.group) {
