@@ -160,6 +160,40 @@ export interface EventFrame {
   [field: string]: unknown;
 }
 
+/** Additions (docs/api.md, "Groups: roles and membership changes"). */
+export const GROUP_ROLES = ["owner", "admin", "member"] as const;
+export type GroupRole = (typeof GROUP_ROLES)[number];
+
+export interface GroupView {
+  groupId: string;
+  name: string;
+  members: string[];
+  /** An addition to the contract's shape: who created the group (never changes). */
+  creator: string;
+  /** Additions: the owner (null once the group has no members) and the admins, who may remove members. */
+  owner: string | null;
+  admins: string[];
+  /** Addition: grows with every membership or role change of the group. */
+  version: number;
+}
+
+/** One change of a group's membership or roles; `by` is the member who made it. */
+export type MemberChange =
+  | { action: "created"; user: string; by: string }
+  | { action: "added" | "removed" | "left"; user: string; by: string }
+  | { action: "role"; user: string; role: GroupRole; by: string };
+
+/** Pushed to the members' connections (and a removed member's) when a group's membership or roles change. */
+export interface GroupFrame {
+  type: "group";
+  groupId: string;
+  /** The group's version after the change (a client ignores a frame older than what it has). */
+  version: number;
+  change: MemberChange;
+  /** The group after the change; null for a user who is no longer a member. */
+  group: GroupView | null;
+}
+
 export type ServerFrame =
   | { type: "ack"; id: string; msgId: string; ts: number; cursor?: string }
   | MessageFrame
@@ -168,7 +202,8 @@ export type ServerFrame =
   | { type: "pong" }
   | { type: "error"; id?: string; code: ErrorCode; message: string }
   | { type: "presence"; user: string; online: boolean }
-  | TypingEvent;
+  | TypingEvent
+  | GroupFrame;
 
 /**
  * Builds a message frame; `cursor` is always the last key (the gateway splices per-connection

@@ -100,7 +100,8 @@ const show = (s: string) => JSON.stringify(s.length > 120 ? `${s.slice(0, 120)}â
 /**
  * Sends each text followed by a marker, so the answers of frame k are what arrives between the
  * answers to markers k-1 and k. Acks (and send errors with ids) arrive asynchronously and are matched
- * by id instead; `message` frames (live or sync answers) are ignored.
+ * by id instead; `message` and `event` frames (live or sync answers; the group's creation is a
+ * `member` event in every member's stream) are ignored.
  */
 async function fuzzOver(url: string, user: string, texts: string[]): Promise<FuzzReport> {
   const c = await connectReady(url, user, cluster.jwtSecret);

@@ -42,6 +42,7 @@ function makeApp(env: Record<string, string> = {}, revocations: Revocations = cr
     db: handle.db,
     directory: createMemoryDirectory(),
     router: {} as Router, // /internal is not under test here
+    groups: {} as never, // groups are tested in services/ws/groups*.integration.test.ts
     stream: { awaitWritten: async () => {} } as never,
     pipeline: {} as never, // nor edits
     jwtSecret: SECRET,

@@ -8,11 +8,12 @@ import { DirectoryUnavailable, type Directory } from "../../shared/directory/dir
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
 import { HISTORY_KINDS, streamFrame } from "../../shared/events/registry.ts";
-import { Body, ClientMsgId, Cursor, GroupId, messageFrame, MsgId, SendError, storableText, TypingEvent, UserId, type ErrorCode } from "../../shared/protocol.ts";
+import { Body, ClientMsgId, Cursor, GROUP_ROLES, GroupId, messageFrame, MsgId, SendError, storableText, TypingEvent, UserId, type ErrorCode } from "../../shared/protocol.ts";
 import { bearer, secretMatches } from "../../shared/secret.ts";
 import type { ApiEnv, createAccounts } from "./accounts.ts";
 import { BadForwardedFor } from "./client-address.ts";
 import type { Delivery as StreamDelivery } from "./delivery.ts";
+import type { Groups } from "./groups.ts";
 import { apiCors, securityHeaders } from "./headers.ts";
 import { changeRecord, type Pipeline } from "./pipeline.ts";
 import type { Delivery, Ephemeral, Router } from "./router.ts";
@@ -103,6 +104,7 @@ export function createApp(opts: {
   accounts: Accounts;
   /** Web Push subscription routes (`/api/push/*`, behind the user-token check). */
   push?: Hono<ApiEnv>;
+  groups: Groups;
   /** Origins allowed to call /api cross-origin (CORS); none when empty. */
   corsOrigins: string[];
   health: () => Promise<Record<string, boolean>>;
@@ -114,6 +116,7 @@ export function createApp(opts: {
 
   app.onError((err, c) => {
     if (err instanceof HTTPException) return c.json({ error: err.message }, err.status);
+    if (err instanceof store.GroupRefused) return c.json({ error: err.message }, err.status);
     if (err instanceof BadForwardedFor) return c.json({ error: err.message }, 400);
     if (err instanceof DirectoryUnavailable) return c.json({ error: "unavailable" }, 503);
     opts.log.error("request failed", { err, path: c.req.path });
@@ -146,6 +149,15 @@ export function createApp(opts: {
     if (!secretMatches(bearer(c.req.header("authorization")), opts.internalSecret)) return c.json({ error: "unauthorized" }, 401);
     await next();
   });
+  app.post("/internal/push", async (c) => {
+    const body = await c.req.json().catch(() => null);
+    const users = body?.users;
+    const frame = body?.frame;
+    if (!Array.isArray(users) || users.length > 100_000 || !users.every((u) => typeof u === "string") || typeof frame?.type !== "string") {
+      return c.json({ error: "expected {users:[user], frame:{type, …}}" }, 400);
+    }
+    return c.json({ missing: opts.router.pushLocal(users, frame) });
+  });
   app.post("/internal/deliver", async (c) => {
     const raw = await c.req.json().catch(() => null);
     const deliveries = parseDeliveries(raw);
@@ -166,28 +178,27 @@ export function createApp(opts: {
   // Groups.
   app.post("/api/groups", json(z.object({ name: z.string().trim().min(1).max(100), members: z.array(UserId).max(1000).default([]) })), async (c) => {
     const { name, members } = c.req.valid("json");
-    const id = "g_" + crypto.randomUUID().replaceAll("-", "").slice(0, 20);
-    return c.json(await store.createGroup(db, id, name, c.get("user"), members), 201);
+    return c.json(await opts.groups.create(c.get("user"), name, members), 201);
   });
   app.get("/api/groups", async (c) => c.json({ groups: await store.groupsOf(db, c.get("user")) }));
-  const groupOr404 = async (id: string) => {
-    const g = GroupId.safeParse(id).success ? await store.groupInfo(db, id) : null;
-    if (!g) throw new HTTPException(404, { message: "no such group" });
-    return g;
+  const groupParam = (id: string) => {
+    if (!GroupId.safeParse(id).success) throw new HTTPException(404, { message: "no such group" });
+    return id;
+  };
+  const memberParam = (id: string) => {
+    if (!UserId.safeParse(id).success) throw new HTTPException(400, { message: "not a user id" });
+    return id;
   };
   app.post("/api/groups/:groupId/members", json(z.object({ userId: UserId })), async (c) => {
-    const g = await groupOr404(c.req.param("groupId"));
-    if (!g.members.includes(c.get("user"))) return c.json({ error: "only members may add members" }, 403);
-    await store.addMember(db, c.req.param("groupId"), c.req.valid("json").userId);
+    await opts.groups.add(groupParam(c.req.param("groupId")), c.req.valid("json").userId, c.get("user"));
     return c.body(null, 204);
   });
   app.delete("/api/groups/:groupId/members/:userId", async (c) => {
-    const g = await groupOr404(c.req.param("groupId"));
-    const me = c.get("user");
-    const target = c.req.param("userId");
-    if (target !== me && g.creator !== me) return c.json({ error: "only the group's creator may remove others" }, 403);
-    if (!g.members.includes(target)) return c.json({ error: "not a member" }, 404);
-    await store.removeMember(db, c.req.param("groupId"), target);
+    await opts.groups.remove(groupParam(c.req.param("groupId")), memberParam(c.req.param("userId")), c.get("user"));
+    return c.body(null, 204);
+  });
+  app.put("/api/groups/:groupId/members/:userId/role", json(z.strictObject({ role: z.enum(GROUP_ROLES) })), async (c) => {
+    await opts.groups.setRole(groupParam(c.req.param("groupId")), memberParam(c.req.param("userId")), c.req.valid("json").role, c.get("user"));
     return c.body(null, 204);
   });
 

@@ -160,12 +160,12 @@ test("a reload keeps the history, and messages sent while away arrive once", asy
   expect(pageErrors).toEqual([]);
 }, 30_000);
 
-test("the creator removes and re-adds a member; the removed member can no longer write", async () => {
+test("the owner removes and re-adds a member; the removed member can no longer write", async () => {
   const a = pages.alice!, b = pages.bob!, c = pages.carol!;
   const members = (p: Page) => p.getByTestId("members-list").locator("li");
   const memberIds = async (p: Page) => (await members(p).evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.user!))).sort();
 
-  // Only the creator gets a remove control, and never for themself.
+  // Only the owner (and admins) get a remove control, and never for themself.
   await conv(b, groupKey).click();
   await b.getByTestId("members-toggle").click();
   await members(b).first().waitFor();
@@ -176,22 +176,18 @@ test("the creator removes and re-adds a member; the removed member can no longer
   expect(await a.getByTestId("member-remove").count()).toBe(2);
   expect(await members(a).filter({ hasText: alice }).getByTestId("member-remove").count()).toBe(0);
 
+  // Carol has the group open when Alice removes her: her chat says so at once and cannot be written to.
+  await conv(c, groupKey).click();
   await members(a).filter({ hasText: carol }).getByTestId("member-remove").click();
   await members(a).filter({ hasText: carol }).waitFor({ state: "detached" });
   expect(await memberIds(a)).toEqual([alice, bob].sort());
-
-  // Carol's next group message is refused; her client notices it left the group.
-  await conv(c, groupKey).click();
-  await c.getByTestId("composer-input").fill("Am I still here?");
-  await c.getByTestId("composer-send").click();
-  const refused = message(c, "Am I still here?", "failed");
-  await refused.waitFor();
-  expect(await refused.getByTestId("message-error").getAttribute("data-code")).toBe("forbidden");
-  await conv(c, groupKey).waitFor({ state: "detached" });
-  await c.locator('[data-testid="conv-sub"]', { hasText: "not a member" }).waitFor();
+  await c.locator('[data-testid="conv-sub"]', { hasText: `removed from this group by ${alice}` }).waitFor();
+  expect(await c.getByTestId("conv-title").textContent()).toBe("Launch crew");
   expect(await c.getByTestId("composer-input").isDisabled()).toBe(true);
+  expect(await c.getByTestId("conv-gone").isVisible()).toBe(true);
+  await conv(c, groupKey).waitFor({ state: "detached" });
 
-  // Alice adds her back; Carol sees the group again with the next message.
+  // Alice adds her back; Carol sees the group again.
   await a.getByTestId("add-member-input").fill(carol);
   await a.getByTestId("add-member-button").click();
   await members(a).filter({ hasText: carol }).waitFor();

@@ -159,7 +159,7 @@ describe("stream events", () => {
     expect(p2.before).toBeNull();
   });
 
-  test("a group message's edit goes to the members it was sent to, not to a member added later", async () => {
+  test("a group message's edit goes to every member holding it, a member added later included (given it with the group's history)", async () => {
     const [alice, bob, carol] = [uniqueUser("alice"), uniqueUser("bob"), uniqueUser("carol")];
     const token = await mintToken(alice, fx.cluster.jwtSecret);
     const api = (path: string, body: unknown) => fetch(`${A()}${path}`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body) });
@@ -169,17 +169,20 @@ describe("stream events", () => {
     const c = await fx.connect(A(), carol);
     const m = await a.sendMessage({ group: g.groupId }, "before carol");
     expect((await api(`/api/groups/${g.groupId}/members`, { userId: carol })).status).toBe(204);
-    const e = await edit(a, m.msgId, "edited before carol saw it");
+    const e = await edit(a, m.msgId, "edited after carol joined");
     expect(e.type).toBe("ack");
     const ev = await b.waitFor((f) => f.type === "event" && f.msgId === e.msgId, "the edit");
-    expect(ev).toMatchObject({ kind: "edit", group: g.groupId, ref: m.msgId, body: "edited before carol saw it" });
-    // carol gets the next group message, and never the edit of one she was not sent.
+    expect(ev).toMatchObject({ kind: "edit", group: g.groupId, ref: m.msgId, body: "edited after carol joined" });
+    // carol was given the message when she was added (docs/api.md "History for a new member"), so its edit reaches her too.
+    const ce = await c.waitFor((f) => f.type === "event" && f.msgId === e.msgId, "the edit at carol");
+    expect(ce).toMatchObject({ kind: "edit", ref: m.msgId, body: "edited after carol joined" });
     const after = await a.sendMessage({ group: g.groupId }, "with carol");
     await c.waitFor((f) => f.type === "message" && f.msgId === after.msgId, "the later message");
-    expect(c.frames.filter((f) => f.type === "event")).toEqual([]);
-    const s = await c.sync();
-    expect(s.messages.map((f) => f.msgId)).toEqual([after.msgId]);
-    expect(c.frames.filter((f) => f.type === "event")).toEqual([]);
+    // Sync replays her stream: the message she was given, the notice of her joining, the edit, the next message.
+    const start = c.frames.length;
+    await c.sync();
+    const replay = c.frames.slice(start).filter((f) => f.type === "message" || f.type === "event");
+    expect(replay.map((f) => (f.type === "message" ? f.msgId : `${f.kind}:${f.ref ?? f.action}`))).toEqual([m.msgId, "member:added", `edit:${m.msgId}`, after.msgId]);
     // A sender who left the group can no longer change their messages there.
     const leave = await fetch(`${A()}/api/groups/${g.groupId}/members/${alice}`, { method: "DELETE", headers: { authorization: `Bearer ${token}` } });
     expect(leave.status).toBe(204);

@@ -222,7 +222,7 @@ describe("group messages", () => {
     // One row per message, not one per member.
     const rows = await waitForRows([ack.msgId, reply.msgId]);
     expect(rows).toHaveLength(2);
-    const stored = await sql()<Array<{ id: string; body: string; group_id: string }>>`select id, body, group_id from messages where group_id = ${g.groupId} order by body`;
+    const stored = await sql()<Array<{ id: string; body: string; group_id: string }>>`select id, body, group_id from messages where group_id = ${g.groupId} and kind = 'message' order by body`;
     expect(stored.map((r) => [r.id, r.body])).toEqual([
       [ack.msgId, "hello all"],
       [reply.msgId, "hi from B"],
@@ -335,16 +335,17 @@ describe("group messages", () => {
       expect(p1.before).not.toBeNull();
       const p2 = await get(user, `&limit=3&before=${encodeURIComponent(p1.before!)}`, base);
       expect(p2.messages.map((m) => m.body)).toEqual(["p1", "p2", "p3"]);
+      // The oldest page starts with the notice of the group's creation (a `member` event).
       const p3 = await get(user, `&limit=3&before=${encodeURIComponent(p2.before!)}`, base);
-      expect(p3.messages.map((m) => m.body)).toEqual(["p0"]);
+      expect(p3.messages.map((m) => m.body ?? `${m.kind}:${m.action}`)).toEqual(["member:created", "p0"]);
       expect(p3.before).toBeNull();
-      expect(p3.messages[0]).toMatchObject({ type: "message", msgId: acks[0]!.msgId, from: alice, group: g.groupId, body: "p0" });
-      expect(p3.messages[0]!.to).toBeUndefined();
+      expect(p3.messages[1]).toMatchObject({ type: "message", msgId: acks[0]!.msgId, from: alice, group: g.groupId, body: "p0" });
+      expect(p3.messages[1]!.to).toBeUndefined();
       const all = await get(user, "", base);
-      expect(all.messages.map((m) => m.msgId)).toEqual(acks.map((f) => f.msgId));
+      expect(all.messages.filter((m) => m.type === "message").map((m) => m.msgId)).toEqual(acks.map((f) => f.msgId));
       expect(all.before).toBeNull();
       // A limit over 200 counts as 200.
-      expect((await get(user, "&limit=100000", base)).messages).toHaveLength(7);
+      expect((await get(user, "&limit=100000", base)).messages).toHaveLength(8); // 7 messages and the creation notice
     }
     for (const gid of [g.groupId, "g_doesnotexist"]) {
       const r = await api(outsider, "GET", `/api/messages?group=${gid}`);

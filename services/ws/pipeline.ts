@@ -174,11 +174,25 @@ export function createPipeline(opts: {
     }
   }
 
+  /**
+   * Puts messages accepted earlier into `user`'s stream, in the order given (the history a new
+   * group member is given): published for persist with `rcpt: [user]` (persist writes only the new
+   * stream entries), positioned (no claim: nobody is acked), then delivered live.
+   */
+  async function share(ms: ChatMessage[], user: string): Promise<void> {
+    if (ms.length === 0) return;
+    const copies = ms.map((m) => ({ ...m, rcpt: [user] }));
+    await opts.queue.publish(copies);
+    const results = await opts.allocator.allocate(copies.map((m) => ({ msgId: m.msgId, users: [user] })));
+    results.forEach((a, i) => void opts.router.route(copies[i]!, a.positions));
+  }
+
   return {
     /** A message, or a stream event from a client (its frame's `id` in `id`). */
     send,
     /** A server-originated stream event (e.g. from an HTTP route): the same path, without a connection. */
     emit: (e: NewEvent) => send(newEvent(e)),
+    share,
     /** Stops taking sends and waits (bounded) for those in flight to be acked or failed. */
     async drain(timeoutMs: number) {
       accepting = false;

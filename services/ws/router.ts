@@ -2,7 +2,7 @@ import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Directory, InstanceInfo } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
-import type { ChatMessage, TypingEvent } from "../../shared/protocol.ts";
+import type { ChatMessage, ServerFrame, TypingEvent } from "../../shared/protocol.ts";
 import { formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
 import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn, Connections } from "./connections.ts";
@@ -104,7 +104,10 @@ export function createRouter(opts: {
     let p = peers.get(inst.url);
     if (!p) {
       const batcher = createTickBatcher<Forward, void>(async (items) => {
-        await post(inst.url, items);
+        const deliveries = items.filter((f) => !isEphemeral(f));
+        const ephemeral = items.filter(isEphemeral);
+        // Peers that predate ephemeral frames ignore the key they do not know.
+        await post(inst.url, "/internal/deliver", ephemeral.length ? { deliveries, ephemeral } : { deliveries });
         return items.map(() => undefined);
       }, { maxItems: 500, maxInFlight: 1 });
       peers.set(inst.url, (p = { batcher, backlog: 0, lastUsed: Date.now() }));
@@ -117,14 +120,11 @@ export function createRouter(opts: {
     for (const [url, p] of peers) if (p.backlog === 0 && Date.now() - p.lastUsed > 60_000) peers.delete(url);
   }, 30_000);
 
-  async function post(url: string, items: Forward[]) {
-    const deliveries = items.filter((f) => !isEphemeral(f));
-    const ephemeral = items.filter(isEphemeral);
-    // Peers that predate ephemeral frames ignore the key they do not know.
-    const body = JSON.stringify(ephemeral.length ? { deliveries, ephemeral } : { deliveries });
+  async function post(url: string, path: string, payload: unknown) {
+    const body = JSON.stringify(payload);
     for (let attempt = 0; attempt < FORWARD_ATTEMPTS; attempt++) {
       try {
-        const res = await doFetch(`${url}/internal/deliver`, {
+        const res = await doFetch(`${url}${path}`, {
           method: "POST",
           headers: { "content-type": "application/json", authorization: `Bearer ${opts.internalSecret}` },
           body,
@@ -132,7 +132,7 @@ export function createRouter(opts: {
         });
         if (res.ok) {
           const { missing } = (await res.json()) as { missing: number };
-          forwarded.inc(deliveries.length);
+          if (path === "/internal/deliver") forwarded.inc((payload as { deliveries: unknown[] }).deliveries.length);
           if (missing) notThere.inc(missing);
           return;
         }
@@ -279,12 +279,51 @@ export function createRouter(opts: {
     );
   }
 
+  /** Sends a frame outside any stream to this instance's connections of `users`; returns how many users had none here. */
+  function pushLocal(users: string[], frame: ServerFrame): number {
+    const text = JSON.stringify(frame);
+    let missing = 0;
+    for (const u of users) {
+      const conns = opts.connections.of(u);
+      if (!conns) missing++;
+      for (const ws of conns ?? []) if (ws.data.open) sendText(ws, text);
+    }
+    return missing;
+  }
+
+  /**
+   * Sends a frame that is not part of any stream (a group's new member list) to every open
+   * connection of `users`, here and on other instances. Best effort: a client that misses one
+   * (it was reconnecting) reads the state again after connecting. Never rejects.
+   */
+  async function push(users: string[], frame: ServerFrame): Promise<void> {
+    pushLocal(users, frame);
+    let where: Record<string, InstanceInfo[]>;
+    try {
+      where = await locate(users);
+    } catch (err) {
+      return opts.log.warn("directory lookup failed; a pushed frame reaches this instance's connections only", { err });
+    }
+    const byInstance = new Map<string, { inst: InstanceInfo; users: string[] }>();
+    for (const u of users) {
+      for (const inst of where[u] ?? []) {
+        if (inst.id === opts.self.id) continue;
+        let e = byInstance.get(inst.id);
+        if (!e) byInstance.set(inst.id, (e = { inst, users: [] }));
+        e.users.push(u);
+      }
+    }
+    await Promise.all([...byInstance.values()].map((e) => post(e.inst.url, "/internal/push", { users: e.users, frame })));
+  }
+
   return {
     locate,
     route,
     deliverForwarded,
     signal,
     deliverEphemeral,
+    push,
+    pushLocal,
     stop: () => {
       clearInterval(sweep);
       feed.stop();

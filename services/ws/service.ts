@@ -15,6 +15,7 @@ import { bearer, verifyUserToken, type UserToken } from "./auth.ts";
 import { createConnections, type ConnData } from "./connections.ts";
 import { createDelivery } from "./delivery.ts";
 import { createGateway } from "./gateway.ts";
+import { createGroups } from "./groups.ts";
 import { createPipeline } from "./pipeline.ts";
 import { createPresenceWatch } from "./presence.ts";
 import { createPushNotifier } from "./push.ts";
@@ -161,7 +162,9 @@ export async function startWsService(deps: WsDeps) {
     gate,
     ...deps.accounts,
   });
+  const groups = createGroups({ db: deps.db.db, pipeline, router, stream, log });
   const app = createApp({
+    groups,
     db: deps.db.db,
     directory: deps.directory,
     router,

@@ -1,6 +1,9 @@
 import { and, eq, gt, inArray, isNull, lt, sql } from "drizzle-orm";
 import type { Db } from "../../shared/db/index.ts";
 import { groupMembers, groups, refreshTokens, users } from "../../shared/db/schema.ts";
+import type { GroupRole, GroupView, MemberChange } from "../../shared/protocol.ts";
+
+export type { GroupRole, GroupView, MemberChange };
 
 /** Accounts and groups in the database (the gateway is their only writer). */
 
@@ -78,53 +81,166 @@ export async function revokeAllRefreshTokens(db: Db, userId: string): Promise<vo
   await db.update(refreshTokens).set({ revokedAt: new Date() }).where(and(eq(refreshTokens.userId, userId), isNull(refreshTokens.revokedAt)));
 }
 
-export interface GroupView {
-  groupId: string;
-  name: string;
-  members: string[];
-  /** An addition to the contract's shape: the creator may remove other members. */
-  creator: string;
+/** A membership change the caller may not make: the HTTP status and the reason. */
+export class GroupRefused extends Error {
+  constructor(
+    readonly status: 400 | 403 | 404,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export async function createGroup(db: Db, id: string, name: string, creator: string, members: string[]): Promise<GroupView> {
   const all = [...new Set([creator, ...members])];
   await db.transaction(async (tx) => {
     await tx.insert(groups).values({ id, name, creator });
-    await tx.insert(groupMembers).values(all.map((userId) => ({ groupId: id, userId })));
+    await tx.insert(groupMembers).values(all.map((userId) => ({ groupId: id, userId, role: userId === creator ? "owner" : "member" })));
   });
-  return { groupId: id, name, members: all, creator };
+  return { groupId: id, name, members: all.sort(), creator, owner: creator, admins: [], version: 0 };
 }
+
+const viewOf = (g: { groupId: string; name: string; creator: string; version: number }, rows: Array<{ member: string; role: string }>): GroupView => ({
+  ...g,
+  members: rows.map((r) => r.member),
+  owner: rows.find((r) => r.role === "owner")?.member ?? null,
+  admins: rows.filter((r) => r.role === "admin").map((r) => r.member),
+});
 
 export async function groupsOf(db: Db, user: string): Promise<GroupView[]> {
   const mine = db.select({ g: groupMembers.groupId }).from(groupMembers).where(eq(groupMembers.userId, user));
   const rows = await db
-    .select({ groupId: groups.id, name: groups.name, creator: groups.creator, member: groupMembers.userId })
+    .select({ groupId: groups.id, name: groups.name, creator: groups.creator, version: groups.version, member: groupMembers.userId, role: groupMembers.role })
     .from(groups)
     .innerJoin(groupMembers, eq(groupMembers.groupId, groups.id))
     .where(inArray(groups.id, mine))
     .orderBy(groups.createdAt, groups.id, groupMembers.userId);
-  const out = new Map<string, GroupView>();
+  const byGroup = new Map<string, typeof rows>();
   for (const r of rows) {
-    let g = out.get(r.groupId);
-    if (!g) out.set(r.groupId, (g = { groupId: r.groupId, name: r.name, members: [], creator: r.creator }));
-    g.members.push(r.member);
+    let l = byGroup.get(r.groupId);
+    if (!l) byGroup.set(r.groupId, (l = []));
+    l.push(r);
   }
-  return [...out.values()];
+  return [...byGroup.values()].map((l) => viewOf(l[0]!, l));
+}
+
+/** One group as its members see it, or null when it does not exist. */
+export async function groupView(db: Db, id: string): Promise<GroupView | null> {
+  const [g] = await db.select({ groupId: groups.id, name: groups.name, creator: groups.creator, version: groups.version }).from(groups).where(eq(groups.id, id));
+  if (!g) return null;
+  const rows = await db
+    .select({ member: groupMembers.userId, role: groupMembers.role })
+    .from(groupMembers)
+    .where(eq(groupMembers.groupId, id))
+    .orderBy(groupMembers.userId);
+  return viewOf(g, rows);
 }
 
 export async function groupInfo(db: Db, id: string): Promise<{ creator: string; members: string[] } | null> {
-  const [g] = await db.select({ creator: groups.creator }).from(groups).where(eq(groups.id, id));
-  if (!g) return null;
-  const ms = await db.select({ u: groupMembers.userId }).from(groupMembers).where(eq(groupMembers.groupId, id));
-  return { creator: g.creator, members: ms.map((m) => m.u) };
+  return groupView(db, id);
 }
 
-export async function addMember(db: Db, groupId: string, userId: string): Promise<void> {
-  await db.insert(groupMembers).values({ groupId, userId }).onConflictDoNothing();
+type Tx = Parameters<Parameters<Db["transaction"]>[0]>[0];
+
+/** What a membership change did, and the group right after it (read in the same transaction). */
+export interface MembershipOutcome {
+  changes: MemberChange[];
+  group: GroupView;
 }
 
-export async function removeMember(db: Db, groupId: string, userId: string): Promise<void> {
-  await db.delete(groupMembers).where(and(eq(groupMembers.groupId, groupId), eq(groupMembers.userId, userId)));
+/**
+ * Runs `fn` on the group's members (in joining order) with the group's row locked: membership
+ * changes of one group are serialised (two owners leaving at once still leave exactly one owner),
+ * and each one that changes something increments the group's version. 404 for no group.
+ */
+async function withMembers(db: Db, groupId: string, fn: (tx: Tx, roles: Map<string, GroupRole>) => Promise<MemberChange[]>): Promise<MembershipOutcome> {
+  return db.transaction(async (tx) => {
+    const [g] = await tx
+      .select({ groupId: groups.id, name: groups.name, creator: groups.creator, version: groups.version })
+      .from(groups)
+      .where(eq(groups.id, groupId))
+      .for("update");
+    if (!g) throw new GroupRefused(404, "no such group");
+    const rows = await tx
+      .select({ u: groupMembers.userId, role: groupMembers.role })
+      .from(groupMembers)
+      .where(eq(groupMembers.groupId, groupId))
+      .orderBy(groupMembers.joinedAt, groupMembers.userId);
+    const changes = await fn(tx, new Map(rows.map((r) => [r.u, r.role as GroupRole])));
+    if (changes.length > 0) {
+      g.version++;
+      await tx.update(groups).set({ version: g.version }).where(eq(groups.id, groupId));
+    }
+    const after = await tx
+      .select({ member: groupMembers.userId, role: groupMembers.role })
+      .from(groupMembers)
+      .where(eq(groupMembers.groupId, groupId))
+      .orderBy(groupMembers.userId);
+    return { changes, group: viewOf(g, after) };
+  });
+}
+
+const setRoleRow = (tx: Tx, groupId: string, userId: string, role: GroupRole) =>
+  tx.update(groupMembers).set({ role }).where(and(eq(groupMembers.groupId, groupId), eq(groupMembers.userId, userId)));
+
+/** Any member may add (the contract); adding a member again changes nothing (no change returned). */
+export async function addMember(db: Db, groupId: string, userId: string, by: string): Promise<MembershipOutcome> {
+  return withMembers(db, groupId, async (tx, roles) => {
+    if (!roles.has(by)) throw new GroupRefused(403, "only members may add members");
+    if (roles.has(userId)) return [];
+    await tx.insert(groupMembers).values({ groupId, userId, role: "member" });
+    return [{ action: "added", user: userId, by }];
+  });
+}
+
+/**
+ * A member may leave; the owner may remove anyone, an admin only plain members. When the owner
+ * leaves, the longest-standing admin (else the longest-standing member; ties by user id) becomes
+ * the owner: a second change says so.
+ */
+export async function removeMember(db: Db, groupId: string, userId: string, by: string): Promise<MembershipOutcome> {
+  return withMembers(db, groupId, async (tx, roles) => {
+    const target = roles.get(userId);
+    if (userId !== by) {
+      const mine = roles.get(by);
+      if (mine !== "owner" && mine !== "admin") throw new GroupRefused(403, "only the group's owner or an admin may remove others");
+      if (mine === "admin" && target !== undefined && target !== "member") throw new GroupRefused(403, "an admin may remove members only, not the owner or other admins");
+    }
+    if (target === undefined) throw new GroupRefused(404, "not a member");
+    await tx.delete(groupMembers).where(and(eq(groupMembers.groupId, groupId), eq(groupMembers.userId, userId)));
+    const changes: MemberChange[] = [{ action: userId === by ? "left" : "removed", user: userId, by }];
+    roles.delete(userId);
+    if (target === "owner") {
+      // roles is in joining order
+      const next = [...roles].find(([, r]) => r === "admin")?.[0] ?? roles.keys().next().value;
+      if (next !== undefined) {
+        await setRoleRow(tx, groupId, next, "owner");
+        changes.push({ action: "role", user: next, role: "owner", by });
+      }
+    }
+    return changes;
+  });
+}
+
+/**
+ * The owner makes a member an admin or a plain member again, or hands ownership on ("owner": the
+ * caller becomes an admin). Setting the role a member has changes nothing.
+ */
+export async function setRole(db: Db, groupId: string, userId: string, role: GroupRole, by: string): Promise<MembershipOutcome> {
+  return withMembers(db, groupId, async (tx, roles) => {
+    if (roles.get(by) !== "owner") throw new GroupRefused(403, "only the group's owner may change roles");
+    const current = roles.get(userId);
+    if (current === undefined) throw new GroupRefused(404, "not a member");
+    if (userId === by) throw new GroupRefused(400, "the owner hands ownership on by making another member the owner");
+    if (current === role) return [];
+    await setRoleRow(tx, groupId, userId, role);
+    const changes: MemberChange[] = [{ action: "role", user: userId, role, by }];
+    if (role === "owner") {
+      await setRoleRow(tx, groupId, by, "admin");
+      changes.push({ action: "role", user: by, role: "admin", by });
+    }
+    return changes;
+  });
 }
 
 /** Members of many groups in one query. */

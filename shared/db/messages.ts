@@ -191,3 +191,17 @@ export async function legacyPosition(db: Db, user: string, seq: number): Promise
     where s.user_id = ${user} and s.epoch = ${LEGACY_EPOCH} and m.seq <= ${seq}`);
   return { epoch: LEGACY_EPOCH, pos: Number(firstRow<{ pos: number }>(r)?.pos ?? 0) };
 }
+
+/**
+ * The history a new group member is given: the latest `limit` messages of `from`'s stream in `conv`
+ * (not deleted; no events) that `to`'s stream does not hold yet, oldest first.
+ */
+export async function historyToShare(db: Db, from: string, to: string, conv: string, limit: number): Promise<StreamMessage[]> {
+  const rows = rowsOf<Row>(
+    await db.execute(sql`${SELECT_ENTRY}
+      where s.user_id = ${from} and s.conv = ${conv} and s.kind = 'message' and m.deleted_at is null
+        and not exists (select 1 from stream t where t.user_id = ${to} and t.conv = ${conv} and t.msg_id = s.msg_id)
+      order by s.epoch desc, s.pos desc limit ${limit}`),
+  );
+  return rows.reverse().map(toMessage);
+}

@@ -75,6 +75,8 @@ export const groups = pgTable("groups", {
   name: text("name").notNull(),
   creator: text("creator").notNull(),
   createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  /** Counts the group's membership and role changes (a client keeps the newest state it saw). */
+  version: bigint("version", { mode: "number" }).notNull().default(0),
 });
 
 export const groupMembers = pgTable(
@@ -84,6 +86,9 @@ export const groupMembers = pgTable(
       .notNull()
       .references(() => groups.id, { onDelete: "cascade" }),
     userId: text("user_id").notNull(),
+    /** "owner" (one per group while it has members), "admin" or "member" (docs/api.md, "Group roles"). */
+    role: text("role").notNull().default("member"),
+    joinedAt: timestamp("joined_at", { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.groupId, t.userId] }), index("group_members_user").on(t.userId)],
 );

@@ -4,12 +4,13 @@ import { messageFrame } from "../protocol.ts";
 import { deleteKind, editKind } from "./edits.ts";
 import type { EventKind } from "./kind.ts";
 import { deliveredKind, readKind } from "./receipts.ts";
+import { memberKind } from "./members.ts";
 
 /**
  * Every stream event kind: the one place a kind is registered. Adding a kind is adding its
  * EventKind here; the send path, live delivery, sync, storage and history serve it unchanged.
  */
-const KINDS: EventKind[] = [editKind, deleteKind, readKind, deliveredKind];
+const KINDS: EventKind[] = [editKind, deleteKind, readKind, deliveredKind, memberKind];
 
 export const EVENT_KINDS: ReadonlyMap<string, EventKind> = new Map(KINDS.map((k) => [k.kind, k]));
 

@@ -123,6 +123,7 @@ export function createApi({ getToken, onUnauthorized, getRefreshToken = () => nu
     createGroup: (name, members) => request("POST", "/api/groups", { name, members }),
     addMember: (groupId, userId) => request("POST", `/api/groups/${q(groupId)}/members`, { userId }),
     removeMember: (groupId, userId) => request("DELETE", `/api/groups/${q(groupId)}/members/${q(userId)}`),
+    setRole: (groupId, userId, role) => request("PUT", `/api/groups/${q(groupId)}/members/${q(userId)}/role`, { role }),
     history(convKey, before, limit = 50) {
       const kind = convKey[0] === "g" ? "group" : "with";
       let path = `/api/messages?${kind}=${q(convKey.slice(2))}&limit=${limit}`;

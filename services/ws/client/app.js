@@ -7,7 +7,7 @@ import { initAuthView, showAuth, showView } from "./auth-view.js";
 import { initComposer } from "./composer.js";
 import { createConnection } from "./connection.js";
 import { $, paintAvatar } from "./dom.js";
-import { initGroups, refreshGroups, refreshGroupsSoon } from "./groups.js";
+import { applyGroupFrame, initGroups, refreshGroups, refreshGroupsSoon } from "./groups.js";
 import { ERROR_TEXT, renderConnStatus, toast } from "./notify.js";
 import { pump, resendAll, resendStale, resetOutbox } from "./outbox.js";
 import { initPush, startPush, stopPush } from "./push.js";
@@ -23,7 +23,8 @@ import { resetUsers } from "./users.js";
 import { applyReceiptEvent, receiptsOnChange, receiptsOnOpen } from "./receipts.js";
 
 const PRESENCE_EVERY_MS = 5_000;
-const GROUPS_EVERY_MS = 15_000;
+// Membership changes are pushed (`group` frames); the list is read again now and then in case one was missed.
+const GROUPS_EVERY_MS = 60_000;
 
 let timers = [];
 let unsubscribe = null;
@@ -171,6 +172,8 @@ const handlers = {
     if (r.changed && r.msg.from === store.me) pump(); // came back through sync: acked
   },
   event(f) {
+    // Membership notices join their conversation, edits and deletions change their message; every
+    // event moves the cursor. The group list itself follows the pushed `group` frames.
     ctx.store.applyEvent(f);
     applyReceiptEvent(f);
   },
@@ -189,6 +192,7 @@ const handlers = {
   pong() {},
   presence: applyPresence,
   typing: applyTyping,
+  group: applyGroupFrame,
 };
 
 // ---------- store changes ----------

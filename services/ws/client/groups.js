@@ -1,7 +1,7 @@
 // Group management: the group list from the server, the members panel, adding, removing, leaving.
 
 import { $, h } from "./dom.js";
-import { presenceDot } from "./presence.js";
+import { pollPresence, presenceDot } from "./presence.js";
 import { activeGroup, api, ctx } from "./state.js";
 import { USER_ID_RE } from "./store.js";
 import { lookupUsers, resolveUsers, userInfo } from "./users.js";
@@ -20,30 +20,44 @@ export async function refreshGroups() {
   const s = ctx.store;
   if (!s) return;
   try {
+    const pushed = s.groupFrames;
     const r = await api.groups();
     if (s !== ctx.store) return;
+    // A pushed change came in meanwhile: this answer may predate it; ask again.
+    if (s.groupFrames !== pushed) return refreshGroupsSoon();
     s.setGroups(r?.groups ?? []);
     onLoaded();
   } catch {}
 }
 
+const roleOf = (g, u) => (g.owner === u ? "owner" : g.admins?.includes(u) ? "admin" : "member");
+
 export function renderMembers(g) {
   const me = ctx.store.me;
-  const creator = g.creator;
+  const mine = roleOf(g, me);
   $("members-list").replaceChildren(
-    ...g.members.map((u) =>
-      h(
+    ...g.members.map((u) => {
+      const role = roleOf(g, u);
+      const canRemove = u !== me && (mine === "owner" || (mine === "admin" && role === "member"));
+      return h(
         "li",
-        { dataset: { user: u } },
+        { dataset: { user: u, role } },
         presenceDot(u),
         h("span", { class: "member-name" }, u === me ? `${u} (you)` : u),
-        creator === u ? h("span", { class: "muted small" }, "creator") : null,
+        role !== "member" ? h("span", { class: "muted small", "data-testid": "member-role" }, role) : null,
         userInfo(u)?.registered === false ? h("span", { class: "muted small", "data-testid": "member-unknown" }, "not registered") : null,
-        creator === me && u !== me
+        mine === "owner" && u !== me
+          ? h(
+              "button",
+              { type: "button", class: "ghost small", "data-testid": "member-role-toggle", onclick: () => changeRole(g.groupId, u, role === "admin" ? "member" : "admin") },
+              role === "admin" ? "Remove admin" : "Make admin",
+            )
+          : null,
+        canRemove
           ? h("button", { type: "button", class: "ghost small", "data-testid": "member-remove", "aria-label": `Remove ${u}`, onclick: () => removeMember(g.groupId, u) }, "Remove")
           : null,
-      ),
-    ),
+      );
+    }),
   );
 }
 
@@ -56,6 +70,33 @@ async function removeMember(groupId, userId) {
   }
 }
 
+async function changeRole(groupId, userId, role) {
+  try {
+    await api.setRole(groupId, userId, role);
+    await refreshGroups();
+  } catch (e) {
+    $("members-error").textContent = e.message;
+  }
+}
+
+let openConvFn = () => {};
+/**
+ * A pushed `group` frame (a membership change of one of this user's groups): the list and the
+ * members panel follow at once. Leaving on another device closes the chat here too; a removed
+ * member's open chat stays, says so and cannot be written to.
+ */
+export function applyGroupFrame(f) {
+  const s = ctx.store;
+  s.applyGroup(f);
+  const key = `g:${f.groupId}`;
+  if (f.group && ctx.activeKey === key) pollPresence(); // watch a new member at once
+  if (f.group === null && f.change?.action === "left" && f.change.user === s.me) {
+    s.forget(key);
+    if (ctx.activeKey === key) openConvFn(null);
+  } else if (f.group && f.change?.user === s.me && f.change.action === "added") onLoaded();
+  else if (f.group && f.change?.action === "created") onLoaded();
+}
+
 let leaveArmed = null;
 function resetLeave() {
   clearTimeout(leaveArmed);
@@ -66,6 +107,7 @@ function resetLeave() {
 /** `openConv(key)` opens a conversation (null: none); `loaded()` runs after each group list. */
 export function initGroups({ openConv, loaded }) {
   onLoaded = loaded;
+  openConvFn = openConv;
   $("members-toggle").addEventListener("click", () => {
     const p = $("members-panel");
     p.hidden = !p.hidden;

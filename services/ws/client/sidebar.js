@@ -27,8 +27,8 @@ function convContent(c, name, last, unread) {
   paintAvatar(av, c.kind === "g" ? name : c.peer, c.kind === "g");
   let preview = "No messages yet";
   if (last) {
-    const tick = last.from === me && last.status === "sent" ? { sent: "✓ ", delivered: "✓✓ ", read: "✓✓ " }[receiptOf(last).state] : "";
-    const who = last.from === me ? `${tick}You: ` : c.kind === "g" ? `${last.from}: ` : "";
+    const tick = !last.notice && last.from === me && last.status === "sent" ? { sent: "✓ ", delivered: "✓✓ ", read: "✓✓ " }[receiptOf(last).state] : "";
+    const who = last.notice ? "" : last.from === me ? `${tick}You: ` : c.kind === "g" ? `${last.from}: ` : "";
     preview = (last.status === "failed" ? "⚠ " : "") + who + (last.deletedAt != null ? "message deleted" : last.body.replace(/\s+/g, " "));
   }
   return [

@@ -40,6 +40,29 @@ export function newClientId() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+/** A membership notice ("alice added carol") as `me` reads it; `by` made the change. */
+export function noticeText({ action, user, role }, by, me) {
+  const who = (u) => (u === me ? "You" : u);
+  const whom = (u) => (u === me ? "you" : u);
+  const is = user === me ? "are" : "is";
+  switch (action) {
+    case "created":
+      return `${who(by)} created the group`;
+    case "added":
+      return `${who(by)} added ${whom(user)}`;
+    case "left":
+      return `${who(user)} left`;
+    case "removed":
+      return `${who(by)} removed ${whom(user)}`;
+    case "role":
+      if (role === "owner") return `${who(user)} ${is} now the owner`;
+      if (role === "admin") return `${who(by)} made ${whom(user)} an admin`;
+      return `${who(user)} ${is} no longer an admin`;
+    default:
+      return `${who(by)} changed the group`;
+  }
+}
+
 /**
  * `canSave()` is asked before every write of the cache: false (another tab logged this user out)
  * writes nothing.
@@ -52,6 +75,8 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
   const byClientId = new Map();
   const groups = new Map();
   let groupsLoaded = false;
+  let groupFrames = 0; // pushed `group` frames applied: a group list asked for before one is stale
+  const groupVersions = new Map(); // groupId -> the newest version seen (frames may cross each other)
   let cursor = null;
   let seq = 0; // see order.js
   /** Edits and deletions sent from this tab, by client id, until acked or refused. */
@@ -223,6 +248,48 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     return { msg: m, added: true };
   }
 
+  /**
+   * Adds a membership notice (a `member` event frame, live, synced or from history) as an entry of
+   * its group's conversation, ordered by its position like a message; returns it and whether it was new.
+   */
+  function addNotice(f, live = false) {
+    if (typeof f?.msgId !== "string" || typeof f.group !== "string" || typeof f.from !== "string" || typeof f.user !== "string") return { msg: null, added: false };
+    const known = byMsgId.get(f.msgId);
+    if (known) {
+      const before = known.cursor;
+      place(known, f, live);
+      if (known.cursor !== before) resort(conv(known.conv), known);
+      return { msg: known, added: false, changed: known.cursor !== before };
+    }
+    const notice = { action: String(f.action), user: f.user };
+    if (typeof f.role === "string") notice.role = f.role;
+    const m = {
+      key: `m:${f.msgId}`,
+      conv: `g:${f.group}`,
+      msgId: f.msgId,
+      from: f.from,
+      group: f.group,
+      body: noticeText(notice, f.from, me),
+      ts: f.ts,
+      status: "notice",
+      notice,
+      error: null,
+      seq: ++seq,
+    };
+    place(m, f, live);
+    const c = conv(m.conv);
+    insert(c, m);
+    index(m);
+    c.touched = Math.max(c.touched, m.ts);
+    // Live and synced notices come in stream order: one about this user says whether they are
+    // still a member (a removal while offline shows when the sync brings it).
+    if (live && notice.user === me) {
+      if (notice.action === "removed" || notice.action === "left") c.removed = { action: notice.action, by: f.from };
+      else if (notice.action === "added") delete c.removed;
+    }
+    return { msg: m, added: true };
+  }
+
   const store = {
     me,
     subscribe(fn) {
@@ -238,6 +305,9 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     get groupsLoaded() {
       return groupsLoaded;
     },
+    get groupFrames() {
+      return groupFrames;
+    },
 
     /** Applies a live or synced `message` frame. */
     applyMessage(f) {
@@ -249,11 +319,18 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     },
 
     /**
-     * Applies a live or synced `event` frame: its cursor counts like a message's; edits and
-     * deletions change their message; kinds this client does not know are skipped.
+     * Applies a live or synced `event` frame: its cursor counts like a message's; membership
+     * notices are kept as entries of their group; edits and deletions change their message; kinds
+     * this client does not know are skipped.
      */
     applyEvent(f) {
-      if (typeof f.cursor === "string") cursor = f.cursor;
+      if (typeof f?.cursor === "string") cursor = f.cursor;
+      if (f?.kind === "member") {
+        const r = addNotice(f, true);
+        store.save();
+        if (r.msg && (r.added || r.changed)) emit({ type: "messages", conv: r.msg.conv, added: r.added ? r.msg : null });
+        return r.msg;
+      }
       let m = null;
       if (typeof f.ref === "string" && typeof f.ts === "number") {
         if (f.kind === "delete" || (f.kind === "edit" && typeof f.deletedAt === "number")) m = change(f.ref, { kind: "delete", ts: f.deletedAt ?? f.ts });
@@ -407,7 +484,10 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     mergeHistory(convKey, messages, before) {
       const c = conv(convKey);
       let added = 0;
-      for (const f of messages ?? []) if (addFrame(f).added) added++;
+      for (const f of messages ?? []) {
+        const r = f?.type === "event" ? (f.kind === "member" ? addNotice(f) : { added: false }) : addFrame(f);
+        if (r.added) added++;
+      }
       c.hist = typeof before === "string" ? before : null;
       store.save();
       emit({ type: "messages", conv: convKey, history: true });
@@ -476,7 +556,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
       let n = 0;
       for (let i = c.messages.length - 1; i >= 0; i--) {
         const m = c.messages[i];
-        if (!m.msgId || m.from === me) continue;
+        if (!m.msgId || m.from === me || m.notice) continue;
         if (isRead(c, m)) break;
         if (server && compareMessages(m, { cursor: c.serverTop, seq: Number.MAX_SAFE_INTEGER }) <= 0) break;
         n++;
@@ -517,11 +597,56 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
     },
 
     setGroups(list) {
+      const had = new Map(groups);
       groups.clear();
-      for (const g of list) if (g && typeof g.groupId === "string") groups.set(g.groupId, g);
+      for (const g of list) {
+        if (!g || typeof g.groupId !== "string") continue;
+        // keep a newer state a frame brought while the list was on its way
+        const newer = had.get(g.groupId);
+        const stale = Number.isSafeInteger(g.version) && (groupVersions.get(g.groupId) ?? -1) > g.version;
+        groups.set(g.groupId, stale && newer ? newer : g);
+        if (Number.isSafeInteger(g.version) && !stale) groupVersions.set(g.groupId, g.version);
+      }
+      for (const id of groups.keys()) {
+        const c = convs.get(`g:${id}`);
+        if (c) delete c.removed;
+      }
       groupsLoaded = true;
       // Listed by their last activity; the name is remembered for after leaving or removal.
       for (const g of groups.values()) conv(`g:${g.groupId}`).name = g.name;
+      emit({ type: "convs" });
+    },
+
+    /**
+     * A pushed `group` frame: the group as it is now, or `group: null` when this user is no longer
+     * a member (the conversation keeps its name and remembers who removed them). A group this user
+     * just joined goes to the top of the list.
+     */
+    applyGroup(f) {
+      const valid = f?.group === null || (typeof f?.group === "object" && Array.isArray(f.group.members) && typeof f.group.name === "string");
+      if (typeof f?.groupId !== "string" || !valid) return;
+      groupFrames++;
+      // A frame older than a change already applied (two changes made at once) is stale.
+      if (Number.isSafeInteger(f.version)) {
+        if ((groupVersions.get(f.groupId) ?? -1) > f.version) return;
+        groupVersions.set(f.groupId, f.version);
+      }
+      const key = `g:${f.groupId}`;
+      const change = f.change ?? {};
+      if (f.group) {
+        groups.set(f.groupId, f.group);
+        const c = conv(key);
+        c.name = f.group.name;
+        delete c.removed;
+        if (change.action === "created" || (change.action === "added" && change.user === me)) {
+          c.touched = Date.now();
+          c.closed = false;
+        }
+      } else {
+        groups.delete(f.groupId);
+        if (convs.has(key)) conv(key).removed = { action: change.action === "left" ? "left" : "removed", by: change.by ?? null };
+      }
+      store.save();
       emit({ type: "convs" });
     },
 
@@ -583,6 +708,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
         c.touched = Number(sc.touched) || 0;
         c.closed = sc.closed === true;
         if (typeof sc.name === "string") c.name = sc.name;
+        if (sc.removed && typeof sc.removed === "object") c.removed = { action: sc.removed.action === "left" ? "left" : "removed", by: typeof sc.removed.by === "string" ? sc.removed.by : null };
         if (typeof sc.draft === "string") c.draft = sc.draft;
         for (const m of sc.messages ?? []) {
           if (typeof m?.body !== "string") continue;
@@ -619,7 +745,7 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
   function lastReceived(c) {
     for (let i = c.messages.length - 1; i >= 0; i--) {
       const m = c.messages[i];
-      if (m.msgId && m.from !== me) return m;
+      if (m.msgId && m.from !== me && !m.notice) return m;
     }
     return null;
   }
@@ -636,9 +762,10 @@ export function createStore(me, storage = localStorage, { canSave = () => true }
         touched: c.touched,
         closed: c.closed || undefined,
         name: c.name,
+        removed: c.removed,
         draft: c.draft || undefined,
-        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n, editedAt, deletedAt }) => ({
-          msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n, editedAt, deletedAt,
+        messages: kept.map(({ msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n, editedAt, deletedAt, notice }) => ({
+          msgId, id, from, to, group, body, ts, status, error, cursor: at, anchor, seq: n, editedAt, deletedAt, notice,
         })),
       });
     }

@@ -137,12 +137,19 @@ export function renderPaneHead() {
       sub.textContent = `${g.members.length} member${g.members.length === 1 ? "" : "s"}${online ? `, ${online} online` : ""}`;
       renderMembers(g);
     } else {
-      sub.textContent = store.groupsLoaded ? "You are not a member of this group" : "";
-      canWrite = !store.groupsLoaded;
+      const gone = c.removed;
+      sub.textContent = gone
+        ? gone.action === "left" ? "You left this group" : `You were removed from this group${gone.by ? ` by ${gone.by}` : ""}`
+        : store.groupsLoaded ? "You are not a member of this group" : "";
+      canWrite = !gone && !store.groupsLoaded;
       $("members-panel").hidden = true;
     }
   }
   composerInput.disabled = !canWrite;
+  const notMember = c.kind === "g" && !store.groups.has(c.peer) && (c.removed || store.groupsLoaded);
+  $("conv-gone").hidden = !notMember;
+  if (notMember) $("conv-gone").textContent = `${sub.textContent}. You can read what you received but not write here.`;
+  composerInput.placeholder = notMember ? "You are not a member of this group" : "Write a message…";
   syncComposer();
 }
 
@@ -341,6 +348,21 @@ function messageEl(m, showSender) {
   return el;
 }
 
+/** A membership notice ("alice added carol") between the messages. */
+function noticeEl(m) {
+  const sig = `notice|${m.body}`;
+  const cached = msgEls.get(m.key);
+  if (cached && cached.sig === sig) return cached.el;
+  const el = h(
+    "li",
+    { class: "notice", "data-testid": "notice", dataset: { msgid: m.msgId, action: m.notice.action, user: m.notice.user } },
+    h("span", {}, m.body, " · ", h("time", { datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts) }, fmtTime(m.ts))),
+  );
+  if (cached) cached.el.replaceWith(el);
+  msgEls.set(m.key, { el, sig });
+  return el;
+}
+
 function retry(m) {
   ctx.store.markSending(m);
   pump();
@@ -359,10 +381,12 @@ export function renderMessages({ history = false, own = false, jump = false } = 
   const nodes = [];
   const live = new Set();
   let prev = null;
+  let day = null; // notices break a run of messages, not the day
   for (const m of c.messages) {
     const dk = dayKey(m.ts);
-    if (!prev || dayKey(prev.ts) !== dk) {
-      const key = `day:${dk}`;
+    const key = `day:${dk}`;
+    if (day !== dk) prev = null;
+    if (day !== dk && !live.has(key)) {
       let d = msgEls.get(key);
       if (!d) {
         d = { el: h("li", { class: "day" }, h("span", {}, fmtDay(m.ts))), sig: "" };
@@ -370,7 +394,13 @@ export function renderMessages({ history = false, own = false, jump = false } = 
       }
       nodes.push(d.el);
       live.add(key);
+    }
+    day = dk;
+    if (m.notice) {
+      nodes.push(noticeEl(m));
+      live.add(m.key);
       prev = null;
+      continue;
     }
     const cont = prev && prev.from === m.from && m.ts - prev.ts < 5 * 60_000;
     const el = messageEl(m, c.kind === "g" && !cont);
