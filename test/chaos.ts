@@ -47,7 +47,7 @@ export function openSql(): postgres.Sql {
 
 /** Message ids stored for the direct conversation of a and b. */
 export async function storedIds(sql: postgres.Sql, a: string, b: string): Promise<string[]> {
-  const rows = await sql<{ id: string }[]>`select id from messages where conv = ${conversationKey({ from: a, to: b })}`;
+  const rows = await sql<{ id: string }[]>`select id from messages where conv = ${conversationKey({ from: a, to: b })} and kind = 'message'`;
   return rows.map((r) => r.id);
 }
 

@@ -120,7 +120,7 @@ async function startRelay(o: SystemOptions): Promise<System> {
       };
     },
     async countRows(prefix) {
-      const [r] = await sql`select count(*)::int as n from messages where sender like ${`${prefix}%`}`;
+      const [r] = await sql`select count(*)::int as n from messages where sender like ${`${prefix}%`} and kind = 'message'`;
       return r!.n as number;
     },
     async stop() {

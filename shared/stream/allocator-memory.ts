@@ -56,9 +56,6 @@ export function createMemoryAllocator(
   };
   return {
     async allocate(requests) {
-      for (const q of requests) {
-        if (q.claim && !q.users.includes(q.claim.sender)) throw new Error(`a claim's sender must be among the message's users (${q.msgId})`);
-      }
       await load(requests.flatMap((r) => (r.claim ? [...r.users, r.claim.sender] : r.users)));
       const out = requests.map(() => ({ positions: {} as Record<string, Position> }));
       for (const [u, idx] of byUser(requests)) {

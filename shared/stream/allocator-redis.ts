@@ -36,16 +36,19 @@ local function rotate(m0, m1)
 end
 `;
 
-// ARGV: window, then per user: n, then n pairs (id, claim ts or "" for no claim).
-// Returns per user: epoch, then per id: pos, and for a claimed id also fresh ("1"/"0") and ts.
+// ARGV: window, then per user: n, nc, then n pairs (id, claim ts or "" for no claim), then nc
+// pairs (id, ts): claims of a sender who is not among the message's users (a server event such as a
+// delivery receipt), kept as "0:<ts>w" (no position; evictable by count like any written entry).
+// Returns per user: epoch, then per id: pos, and for a claimed id also fresh ("1"/"0") and ts; then
+// per claim-only id: fresh and ts.
 const ALLOC = `${LIB}
 local window = tonumber(ARGV[1])
 local a = 2
 local out = {}
 for u = 0, #KEYS / 3 - 1 do
   local s, m0, m1 = KEYS[u * 3 + 1], KEYS[u * 3 + 2], KEYS[u * 3 + 3]
-  local n = tonumber(ARGV[a])
-  a = a + 1
+  local n, nc = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
   -- One read of the counters, one write at the end: fewer commands per id than HINCRBY/HLEN each.
   local st = redis.call('HMGET', s, 'e', 'n', 'i', 'r')
   out[#out + 1] = ensureEpoch(s, m0, m1, st[1])
@@ -102,6 +105,37 @@ for u = 0, #KEYS / 3 - 1 do
     end
   end
   a = a + 2 * n
+  for i = a, a + 2 * nc - 1, 2 do
+    local id, claim = ARGV[i], ARGV[i + 1]
+    local at = m0
+    local v = redis.call('HGET', m0, id)
+    if not v and hasOld then
+      v = redis.call('HGET', m1, id)
+      at = m1
+    end
+    local p, ts, w = '0', '', 'w'
+    if v then p, ts, w = string.match(v, '^(%d+):?(%d*)(w?)$') end
+    if ts ~= '' then
+      out[#out + 1] = '0'
+      out[#out + 1] = ts
+    else
+      if v then
+        redis.call('HSET', at, id, p .. ':' .. claim .. w)
+      else
+        redis.call('HSET', m0, id, '0:' .. claim .. 'w')
+        inserted = inserted + 1
+        changed = true
+        if inserted >= window then
+          rotate(m0, m1)
+          inserted = 0
+          hasOld = true
+        end
+      end
+      out[#out + 1] = '1'
+      out[#out + 1] = claim
+    end
+  end
+  a = a + 2 * nc
   if changed then redis.call('HSET', s, 'n', top, 'i', inserted, 'r', hasOld and 1 or 0) end
 end
 return out
@@ -257,21 +291,29 @@ export function createRedisAllocator(redis: Redis | Cluster, opts: RedisAllocato
     async allocate(requests) {
       const out: AllocResult[] = requests.map(() => ({ positions: {} }));
       const users = byUser(requests);
-      for (const q of requests) {
-        if (q.claim && !q.users.includes(q.claim.sender)) throw new Error(`a claim's sender must be among the message's users (${q.msgId})`);
-      }
+      // claims of senders who are not among their message's users (server events)
+      const claimOnly = new Map<string, number[]>();
+      requests.forEach((q, i) => {
+        if (!q.claim || q.users.includes(q.claim.sender)) return;
+        let l = claimOnly.get(q.claim.sender);
+        if (!l) claimOnly.set(q.claim.sender, (l = []));
+        l.push(i);
+        if (!users.has(q.claim.sender)) users.set(q.claim.sender, []);
+      });
       await Promise.all(
         groups([...users.keys()]).map(async (group) => {
           const keys: string[] = [];
           const args: (string | number)[] = [window];
           for (const u of group) {
             const idx = users.get(u)!;
+            const only = claimOnly.get(u) ?? [];
             keys.push(key(u, "s"), key(u, "m0"), key(u, "m1"));
-            args.push(idx.length);
+            args.push(idx.length, only.length);
             for (const i of idx) {
               const q = requests[i]!;
               args.push(q.msgId, q.claim?.sender === u ? q.claim.ts : "");
             }
+            for (const i of only) args.push(requests[i]!.msgId, requests[i]!.claim!.ts);
           }
           const res = await alloc(keys, args);
           let k = 0;
@@ -283,6 +325,10 @@ export function createRedisAllocator(redis: Redis | Cluster, opts: RedisAllocato
                 out[i]!.claimed = { fresh: res[k] === "1", ts: Number(res[k + 1]) };
                 k += 2;
               }
+            }
+            for (const i of claimOnly.get(u) ?? []) {
+              out[i]!.claimed = { fresh: res[k] === "1", ts: Number(res[k + 1]) };
+              k += 2;
             }
           }
         }),

@@ -66,11 +66,16 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
         expect(a!.claimed).toEqual({ fresh: true, ts: 111 });
         const [b, c] = await allocator.allocate([
           { msgId: "k", users: ["s", "t"], claim: { sender: "s", ts: 222 } },
-          { msgId: "k", users: ["s", "t", "other"], claim: { sender: "other", ts: 333 } },
+          { msgId: "k", users: ["s", "t"], claim: { sender: "other", ts: 333 } },
         ]);
         expect(b!.claimed).toEqual({ fresh: false, ts: 111 });
         expect(b!.positions).toEqual(a!.positions);
         expect(c!.claimed).toEqual({ fresh: true, ts: 333 });
+        // a sender outside the message's users (a server event) is claimed without a position
+        expect(c!.positions.other).toBeUndefined();
+        const [c2] = await allocator.allocate([{ msgId: "k", users: ["s", "t"], claim: { sender: "other", ts: 334 } }]);
+        expect(c2!.claimed).toEqual({ fresh: false, ts: 333 });
+        expect((await allocator.tops(["other"])).other!.pos).toBe(0);
         const [plain] = await allocator.allocate([{ msgId: "k", users: ["t"] }]);
         expect(plain!.claimed).toBeUndefined();
         // a claim after the position was allocated without one (persist was first) is fresh

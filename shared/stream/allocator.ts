@@ -18,7 +18,10 @@ export interface AllocRequest {
   msgId: string;
   /** Users whose streams the message enters. */
   users: string[];
-  /** Set by the accepting gateway: claims the message's delivery for (sender, msgId). The sender is one of `users`. */
+  /**
+   * Set by the accepting gateway: claims the message's delivery for (sender, msgId). The sender is
+   * usually one of `users`; a server event (a delivery receipt) may leave its sender's stream out.
+   */
   claim?: { sender: string; ts: number };
 }
 
