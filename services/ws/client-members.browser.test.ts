@@ -118,6 +118,9 @@ test("membership changes show at once on every member's client; a new member see
   await notice(b, "role", carol).waitFor();
   await member(a, carol).getByTestId("member-role-toggle").filter({ hasText: "Remove admin" }).click();
   await member(b, carol).getByTestId("member-role").waitFor({ state: "detached" });
+  // The member list (a pushed frame) and the notice (a stream event) travel separately: the
+  // notice may come a moment after the panel changed.
+  await b.locator('[data-testid="notice"]', { hasText: `${carol} is no longer an admin` }).waitFor();
   expect((await notices(b)).slice(-2)).toEqual([`${alice} made ${carol} an admin`, `${carol} is no longer an admin`]);
   expect(await member(b, carol).getByTestId("member-role-toggle").count()).toBe(0); // only the owner sees it
 
