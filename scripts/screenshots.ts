@@ -153,6 +153,8 @@ try {
   for (const [text, state] of [["Agenda: demo first", "read"], ["print the agenda", "delivered"]] as const)
     if ((await mine(text).getAttribute("data-receipt")) !== state) throw new Error(`"${text}" is no longer shown ${state}`);
   await alice.screenshot({ path: join(out, "chat-features.png") });
+  // His frames (the last one held back by the 3 s throttle) each last 5 s: still shown now means shown in the screenshot.
+  if (await alice.getByTestId("typing").isHidden()) throw new Error("bob's typing frame expired before the screenshot; run again");
   console.log(`screenshots in ${out}`);
 } finally {
   await browser.close();
