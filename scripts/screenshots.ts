@@ -1,6 +1,7 @@
 // Takes the browser client's screenshots in docs/screenshots/ against `bun run dev` (embedded
 // backends, a fresh data directory): the conversation list, a conversation, a group with membership
-// notices, and the phone layout. Usage: bun run scripts/screenshots.ts [outDir]
+// notices, the phone layout, and one chat showing receipts, typing and an edited message at once.
+// Usage: bun run scripts/screenshots.ts [outDir]
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -118,6 +119,42 @@ try {
   await conv(bob, group).waitFor();
   await bob.waitForTimeout(300);
   await bob.screenshot({ path: join(out, "list.png") });
+
+  // Receipts, typing and an edit at once, in alice's view of her chat with bob; every state comes
+  // from the server's frames. Bob has the chat open, so alice's next message is read.
+  await conv(bob, "d:alice").click();
+  await conv(alice, "d:bob").click();
+  const mine = (text: string) => alice.locator('[data-testid="message"]').filter({ hasText: text });
+  await send(bob, "The room is booked: 3rd floor, room B.");
+  await send(alice, "Thanks! Let's start at 10.");
+  await send(bob, "Checklist for Friday:\n1. Demo build on the laptop\n2. Release notes printed\n3. Slides in the shared folder");
+  await send(alice, "Agenda: demo first, then the release notes.");
+  await mine("Agenda: demo first").and(alice.locator('[data-receipt="read"]')).waitFor();
+  // Alice corrects the time from the message's menu.
+  await mine("Let's start at 10.").getByTestId("message-menu-button").click();
+  await alice.getByTestId("message-edit").click();
+  await alice.getByTestId("message-edit-input").fill("Thanks! Let's start at 10:30, after the stand-up.");
+  await alice.getByTestId("message-edit-save").click();
+  await mine("after the stand-up").and(alice.locator('[data-edited="true"]')).getByTestId("message-edited").waitFor();
+  await bob.locator('[data-testid="message"][data-edited="true"]').filter({ hasText: "after the stand-up" }).waitFor();
+  // Bob (in a shorter window) scrolls up to the plan, so what alice sends now reaches him but is not read yet.
+  await bob.setViewportSize({ width: 1200, height: 520 });
+  await bob.getByTestId("message-list").hover();
+  await bob.mouse.wheel(0, -2000);
+  await bob.waitForFunction(() => {
+    const s = document.getElementById("message-scroll")!;
+    return s.scrollHeight - s.scrollTop - s.clientHeight > 160; // twice the client's "near the bottom"
+  });
+  await send(alice, "I'll print the agenda for everyone.");
+  await mine("print the agenda").and(alice.locator('[data-receipt="delivered"]')).waitFor();
+  // Then he starts his answer: his typing frame shows on alice's screen, taken while it lasts (5 s).
+  await bob.getByTestId("composer-input").pressSequentially("Great, I'll bring", { delay: 40 });
+  await alice.getByTestId("typing").filter({ hasText: "bob is typing…" }).waitFor();
+  for (const [text, state] of [["Agenda: demo first", "read"], ["print the agenda", "delivered"]] as const)
+    if ((await mine(text).getAttribute("data-receipt")) !== state) throw new Error(`"${text}" is no longer shown ${state}`);
+  await alice.screenshot({ path: join(out, "chat-features.png") });
+  // His frames (the last one held back by the 3 s throttle) each last 5 s: still shown now means shown in the screenshot.
+  if (await alice.getByTestId("typing").isHidden()) throw new Error("bob's typing frame expired before the screenshot; run again");
   console.log(`screenshots in ${out}`);
 } finally {
   await browser.close();

@@ -144,3 +144,30 @@ test("search: results from the caller's conversations only, newest first, paged;
   expect(await b.getByTestId("search-panel").isHidden()).toBe(true);
   expect(errors).toEqual([]);
 }, 60_000);
+
+test("typing: the line it adds above the composer keeps a list that was at the bottom there, so the newest message (and its receipt) stays in view", async () => {
+  const { ann: a, bob: b } = pages;
+  await open(b, `d:${ann}`);
+  await a.getByTestId("composer-input").fill("The last word");
+  await a.getByTestId("composer-send").click();
+  await b.locator('[data-testid="message"]').filter({ hasText: "The last word" }).waitFor();
+  await typing(b).waitFor({ state: "hidden" });
+  // bob goes to the bottom of the list (his search left him at an older message)
+  await b.getByTestId("message-list").press("End");
+  await b.waitForFunction(() => {
+    const s = document.getElementById("message-scroll")!;
+    return s.scrollHeight > s.clientHeight && s.scrollHeight - s.scrollTop - s.clientHeight < 1;
+  });
+  const lastShown = () =>
+    b.evaluate(async () => {
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      const s = document.getElementById("message-scroll")!.getBoundingClientRect();
+      const last = document.querySelector("#message-items > li:last-child")!;
+      return { text: last.textContent, inView: last.getBoundingClientRect().bottom <= s.bottom };
+    });
+  expect(await lastShown()).toEqual({ text: expect.stringContaining("The last word"), inView: true });
+  await a.getByTestId("composer-input").pressSequentially("Also");
+  await typing(b).filter({ hasText: `${ann} is typing…` }).waitFor();
+  expect(await lastShown()).toEqual({ text: expect.stringContaining("The last word"), inView: true });
+  expect(errors).toEqual([]);
+}, 60_000);

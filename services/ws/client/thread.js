@@ -492,7 +492,15 @@ export function initThread() {
     ui.menu = null;
     renderMessages({});
   });
+  // The lines above the composer ("… is typing", warnings) and a growing composer shrink the list:
+  // one that was at the bottom stays there, so the newest message and its receipt stay in view.
+  let atBottom = true;
+  new ResizeObserver(() => {
+    const s = $("message-scroll");
+    if (atBottom && ctx.activeKey) s.scrollTop = s.scrollHeight;
+  }).observe($("message-scroll"));
   $("message-scroll").addEventListener("scroll", () => {
+    atBottom = nearBottom();
     if (!ctx.activeKey) return;
     if ($("message-scroll").scrollTop < NEAR_TOP_PX) loadOlder(ctx.activeKey);
     if (nearBottom()) {
