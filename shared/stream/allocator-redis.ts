@@ -25,6 +25,12 @@ local function ensureEpoch(s, m0, m1, e)
   redis.call('DEL', m0, m1)
   return e
 end
+-- A window entry and the generation holding it (m1 only once one exists).
+local function find(m0, m1, hasOld, id)
+  local v = redis.call('HGET', m0, id)
+  if v or not hasOld then return v, m0 end
+  return redis.call('HGET', m1, id), m1
+end
 -- m0 becomes m1; the entries of the old m1 that persist has not written yet move into the new m0.
 local function rotate(m0, m1)
   local old = redis.call('HGETALL', m1)
@@ -63,12 +69,7 @@ for u = 0, #KEYS / 3 - 1 do
   end
   for i = a, a + 2 * n - 1, 2 do
     local id, claim = ARGV[i], ARGV[i + 1]
-    local at = m0
-    local v = redis.call('HGET', m0, id)
-    if not v and hasOld then
-      v = redis.call('HGET', m1, id)
-      at = m1
-    end
+    local v, at = find(m0, m1, hasOld, id)
     if v then
       local p, ts, w = string.match(v, '^(%d+):?(%d*)(w?)$')
       out[#out + 1] = p
@@ -107,12 +108,7 @@ for u = 0, #KEYS / 3 - 1 do
   a = a + 2 * n
   for i = a, a + 2 * nc - 1, 2 do
     local id, claim = ARGV[i], ARGV[i + 1]
-    local at = m0
-    local v = redis.call('HGET', m0, id)
-    if not v and hasOld then
-      v = redis.call('HGET', m1, id)
-      at = m1
-    end
+    local v, at = find(m0, m1, hasOld, id)
     local p, ts, w = '0', '', 'w'
     if v then p, ts, w = string.match(v, '^(%d+):?(%d*)(w?)$') end
     if ts ~= '' then
