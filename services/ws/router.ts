@@ -26,6 +26,12 @@ const isEphemeral = (f: Forward): f is Ephemeral => "frame" in f;
 /** Deliveries one peer may have waiting; past it new ones are dropped (the peer's gap repair fills them). */
 export const MAX_FORWARD_BACKLOG = 20_000;
 const FORWARD_ATTEMPTS = 3;
+/**
+ * Deliveries per forward request at most. One request per peer is in flight (forwards stay in
+ * order), so this caps a peer's forward rate at FORWARD_BATCH per round trip: at 500 it was the
+ * bottleneck at N=1000 (docs/benchmarks.md: 11.8–12.1k → 15.0–15.1k msg/s at 2,000).
+ */
+export const FORWARD_BATCH = 2000;
 /** How long a cached location is used while the directory's change feed is live (a safety net: the feed reports every change but a lapsed instance's). */
 export const LOCATION_CACHE_MS = 5000;
 const LOCATION_CACHE_MAX = 200_000;
@@ -109,7 +115,7 @@ export function createRouter(opts: {
         // Peers that predate ephemeral frames ignore the key they do not know.
         await post(inst.url, "/internal/deliver", ephemeral.length ? { deliveries, ephemeral } : { deliveries });
         return items.map(() => undefined);
-      }, { maxItems: 500, maxInFlight: 1 });
+      }, { maxItems: FORWARD_BATCH, maxInFlight: 1 });
       peers.set(inst.url, (p = { batcher, backlog: 0, lastUsed: Date.now() }));
     }
     p.lastUsed = Date.now();
