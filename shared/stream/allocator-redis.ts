@@ -67,37 +67,39 @@ for u = 0, #KEYS / 3 - 1 do
     hasOld = redis.call('EXISTS', m1) == 1
     changed = true
   end
+  -- a new entry in m0 (the window rotates when window new ids went in)
+  local function add(id, value)
+    redis.call('HSET', m0, id, value)
+    inserted = inserted + 1
+    changed = true
+    if inserted >= window then
+      rotate(m0, m1)
+      inserted = 0
+      hasOld = true
+    end
+  end
+  -- answers a claim on entry v (in the generation at): its first claim records the ts there
+  local function claimed(id, v, at, claim)
+    local p, ts, w = string.match(v, '^(%d+):?(%d*)(w?)$')
+    if ts ~= '' then
+      out[#out + 1] = '0'
+      out[#out + 1] = ts
+    else
+      redis.call('HSET', at, id, p .. ':' .. claim .. w)
+      out[#out + 1] = '1'
+      out[#out + 1] = claim
+    end
+  end
   for i = a, a + 2 * n - 1, 2 do
     local id, claim = ARGV[i], ARGV[i + 1]
     local v, at = find(m0, m1, hasOld, id)
     if v then
-      local p, ts, w = string.match(v, '^(%d+):?(%d*)(w?)$')
-      out[#out + 1] = p
-      if claim ~= '' then
-        if ts ~= '' then
-          out[#out + 1] = '0'
-          out[#out + 1] = ts
-        else
-          redis.call('HSET', at, id, p .. ':' .. claim .. w)
-          out[#out + 1] = '1'
-          out[#out + 1] = claim
-        end
-      end
+      out[#out + 1] = string.match(v, '^%d+')
+      if claim ~= '' then claimed(id, v, at, claim) end
     else
       top = top + 1
       local p = tostring(top)
-      if claim ~= '' then
-        redis.call('HSET', m0, id, p .. ':' .. claim)
-      else
-        redis.call('HSET', m0, id, p)
-      end
-      inserted = inserted + 1
-      changed = true
-      if inserted >= window then
-        rotate(m0, m1)
-        inserted = 0
-        hasOld = true
-      end
+      add(id, claim ~= '' and p .. ':' .. claim or p)
       out[#out + 1] = p
       if claim ~= '' then
         out[#out + 1] = '1'
@@ -109,24 +111,10 @@ for u = 0, #KEYS / 3 - 1 do
   for i = a, a + 2 * nc - 1, 2 do
     local id, claim = ARGV[i], ARGV[i + 1]
     local v, at = find(m0, m1, hasOld, id)
-    local p, ts, w = '0', '', 'w'
-    if v then p, ts, w = string.match(v, '^(%d+):?(%d*)(w?)$') end
-    if ts ~= '' then
-      out[#out + 1] = '0'
-      out[#out + 1] = ts
+    if v then
+      claimed(id, v, at, claim)
     else
-      if v then
-        redis.call('HSET', at, id, p .. ':' .. claim .. w)
-      else
-        redis.call('HSET', m0, id, '0:' .. claim .. 'w')
-        inserted = inserted + 1
-        changed = true
-        if inserted >= window then
-          rotate(m0, m1)
-          inserted = 0
-          hasOld = true
-        end
-      end
+      add(id, '0:' .. claim .. 'w')
       out[#out + 1] = '1'
       out[#out + 1] = claim
     end
