@@ -126,6 +126,8 @@ test("turning notifications on subscribes this browser; an offline user's messag
     }),
   );
   await cdp.send("ServiceWorker.enable");
+  // a push delivered to a worker that is still installing is dropped: wait until it is active
+  await again.evaluate(() => navigator.serviceWorker.ready.then(() => true));
   await cdp.send("ServiceWorker.deliverPushMessage", { origin: ws2, registrationId: await registration, data: JSON.stringify(payload) });
   const shown = await until(
     () => again.evaluate(async () => (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag }))),
