@@ -119,15 +119,14 @@ test("turning notifications on subscribes this browser; an offline user's messag
   const again = await ctx.newPage();
   await again.goto(`${ws2}/client/`);
   const cdp = await ctx.newCDPSession(again);
+  // The push goes to the registration whose worker is activated (one still installing drops it).
   const registration = new Promise<string>((resolve) =>
-    cdp.on("ServiceWorker.workerRegistrationUpdated", (e: { registrations: Array<{ registrationId: string; scopeURL: string; isDeleted: boolean }> }) => {
-      const r = e.registrations.find((x) => x.scopeURL === `${ws2}/client/` && !x.isDeleted);
-      if (r) resolve(r.registrationId);
+    cdp.on("ServiceWorker.workerVersionUpdated", (e: { versions: Array<{ registrationId: string; scriptURL: string; status: string }> }) => {
+      const v = e.versions.find((x) => x.scriptURL.startsWith(`${ws2}/client/`) && x.status === "activated");
+      if (v) resolve(v.registrationId);
     }),
   );
   await cdp.send("ServiceWorker.enable");
-  // a push delivered to a worker that is still installing is dropped: wait until it is active
-  await again.evaluate(() => navigator.serviceWorker.ready.then(() => true));
   await cdp.send("ServiceWorker.deliverPushMessage", { origin: ws2, registrationId: await registration, data: JSON.stringify(payload) });
   const shown = await until(
     () => again.evaluate(async () => (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag }))),
@@ -140,7 +139,8 @@ test("turning notifications on subscribes this browser; an offline user's messag
   await again.locator('[data-testid="conn-status"][data-state="open"]').waitFor();
   await again.getByTestId("logout").click();
   await until(() => endpointsOf(bob), (e) => e.length === 0, "the subscription removed");
-  expect(await again.evaluate(() => (window as any).__push.sub)).toBeNull();
+  // the browser's own subscription goes after the server's (docs/client.md): wait for it too
+  expect(await until(() => again.evaluate(() => (window as any).__push.sub), (v) => v === null, "the browser's subscription removed")).toBeNull();
   expect(svc.rejected).toEqual([]);
   expect(pageErrors).toEqual([]);
   await ctx.close();
