@@ -31,6 +31,8 @@ test.each([
   [[], { DATABASE_URL: "mysql://x" }, /DATABASE_URL/],
   [[], { JWT_SECRET: "short" }, /JWT_SECRET/],
   [[], { BATCH_SIZE: "0" }, /BATCH_SIZE/],
+  [[], { BATCH_CONCURRENCY: "9" }, /BATCH_CONCURRENCY/],
+  [[], { BATCH_CONCURRENCY: "two" }, /BATCH_CONCURRENCY/],
   [[], { LOG_LEVEL: "loud" }, /LOG_LEVEL/],
   [[], { LOGIN_USER_MAX_FAILURES: "0" }, /LOGIN_USER_MAX_FAILURES/],
   [[], { LOGIN_USER_MAX_FAILURES: "five" }, /LOGIN_USER_MAX_FAILURES/],

@@ -101,6 +101,8 @@ export const ConfigSchema = z.object({
   /** persist: rows per INSERT and the longest a batch waits. */
   BATCH_SIZE: positiveInt.max(5000).default(1000),
   BATCH_MS: z.coerce.number().int().min(0).max(10_000).default(20),
+  /** persist: batches written at once (each on its own database connection). */
+  BATCH_CONCURRENCY: positiveInt.max(8).default(2),
   /**
    * persist: unacked broker messages (not chat messages: each broker message carries up to
    * MAX_PUBLISH_BATCH = 500 of them). Bounds what one persist holds while PostgreSQL is down:

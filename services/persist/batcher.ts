@@ -37,6 +37,13 @@ export interface BatcherOptions {
   stallMs?: number;
   /** healthy() turns false once a batch has been failing this long. Default 5 s. */
   unhealthyAfterMs?: number;
+  /**
+   * Batches written at once (default 2): while one batch's INSERT runs, the next is allocated and
+   * inserted on another connection, and marking positions written never holds up the next batch.
+   * Batches are independent (positions were decided before; every write is idempotent), so they
+   * may commit in any order, as with several persist processes.
+   */
+  concurrency?: number;
 }
 
 class InsertStalled extends Error {
@@ -56,22 +63,24 @@ const isEmpty = (b: Batch) => b.deliveries.length === 0;
 
 /**
  * The persist consumer: per batch one allocator call (positions are idempotent per message, so
- * these are the positions the gateway delivered live with) and one INSERT statement, at most one
- * in flight; deliveries acked only after their batch committed; allocator and database errors
- * retried forever with the batch kept. Any number of batchers (processes) may run at once.
+ * these are the positions the gateway delivered live with) and one INSERT statement, up to
+ * `concurrency` batches in flight; deliveries acked only after their batch committed; allocator
+ * and database errors retried forever with the batch kept. Any number of batchers (processes) may
+ * run at once.
  */
-export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, stallMs = 15_000, unhealthyAfterMs = 5000 }: BatcherOptions): Batcher {
+export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, stallMs = 15_000, unhealthyAfterMs = 5000, concurrency = 2 }: BatcherOptions): Batcher {
   let current = emptyBatch();
   const sealed: Batch[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
-  let writing = false;
+  /** Batches being written. */
+  let writing = 0;
   let draining = false;
-  /** When the batch being written first failed (0: it has not). */
-  let failingSince = 0;
+  /** When each batch that is failing first failed. */
+  const failing = new Map<Batch, number>();
   const abort = new AbortController();
   const idleWaiters = new Set<() => void>();
 
-  const idle = () => !writing && sealed.length === 0 && isEmpty(current);
+  const idle = () => writing === 0 && sealed.length === 0 && isEmpty(current);
 
   const seal = () => {
     clearTimeout(timer);
@@ -80,23 +89,22 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
     current = emptyBatch();
   };
 
-  const pump = async () => {
-    if (writing) return;
-    writing = true;
-    try {
-      for (;;) {
-        if (sealed.length === 0 && current.due) seal();
-        const batch = sealed.shift();
-        if (!batch) break;
-        if (!(await write(batch))) break;
-      }
-    } finally {
-      writing = false;
-      if (idle()) for (const w of idleWaiters) w();
+  /** Starts writing sealed batches (and a due current one) while fewer than `concurrency` are. */
+  const pump = () => {
+    while (writing < concurrency && !abort.signal.aborted) {
+      if (sealed.length === 0 && current.due) seal();
+      const batch = sealed.shift();
+      if (!batch) return;
+      writing++;
+      void write(batch).finally(() => {
+        writing--;
+        pump();
+        if (idle()) for (const w of idleWaiters) w();
+      });
     }
   };
 
-  const write = async (batch: Batch): Promise<boolean> => {
+  const write = async (batch: Batch): Promise<void> => {
     const messages = uniqueById(batch.deliveries.flatMap((d) => d.messages));
     const positioned = messages.map((m) => ({ msgId: m.msgId, users: recipientsOf(m) }));
     // Events whose kind does more than insert (an edit updates its message) do it in the same transaction.
@@ -119,27 +127,27 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
           {
             signal: abort.signal,
             onError: (err, attempt) => {
-              failingSince ||= Date.now();
+              if (!failing.has(batch)) failing.set(batch, Date.now());
               metrics?.dbErrors.inc();
               if (attempt === 0 || attempt % 10 === 0) log.warn("batch insert failed; retrying", { err, attempt, rows: messages.length });
             },
           },
         );
-        failingSince = 0;
+        failing.delete(batch);
         metrics?.rowsInserted.inc(inserted);
         metrics?.batches.inc();
         metrics?.batchSize.observe(messages.length);
       } catch {
-        return false;
+        failing.delete(batch);
+        return;
       }
     }
+    for (const d of batch.deliveries) d.ack();
     if (messages.length > 0) {
       // Only written allocations may leave the allocator's idempotency window. A failure here keeps
-      // them in it longer (memory, not correctness).
-      await allocator.written(positioned).catch((err) => log.warn("could not mark positions written", { err }));
+      // them in it longer (memory, not correctness); the next batch does not wait for it.
+      void allocator.written(positioned).catch((err) => log.warn("could not mark positions written", { err }));
     }
-    for (const d of batch.deliveries) d.ack();
-    return true;
   };
 
   return {
@@ -149,22 +157,22 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
       current.rows += delivery.messages.length;
       if (current.rows >= maxRows) {
         seal();
-        void pump();
+        pump();
       } else if (!timer && !current.due) {
         timer = setTimeout(() => {
           timer = undefined;
           current.due = true;
-          void pump();
+          pump();
         }, maxWaitMs);
       }
     },
 
-    healthy: () => failingSince === 0 || Date.now() - failingSince < unhealthyAfterMs,
+    healthy: () => [...failing.values()].every((since) => Date.now() - since < unhealthyAfterMs),
 
     drain(timeoutMs = 8000) {
       draining = true;
       current.due = true;
-      void pump();
+      pump();
       if (idle()) return Promise.resolve(true);
       return new Promise<boolean>((resolve) => {
         const finish = (ok: boolean) => {

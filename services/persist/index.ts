@@ -22,7 +22,7 @@ surviveStrayConnectionErrors(log);
 const metrics = createMetrics("persist");
 const persistMetrics = createPersistMetrics(metrics);
 
-const db = openPostgres(cfg.DATABASE_URL, { max: 3 });
+const db = openPostgres(cfg.DATABASE_URL, { max: cfg.BATCH_CONCURRENCY + 1 });
 const conn = createAmqpConnection(cfg.AMQP_URL, log.child({ dep: "amqp" }), { name: `persist pid ${process.pid}` });
 const queue = createAmqpQueue(conn, {
   log: log.child({ dep: "queue" }),
@@ -33,13 +33,13 @@ const queue = createAmqpQueue(conn, {
 const redis = createRedis(cfg.REDIS_URL, log.child({ dep: "redis" }));
 // on Redis Cluster an allocation is answered only once its master's replica holds it (survives a failover)
 const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitReplicas: isCluster(redis) ? 1 : 0 });
-const batcher = createBatcher({ database: db, allocator, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, log, metrics: persistMetrics });
+const batcher = createBatcher({ database: db, allocator, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, concurrency: cfg.BATCH_CONCURRENCY, log, metrics: persistMetrics });
 
 const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: async () => batcher.healthy() && (await db.ping(1000)), metrics });
 const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, hostname: cfg.HOST, fetch: app.fetch });
 const subscription = await queue.consume(batcher, { prefetch: cfg.PREFETCH });
 
-log.info("persist started", { port: server.port, batchSize: cfg.BATCH_SIZE, batchMs: cfg.BATCH_MS, prefetch: cfg.PREFETCH });
+log.info("persist started", { port: server.port, batchSize: cfg.BATCH_SIZE, batchMs: cfg.BATCH_MS, batchConcurrency: cfg.BATCH_CONCURRENCY, prefetch: cfg.PREFETCH });
 console.log(`persist listening on ${localUrl(cfg.HOST, server.port!)}`);
 
 onShutdown(

@@ -72,7 +72,11 @@ export function createPipeline(opts: {
   const failed = opts.metrics.counter("ws_messages_failed_total", "Sends answered with an error", ["code"]);
   const ackSeconds = opts.metrics.histogram("ws_ack_seconds", "From receiving a send to its ack", [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5]);
 
-  const recent = new Map<string, Accepted>();
+  // The last 50,000 to 100,000 accepted sends, in two generations: dropping a whole generation is
+  // cheap, where deleting a Map's oldest key one at a time walks past the tombstones of the keys
+  // deleted before it (4 % of a gateway's CPU samples under load).
+  let recent = new Map<string, Accepted>();
+  let older = new Map<string, Accepted>();
   const RECENT_MAX = 100_000;
   const inflight = new Map<string, Promise<Accepted>>();
   let accepting = true;
@@ -90,7 +94,10 @@ export function createPipeline(opts: {
   }, { maxInFlight: 1 });
 
   const remember = (msgId: string, a: Accepted) => {
-    if (recent.size >= RECENT_MAX) recent.delete(recent.keys().next().value!);
+    if (recent.size >= RECENT_MAX / 2) {
+      older = recent;
+      recent = new Map();
+    }
     recent.set(msgId, a);
   };
 
@@ -144,7 +151,7 @@ export function createPipeline(opts: {
   /** Resolves with what the ack carries, or rejects with a SendError. */
   async function send(m: ChatMessage, sender?: Conn): Promise<Accepted> {
     const t0 = performance.now();
-    const known = recent.get(m.msgId);
+    const known = recent.get(m.msgId) ?? older.get(m.msgId);
     if (known !== undefined) {
       resent.inc();
       return known;
