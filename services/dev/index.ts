@@ -43,6 +43,8 @@ const batcher = createBatcher({
   allocator,
   maxRows: cfg.BATCH_SIZE,
   maxWaitMs: cfg.BATCH_MS,
+  // PGlite is one connection: batches would only queue behind each other on it
+  concurrency: 1,
   log: log.child({ part: "persist" }),
   metrics: createPersistMetrics(createMetrics("persist")),
 });
