@@ -238,14 +238,16 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
 
     async consume(consumer: QueueConsumer, { prefetch }) {
       if (closed) throw new QueueUnavailable("queue closed");
+      type ChannelAcks = ReturnType<typeof channelAcks>;
+      const channelsAcks = new Set<ChannelAcks>();
       const keptConsumer = conn.keepChannel({
         name: "consume",
         setup: async (ch) => {
-          let open = true;
-          ch.once("close", () => (open = false));
+          const acks = channelAcks(ch);
+          ch.once("close", () => acks.close());
           await assertQueueTopology(ch, topology);
           await ch.prefetch(Math.max(1, prefetch));
-          await ch.consume(topology.queue, (msg) => onMessage(ch, () => open, msg), { noAck: false });
+          await ch.consume(topology.queue, (msg) => onMessage(ch, acks, msg), { noAck: false });
         },
         onOpen: () => checkReady(),
       });
@@ -254,26 +256,23 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
       return {
         stop: async () => {
           consumers.delete(keptConsumer);
+          for (const a of channelsAcks) a.flush();
           await keptConsumer.stop();
         },
       };
 
-      function onMessage(ch: Channel, isOpen: () => boolean, msg: ConsumeMessage | null) {
+      function onMessage(ch: Channel, acks: ChannelAcks, msg: ConsumeMessage | null) {
         if (msg === null) {
           log.warn("queue consumer cancelled by the broker; subscribing again", { queue: topology.queue });
           ch.close().catch(() => {});
           return;
         }
+        const tag = msg.fields.deliveryTag;
         let settled = false;
         const ack = () => {
           if (settled) return;
           settled = true;
-          if (!isOpen()) return;
-          try {
-            ch.ack(msg);
-          } catch {
-            // the channel died meanwhile: the broker redelivers
-          }
+          acks.ack(tag);
         };
         const parsed = parseBrokerMessage(msg);
         if (!parsed.ok) {
@@ -287,7 +286,57 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
           opts.onDeadLetter?.(parsed.reason);
           return;
         }
+        acks.received(tag);
         guard(() => consumer.onDelivery({ messages: parsed.messages, ack: () => ack() }));
+      }
+
+      /**
+       * A channel's acks, sent once per event-loop turn: the longest run of acked deliveries at the
+       * head of what the channel holds goes out as one ack with `multiple` (batches commit mostly in
+       * delivery order, so usually that is all), any other acked delivery on its own. Every ack
+       * reaches the broker within the turn it was made in (or at stop()), as before.
+       */
+      function channelAcks(ch: Channel) {
+        let open = true;
+        /** Delivery tags received and not yet acked, ascending (the broker numbers them so). */
+        let held: number[] = [];
+        const acked = new Set<number>();
+        let scheduled = false;
+        const self = {
+          received(tag: number) {
+            held.push(tag);
+          },
+          ack(tag: number) {
+            if (!open) return;
+            acked.add(tag);
+            if (!scheduled) {
+              scheduled = true;
+              setImmediate(self.flush);
+            }
+          },
+          flush() {
+            scheduled = false;
+            if (!open || acked.size === 0) return;
+            let head = 0;
+            while (head < held.length && acked.has(held[head]!)) acked.delete(held[head++]!);
+            const upTo = head > 0 ? held[head - 1]! : undefined;
+            held = held.slice(head).filter((t) => !acked.has(t));
+            const single = [...acked];
+            acked.clear();
+            try {
+              if (upTo !== undefined) ch.ack({ fields: { deliveryTag: upTo } } as ConsumeMessage, true);
+              for (const t of single) ch.ack({ fields: { deliveryTag: t } } as ConsumeMessage);
+            } catch {
+              // the channel died meanwhile: the broker redelivers
+            }
+          },
+          close() {
+            open = false;
+            channelsAcks.delete(self);
+          },
+        };
+        channelsAcks.add(self);
+        return self;
       }
 
       function guard(fn: () => void) {
