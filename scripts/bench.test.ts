@@ -2,7 +2,6 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { cpuSeconds, cpuSnapshot, runQueueWaitSeconds } from "./bench/cpu.ts";
 import { HELP, parseBenchOptions, UsageError } from "./bench/options.ts";
-import { tailCounter } from "./bench/targets.ts";
 
 const ROOT = join(import.meta.dir, "..");
 
@@ -72,44 +71,5 @@ describe("cpu metering", () => {
     } finally {
       proc.kill("SIGKILL");
     }
-  });
-});
-
-describe("the bench's cheap row count (tailCounter)", () => {
-  /** Rows by seq; `visible` is what PostgreSQL shows now (a row of an uncommitted batch is not). */
-  const table = () => {
-    const visible = new Set<number>();
-    const query = async (_prefix: string, after: number, settle: number) => {
-      const seqs = [...visible].filter((s) => s > after);
-      return { n: seqs.length, settled: seqs.filter((s) => s <= settle).length, top: Math.max(0, ...seqs) };
-    };
-    return { visible, query };
-  };
-
-  test("counts every visible row once, also rows committed after higher seqs, within the settle window", async () => {
-    const t = table();
-    const c = tailCounter(t.query, 0);
-    for (let s = 1; s <= 10; s++) t.visible.add(s);
-    expect(await c.count("p")).toBe(10);
-    t.visible.add(11).add(13); // 12's batch has not committed yet
-    expect(await c.count("p")).toBe(12);
-    t.visible.add(12);
-    expect(await c.count("p")).toBe(13);
-    expect(await c.count("p")).toBe(13);
-    for (let s = 14; s <= 20; s++) t.visible.add(s);
-    expect(await c.count("p")).toBe(20);
-  });
-
-  test("a row committed below the settled base is missed: the count comes out low, never high", async () => {
-    const t = table();
-    const c = tailCounter(t.query, 0);
-    for (const s of [1, 2, 4, 5]) t.visible.add(s);
-    await c.count("p");
-    await c.count("p");
-    await c.count("p"); // the base is at 5 now
-    t.visible.add(3);
-    const n = await c.count("p");
-    expect(n).toBe(4);
-    expect(n).toBeLessThan(t.visible.size);
   });
 });

@@ -208,18 +208,11 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
   };
   let rows: number | null = null;
   let storedAt: number | null = null;
-  let polls = 0;
   for (;;) {
     const { unsettled, unanswered } = count();
     if (sys.countRows && storedAt === null && unanswered === 0) {
-      // every 20th poll (1 s) counts exactly, in case the cheap count missed a late commit
-      rows = await sys.countRows(prefix, { exact: ++polls % 20 === 0 });
-      // the cheap count reached it: confirm with an exact one (the cheap one may come out low)
-      if (rows >= acked) {
-        const at = performance.now();
-        rows = await sys.countRows(prefix, { exact: true });
-        if (rows >= acked) storedAt = at;
-      }
+      rows = await sys.countRows(prefix);
+      if (rows >= acked) storedAt = performance.now();
     }
     if (unsettled === 0 && (!sys.countRows || storedAt !== null)) break;
     if (performance.now() >= graceUntil) break;
@@ -228,7 +221,7 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
   const cpuAfter = cpuSnapshot(sys.processes);
   const drainedAt = performance.now();
   const driver = process.cpuUsage(driverBefore);
-  if (sys.countRows && storedAt === null) rows = await sys.countRows(prefix, { exact: true });
+  if (sys.countRows && storedAt === null) rows = await sys.countRows(prefix);
 
   let lost = 0;
   let unacked = 0;

@@ -30,12 +30,8 @@ export interface System {
   processes: MeteredProcess[];
   /** Resolves once the user is connected and registered (frames sent after it are handled). */
   connect(user: string, instance: number, h: Handlers): Promise<Conn>;
-  /**
-   * Rows in PostgreSQL whose sender starts with `prefix`; null when the system stores nothing.
-   * Cheap by default (counts only rows added since earlier calls, so polling it does not load the
-   * database whose CPU is metered; may come out low, never high); `exact` counts the whole table.
-   */
-  countRows: ((prefix: string, opts?: { exact?: boolean }) => Promise<number>) | null;
+  /** Rows in PostgreSQL whose sender starts with `prefix`; null when the system stores nothing. */
+  countRows: ((prefix: string) => Promise<number>) | null;
   stop(): Promise<void>;
 }
 
@@ -89,15 +85,6 @@ async function startRelay(o: SystemOptions): Promise<System> {
     };
   }
   const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
-  const exactRows = async (prefix: string) => {
-    const [r] = await sql`select count(*)::int as n from messages where sender like ${`${prefix}%`} and kind = 'message'`;
-    return r!.n as number;
-  };
-  const tail = tailCounter(async (prefix, after, settle) => {
-    const [r] = await sql`select count(*)::int as n, count(*) filter (where seq <= ${settle})::int as settled, coalesce(max(seq), 0)::bigint as top
-      from messages where seq > ${after} and sender like ${`${prefix}%`} and kind = 'message'`;
-    return { n: r!.n as number, settled: r!.settled as number, top: Number(r!.top) };
-  });
   return {
     name: "relay",
     label: "this project (relay)",
@@ -132,7 +119,10 @@ async function startRelay(o: SystemOptions): Promise<System> {
         close: () => ws.close(),
       };
     },
-    countRows: (prefix, opts) => (opts?.exact ? exactRows(prefix) : tail.count(prefix)),
+    async countRows(prefix) {
+      const [r] = await sql`select count(*)::int as n from messages where sender like ${`${prefix}%`} and kind = 'message'`;
+      return r!.n as number;
+    },
     async stop() {
       await sql.end();
       await stopStack();
@@ -192,30 +182,5 @@ async function startSocketio(o: SystemOptions): Promise<System> {
     },
     countRows: null,
     stop: () => stopAll(),
-  };
-}
-
-/**
- * Counts rows by `seq` (indexed) without rescanning what it counted before: each call counts the
- * rows after a base, and moves the base up to the highest seq seen at least `settleMs` earlier
- * (rows below it are assumed committed by then). A batch that commits later than that below the
- * base is missed, so the count may come out low, never high: the caller confirms with an exact count.
- */
-export function tailCounter(query: (prefix: string, after: number, settle: number) => Promise<{ n: number; settled: number; top: number }>, settleMs = 2000) {
-  const state = new Map<string, { base: number; below: number; seen: Array<{ at: number; top: number }> }>();
-  return {
-    async count(prefix: string): Promise<number> {
-      let st = state.get(prefix);
-      if (!st) state.set(prefix, (st = { base: 0, below: 0, seen: [] }));
-      const now = performance.now();
-      let settle = st.base;
-      while (st.seen.length > 0 && st.seen[0]!.at <= now - settleMs) settle = Math.max(settle, st.seen.shift()!.top);
-      const r = await query(prefix, st.base, settle);
-      const total = st.below + r.n;
-      st.below += r.settled;
-      st.base = settle;
-      st.seen.push({ at: now, top: r.top });
-      return total;
-    },
   };
 }
