@@ -72,4 +72,19 @@ describe("cpu metering", () => {
       proc.kill("SIGKILL");
     }
   });
+
+  test("leaves out the excluded processes (the bench's own database session)", async () => {
+    const proc = Bun.spawn(["bun", "-e", "while (process.cpuUsage().user < 400000) {} await Bun.sleep(30000)"], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    try {
+      const procs = [{ name: "tree", pid: proc.pid }];
+      const before = cpuSnapshot(procs);
+      const beforeExcluded = cpuSnapshot(procs, [proc.pid]);
+      const until = Date.now() + 10_000;
+      while (Date.now() < until && cpuSeconds(before, cpuSnapshot(procs)).tree! < 0.2) await Bun.sleep(100);
+      expect(cpuSeconds(before, cpuSnapshot(procs)).tree).toBeGreaterThanOrEqual(0.2);
+      expect(cpuSeconds(beforeExcluded, cpuSnapshot(procs, [proc.pid])).tree).toBe(0);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
 });

@@ -33,11 +33,12 @@ function readStat(pid: number): { ppid: number; ticks: number } | null {
 }
 
 /**
- * Reads every tree's CPU ticks. A live process counts its own time and that of its reaped children
+ * Reads every tree's CPU ticks, leaving out the processes in `exclude` (the bench's own database
+ * session: its row counting is not server work). A live process counts its own time and that of its reaped children
  * (which no longer appear), so nothing is counted twice; a child that exits between two snapshots
  * moves its whole lifetime into its parent's cutime (a slight overcount for short-lived helpers).
  */
-export function cpuSnapshot(procs: MeteredProcess[]): CpuSnapshot {
+export function cpuSnapshot(procs: MeteredProcess[], exclude: readonly number[] = []): CpuSnapshot {
   const stats = new Map<number, { ppid: number; ticks: number }>();
   for (const e of readdirSync("/proc")) {
     if (!/^\d+$/.test(e)) continue;
@@ -57,6 +58,7 @@ export function cpuSnapshot(procs: MeteredProcess[]): CpuSnapshot {
     const todo = stats.has(p.pid) ? [p.pid] : [];
     while (todo.length) {
       const pid = todo.pop()!;
+      if (exclude.includes(pid)) continue;
       ticks.set(pid, stats.get(pid)!.ticks);
       for (const [tid, ns] of threadWaits(pid)) waitNs.set(tid, ns);
       todo.push(...(children.get(pid) ?? []));

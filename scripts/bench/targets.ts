@@ -32,6 +32,8 @@ export interface System {
   connect(user: string, instance: number, h: Handlers): Promise<Conn>;
   /** Rows in PostgreSQL whose sender starts with `prefix`; null when the system stores nothing. */
   countRows: ((prefix: string) => Promise<number>) | null;
+  /** Server-side processes that work for the bench itself (its database session), left out of the CPU figures. */
+  ownPids?: () => Promise<number[]>;
   stop(): Promise<void>;
 }
 
@@ -118,6 +120,10 @@ async function startRelay(o: SystemOptions): Promise<System> {
         send: (id, to, body) => ws.send(JSON.stringify({ type: "send", id, to, body })),
         close: () => ws.close(),
       };
+    },
+    async ownPids() {
+      const [r] = await sql`select pg_backend_pid() as pid`;
+      return [Number(r!.pid)];
     },
     async countRows(prefix) {
       const [r] = await sql`select count(*)::int as n from messages where sender like ${`${prefix}%`} and kind = 'message'`;
