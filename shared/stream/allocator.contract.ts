@@ -163,6 +163,60 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
     );
 
     test(
+      "one call answers exactly as the same requests one call each: repeats and claims within a call, across rotations, written marks among them",
+      async () => {
+        for (const window of [3, 100]) await sameInOneCall(window);
+      },
+    );
+
+    async function sameInOneCall(window: number) {
+      {
+        // ids repeat within the call (the second claim of an id sees the first), and 9 new ids in a
+        // window of 3 rotate it three times in the middle of the call
+        const reqs = [
+          { msgId: "p1", users: ["s", "t"] },
+          { msgId: "p2", users: ["s"] },
+          { msgId: "p1", users: ["s", "t"], claim: { sender: "s", ts: 5 } },
+          { msgId: "p3", users: ["s", "t"], claim: { sender: "s", ts: 6 } },
+          { msgId: "p4", users: ["s"] },
+          { msgId: "p1", users: ["t", "s"], claim: { sender: "s", ts: 7 } },
+          { msgId: "p5", users: ["s"] },
+          { msgId: "p2", users: ["s"], claim: { sender: "s", ts: 8 } },
+          { msgId: "p6", users: ["s", "t"] },
+          { msgId: "p7", users: ["s"] },
+          { msgId: "p3", users: ["s", "t"], claim: { sender: "s", ts: 9 } },
+          { msgId: "p8", users: ["s"] },
+          { msgId: "p9", users: ["s"] },
+          { msgId: "p2", users: ["s"] },
+          { msgId: "p6", users: ["t"], claim: { sender: "s", ts: 10 } },
+        ];
+        const together = await make({ window });
+        const apart = await make({ window });
+        try {
+          // some earlier allocations, partly written, so that the call meets both generations
+          for (const f of [together, apart]) {
+            await f.allocator.allocate([{ msgId: "p2", users: ["s"] }, { msgId: "o1", users: ["s"] }]);
+            await f.allocator.written([{ msgId: "o1", users: ["s"] }]);
+          }
+          const one = await together.allocator.allocate(reqs);
+          const each = [];
+          for (const q of reqs) each.push((await apart.allocator.allocate([q]))[0]!);
+          const strip = (rs: typeof one) => rs.map((r) => ({ positions: Object.fromEntries(Object.entries(r.positions).map(([u, p]) => [u, p.pos])), claimed: r.claimed }));
+          expect(strip(one)).toEqual(strip(each));
+          const writes = reqs.map((q) => ({ msgId: q.msgId, users: q.users }));
+          await together.allocator.written(writes);
+          await apart.allocator.written(writes);
+          // after the marks, both still answer the same for every id
+          const check = ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "o1"].map((msgId) => ({ msgId, users: ["s"] }));
+          expect(strip(await together.allocator.allocate(check))).toEqual(strip(await apart.allocator.allocate(check)));
+        } finally {
+          await together.cleanup();
+          await apart.cleanup();
+        }
+      }
+    }
+
+    test(
       "idempotency holds for at least the last `window` allocations of a user (and at most twice that)",
       withFixture(
         async ({ allocator }) => {
