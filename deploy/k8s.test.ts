@@ -207,6 +207,11 @@ describe("deploy/k8s manifests", () => {
     const redis = kinds("RedisCluster")[0]!;
     expect(redis.spec.clusterSize).toBeGreaterThanOrEqual(3);
     expect(redis.spec.redisFollower.replicas).toBeGreaterThanOrEqual(redis.spec.clusterSize);
+    // leaders and followers run with the project's Redis settings (scripts/infra.ts REDIS_TUNING)
+    for (const role of [redis.spec.redisLeader, redis.spec.redisFollower]) {
+      const cm = kinds("ConfigMap").find((c) => c.metadata.name === role.redisConfig?.additionalRedisConfig);
+      expect(cm?.data?.["redis-additional.conf"]).toContain("hash-max-listpack-entries 16");
+    }
     expect(kinds("RabbitmqCluster")[0]!.spec.replicas).toBeGreaterThanOrEqual(3);
     const pg = kinds("Cluster")[0]!;
     expect(pg.apiVersion).toStartWith("postgresql.cnpg.io/");

@@ -31,6 +31,7 @@ import {
   processTree,
   rabbitNode,
   redisServer,
+  REDIS_TUNING,
   run,
   type Server,
 } from "./infra.ts";
@@ -150,6 +151,7 @@ export async function startClusterInfra(opts: { hosts?: string[]; log?: (line: s
       "--cluster-require-full-coverage", "no",
       "--cluster-replica-validity-factor", "0",
       "--appendfsync", "everysec",
+      ...REDIS_TUNING,
       // protected mode accepts only 127.0.0.1 as loopback; every address here is loopback anyway
       "--protected-mode", "no",
     ];

@@ -83,6 +83,15 @@ export class MissingBinaryError extends Error {
   }
 }
 
+/**
+ * Redis settings every Redis of the project runs with (compose.yaml and deploy/k8s/redis.yaml too;
+ * docs/operations.md): hashes of more than 16 fields are real hash tables. Redis keeps a hash of up
+ * to hash-max-listpack-entries fields (default 128, 512 in some builds) as one list that every HGET
+ * scans; the allocator's per-user window hashes hold hundreds to thousands of ids, and the scans
+ * were a third of Redis's CPU (perf) and 22 % of it per message at N=1000 (docs/benchmarks.md).
+ */
+export const REDIS_TUNING = ["--hash-max-listpack-entries", "16"];
+
 export const INFRA_DIR_PREFIX = "relay-chat-infra-";
 const OWNER_FILE = "owner.pid";
 const STATE_FILE = "infra.json";
@@ -524,7 +533,7 @@ export function redisServer(bin: string, dir: string, port: number, opts: { host
     port,
     url: `redis://${host}:${port}`,
     logFile: join(dir, `${name}.log`),
-    cmd: [bin, "--port", String(port), "--bind", host, "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", data, "--daemonize", "no", "--logfile", "", ...(opts.args ?? [])],
+    cmd: [bin, "--port", String(port), "--bind", host, "--save", "", "--appendonly", "yes", "--appendfsync", "always", ...REDIS_TUNING, "--dir", data, "--daemonize", "no", "--logfile", "", ...(opts.args ?? [])],
     env: cleanEnv({}),
     cwd: dir,
     user: null,
