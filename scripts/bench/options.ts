@@ -74,7 +74,7 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
-function num(name: string, v: string | undefined, dflt: number, min: number, max: number, integer = true): number {
+export function num(name: string, v: string | undefined, dflt: number, min: number, max: number, integer = true): number {
   if (v === undefined) return dflt;
   const n = v.trim() === "" ? Number.NaN : Number(v);
   if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
