@@ -40,6 +40,9 @@ let stack: Stack | null = null;
 const gateways: ServiceProcess[] = [];
 const drivers: Array<{ proc: Subprocess; status: DriverStatus | null; minted: boolean }> = [];
 let finished = false;
+function gatewayLogs() {
+  for (const g of gateways) console.error(`--- ${g.name} (exit ${g.proc.exitCode ?? g.proc.signalCode ?? "running"}), last lines:\n${g.logs.slice(-15).join("\n")}`);
+}
 async function teardown() {
   for (const d of drivers) {
     try {
@@ -53,14 +56,24 @@ async function teardown() {
 const deadline = setTimeout(async () => {
   if (finished) return;
   console.error(`bench:conns: not done within --timeout ${opts.timeoutSec} s; stopping`);
+  gatewayLogs();
   await teardown().catch(() => {});
   process.exit(1);
 }, opts.timeoutSec * 1000);
 
 /** Waits until `done()` holds, checking every 50 ms (the run's deadline bounds it). */
-async function until(done: () => boolean) {
-  while (!done()) await Bun.sleep(50);
+async function until(done: () => boolean, progress?: () => string) {
+  let last = Date.now();
+  while (!done()) {
+    await Bun.sleep(50);
+    if (progress && Date.now() - last >= 5000) {
+      last = Date.now();
+      log(progress());
+    }
+  }
 }
+const progress = () =>
+  `synced ${sum((s) => s.synced).toLocaleString("en")} of ${opts.connections.toLocaleString("en")}; drops ${sum((s) => s.drops)} (by close code: ${fmtErrors(mergeErrors({}, "closes"))}); errors ${fmtErrors(mergeErrors())}`;
 const sum = (f: (s: DriverStatus) => number) => drivers.reduce((n, d) => n + (d.status ? f(d.status) : 0), 0);
 
 try {
@@ -102,7 +115,7 @@ try {
   const rssBefore = gateways.map((g) => rssBytes(g.proc.pid));
   const t0 = Date.now();
   for (const d of drivers) d.proc.send({ cmd: "start" });
-  await until(() => drivers.every((d) => d.status?.allConnectedAt != null));
+  await until(() => drivers.every((d) => d.status?.allConnectedAt != null), progress);
   const connectMs = Math.max(...drivers.map((d) => d.status!.allConnectedAt!)) - t0;
   log(`all ${opts.connections} connected and synced in ${(connectMs / 1000).toFixed(2)} s`);
   await Bun.sleep(2000); // idle: whatever a connection still allocates after its first sync
@@ -131,7 +144,7 @@ try {
     const t1 = Date.now();
     victim.proc.kill("SIGKILL");
     await victim.exited;
-    await until(() => sum((s) => s.drops) - dropsBefore >= dropped && sum((s) => s.synced) === opts.connections);
+    await until(() => sum((s) => s.drops) - dropsBefore >= dropped && sum((s) => s.synced) === opts.connections, progress);
     const stormMs = Math.max(...drivers.map((d) => d.status!.lastResyncAt)) - t1;
     const survivors = await Promise.all(internal.slice(1).map(connectionsOf));
     const errors = mergeErrors(errorsBefore);
@@ -151,14 +164,15 @@ try {
   finished = true;
   clearTimeout(deadline);
   console.error(`bench:conns failed: ${(err as Error).stack ?? err}`);
+  gatewayLogs();
   await teardown().catch(() => {});
   process.exit(1);
 }
 
 /** Error counts summed over the drivers, less `before`. */
-function mergeErrors(before: Record<string, number> = {}): Record<string, number> {
+function mergeErrors(before: Record<string, number> = {}, what: "errors" | "closes" = "errors"): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const d of drivers) for (const [k, v] of Object.entries(d.status?.errors ?? {})) out[k] = (out[k] ?? 0) + v;
+  for (const d of drivers) for (const [k, v] of Object.entries(d.status?.[what] ?? {})) out[k] = (out[k] ?? 0) + v;
   for (const [k, v] of Object.entries(before)) out[k] = (out[k] ?? 0) - v;
   for (const k of Object.keys(out)) if (!out[k]) delete out[k];
   return out;

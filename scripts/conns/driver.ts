@@ -31,6 +31,8 @@ export interface DriverStatus {
   lastResyncAt: number;
   /** Error frames by code, plus connect_failed. */
   errors: Record<string, number>;
+  /** Drops by close code. */
+  closes: Record<string, number>;
 }
 
 interface Client {
@@ -52,7 +54,8 @@ if (!given || !process.send) {
 const cfg: DriverConfig = given;
 
 const errors: Record<string, number> = {};
-const count = (code: string) => void (errors[code] = (errors[code] ?? 0) + 1);
+const closes: Record<string, number> = {};
+const count = (code: string, into = errors) => void (into[code] = (into[code] ?? 0) + 1);
 let synced = 0;
 let everSynced = 0;
 let allConnectedAt: number | null = null;
@@ -108,7 +111,7 @@ function open(c: Client, initial: boolean) {
       }
     }
   };
-  ws.onclose = () => {
+  ws.onclose = (e) => {
     if (c.ws !== ws || stopping) return;
     c.ws = null;
     if (c.synced) {
@@ -117,6 +120,7 @@ function open(c: Client, initial: boolean) {
       synced--;
       c.dropped = true;
       drops++;
+      count(String(e.code), closes);
       setTimeout(() => open(c, false), Math.random() * cfg.stormWindowMs);
     } else {
       count("connect_failed");
@@ -135,7 +139,7 @@ for (let k = 0; k < cfg.count; k++) {
 }
 
 function report() {
-  const s: DriverStatus = { type: "status", synced, allConnectedAt, drops, lastResyncAt, errors };
+  const s: DriverStatus = { type: "status", synced, allConnectedAt, drops, lastResyncAt, errors, closes };
   process.send!(s);
 }
 const timer = setInterval(report, 250);
