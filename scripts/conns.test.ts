@@ -16,7 +16,7 @@ describe("bench:conns command line", () => {
     const r = await conns("--help");
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(`${HELP}\n`);
-    for (const o of ["--connections", "--gateways", "--drivers", "--addresses", "--concurrency", "--storm", "--storm-window", "--timeout", "--json", "--help"]) {
+    for (const o of ["--connections", "--gateways", "--drivers", "--addresses", "--concurrency", "--storm", "--storm-window", "--settle", "--timeout", "--json", "--help"]) {
       expect(HELP).toMatch(new RegExp(`^  ${o} `, "m"));
     }
   });
@@ -29,7 +29,7 @@ describe("bench:conns command line", () => {
   });
 
   test("defaults: 10,000 connections on one gateway, drivers and addresses sized to the limits", () => {
-    expect(parseConnsOptions([])).toEqual({ connections: 10_000, gateways: 1, drivers: 1, addresses: 1, concurrency: 500, storm: false, stormWindowMs: 1000, timeoutSec: 600, json: false, help: false });
+    expect(parseConnsOptions([])).toEqual({ connections: 10_000, gateways: 1, drivers: 1, addresses: 1, concurrency: 500, storm: false, stormWindowMs: 1000, settleSec: 15, timeoutSec: 600, json: false, help: false });
     const big = parseConnsOptions(["--connections", "50000", "--gateways", "3"]);
     expect([big.drivers, big.addresses]).toEqual([Math.ceil(50_000 / MAX_PER_DRIVER), 3]);
     const storm = parseConnsOptions(["--connections=30000", "--gateways=3", "--storm", "--storm-window", "0", "--json"]);
@@ -47,6 +47,7 @@ describe("bench:conns command line", () => {
     [["--concurrency", ""], /--concurrency must be a whole number from 1 to 10000 \(got ""\)/],
     [["--storm-window=-1"], /--storm-window must be a whole number from 0 to 60000/],
     [["--storm-window", "61000"], /--storm-window must be a whole number from 0 to 60000/],
+    [["--settle", "0"], /--settle must be a whole number from 1 to 600/],
     [["--timeout", "5"], /--timeout must be a whole number from 10 to 3600/],
     [["--connections", "40000", "--drivers", "2"], /--drivers 2 would put 20000 connections on one driver \(at most 19000/],
     [["--connections", "60000", "--addresses", "2"], /--addresses 2 would put 30000 connections on one destination address \(at most 25000/],

@@ -118,9 +118,13 @@ try {
   await until(() => drivers.every((d) => d.status?.allConnectedAt != null), progress);
   const connectMs = Math.max(...drivers.map((d) => d.status!.allConnectedAt!)) - t0;
   log(`all ${opts.connections} connected and synced in ${(connectMs / 1000).toFixed(2)} s`);
-  await Bun.sleep(2000); // idle: whatever a connection still allocates after its first sync
-  const held = await Promise.all(internal.map(connectionsOf));
+  // idle: the lowest RSS over the settle time (garbage of the connect burst is collected meanwhile)
   const rssAfter = gateways.map((g) => rssBytes(g.proc.pid));
+  for (let k = 0; k < opts.settleSec; k++) {
+    await Bun.sleep(1000);
+    gateways.forEach((g, i) => (rssAfter[i] = Math.min(rssAfter[i]!, rssBytes(g.proc.pid))));
+  }
+  const held = await Promise.all(internal.map(connectionsOf));
   const perGateway = gateways.map((g, i) => ({
     gateway: g.name,
     connections: held[i]!,

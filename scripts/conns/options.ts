@@ -20,7 +20,9 @@ one), and counts as connected once the \`synced\` answer came (which also means 
 routes it to its gateway).
 
 Reports: connections held per gateway (its ws_connections gauge), gateway RSS per connection
-((RSS after - RSS before) / connections, per process, from /proc), and the time to connect all.
+((RSS after - RSS before) / connections, per process, from /proc; "after" is the lowest RSS sampled
+every second over --settle idle seconds once all are connected, so that garbage from the connect
+burst that the next collection frees does not count), and the time to connect all.
 
 --storm: then kill -9 the first gateway. Its clients reconnect to the survivors on the shared port
 (first attempt at a uniform random moment within --storm-window ms, then capped exponential
@@ -44,6 +46,7 @@ Options:
   --storm           kill -9 the first gateway after connecting and measure the reconnect storm
   --storm-window MS the window the dropped clients' first reconnects are spread over, 0..60000
                     (default 1000)
+  --settle S        idle seconds after connecting over which RSS is sampled, 1..600 (default 15)
   --timeout S       the whole run's bound in seconds, 10..3600 (default 600)
   --json            print the summary as one JSON line too
   --help            this text
@@ -57,6 +60,7 @@ export interface ConnsOptions {
   concurrency: number;
   storm: boolean;
   stormWindowMs: number;
+  settleSec: number;
   timeoutSec: number;
   json: boolean;
   help: boolean;
@@ -76,6 +80,7 @@ export function parseConnsOptions(argv: string[]): ConnsOptions {
         concurrency: { type: "string" },
         storm: { type: "boolean" },
         "storm-window": { type: "string" },
+        settle: { type: "string" },
         timeout: { type: "string" },
         json: { type: "boolean" },
         help: { type: "boolean" },
@@ -94,6 +99,7 @@ export function parseConnsOptions(argv: string[]): ConnsOptions {
   const concurrency = num("concurrency", s("concurrency"), 500, 1, 10_000);
   const storm = values.storm === true;
   const stormWindowMs = num("storm-window", s("storm-window"), 1000, 0, 60_000);
+  const settleSec = num("settle", s("settle"), 15, 1, 600);
   const timeoutSec = num("timeout", s("timeout"), 600, 10, 3600);
   if (Math.ceil(connections / drivers) > MAX_PER_DRIVER)
     throw new UsageError(`--drivers ${drivers} would put ${Math.ceil(connections / drivers)} connections on one driver (at most ${MAX_PER_DRIVER}: open-files limit); give more drivers`);
@@ -101,5 +107,5 @@ export function parseConnsOptions(argv: string[]): ConnsOptions {
     throw new UsageError(`--addresses ${addresses} would put ${Math.ceil(connections / addresses)} connections on one destination address (at most ${MAX_PER_ADDRESS}: ephemeral ports); give more addresses`);
   if (drivers > connections) throw new UsageError(`--drivers ${drivers} is more than --connections ${connections}`);
   if (storm && gateways < 2) throw new UsageError("--storm needs --gateways 2 or more (the clients of the killed one reconnect to the others)");
-  return { connections, gateways, drivers, addresses, concurrency, storm, stormWindowMs, timeoutSec, json: values.json === true, help: values.help === true };
+  return { connections, gateways, drivers, addresses, concurrency, storm, stormWindowMs, settleSec, timeoutSec, json: values.json === true, help: values.help === true };
 }
