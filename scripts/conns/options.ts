@@ -1,5 +1,4 @@
-import { parseArgs } from "node:util";
-import { num, UsageError } from "../bench/options.ts";
+import { flagValues, num, UsageError } from "../bench/options.ts";
 
 export { UsageError };
 
@@ -68,29 +67,7 @@ export interface ConnsOptions {
 
 /** Parses bench:conns' command line; throws UsageError naming the bad option. */
 export function parseConnsOptions(argv: string[]): ConnsOptions {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        connections: { type: "string" },
-        gateways: { type: "string" },
-        drivers: { type: "string" },
-        addresses: { type: "string" },
-        concurrency: { type: "string" },
-        storm: { type: "boolean" },
-        "storm-window": { type: "string" },
-        settle: { type: "string" },
-        timeout: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  const values = flagValues(argv, ["connections", "gateways", "drivers", "addresses", "concurrency", "storm-window", "settle", "timeout"], ["storm", "json", "help"]);
   const s = (k: string) => values[k] as string | undefined;
   const connections = num("connections", s("connections"), 10_000, 1, 100_000);
   const gateways = num("gateways", s("gateways"), 1, 1, 16);
