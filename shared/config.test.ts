@@ -59,6 +59,12 @@ test.each([
   [[], { PUSH_DELAY_MS: "-1" }, /PUSH_DELAY_MS/],
   [[], { PUSH_DELAY_MS: "61000" }, /PUSH_DELAY_MS/],
   [[], { PUSH_ALLOW_HTTP: "yes" }, /PUSH_ALLOW_HTTP/],
+  [[], { INTERNAL_PORT: "70000" }, /INTERNAL_PORT/],
+  [[], { INTERNAL_PORT: "x" }, /INTERNAL_PORT/],
+  [["--port", "3001"], { INTERNAL_PORT: "3001" }, /INTERNAL_PORT: must differ from PORT/],
+  [[], { REUSE_PORT: "yes" }, /REUSE_PORT: must be 1, 0, true or false/],
+  [["--port", "3001"], { REUSE_PORT: "1" }, /REUSE_PORT: needs INTERNAL_PORT/],
+  [["--port", "0"], { REUSE_PORT: "1", INTERNAL_PORT: "0" }, /REUSE_PORT: needs a fixed PORT/],
   [[], { EDIT_WINDOW_SEC: "-1" }, /EDIT_WINDOW_SEC/],
   [[], { EDIT_WINDOW_SEC: "48h" }, /EDIT_WINDOW_SEC/],
   [[], { EDIT_WINDOW_SEC: "31536001" }, /EDIT_WINDOW_SEC/],
@@ -124,4 +130,12 @@ test("push settings: a matching VAPID pair, a subject, the window and http endpo
   expect([c.VAPID_PUBLIC_KEY, c.VAPID_PRIVATE_KEY, c.VAPID_SUBJECT, c.PUSH_DELAY_MS, c.PUSH_ALLOW_HTTP]).toEqual([v1.publicKey, v1.privateKey, "https://chat.example.com/contact", 500, true]);
   const d = parseConfig([], {});
   expect([d.VAPID_PUBLIC_KEY, d.VAPID_SUBJECT, d.PUSH_DELAY_MS, d.PUSH_ALLOW_HTTP]).toEqual([undefined, "mailto:push@relay-chat.invalid", 2000, false]);
+});
+
+test("INTERNAL_PORT and REUSE_PORT: unset by default (one port, not shared); set together with a fixed PORT", () => {
+  const d = parseConfig([], {});
+  expect([d.INTERNAL_PORT, d.REUSE_PORT]).toEqual([undefined, false]);
+  const c = parseConfig(["--port", "3001"], { INTERNAL_PORT: "0", REUSE_PORT: "1" });
+  expect([c.PORT, c.INTERNAL_PORT, c.REUSE_PORT]).toEqual([3001, 0, true]);
+  expect(parseConfig([], { INTERNAL_PORT: "4001", REUSE_PORT: "false" }).REUSE_PORT).toBe(false);
 });

@@ -81,6 +81,13 @@ const positiveInt = z.coerce.number().int().positive();
 
 export const ConfigSchema = z.object({
   PORT: port.optional(),
+  /**
+   * ws: a second listener for the gateways' internal API (`/internal/*`, plus `/health` and
+   * `/metrics` of this one process); unset: everything on PORT. 0: any free port.
+   */
+  INTERNAL_PORT: port.optional(),
+  /** ws: share PORT with other gateway processes on this host (SO_REUSEPORT); needs INTERNAL_PORT. */
+  REUSE_PORT: z.enum(["0", "1", "false", "true"], { message: "must be 1, 0, true or false" }).default("0").transform((v) => v === "1" || v === "true"),
   /** The address every service binds to. */
   HOST: bindHost.default("0.0.0.0"),
   /** One URL: a single Redis; several (comma-separated): seed nodes of one Redis Cluster. */
@@ -153,6 +160,10 @@ export const ConfigSchema = z.object({
   /** ws: admit http: push endpoints (tests and local push-service emulators only; browsers' services are https). */
   PUSH_ALLOW_HTTP: z.enum(["true", "false"]).default("false").transform((v) => v === "true"),
 }).superRefine((c, ctx) => {
+  if (c.REUSE_PORT && c.INTERNAL_PORT === undefined)
+    ctx.addIssue({ code: "custom", path: ["REUSE_PORT"], message: "needs INTERNAL_PORT: on a shared port a forward addressed to this process could reach another one" });
+  if (c.REUSE_PORT && !c.PORT) ctx.addIssue({ code: "custom", path: ["REUSE_PORT"], message: "needs a fixed PORT (not 0) to share" });
+  if (c.INTERNAL_PORT && c.INTERNAL_PORT === c.PORT) ctx.addIssue({ code: "custom", path: ["INTERNAL_PORT"], message: "must differ from PORT" });
   if ((c.VAPID_PUBLIC_KEY === undefined) !== (c.VAPID_PRIVATE_KEY === undefined))
     return ctx.addIssue({ code: "custom", path: [c.VAPID_PUBLIC_KEY === undefined ? "VAPID_PUBLIC_KEY" : "VAPID_PRIVATE_KEY"], message: "VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY are set together" });
   if (c.VAPID_PUBLIC_KEY === undefined) return;

@@ -74,7 +74,7 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
-function num(name: string, v: string | undefined, dflt: number, min: number, max: number, integer = true): number {
+export function num(name: string, v: string | undefined, dflt: number, min: number, max: number, integer = true): number {
   if (v === undefined) return dflt;
   const n = v.trim() === "" ? Number.NaN : Number(v);
   if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
@@ -83,34 +83,23 @@ function num(name: string, v: string | undefined, dflt: number, min: number, max
   return n;
 }
 
-/** Parses the bench's command line; throws UsageError with a message naming the bad option. */
-export function parseBenchOptions(argv: string[], env: Record<string, string | undefined> = process.env): BenchOptions {
-  let values: Record<string, string | boolean | undefined>;
+/** The flags of `argv` by name, as strings or booleans as declared; an unknown flag or a positional argument is a UsageError. */
+export function flagValues(argv: string[], strings: string[], booleans: string[]): Record<string, string | boolean | undefined> {
+  const options = Object.fromEntries([...strings.map((n) => [n, { type: "string" as const }]), ...booleans.map((n) => [n, { type: "boolean" as const }])]);
   try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        target: { type: "string" },
-        compare: { type: "boolean" },
-        users: { type: "string" },
-        inflight: { type: "string" },
-        rate: { type: "string" },
-        duration: { type: "string" },
-        grace: { type: "string" },
-        instances: { type: "string" },
-        "peer-engine": { type: "string" },
-        ws: { type: "string" },
-        "jwt-secret": { type: "string" },
-        "database-url": { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Record<string, string | boolean | undefined>;
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+/** Parses the bench's command line; throws UsageError with a message naming the bad option. */
+export function parseBenchOptions(argv: string[], env: Record<string, string | undefined> = process.env): BenchOptions {
+  const values = flagValues(
+    argv,
+    ["target", "users", "inflight", "rate", "duration", "grace", "instances", "peer-engine", "ws", "jwt-secret", "database-url"],
+    ["compare", "json", "help"],
+  );
   const s = (k: string) => values[k] as string | undefined;
   const help = values.help === true;
   const compare = values.compare === true;

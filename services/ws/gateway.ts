@@ -23,6 +23,13 @@ const MAX_OWN_REMEMBERED = 2000;
 /** Outbound bytes a connection may have buffered before it is closed as too slow. */
 export const BACKPRESSURE_LIMIT = 4 << 20;
 const READY_TIMEOUT_MS = 5000;
+/**
+ * Idle connections hold no promise or set of their own: a settled chain points back at this one
+ * promise, and `own` is this empty set until the connection's first send (bench:conns measures
+ * the memory an idle connection holds).
+ */
+const SETTLED: Promise<void> = Promise.resolve();
+const NONE_OWN: ReadonlySet<string> = new Set();
 export const IDLE_TIMEOUT_S = 10;
 
 /**
@@ -60,6 +67,7 @@ export function createGateway(opts: {
 
   const handleSend = async (ws: Conn, f: SendFrame | EditFrame | DeleteFrame) => {
     const m = recordOf(ws.data.user, f);
+    if (ws.data.own === NONE_OWN) ws.data.own = new Set();
     const own = ws.data.own;
     if (own.size >= MAX_OWN_REMEMBERED) own.delete(own.values().next().value!);
     own.add(m.msgId);
@@ -172,7 +180,10 @@ export function createGateway(opts: {
       ws.data.ready.catch(() => {});
       // A timed-out registration still completes in the background; later frames see it.
       registered.then(
-        () => (ws.data.isReady = true),
+        () => {
+          ws.data.isReady = true;
+          ws.data.ready = SETTLED;
+        },
         (err) => opts.log.warn("connection setup failed", { err }),
       );
     },
@@ -188,13 +199,15 @@ export function createGateway(opts: {
       }
       ws.data.queued++;
       ws.data.queuedBytes += data.length;
-      ws.data.chain = ws.data.chain
+      const next: Promise<void> = ws.data.chain
         .then(() => (ws.data.open ? handle(ws, data) : undefined))
         .catch((err) => opts.log.error("frame handling failed", { err }))
         .finally(() => {
           ws.data.queued--;
           ws.data.queuedBytes -= data.length;
+          if (ws.data.chain === next) ws.data.chain = SETTLED;
         });
+      ws.data.chain = next;
     },
     close(ws) {
       ws.data.open = false;
@@ -212,15 +225,15 @@ export function createGateway(opts: {
       return {
         user,
         stream: newStreamState(),
-        chain: Promise.resolve(),
+        chain: SETTLED,
         queued: 0,
         queuedBytes: 0,
         inflight: 0,
         reads: 0,
-        readChain: Promise.resolve(),
-        own: new Set(),
-        order: Promise.resolve(),
-        ready: Promise.resolve(),
+        readChain: SETTLED,
+        own: NONE_OWN as Set<string>,
+        order: SETTLED,
+        ready: SETTLED,
         isReady: false,
         open: false,
       };

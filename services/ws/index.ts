@@ -32,6 +32,8 @@ const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitRe
 const ws = await startWsService({
   port: cfg.PORT ?? 3001,
   hostname: cfg.HOST,
+  internalPort: cfg.INTERNAL_PORT,
+  reusePort: cfg.REUSE_PORT,
   publicUrl: cfg.PUBLIC_URL,
   db,
   queue,
@@ -49,6 +51,7 @@ const ws = await startWsService({
   extraHealth: async () => ({ redis: isRedisReady(redis) && isRedisReady(subscriber) }),
   log,
 });
+if (ws.internalUrl !== ws.url) console.log(`ws internal API on ${ws.internalUrl}`);
 console.log(`ws listening on ${ws.url}`);
 
 onShutdown(log, async () => {

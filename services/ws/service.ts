@@ -39,7 +39,14 @@ export const CLOSE_TOKEN_REVOKED = 4401;
 export interface WsDeps {
   port: number;
   hostname?: string;
-  /** How other instances reach this one; default http://127.0.0.1:<bound port>. */
+  /**
+   * A second listener for the internal API (`/internal/*`, and this process's `/health` and
+   * `/metrics`); the client port then answers 404 under `/internal/`. Absent: one port for all.
+   */
+  internalPort?: number;
+  /** Share `port` with other processes (SO_REUSEPORT); only with `internalPort` (a forward must reach this process). */
+  reusePort?: boolean;
+  /** How other instances reach this one (its internal listener when there is one); default http://127.0.0.1:<bound port>. */
   publicUrl?: string;
   db: DbHandle;
   queue: MessageQueue;
@@ -200,9 +207,12 @@ export async function startWsService(deps: WsDeps) {
     },
   };
 
+  if (deps.reusePort && deps.internalPort === undefined) throw new Error("reusePort needs internalPort: a forward addressed to this process could reach another one");
+  const internalPath = (p: string) => p.startsWith("/internal/");
   const server: Server<ConnData> = Bun.serve<ConnData>({
     port: deps.port,
     hostname: deps.hostname ?? "127.0.0.1",
+    reusePort: deps.reusePort ?? false,
     async fetch(req, srv) {
       const url = new URL(req.url);
       if (url.pathname === "/ws") {
@@ -215,24 +225,43 @@ export async function startWsService(deps: WsDeps) {
         if (srv.upgrade(req, { data })) return undefined;
         return Response.json({ error: "expected a WebSocket upgrade" }, { status: 426 });
       }
+      if (internal && internalPath(url.pathname)) return Response.json({ error: "not found" }, { status: 404 });
       return app.fetch(req, srv);
     },
     websocket,
   });
+  // The internal listener: never shared, so an address naming it names this process.
+  const internalOnly = new Set(["/health", "/metrics"]);
+  const internal =
+    deps.internalPort === undefined
+      ? null
+      : Bun.serve({
+          port: deps.internalPort,
+          hostname: deps.hostname ?? "127.0.0.1",
+          fetch(req, srv) {
+            const path = new URL(req.url).pathname;
+            if (internalPath(path) || internalOnly.has(path)) return app.fetch(req, srv);
+            return Response.json({ error: "not found" }, { status: 404 });
+          },
+        });
   const url = localUrl(server.hostname ?? "", server.port!);
-  self.url = deps.publicUrl ?? url;
+  const internalUrl = internal ? localUrl(internal.hostname ?? "", internal.port!) : url;
+  self.url = deps.publicUrl ?? internalUrl;
   await connections.start();
-  log.info("ws instance started", { url, publicUrl: self.url, instanceId });
+  log.info("ws instance started", { url, internalUrl, publicUrl: self.url, instanceId, reusePort: deps.reusePort ?? false });
 
   let stopping: Promise<void> | undefined;
   return {
     url,
+    /** Where this process's internal API is (the same as `url` without a separate listener). */
+    internalUrl,
     instanceId,
     server,
     /** Graceful: stop accepting, finish in-flight sends, close sockets (1001), leave the directory. */
     stop(): Promise<void> {
       stopping ??= (async () => {
         server.stop(false);
+        internal?.stop(false);
         presence.stop();
         stopClosing();
         gate.stop();
@@ -244,6 +273,7 @@ export async function startWsService(deps: WsDeps) {
         gateway.closeAll();
         await connections.stop();
         server.stop(true);
+        internal?.stop(true);
       })();
       return stopping;
     },

@@ -57,10 +57,15 @@ return out
 `;
 
 // KEYS: hb, gen, users  ARGV: n online, online…, offline… → the generation the entries are written under
+// (SADD/SREM in slices of 1000: Lua's unpack fails beyond about 8,000 values, and a gateway's
+// re-announce sends up to DIRECTORY_MAX_BATCH = 10,000 users in one call)
 const PRESENCE = `
+local function apply(cmd, from, to)
+  for i = from, to, 1000 do redis.call(cmd, KEYS[3], unpack(ARGV, i, math.min(i + 999, to))) end
+end
 local n = tonumber(ARGV[1])
-if n > 0 then redis.call('SADD', KEYS[3], unpack(ARGV, 2, n + 1)) end
-if #ARGV > n + 1 then redis.call('SREM', KEYS[3], unpack(ARGV, n + 2, #ARGV)) end
+apply('SADD', 2, n + 1)
+apply('SREM', n + 2, #ARGV)
 return redis.call('GET', KEYS[2]) or '0'
 `;
 

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import type { Directory, InstanceInfo, Ledger } from "./directory.ts";
+import { DIRECTORY_MAX_BATCH } from "./directory-http.ts";
 
 export interface DirectoryUnderTest {
   directory: Directory;
@@ -151,6 +152,17 @@ export function directoryContract(name: string, make: () => Promise<DirectoryUnd
       expect(r["__proto__"]).toEqual([A]);
       expect(r["constructor"]).toEqual([A]);
       expect(r["toString"]).toEqual([]);
+    });
+
+    test("a full batch (DIRECTORY_MAX_BATCH users) online, then offline, in one setPresence call each", async () => {
+      // a gateway's full re-announce sends its users in batches of this size (directory-http.ts)
+      await dir.heartbeat(A, TTL);
+      const users = Array.from({ length: DIRECTORY_MAX_BATCH }, (_, i) => `many-${i}`);
+      await dir.setPresence(A.id, users, []);
+      const sample = [users[0]!, users[7999]!, users[8000]!, users.at(-1)!];
+      expect(await dir.lookup(sample)).toEqual(Object.fromEntries(sample.map((u) => [u, [A]])));
+      await dir.setPresence(A.id, [], users);
+      expect(await dir.lookup(sample)).toEqual(Object.fromEntries(sample.map((u) => [u, []])));
     });
 
     test("large lookups: 2000 users over two instances in one call", async () => {
