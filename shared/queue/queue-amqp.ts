@@ -294,7 +294,7 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
        * A channel's acks, sent once per event-loop turn: the longest run of acked deliveries at the
        * head of what the channel holds goes out as one ack with `multiple` (batches commit mostly in
        * delivery order, so usually that is all), any other acked delivery on its own. Every ack
-       * reaches the broker within the turn it was made in (or at stop()), as before.
+       * is sent at the next turn of the event loop (or at stop(), before the channel closes).
        */
       function channelAcks(ch: Channel) {
         let open = true;
