@@ -133,13 +133,13 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
             },
           },
         );
-        failing.delete(batch);
         metrics?.rowsInserted.inc(inserted);
         metrics?.batches.inc();
         metrics?.batchSize.observe(messages.length);
       } catch {
-        failing.delete(batch);
         return;
+      } finally {
+        failing.delete(batch);
       }
     }
     for (const d of batch.deliveries) d.ack();
