@@ -140,6 +140,11 @@ export const ConfigSchema = z.object({
     .transform((v) => v.split(",").map((o) => o.trim()).filter(Boolean))
     .refine((os) => os.every((o) => /^https?:\/\/[^/\s]+$/.test(o)), "comma-separated origins like https://chat.example.com (scheme and host, no path)")
     .default([]),
+  /**
+   * ws: how forwards to other gateways travel: `link` (a WebSocket kept open to each peer, HTTP for
+   * a peer that cannot take one) or `http` (one POST per forward).
+   */
+  FORWARD_OVER: z.enum(["link", "http"], { message: "must be link or http" }).default("link"),
   /** ws: how long after sending a message its sender may edit or delete it, in seconds (default 48 h, at most a year; 0: never). */
   EDIT_WINDOW_SEC: z.coerce.number().int().min(0).max(365 * 86_400).default(48 * 3600),
   /** dev: where PGlite keeps its files. */

@@ -8,7 +8,7 @@ import { DirectoryUnavailable, type Directory } from "../../shared/directory/dir
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
 import { HISTORY_KINDS, streamFrame } from "../../shared/events/registry.ts";
-import { Body, ClientMsgId, Cursor, GROUP_ROLES, GroupId, messageFrame, MsgId, SendError, storableText, TypingEvent, UserId, type ErrorCode } from "../../shared/protocol.ts";
+import { Body, ClientMsgId, Cursor, GROUP_ROLES, GroupId, messageFrame, MsgId, SendError, storableText, UserId, type ErrorCode } from "../../shared/protocol.ts";
 import { bearer, secretMatches } from "../../shared/secret.ts";
 import type { ApiEnv, createAccounts } from "./accounts.ts";
 import { BadForwardedFor } from "./client-address.ts";
@@ -16,7 +16,8 @@ import type { Delivery as StreamDelivery } from "./delivery.ts";
 import type { Groups } from "./groups.ts";
 import { apiCors, securityHeaders } from "./headers.ts";
 import { changeRecord, type Pipeline } from "./pipeline.ts";
-import type { Delivery, Ephemeral, Router } from "./router.ts";
+import { FORWARD_SHAPE, parseForward, type LinkData } from "./links.ts";
+import type { Router } from "./router.ts";
 import { formatPosition, parseCursor, type Position } from "../../shared/stream/position.ts";
 import { receiptRoutes } from "./receipts-api.ts";
 import * as store from "./store.ts";
@@ -62,32 +63,6 @@ const UserList = z
   .min(1)
   .transform((s) => s.split(","))
   .pipe(z.array(UserId).max(1000, "at most 1000 users"));
-/**
- * The forwarding route's body comes from a peer holding INTERNAL_SECRET, whose messages were
- * validated at their own boundary; a structural check (much cheaper than a schema per message on
- * this hot path) keeps malformed bodies out.
- */
-const POSITION_RE = /^[0-9]{1,16}\.[0-9]{1,16}$/;
-function parseDeliveries(raw: unknown): Delivery[] | null {
-  const ds = (raw as { deliveries?: unknown } | null)?.deliveries;
-  if (!Array.isArray(ds) || ds.length > 10_000) return null;
-  const str = (v: unknown) => typeof v === "string";
-  for (const d of ds as Array<Record<string, any>>) {
-    const m = d?.message;
-    const ps = d?.positions;
-    if (typeof m !== "object" || m === null || typeof ps !== "object" || ps === null || Array.isArray(ps)) return null;
-    if (!Object.values(ps).every((p) => str(p) && POSITION_RE.test(p as string))) return null;
-    if (!str(m.msgId) || !str(m.id) || !str(m.from) || !str(m.body) || typeof m.ts !== "number") return null;
-    if ((m.kind !== undefined && !str(m.kind)) || (m.ref !== undefined && !str(m.ref))) return null;
-    if (m.data !== undefined && (typeof m.data !== "object" || m.data === null || Array.isArray(m.data))) return null;
-    if (str(m.to) === str(m.group)) return null;
-  }
-  return ds as Delivery[];
-}
-
-/** Ephemeral frames in a forward (rare next to messages: a schema is affordable). */
-const EphemeralList = z.array(z.object({ users: z.array(UserId).max(100_000), frame: TypingEvent })).max(10_000).optional();
-
 /**
  * The gateway's HTTP surface: /api (users' bearer tokens), /internal (INTERNAL_SECRET),
  * /client (static browser client), /health and /metrics.
@@ -159,14 +134,15 @@ export function createApp(opts: {
     return c.json({ missing: opts.router.pushLocal(users, frame) });
   });
   app.post("/internal/deliver", async (c) => {
-    const raw = await c.req.json().catch(() => null);
-    const deliveries = parseDeliveries(raw);
-    const ephemeral = EphemeralList.safeParse((raw as { ephemeral?: unknown } | null)?.ephemeral);
-    if (!deliveries || !ephemeral.success) return c.json({ error: "expected {deliveries:[{message, positions:{user:\"epoch.pos\"}}], ephemeral?:[{users, frame}]}" }, 400);
-    for (const e of ephemeral.data ?? []) opts.router.deliverEphemeral(e as Ephemeral);
-    let missing = 0;
-    for (const d of deliveries) missing += opts.router.deliverForwarded(d);
-    return c.json({ missing });
+    const f = parseForward(await c.req.json().catch(() => null));
+    if (!f) return c.json({ error: FORWARD_SHAPE }, 400);
+    return c.json({ missing: opts.router.deliverForward(f, "http") });
+  });
+  // The same forwards over a WebSocket a peer keeps open (services/ws/links.ts).
+  app.get("/internal/link", (c) => {
+    const srv = c.env as { upgrade?: (req: Request, o: { data: LinkData }) => boolean } | undefined;
+    if (srv?.upgrade?.(c.req.raw, { data: { link: true } })) return new Response(null);
+    return c.json({ error: "expected a WebSocket upgrade" }, 426);
   });
 
   // Accounts: register, login and refresh need no token; every other /api route does.

@@ -48,6 +48,7 @@ const ws = await startWsService({
   // Web Push only with a configured key pair (every gateway must share it).
   push: pushSettings(cfg, cfg.VAPID_PUBLIC_KEY ? { publicKey: cfg.VAPID_PUBLIC_KEY, privateKey: cfg.VAPID_PRIVATE_KEY! } : undefined),
   editWindowMs: cfg.EDIT_WINDOW_SEC * 1000,
+  forwardOver: cfg.FORWARD_OVER,
   extraHealth: async () => ({ redis: isRedisReady(redis) && isRedisReady(subscriber) }),
   log,
 });

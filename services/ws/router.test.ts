@@ -7,7 +7,8 @@ import type { Conn, Connections } from "./connections.ts";
 import type { StreamItem } from "./delivery.ts";
 import { createRouter, type Delivery } from "./router.ts";
 
-// router.ts with the in-memory directory and a fake peer (its fetch) at the far side.
+// router.ts with the in-memory directory and a fake peer (its fetch) at the far side, forwarding
+// over HTTP (links: links.test.ts).
 
 const msg = (i: number): ChatMessage => ({ msgId: `m${i}`, id: `c${i}`, from: "a", to: "b", body: `hi ${i}`, ts: 1 });
 
@@ -27,6 +28,7 @@ function setup(peer: (body: { deliveries: Delivery[] }) => Promise<Response>, op
     log: silentLogger,
     metrics,
     maxBacklog: opts.maxBacklog,
+    forwardOver: "http",
     fetch: (async (_url: string, init: RequestInit) => {
       const body = JSON.parse(String(init.body));
       calls.push(body.deliveries);

@@ -8,6 +8,7 @@ import { createTickBatcher } from "../../shared/tick.ts";
 import type { Conn, Connections } from "./connections.ts";
 import { frameHead, type Delivery as StreamDelivery } from "./delivery.ts";
 import { sendText } from "./frames.ts";
+import { createPeerLinks, forwardBodies, LINK_FRAME_CHARS, type Forward as ForwardBatch, type ForwardBody } from "./links.ts";
 
 /** A forwarded delivery: one message and, for each user the receiving instance holds, the position in their stream ("epoch.pos"). */
 export interface Delivery {
@@ -56,12 +57,20 @@ export function createRouter(opts: {
   offline?: (m: ChatMessage, users: string[]) => void;
   /** A message was offered to a local connection of `user` (delivery receipts; must be cheap). */
   onHanded?: (user: string, m: ChatMessage) => void;
+  /**
+   * How forwards travel: "link" (default), a WebSocket kept open to each peer, falling back to
+   * HTTP for a peer it cannot open one to; "http", one POST per forward.
+   */
+  forwardOver?: "link" | "http";
+  /** For tests: how a link is opened. */
+  connectLink?: (url: string, headers: Record<string, string>) => WebSocket;
 }) {
   const doFetch = opts.fetch ?? fetch;
   const maxBacklog = opts.maxBacklog ?? MAX_FORWARD_BACKLOG;
   const forwarded = opts.metrics.counter("ws_forwarded_messages_total", "Messages forwarded to other instances");
   const forwardFailed = opts.metrics.counter("ws_forward_failures_total", "Forward requests given up after retries");
   const forwardDropped = opts.metrics.counter("ws_forward_dropped_total", "Deliveries dropped because a peer's backlog was full");
+  const received = opts.metrics.counter("ws_forwards_received_total", "Deliveries other instances forwarded here, by how they came", ["over"]);
   const notThere = opts.metrics.counter("ws_forward_not_there_total", "Users another instance said it does not hold");
 
   const cacheHits = opts.metrics.counter("ws_location_cache_hits_total", "Users located from the cache fed by the directory's change feed");
@@ -105,15 +114,38 @@ export function createRouter(opts: {
     return items.map(() => found);
   }, { maxInFlight: 1 });
 
+  const links =
+    (opts.forwardOver ?? "link") === "link"
+      ? createPeerLinks({
+          secret: opts.internalSecret,
+          log: opts.log,
+          connect: opts.connectLink,
+          onReply: (url, r) => {
+            if ("missing" in r) notThere.inc(r.missing);
+            else opts.log.error("forward refused by peer", { url, error: r.error });
+          },
+          onSent: (_url, n) => forwarded.inc(n),
+          onUnsent: (url, bodies) => void Promise.all(bodies.map((b) => post(url, "/internal/deliver", b))),
+          onDropped: (_url, bodies) => forwardDropped.inc(bodies.reduce((n, b) => n + b.n, 0)),
+        })
+      : undefined;
+
   const peers = new Map<string, { batcher: ReturnType<typeof createTickBatcher<Forward, void>>; backlog: number; lastUsed: number }>();
   const peerFor = (inst: InstanceInfo) => {
     let p = peers.get(inst.url);
     if (!p) {
       const batcher = createTickBatcher<Forward, void>(async (items) => {
-        const deliveries = items.filter((f) => !isEphemeral(f));
+        const deliveries = items.filter((f): f is Delivery => !isEphemeral(f));
         const ephemeral = items.filter(isEphemeral);
         // Peers that predate ephemeral frames ignore the key they do not know.
-        await post(inst.url, "/internal/deliver", ephemeral.length ? { deliveries, ephemeral } : { deliveries });
+        if (links) {
+          const { bodies, tooLarge } = forwardBodies(deliveries, ephemeral, LINK_FRAME_CHARS);
+          if (links.send(inst.url, bodies)) {
+            if (tooLarge.deliveries.length + tooLarge.ephemeral.length > 0) await post(inst.url, "/internal/deliver", forwardBodies(tooLarge.deliveries, tooLarge.ephemeral).bodies[0]!);
+            return items.map(() => undefined);
+          }
+        }
+        await post(inst.url, "/internal/deliver", forwardBodies(deliveries, ephemeral).bodies[0]!);
         return items.map(() => undefined);
       }, { maxItems: FORWARD_BATCH, maxInFlight: 1 });
       peers.set(inst.url, (p = { batcher, backlog: 0, lastUsed: Date.now() }));
@@ -126,8 +158,8 @@ export function createRouter(opts: {
     for (const [url, p] of peers) if (p.backlog === 0 && Date.now() - p.lastUsed > 60_000) peers.delete(url);
   }, 30_000);
 
-  async function post(url: string, path: string, payload: unknown) {
-    const body = JSON.stringify(payload);
+  /** POSTs `body` (carrying `n` deliveries, for the metric) to a peer, retrying a few times. */
+  async function post(url: string, path: string, { body, n }: ForwardBody) {
     for (let attempt = 0; attempt < FORWARD_ATTEMPTS; attempt++) {
       try {
         const res = await doFetch(`${url}${path}`, {
@@ -138,7 +170,7 @@ export function createRouter(opts: {
         });
         if (res.ok) {
           const { missing } = (await res.json()) as { missing: number };
-          if (path === "/internal/deliver") forwarded.inc((payload as { deliveries: unknown[] }).deliveries.length);
+          forwarded.inc(n);
           if (missing) notThere.inc(missing);
           return;
         }
@@ -277,6 +309,15 @@ export function createRouter(opts: {
     }
   }
 
+  /** A forward arriving here (over HTTP or a link); returns how many of its users have no connection here. */
+  function deliverForward(f: ForwardBatch, over: "link" | "http"): number {
+    received.inc({ over }, f.deliveries.length);
+    for (const e of f.ephemeral) deliverEphemeral(e);
+    let missing = 0;
+    for (const d of f.deliveries) missing += deliverForwarded(d);
+    return missing;
+  }
+
   /** A forwarded delivery arriving here. */
   function deliverForwarded(d: Delivery): number {
     return deliverLocal(
@@ -319,13 +360,14 @@ export function createRouter(opts: {
         e.users.push(u);
       }
     }
-    await Promise.all([...byInstance.values()].map((e) => post(e.inst.url, "/internal/push", { users: e.users, frame })));
+    await Promise.all([...byInstance.values()].map((e) => post(e.inst.url, "/internal/push", { body: JSON.stringify({ users: e.users, frame }), n: 0 })));
   }
 
   return {
     locate,
     route,
     deliverForwarded,
+    deliverForward,
     signal,
     deliverEphemeral,
     push,
@@ -333,6 +375,7 @@ export function createRouter(opts: {
     stop: () => {
       clearInterval(sweep);
       feed.stop();
+      links?.stop();
     },
   };
 }

@@ -1,5 +1,6 @@
 import { localUrl } from "../../shared/config.ts";
-import type { Server } from "bun";
+import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
+import { MAX_FRAME_BYTES } from "../../shared/protocol.ts";
 import type { DbHandle } from "../../shared/db/index.ts";
 import { INSTANCE_TTL_MS, type Directory } from "../../shared/directory/directory.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -14,7 +15,7 @@ import { createApp } from "./app.ts";
 import { bearer, verifyUserToken, type UserToken } from "./auth.ts";
 import { createConnections, type ConnData } from "./connections.ts";
 import { createDelivery } from "./delivery.ts";
-import { createGateway } from "./gateway.ts";
+import { createGateway, IDLE_TIMEOUT_S } from "./gateway.ts";
 import { createGroups } from "./groups.ts";
 import { createPipeline } from "./pipeline.ts";
 import { createPresenceWatch } from "./presence.ts";
@@ -24,6 +25,7 @@ import type { PushSender } from "./push-sender.ts";
 import { dropEndpoint, subscriptionsOf } from "./push-subscriptions.ts";
 import type { RevocationEvent, Revocations } from "./revocations.ts";
 import { createReceipts } from "./receipts.ts";
+import { createLinkReceiver, isLinkData, type LinkData } from "./links.ts";
 import { createRouter } from "./router.ts";
 import { groupNames, membersOf } from "./store.ts";
 import { closeConn } from "./frames.ts";
@@ -72,6 +74,8 @@ export interface WsDeps {
   };
   /** How long after a message its sender may edit or delete it (EDIT_WINDOW_SEC; default 48 h). */
   editWindowMs?: number;
+  /** How forwards to other instances travel (FORWARD_OVER; default "link", docs/architecture.md). */
+  forwardOver?: "link" | "http";
   log: Logger;
   /** Extra routes mounted before the gateway's own (dev mode mounts discover and persist health). */
   extraHealth?: () => Promise<Record<string, boolean>>;
@@ -119,7 +123,7 @@ export async function startWsService(deps: WsDeps) {
       log: log.child({ part: "push" }),
       metrics,
     });
-  const router = createRouter({ connections, stream, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics, offline: push?.offline, onHanded: receipts.delivered });
+  const router = createRouter({ connections, stream, directory: deps.directory, self, internalSecret: deps.internalSecret, log, metrics, offline: push?.offline, onHanded: receipts.delivered, forwardOver: deps.forwardOver });
   const groupMembers = (ids: string[]) => membersOf(deps.db.db, ids);
   const eventContext: EventContext = {
     get db() {
@@ -197,19 +201,34 @@ export async function startWsService(deps: WsDeps) {
     }
   });
   await gate.start();
-  const websocket: typeof gateway.websocket = {
-    ...gateway.websocket,
+  // Sockets on the client port are clients, or links from peers (services/ws/links.ts) when there
+  // is no separate internal port.
+  const linkReceiver = createLinkReceiver({ deliver: (f) => router.deliverForward(f, "link"), log });
+  type SocketData = ConnData | LinkData;
+  const asClient = (ws: ServerWebSocket<SocketData>) => ws as ServerWebSocket<ConnData>;
+  const websocket: WebSocketHandler<SocketData> = {
+    ...(gateway.websocket as unknown as WebSocketHandler<SocketData>),
+    message(ws, m) {
+      if (isLinkData(ws.data)) return linkReceiver.message(ws as ServerWebSocket<LinkData>, m);
+      return gateway.websocket.message!(asClient(ws), m);
+    },
+    close(ws, code, reason) {
+      if (isLinkData(ws.data)) return;
+      gateway.websocket.close?.(asClient(ws), code, reason);
+    },
     open(ws) {
-      gateway.websocket.open!(ws);
+      if (isLinkData(ws.data)) return;
+      const client = asClient(ws);
+      gateway.websocket.open!(client);
       // A revocation that arrived between the upgrade's check and now.
-      const t = tokenOf.get(ws.data);
-      if (t && gate.knownRevoked(t)) closeConn(ws, CLOSE_TOKEN_REVOKED, "token revoked");
+      const t = tokenOf.get(client.data);
+      if (t && gate.knownRevoked(t)) closeConn(client, CLOSE_TOKEN_REVOKED, "token revoked");
     },
   };
 
   if (deps.reusePort && deps.internalPort === undefined) throw new Error("reusePort needs internalPort: a forward addressed to this process could reach another one");
   const internalPath = (p: string) => p.startsWith("/internal/");
-  const server: Server<ConnData> = Bun.serve<ConnData>({
+  const server: Server<SocketData> = Bun.serve<SocketData>({
     port: deps.port,
     hostname: deps.hostname ?? "127.0.0.1",
     reusePort: deps.reusePort ?? false,
@@ -235,13 +254,19 @@ export async function startWsService(deps: WsDeps) {
   const internal =
     deps.internalPort === undefined
       ? null
-      : Bun.serve({
+      : Bun.serve<LinkData>({
           port: deps.internalPort,
           hostname: deps.hostname ?? "127.0.0.1",
           fetch(req, srv) {
             const path = new URL(req.url).pathname;
             if (internalPath(path) || internalOnly.has(path)) return app.fetch(req, srv);
             return Response.json({ error: "not found" }, { status: 404 });
+          },
+          websocket: {
+            maxPayloadLength: MAX_FRAME_BYTES,
+            idleTimeout: IDLE_TIMEOUT_S,
+            sendPings: true,
+            message: (ws: ServerWebSocket<LinkData>, m) => linkReceiver.message(ws, m),
           },
         });
   const url = localUrl(server.hostname ?? "", server.port!);

@@ -202,6 +202,49 @@ describe("closed doors", () => {
     }
   });
 
+  test("/internal/link: refused without the secret; a malformed frame is answered with an error, a user not here with missing; the link stays open", async () => {
+    const linkUrl = `${A().replace(/^http/, "ws")}/internal/link`;
+    const open = (auth?: string) => {
+      const ws = new (WebSocket as unknown as new (u: string, o: { headers: Record<string, string> }) => WebSocket)(linkUrl, { headers: auth ? { authorization: auth } : {} });
+      const replies: unknown[] = [];
+      ws.addEventListener("message", (e) => replies.push(JSON.parse(String(e.data))));
+      const opened = new Promise<boolean>((resolve) => {
+        ws.addEventListener("open", () => resolve(true));
+        ws.addEventListener("close", () => resolve(false));
+      });
+      return { ws, replies, opened };
+    };
+    const token = await mintToken(uniqueUser(), fx.cluster.jwtSecret);
+    for (const auth of [undefined, "Bearer wrong", `Bearer ${token}`]) expect(await open(auth).opened).toBe(false);
+    const link = open(`Bearer ${fx.cluster.internalSecret}`);
+    expect(await link.opened).toBe(true);
+    const m = { msgId: "m", id: "i", from: "a", to: "b", body: "x", ts: 1 };
+    link.ws.send("not json");
+    link.ws.send(JSON.stringify({ deliveries: [{ message: { ...m, ts: "1" }, positions: { b: "1.1" } }] }));
+    link.ws.send(JSON.stringify({ deliveries: [{ message: m, positions: { [uniqueUser("nobody")]: "1.1" } }] }));
+    const end = Date.now() + 5000;
+    while (link.replies.length < 3 && Date.now() < end) await Bun.sleep(10);
+    expect(link.replies).toEqual([{ error: expect.stringContaining("expected {deliveries") }, { error: expect.stringContaining("expected {deliveries") }, { missing: 1 }]);
+    expect(link.ws.readyState).toBe(WebSocket.OPEN);
+    link.ws.close();
+  });
+
+  test("messages between instances travel over the links (FORWARD_OVER's default), not HTTP", async () => {
+    const received = async (url: string, over: string) => Number(new RegExp(`ws_forwards_received_total\\{over="${over}"[^}]*\\} (\\d+)`).exec(await (await fetch(`${url}/metrics`)).text())?.[1] ?? 0);
+    const before = { link: await received(B(), "link"), http: await received(B(), "http") };
+    const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
+    const a = await connect(A(), alice);
+    const b = await connect(B(), bob);
+    for (let i = 0; i < 5; i++) {
+      const ack = await a.sendMessage({ to: bob }, `over the link ${i}`, `l${i}`);
+      await b.waitFor(messageFor(ack.msgId), "message");
+    }
+    expect((await received(B(), "link")) - before.link).toBeGreaterThanOrEqual(5);
+    expect((await received(B(), "http")) - before.http).toBe(0);
+    a.close();
+    b.close();
+  });
+
   test("health and metrics answer on every service", async () => {
     for (const url of [...fx.cluster.wsUrls, fx.cluster.discoverUrl, fx.cluster.persistUrl]) {
       expect((await fetch(`${url}/health`)).status).toBe(200);
