@@ -160,10 +160,10 @@ function statusText(m, receipt) {
   return "";
 }
 
+/** One's own sent message, not deleted: it has a menu button (disabled while a change of it is being saved). */
+const ownSent = (m) => m.from === ctx.store.me && !!m.msgId && m.status === "sent" && m.deletedAt == null;
 /** Whether the user may edit or delete `m` from here (the server still checks the window). */
-const changeable = (m) => m.from === ctx.store.me && !!m.msgId && m.status === "sent" && m.deletedAt == null && !m.pending;
-/** Whether `m` shows its menu button: a changeable message, and one whose change is being saved (the button disabled). */
-const hasMenu = (m) => m.from === ctx.store.me && !!m.msgId && m.status === "sent" && m.deletedAt == null && ui.editing !== m.key;
+const changeable = (m) => ownSent(m) && !m.pending;
 
 const rowOf = (m) => document.querySelector(`#message-items li[data-msgid="${CSS.escape(m.msgId)}"]`);
 
@@ -345,15 +345,21 @@ function setParts(parent, parts, list) {
 function messageEl(m, showSender) {
   const { store } = ctx;
   let row = msgEls.get(m.key);
-  if (row?.m !== m) msgEls.set(m.key, (row = { m, el: h("li", { "data-testid": "message" }), parts: new Map() }));
   const mine = m.from === store.me;
+  if (row?.m !== m) msgEls.set(m.key, (row = { m, el: h("li", { class: `msg ${mine ? "mine" : "theirs"}`, "data-testid": "message" }), parts: new Map() }));
   const deleted = m.deletedAt != null;
   const editing = ui.editing === m.key && changeable(m);
   const receipt = mine && m.status === "sent" ? receiptOf(m) : null;
   const status = mine && !deleted && !m.pending ? statusText(m, receipt) : null;
-  const menu = hasMenu(m);
+  const menu = ownSent(m) && !editing;
+  const confirming = ui.confirming === m.key && changeable(m);
   const el = row.el;
-  el.className = `msg ${mine ? "mine" : "theirs"} ${m.status}${deleted ? " deleted" : ""}`;
+  // Classes set elsewhere (search's "found", "cont") stay.
+  if (row.status !== m.status) {
+    if (row.status) el.classList.remove(row.status);
+    el.classList.add((row.status = m.status));
+  }
+  el.classList.toggle("deleted", deleted);
   setData(el, { msgid: m.msgId ?? "", id: m.id ?? "", status: m.status, from: m.from, deleted: deleted ? "true" : null, edited: m.editedAt != null ? "true" : null, receipt: receipt?.state ?? "", readBy: String(receipt?.readBy ?? 0) });
   const sender = showSender && !mine;
   const error = m.status === "failed" ? `${m.error?.code}|${m.error?.message}` : "";
@@ -361,7 +367,7 @@ function messageEl(m, showSender) {
     ["sender", sender, () => (sender ? h("div", { class: "sender", style: `--h: ${hue(m.from)}` }, m.from) : null)],
     ["bubble", "", () => h("div", { class: "bubble" })],
     ["menu", menu, () => (menu ? menuEl(m) : null)],
-    ["confirm", ui.confirming === m.key && changeable(m), () => (ui.confirming === m.key && changeable(m) ? confirmEl(m) : null)],
+    ["confirm", confirming, () => (confirming ? confirmEl(m) : null)],
     ["error", error, () => (error ? errorEl(m) : null)],
   ]);
   setParts(row.parts.get("bubble").el, row.parts, [
