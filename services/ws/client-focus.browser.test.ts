@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import type { Page } from "playwright-core";
-import { TEST_PASSWORD, useBrowserCluster } from "../../test/browser.ts";
+import { sendFromComposer as send, TEST_PASSWORD, useBrowserCluster } from "../../test/browser.ts";
 import { type Frame, TestClient } from "../../test/client.ts";
 
 // Keyboard focus survives a message row's change, in real Chromium against a real cluster (two ws
@@ -29,13 +29,6 @@ const focus = (page: Page) =>
     };
   });
 
-async function send(page: Page, text: string) {
-  await page.getByTestId("composer-input").fill(text);
-  await page.getByTestId("composer-send").click();
-  const sent = page.locator('[data-testid="message"][data-status="sent"]').filter({ hasText: text });
-  await sent.waitFor();
-  return (await sent.getAttribute("data-msgid"))!;
-}
 
 async function register(base: string, username: string) {
   const res = await fetch(`${base}/api/register`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username, password: TEST_PASSWORD }) });
@@ -52,6 +45,13 @@ const cursorOf = new Map<string, string>(); // alice's message -> its cursor in 
 async function bobReads(msgId: string) {
   b.send({ type: "read", to: alice, cursor: cursorOf.get(msgId) });
   await withReceipt(a, msgId, "read").waitFor();
+}
+
+/** Escape closes `msgId`'s open menu and returns the focus to its button. */
+async function escapeToButton(msgId: string) {
+  await a.keyboard.press("Escape");
+  await byId(a, msgId).getByTestId("message-menu").waitFor({ state: "detached" });
+  expect(await focus(a)).toEqual({ testid: "message-menu-button", text: null, row: msgId });
 }
 
 test("setup: alice's three messages, delivered to bob", async () => {
@@ -85,9 +85,7 @@ test("a read receipt keeps the focus on the message's menu button", async () => 
   await a.keyboard.press("Enter");
   await byId(a, m1).getByTestId("message-menu").waitFor();
   expect(await focus(a)).toEqual({ testid: "message-edit", text: "Edit", row: m1 });
-  await a.keyboard.press("Escape");
-  await byId(a, m1).getByTestId("message-menu").waitFor({ state: "detached" });
-  expect(await focus(a)).toEqual({ testid: "message-menu-button", text: null, row: m1 });
+  await escapeToButton(m1);
   expect(pageErrors).toEqual([]);
 }, 30_000);
 
@@ -104,9 +102,7 @@ test("an open menu stays open, focused and usable by keyboard across a read rece
   expect(await focus(a)).toEqual({ testid: "message-delete", text: "Delete", row: m2 });
   await a.keyboard.press("ArrowUp");
   expect(await focus(a)).toEqual({ testid: "message-edit", text: "Edit", row: m2 });
-  await a.keyboard.press("Escape");
-  await byId(a, m2).getByTestId("message-menu").waitFor({ state: "detached" });
-  expect(await focus(a)).toEqual({ testid: "message-menu-button", text: null, row: m2 });
+  await escapeToButton(m2);
   expect(pageErrors).toEqual([]);
 }, 30_000);
 
