@@ -7,6 +7,7 @@ import { type Frame, TestClient } from "../../test/client.ts";
 // instances): alice (browser, instance 1) has the focus in one of her messages while bob's read
 // receipt for it arrives (bob is a TestClient on instance 2 that sends `read` frames). The row
 // shows the new state and the focus, an open menu and an edit in progress stay where they were.
+// Last, dom.js's reconcile in the page: a node that stays is not moved when one before it goes.
 // Every wait is on the DOM or on frames.
 
 const tag = crypto.randomUUID().slice(0, 6);
@@ -28,7 +29,6 @@ const focus = (page: Page) =>
       row: (el?.closest('[data-testid="message"]') as HTMLElement | null)?.dataset.msgid ?? null,
     };
   });
-
 
 async function register(base: string, username: string) {
   const res = await fetch(`${base}/api/register`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username, password: TEST_PASSWORD }) });
@@ -130,3 +130,18 @@ test("an edit in progress survives a read receipt: the editor stays open and foc
   await b.waitFor((f) => f.type === "event" && f.kind === "edit" && f.ref === m3, "the edit");
   expect(pageErrors).toEqual([]);
 }, 30_000);
+
+test("reconcile (dom.js): when a node goes, the nodes after it stay in place and the focused one keeps the focus", async () => {
+  const r = await a.evaluate(async (url) => {
+    const { h, reconcile } = await import(url);
+    const [x, y, z] = ["x", "y", "z"].map((t) => h("button", { type: "button" }, t));
+    const parent = h("div", {}, x, y, z);
+    document.body.append(parent);
+    z.focus();
+    reconcile(parent, [x, z]); // y goes
+    const out = { children: [...parent.children].map((e) => e.textContent), focused: document.activeElement === z };
+    parent.remove();
+    return out;
+  }, "/client/dom.js");
+  expect(r).toEqual({ children: ["x", "z"], focused: true });
+});
