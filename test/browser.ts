@@ -74,6 +74,15 @@ export function useBrowserCluster(opts: { env?: Record<string, string> } = {}) {
   return { env, openClient, signIn, pageErrors };
 }
 
+/** Sends `text` from the open conversation's composer; resolves with its msgId once it shows as sent. */
+export async function sendFromComposer(page: Page, text: string): Promise<string> {
+  await page.getByTestId("composer-input").fill(text);
+  await page.getByTestId("composer-send").click();
+  const sent = page.locator('[data-testid="message"][data-status="sent"]').filter({ hasText: text });
+  await sent.waitFor();
+  return (await sent.getAttribute("data-msgid"))!;
+}
+
 /** Serious and critical accessibility violations on the page as it is now (axe-core, run in the page). */
 export async function axeViolations(page: Page): Promise<string[]> {
   if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });

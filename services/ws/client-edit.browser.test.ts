@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
 import type { BrowserContext, Page } from "playwright-core";
-import { axeViolations, useBrowserCluster } from "../../test/browser.ts";
+import { axeViolations, sendFromComposer as send, useBrowserCluster } from "../../test/browser.ts";
 import { mintToken, TestClient } from "../../test/client.ts";
 
 // Edit and delete in the browser client, in real Chromium against a real cluster (two ws
@@ -16,14 +16,6 @@ const connected = (page: Page) => page.locator('[data-testid="conn-status"][data
 const conv = (page: Page, key: string) => page.locator(`[data-testid="conv-item"][data-conv="${key}"]`);
 const byId = (page: Page, msgId: string) => page.locator(`[data-testid="message"][data-msgid="${msgId}"]`);
 const bodyOf = (page: Page, msgId: string) => byId(page, msgId).getByTestId("message-body");
-
-async function send(page: Page, text: string) {
-  await page.getByTestId("composer-input").fill(text);
-  await page.getByTestId("composer-send").click();
-  const sent = page.locator('[data-testid="message"][data-status="sent"]').filter({ hasText: text });
-  await sent.waitFor();
-  return (await sent.getAttribute("data-msgid"))!;
-}
 
 /** Waits until `msgId` shows `text` with the edited marker. */
 async function showsEdited(page: Page, msgId: string, text: string) {

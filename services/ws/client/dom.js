@@ -89,13 +89,17 @@ export function fmtShort(ts) {
   return dayKey(ts) === dayKey(Date.now()) ? timeFmt.format(ts) : dateFmt.format(ts);
 }
 
-/** Makes `parent`'s children exactly `nodes`, in order, moving only what is out of place. */
+/**
+ * Makes `parent`'s children exactly `nodes`, in order, moving only what is out of place: what goes
+ * is removed first, so the nodes after it stay put (a moved node loses the keyboard focus).
+ */
 export function reconcile(parent, nodes) {
+  const keep = new Set(nodes);
+  for (const c of [...parent.children]) if (!keep.has(c)) c.remove();
   let i = 0;
   for (const n of nodes) {
     const at = parent.children[i];
     if (at !== n) parent.insertBefore(n, at ?? null);
     i++;
   }
-  while (parent.children.length > nodes.length) parent.lastElementChild.remove();
 }

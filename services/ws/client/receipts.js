@@ -189,9 +189,8 @@ export function receiptOf(m) {
   return { state, readBy, of };
 }
 
-/** The text under my message: "sent ✓", "delivered ✓✓", "read ✓✓", or in a group "read by N". */
-export function receiptText(m) {
-  const r = receiptOf(m);
+/** The text under my message: "sent ✓", "delivered ✓✓", "read ✓✓", or in a group "read by N" (`r`: its receiptOf, if known). */
+export function receiptText(m, r = receiptOf(m)) {
   if (m.group != null && r.readBy > 0) return `${r.state === "sent" ? "✓" : "✓✓"} read by ${r.readBy}`;
   return r.state === "read" ? "read ✓✓" : r.state === "delivered" ? "delivered ✓✓" : "sent ✓";
 }

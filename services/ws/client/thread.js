@@ -153,15 +153,17 @@ export function renderPaneHead() {
   syncComposer();
 }
 
-function statusText(m) {
+function statusText(m, receipt) {
   if (m.status === "sending") return ctx.conn?.isOpen ? "sending…" : "sending… (waiting for connection)";
-  if (m.status === "sent") return receiptText(m);
+  if (m.status === "sent") return receiptText(m, receipt);
   if (m.status === "failed") return "not sent";
   return "";
 }
 
+/** One's own sent message, not deleted: it has a menu button (disabled while a change of it is being saved). */
+const ownSent = (m) => m.from === ctx.store.me && !!m.msgId && m.status === "sent" && m.deletedAt == null;
 /** Whether the user may edit or delete `m` from here (the server still checks the window). */
-const changeable = (m) => m.from === ctx.store.me && !!m.msgId && m.status === "sent" && m.deletedAt == null && !m.pending;
+const changeable = (m) => ownSent(m) && !m.pending;
 
 const rowOf = (m) => document.querySelector(`#message-items li[data-msgid="${CSS.escape(m.msgId)}"]`);
 
@@ -216,9 +218,12 @@ function confirmDelete(m) {
   setUi(m, { confirming: null }, null);
 }
 
-/** The "…" button of one's own message and its menu (a menu button: arrows, Home, End, Escape). */
+/**
+ * The "…" button of one's own message (a menu button: arrows, Home, End, Escape). Built once per
+ * row and kept: `syncMenu` opens and closes its menu, so the button keeps the focus meanwhile.
+ */
 function menuEl(m) {
-  const open = ui.menu === m.key;
+  const open = () => ui.menu === m.key;
   return h(
     "div",
     { class: "msg-actions" },
@@ -230,10 +235,13 @@ function menuEl(m) {
         "data-testid": "message-menu-button",
         "aria-label": "Message actions",
         "aria-haspopup": "menu",
-        "aria-expanded": String(open),
-        onclick: () => (open ? closeMenu(m) : setUi(m, { menu: m.key, confirming: null }, '[role="menuitem"]')),
+        onclick: () => {
+          if (!changeable(m)) return;
+          if (open()) closeMenu(m);
+          else setUi(m, { menu: m.key, confirming: null }, '[role="menuitem"]');
+        },
         onkeydown: (e) => {
-          if (e.key === "ArrowDown" && !open) {
+          if (e.key === "ArrowDown" && !open() && changeable(m)) {
             e.preventDefault();
             setUi(m, { menu: m.key }, '[role="menuitem"]');
           }
@@ -241,15 +249,27 @@ function menuEl(m) {
       },
       "⋯",
     ),
-    open
-      ? h(
-          "ul",
-          { role: "menu", class: "msg-menu", "data-testid": "message-menu", "aria-label": "Message actions", onkeydown: (e) => menuKeys(e, m) },
-          h("li", { role: "none" }, h("button", { type: "button", role: "menuitem", "data-testid": "message-edit", onclick: () => startEdit(m) }, "Edit")),
-          h("li", { role: "none" }, h("button", { type: "button", role: "menuitem", "data-testid": "message-delete", onclick: () => setUi(m, { menu: null, confirming: m.key }, '[data-testid="message-delete-confirm"]') }, "Delete")),
-        )
-      : null,
   );
+}
+
+/** Brings a menu button's state and its menu (open or not) up to date, in place. */
+function syncMenu(actions, m) {
+  const open = ui.menu === m.key && changeable(m);
+  const button = actions.firstElementChild;
+  button.setAttribute("aria-expanded", String(open));
+  if (m.pending) button.setAttribute("aria-disabled", "true");
+  else button.removeAttribute("aria-disabled");
+  const menu = actions.querySelector('[role="menu"]');
+  if (open && !menu) {
+    actions.append(
+      h(
+        "ul",
+        { role: "menu", class: "msg-menu", "data-testid": "message-menu", "aria-label": "Message actions", onkeydown: (e) => menuKeys(e, m) },
+        h("li", { role: "none" }, h("button", { type: "button", role: "menuitem", "data-testid": "message-edit", onclick: () => startEdit(m) }, "Edit")),
+        h("li", { role: "none" }, h("button", { type: "button", role: "menuitem", "data-testid": "message-delete", onclick: () => setUi(m, { menu: null, confirming: m.key }, '[data-testid="message-delete-confirm"]') }, "Delete")),
+      ),
+    );
+  } else if (!open) menu?.remove();
 }
 
 function editorEl(m) {
@@ -294,58 +314,93 @@ function confirmEl(m) {
   );
 }
 
+/** Sets `el`'s data attributes (null removes one), writing only what changed. */
+function setData(el, data) {
+  for (const [k, v] of Object.entries(data)) {
+    if (v == null) delete el.dataset[k];
+    else if (el.dataset[k] !== String(v)) el.dataset[k] = String(v);
+  }
+}
+
+/**
+ * Makes `parent`'s children the parts in `list` ([name, sig, build], in order), building a part
+ * again only when its sig changed; `build` may return null (no such part now).
+ */
+function setParts(parent, parts, list) {
+  const nodes = [];
+  for (const [name, sig, build] of list) {
+    let p = parts.get(name);
+    if (!p || p.sig !== sig) parts.set(name, (p = { sig, el: build() }));
+    if (p.el) nodes.push(p.el);
+  }
+  reconcile(parent, nodes);
+}
+
+/**
+ * A message's row. It is built once and then updated in place: each part (sender, text or editor,
+ * time and status, menu, deletion prompt, error) is built again only when what it shows changed,
+ * so a receipt, an edit or a delivery status never takes away the keyboard focus, an open menu or
+ * an edit in progress (a rebuilt element holding the focus would drop it to the page).
+ */
 function messageEl(m, showSender) {
-  const { store, conn } = ctx;
+  const { store } = ctx;
+  let row = msgEls.get(m.key);
   const mine = m.from === store.me;
-  const receipt = mine && m.status === "sent" ? receiptOf(m) : null;
-  const menuState = `${ui.menu === m.key}|${ui.editing === m.key}|${ui.confirming === m.key}`;
-  const sig = `${m.status}|${m.msgId}|${m.ts}|${m.error?.code}|${showSender}|${m.status === "sending" && conn?.isOpen}|${m.body}|${m.editedAt}|${m.deletedAt}|${m.pending}|${menuState}|${receipt?.state}|${receipt?.readBy}`;
-  const cached = msgEls.get(m.key);
-  if (cached && cached.sig === sig) return cached.el;
+  if (row?.m !== m) msgEls.set(m.key, (row = { m, el: h("li", { class: `msg ${mine ? "mine" : "theirs"}`, "data-testid": "message" }), parts: new Map() }));
   const deleted = m.deletedAt != null;
   const editing = ui.editing === m.key && changeable(m);
-  const el = h(
-    "li",
-    {
-      class: `msg ${mine ? "mine" : "theirs"} ${m.status}${deleted ? " deleted" : ""}`,
-      "data-testid": "message",
-      dataset: { msgid: m.msgId ?? "", id: m.id ?? "", status: m.status, from: m.from, deleted: deleted ? "true" : null, edited: m.editedAt != null ? "true" : null, receipt: receipt?.state ?? "", readBy: String(receipt?.readBy ?? 0) },
-    },
-    showSender && !mine ? h("div", { class: "sender", style: `--h: ${hue(m.from)}` }, m.from) : null,
-    h(
-      "div",
-      { class: "bubble" },
+  const receipt = mine && m.status === "sent" ? receiptOf(m) : null;
+  const status = mine && !deleted && !m.pending ? statusText(m, receipt) : null;
+  const menu = ownSent(m) && !editing;
+  const confirming = ui.confirming === m.key && changeable(m);
+  const el = row.el;
+  // Classes set elsewhere (search's "found", "cont") stay.
+  if (row.status !== m.status) {
+    if (row.status) el.classList.remove(row.status);
+    el.classList.add((row.status = m.status));
+  }
+  el.classList.toggle("deleted", deleted);
+  setData(el, { msgid: m.msgId ?? "", id: m.id ?? "", status: m.status, from: m.from, deleted: deleted ? "true" : null, edited: m.editedAt != null ? "true" : null, receipt: receipt?.state ?? "", readBy: String(receipt?.readBy ?? 0) });
+  const sender = showSender && !mine;
+  const error = m.status === "failed" ? `${m.error?.code}|${m.error?.message}` : "";
+  setParts(el, row.parts, [
+    ["sender", sender, () => (sender ? h("div", { class: "sender", style: `--h: ${hue(m.from)}` }, m.from) : null)],
+    ["bubble", "", () => h("div", { class: "bubble" })],
+    ["menu", menu, () => (menu ? menuEl(m) : null)],
+    ["confirm", confirming, () => (confirming ? confirmEl(m) : null)],
+    ["error", error, () => (error ? errorEl(m) : null)],
+  ]);
+  setParts(row.parts.get("bubble").el, row.parts, [
+    ["body", deleted ? "deleted" : editing ? "editing" : `text|${m.body}`, () =>
       deleted
         ? h("div", { class: "body tombstone", "data-testid": "message-body" }, "message deleted")
         : editing
           ? editorEl(m)
-          : h("div", { class: "body", "data-testid": "message-body" }, linkify(m.body)),
+          : h("div", { class: "body", "data-testid": "message-body" }, linkify(m.body))],
+    ["meta", `${m.ts}|${deleted ? "" : m.editedAt}|${m.pending}|${status}`, () =>
       h(
         "div",
         { class: "meta" },
         h("time", { datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts) }, fmtTime(m.ts)),
         m.editedAt != null && !deleted ? h("span", { class: "edited", "data-testid": "message-edited", title: `edited ${fmtFull(m.editedAt)}` }, "edited") : null,
         m.pending ? h("span", { class: "status", "data-testid": "message-pending" }, m.pending === "edit" ? "saving…" : "deleting…") : null,
-        mine && !deleted && !m.pending ? h("span", { class: "status", "data-testid": "message-status" }, statusText(m)) : null,
-      ),
-    ),
-    changeable(m) && !editing ? menuEl(m) : null,
-    ui.confirming === m.key && changeable(m) ? confirmEl(m) : null,
-    m.status === "failed"
-      ? h(
-          "div",
-          { class: "msg-error", "data-testid": "message-error", dataset: { code: m.error?.code ?? "" } },
-          h("span", {}, ERROR_TEXT[m.error?.code] ?? "Not sent", m.error?.message ? ` — ${m.error.message}` : ""),
-          RETRYABLE.has(m.error?.code)
-            ? h("button", { type: "button", class: "link", "data-testid": "message-retry", onclick: () => retry(m) }, "Retry")
-            : null,
-          h("button", { type: "button", class: "link", "data-testid": "message-discard", onclick: () => store.discard(m) }, "Discard"),
-        )
-      : null,
-  );
-  if (cached) cached.el.replaceWith(el);
-  msgEls.set(m.key, { el, sig });
+        status != null ? h("span", { class: "status", "data-testid": "message-status" }, status) : null,
+      )],
+  ]);
+  if (menu) syncMenu(row.parts.get("menu").el, m);
   return el;
+}
+
+function errorEl(m) {
+  return h(
+    "div",
+    { class: "msg-error", "data-testid": "message-error", dataset: { code: m.error?.code ?? "" } },
+    h("span", {}, ERROR_TEXT[m.error?.code] ?? "Not sent", m.error?.message ? ` — ${m.error.message}` : ""),
+    RETRYABLE.has(m.error?.code)
+      ? h("button", { type: "button", class: "link", "data-testid": "message-retry", onclick: () => retry(m) }, "Retry")
+      : null,
+    h("button", { type: "button", class: "link", "data-testid": "message-discard", onclick: () => ctx.store.discard(m) }, "Discard"),
+  );
 }
 
 /** A membership notice ("alice added carol") between the messages. */
