@@ -63,6 +63,7 @@ test.each([
   [[], { INTERNAL_PORT: "x" }, /INTERNAL_PORT/],
   [["--port", "3001"], { INTERNAL_PORT: "3001" }, /INTERNAL_PORT: must differ from PORT/],
   [[], { REUSE_PORT: "yes" }, /REUSE_PORT: must be 1, 0, true or false/],
+  [[], { FORWARD_OVER: "udp" }, /FORWARD_OVER: must be link or http/],
   [["--port", "3001"], { REUSE_PORT: "1" }, /REUSE_PORT: needs INTERNAL_PORT/],
   [["--port", "0"], { REUSE_PORT: "1", INTERNAL_PORT: "0" }, /REUSE_PORT: needs a fixed PORT/],
   [[], { EDIT_WINDOW_SEC: "-1" }, /EDIT_WINDOW_SEC/],
@@ -130,6 +131,11 @@ test("push settings: a matching VAPID pair, a subject, the window and http endpo
   expect([c.VAPID_PUBLIC_KEY, c.VAPID_PRIVATE_KEY, c.VAPID_SUBJECT, c.PUSH_DELAY_MS, c.PUSH_ALLOW_HTTP]).toEqual([v1.publicKey, v1.privateKey, "https://chat.example.com/contact", 500, true]);
   const d = parseConfig([], {});
   expect([d.VAPID_PUBLIC_KEY, d.VAPID_SUBJECT, d.PUSH_DELAY_MS, d.PUSH_ALLOW_HTTP]).toEqual([undefined, "mailto:push@relay-chat.invalid", 2000, false]);
+});
+
+test("FORWARD_OVER: link by default, http on request", () => {
+  expect(parseConfig([], {}).FORWARD_OVER).toBe("link");
+  expect(parseConfig([], { FORWARD_OVER: "http" }).FORWARD_OVER).toBe("http");
 });
 
 test("INTERNAL_PORT and REUSE_PORT: unset by default (one port, not shared); set together with a fixed PORT", () => {

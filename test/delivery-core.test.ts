@@ -168,6 +168,80 @@ describe("gap repair", () => {
   });
 });
 
+describe("gap repair over links", () => {
+  test("the link to the recipient's instance breaks (connections cut, then a black hole) while it stays connected: it still gets everything, in order, without reconnecting", async () => {
+    // A TCP proxy in front of a third gateway's internal address: links and HTTP both pass it.
+    type Pipe = { peer?: import("bun").Socket<Pipe>; early: Uint8Array[] };
+    let blackhole = false;
+    let target = 0;
+    const open = new Set<import("bun").Socket<Pipe>>();
+    const proxy = Bun.listen<Pipe>({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open(client) {
+          client.data = { early: [] };
+          open.add(client);
+          void Bun.connect<Pipe>({
+            hostname: "127.0.0.1",
+            port: target,
+            socket: {
+              open(server) {
+                server.data = { peer: client, early: [] };
+                client.data.peer = server;
+                for (const b of client.data.early) server.write(b);
+              },
+              data(server, b) {
+                if (!blackhole) server.data.peer?.write(b);
+              },
+              close(server) {
+                server.data.peer?.end();
+              },
+            },
+          }).catch(() => client.end());
+        },
+        data(client, b) {
+          if (blackhole) return;
+          if (client.data.peer) client.data.peer.write(b);
+          else client.data.early.push(new Uint8Array(b));
+        },
+        close(client) {
+          open.delete(client);
+          client.data.peer?.end();
+        },
+      },
+    });
+    try {
+      const c = env.cluster;
+      const ws3 = await spawnService("ws3", "services/ws/index.ts", { ...c.env, PUBLIC_URL: `http://127.0.0.1:${proxy.port}` });
+      extra.push(ws3);
+      target = Number(new URL(ws3.url).port);
+      await waitHealthy(ws3);
+      const [a, b] = [uniqueUser("a"), uniqueUser("b")];
+      const ca = await env.connect(env.A(), a);
+      const cb = await env.connect(ws3.url, b);
+      const linked = async () => Number(/ws_forwards_received_total\{over="link"[^}]*\} (\d+)/.exec(await (await fetch(`${ws3.url}/metrics`)).text())?.[1] ?? 0);
+      await sendAll(ca, { to: b }, 20, "before");
+      await waitUntil("20 live", () => cb.messages().length >= 20);
+      expect(await linked()).toBeGreaterThanOrEqual(20);
+      // the link is cut and everything sent to that address is swallowed from now on
+      blackhole = true;
+      for (const s of open) s.end();
+      await sendAll(ca, { to: b }, 20, "during");
+      const { ms } = await waitUntil("the lost 20 repaired", () => cb.messages().length >= 40, 15_000, 10);
+      blackhole = false;
+      await sendAll(ca, { to: b }, 20, "after");
+      await waitUntil("60 in all", () => cb.messages().length >= 60, 15_000);
+      expect(cb.messages().map((f) => f.id)).toEqual([...["before", "during", "after"].flatMap((p) => Array.from({ length: 20 }, (_, i) => `${p}-${i}`))]);
+      expectContiguous(cb.messages());
+      expect(cb.ws.readyState).toBe(WebSocket.OPEN);
+      console.log(`gap repair over a broken link: 20 lost messages reached the connected recipient ${ms} ms after waiting began`);
+    } finally {
+      proxy.stop(true);
+    }
+  });
+});
+
 describe("writes scale out", () => {
   test("three persist processes share the writing; one SIGKILLed mid-stream loses nothing", async () => {
     const c = env.cluster;

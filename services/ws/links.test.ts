@@ -127,6 +127,21 @@ describe("peer links", () => {
     links.stop();
   });
 
+  test("a peer that accepts but never answers the handshake: the link is given up and what waited is handed back", async () => {
+    const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const unsent: ForwardBody[] = [];
+      const links = createPeerLinks({ secret: SECRET, log: silentLogger, onReply: () => {}, onSent: () => {}, onUnsent: (_u, b) => unsent.push(...b), onDropped: () => {}, openTimeoutMs: 200 });
+      const url = `http://127.0.0.1:${silent.port}`;
+      expect(links.send(url, [body(2)])).toBe(true);
+      await until("handed back", () => unsent.length === 1);
+      expect(links.send(url, [body(1)])).toBe(false);
+      links.stop();
+    } finally {
+      silent.stop(true);
+    }
+  });
+
   test("a peer that stopped reading: frames past the buffer limit are dropped and reported, not queued", async () => {
     // a stand-in socket whose unsent bytes stay high
     const sent: string[] = [];

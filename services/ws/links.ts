@@ -25,6 +25,8 @@ export interface Forward {
 export const LINK_FRAME_CHARS = 20_000;
 /** A link whose unsent bytes pass this (a peer that stopped reading) drops further frames. */
 export const LINK_MAX_BUFFERED = 16 << 20;
+/** A link not open after this long is given up (a peer that accepts but never answers). */
+export const LINK_OPEN_TIMEOUT_MS = 2000;
 /** After a link could not be opened, forwards to that peer go over HTTP for this long. */
 export const LINK_RETRY_MS = 10_000;
 
@@ -117,11 +119,13 @@ export function createPeerLinks(opts: {
   /** Frames dropped because the peer stopped reading (its gap repair fills them). */
   onDropped: (url: string, bodies: ForwardBody[]) => void;
   retryMs?: number;
+  openTimeoutMs?: number;
   maxBuffered?: number;
   /** For tests: how a link is opened. */
   connect?: (url: string, headers: Record<string, string>) => WebSocket;
 }) {
   const retryMs = opts.retryMs ?? LINK_RETRY_MS;
+  const openTimeoutMs = opts.openTimeoutMs ?? LINK_OPEN_TIMEOUT_MS;
   const maxBuffered = opts.maxBuffered ?? LINK_MAX_BUFFERED;
   // Bun's WebSocket takes headers (the DOM typing does not know them).
   const BunWebSocket = WebSocket as unknown as new (url: string, o: { headers: Record<string, string> }) => WebSocket;
@@ -141,7 +145,9 @@ export function createPeerLinks(opts: {
     const ws = connect(linkUrl(peer), { authorization: `Bearer ${opts.secret}` });
     const link: Link = { ws, open: false, waiting: [] };
     links.set(peer, link);
+    const timeout = setTimeout(() => ws.close(), openTimeoutMs);
     ws.addEventListener("open", () => {
+      clearTimeout(timeout);
       link.open = true;
       const waiting = link.waiting;
       link.waiting = [];
@@ -156,6 +162,7 @@ export function createPeerLinks(opts: {
       }
     });
     ws.addEventListener("close", (e) => {
+      clearTimeout(timeout);
       if (links.get(peer) === link) links.delete(peer);
       if (!link.open) {
         // Never opened: an older peer without /internal/link, a proxy, a refused secret, or a
