@@ -4,7 +4,10 @@
  * statement per batch of 1,000: the message row and its two stream entries), reading the CPU of the
  * database backend that ran the statements from /proc. Then the same without the full-text index and
  * without the per-conversation stream index, to show what each costs, and with `unnest` arrays
- * instead of `json_to_recordset`.
+ * instead of `json_to_recordset`. Two variants price storage designs this version does not use (issue 9's
+ * "no slower than before"): the message row alone (what the commit-sequence version wrote), and one
+ * row per direct message carrying both users' positions (a table of its own, `dm`, with an index
+ * per user's stream and one per conversation for history).
  *
  *   bun run scripts/bench/pg-insert.ts [batches]     (default 60 batches of 1,000 messages each)
  */
@@ -43,11 +46,25 @@ try {
         ${sql.param(es.map((e) => e.msgId))}::text[], ${sql.param(es.map((e) => e.conv))}::text[])
       on conflict do nothing returning 1
     ) select (select count(*) from m)::int as messages, (select count(*) from s)::int as entries`);
+  const messagesOnly = (ms: ChatMessage[]) => insertBatch(db.db, ms, []);
+  const oneRow = (ms: ChatMessage[], es: StreamEntry[]) =>
+    db.db.execute(sql`insert into dm (id, client_id, sender, recipient, conv, body, ts, s_epoch, s_pos, r_epoch, r_pos)
+      select m.id, m.client_id, m.sender, m.recipient, m.conv, m.body, m.ts, 1, m.s_pos, 1, m.r_pos
+      from json_to_recordset(${JSON.stringify(ms.map((m, i) => ({ id: m.msgId, client_id: m.id, sender: m.from, recipient: m.to, conv: conversationKey(m), body: m.body, ts: m.ts, s_pos: es[2 * i]!.position.pos, r_pos: es[2 * i + 1]!.position.pos })))}::json)
+        as m(id text, client_id text, sender text, recipient text, conv text, body text, ts bigint, s_pos bigint, r_pos bigint)
+      on conflict (id) do nothing`);
+  const DM = `create table dm (id text primary key, seq bigserial, client_id text not null, sender text not null, recipient text not null, conv text not null,
+    body text not null, ts bigint not null, s_epoch bigint not null, s_pos bigint not null, r_epoch bigint not null, r_pos bigint not null,
+    search tsvector generated always as (to_tsvector('simple', body)) stored);
+    create unique index dm_sender_pos on dm (sender, s_epoch, s_pos); create unique index dm_recipient_pos on dm (recipient, r_epoch, r_pos);
+    create index dm_conv on dm (conv, seq); create index dm_search on dm using gin (search)`;
   const variants: Array<[string, string, (ms: ChatMessage[], es: StreamEntry[]) => Promise<unknown>]> = [
     ["as persist writes (json_to_recordset)", "", (ms, es) => insertBatch(db.db, ms, es)],
     ["unnest arrays instead", "", unnest],
     ["without the full-text index (messages_search)", "drop index messages_search", (ms, es) => insertBatch(db.db, ms, es)],
     ["... and without stream_user_conv", "drop index stream_user_conv", (ms, es) => insertBatch(db.db, ms, es)],
+    ["the message row alone (no stream entries; with its full-text index)", "create index messages_search on messages using gin (search)", messagesOnly],
+    ["one row per direct message with both positions (dm: 2 stream indexes, 1 per conversation, full-text)", DM, oneRow],
   ];
   const body = "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore";
   let n = 0;
