@@ -168,6 +168,8 @@ export function createPeerLinks(opts: {
         // Never opened: an older peer without /internal/link, a proxy, a refused secret, or a
         // peer that is down. HTTP for a while (it retries and reports), then try again.
         downUntil.set(peer, Date.now() + retryMs);
+        // peers come and go (a restarted gateway has a new address): forget lapsed entries
+        if (downUntil.size > 1000) for (const [p, t] of downUntil) if (t <= Date.now()) downUntil.delete(p);
         if (!stopped) opts.log.info("no link to peer; forwarding over HTTP for now", { peer, code: e.code });
         if (link.waiting.length > 0) opts.onUnsent(peer, link.waiting);
         link.waiting = [];
