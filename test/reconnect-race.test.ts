@@ -13,6 +13,8 @@ import type { Cluster } from "../scripts/cluster.ts";
 const TOTAL = 3000;
 const WINDOW = 20;
 const RECONNECT_EVERY_MS = 200;
+/** The stream's pace: at most this many new sends per second, so it spans many reconnects however fast the system is (3000 in about 3 s). */
+const RATE = 1000;
 
 let cluster: Cluster;
 let sql: postgres.Sql;
@@ -30,7 +32,7 @@ test(
   "a recipient reconnecting every 200 ms, alternating instances, misses nothing of a 3000-message stream",
   async () => {
     const [alice, bob] = [uniqueUser("alice"), uniqueUser("bob")];
-    const sender = new Sender({ user: alice, secret: cluster.jwtSecret, to: bob, total: TOTAL, window: WINDOW, retryDelayMs: 50 });
+    const sender = new Sender({ user: alice, secret: cluster.jwtSecret, to: bob, total: TOTAL, window: WINDOW, retryDelayMs: 50, ratePerSec: RATE });
     const bobR = new Recipient(bob, cluster.jwtSecret);
 
     await bobR.connect(cluster.wsUrls[1]!);
