@@ -263,22 +263,23 @@ test("Retry puts the focus on the row; acked, the row moves above an earlier fai
   expect(pageErrors).toEqual([]);
 }, 30_000);
 
+/** Discards the failed message `id` from its Discard button by keyboard; checks it was announced. */
+async function discardByKeyboard(id: string) {
+  await clearAnnounced(a);
+  await byClientId(a, id).getByTestId("message-discard").focus();
+  await a.keyboard.press("Enter");
+  await byClientId(a, id).waitFor({ state: "detached" });
+  expect(await announced(a)).toBe("Message discarded.");
+}
+
 test("Discard puts the focus on the next message's row, or on the composer when none follows; announced", async () => {
   const p3 = await sendRefused("refused third");
   const p4 = await sendRefused("refused fourth");
   expect((await rowIds(a)).slice(-2)).toEqual([p3, p4]);
-  await clearAnnounced(a);
-  await byClientId(a, p3).getByTestId("message-discard").focus();
-  await a.keyboard.press("Enter");
-  await byClientId(a, p3).waitFor({ state: "detached" });
+  await discardByKeyboard(p3);
   expect(await focus(a)).toEqual({ testid: "message", text: null, row: p4 });
-  expect(await announced(a)).toBe("Message discarded.");
-  await clearAnnounced(a);
-  await byClientId(a, p4).getByTestId("message-discard").focus();
-  await a.keyboard.press("Enter");
-  await byClientId(a, p4).waitFor({ state: "detached" });
+  await discardByKeyboard(p4);
   expect(await focus(a)).toEqual({ testid: "composer-input", text: null, row: null });
-  expect(await announced(a)).toBe("Message discarded.");
   expect(pageErrors).toEqual([]);
 }, 30_000);
 
