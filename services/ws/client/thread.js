@@ -440,16 +440,15 @@ function announce(text) {
 }
 
 /**
- * Where the keyboard focus is, when it is in the message list: the element, its message row's key
- * and the keys of the message rows after it (to go on to when the row goes).
+ * Where the keyboard focus is, when it is in a message's row: the row's key and the keys of the
+ * message rows after it (to go on to when the row goes).
  */
 function focusInList() {
-  const el = document.activeElement;
-  const row = el?.closest?.('#message-items > li[data-testid="message"]');
+  const row = document.activeElement?.closest?.('#message-items > li[data-testid="message"]');
   if (!row) return null;
   const after = [];
   for (let n = row.nextElementSibling; n; n = n.nextElementSibling) if (keyOf.has(n)) after.push(keyOf.get(n));
-  return { el, key: keyOf.get(row), after };
+  return { key: keyOf.get(row), after };
 }
 
 /**
