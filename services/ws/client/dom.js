@@ -91,15 +91,21 @@ export function fmtShort(ts) {
 
 /**
  * Makes `parent`'s children exactly `nodes`, in order, moving only what is out of place: what goes
- * is removed first, so the nodes after it stay put (a moved node loses the keyboard focus).
+ * is removed first, so the nodes after it stay put. A moved node loses the keyboard focus (moving
+ * it is removing it and inserting it again), so the child holding the focus is never moved: when
+ * it has to come earlier, the nodes between its place and it move after it instead.
  */
 export function reconcile(parent, nodes) {
   const keep = new Set(nodes);
   for (const c of [...parent.children]) if (!keep.has(c)) c.remove();
+  let focused = document.activeElement; // the child holding the focus, if one does
+  while (focused && focused.parentElement !== parent) focused = focused.parentElement;
   let i = 0;
   for (const n of nodes) {
-    const at = parent.children[i];
-    if (at !== n) parent.insertBefore(n, at ?? null);
+    if (n === focused) {
+      const after = n.nextSibling;
+      while (parent.children[i] !== n) parent.insertBefore(parent.children[i], after);
+    } else if (parent.children[i] !== n) parent.insertBefore(n, parent.children[i] ?? null);
     i++;
   }
 }

@@ -18,6 +18,7 @@ const NEAR_BOTTOM_PX = 80;
 const NEAR_TOP_PX = 120;
 
 const msgEls = new Map(); // key -> { el, sig }
+const keyOf = new WeakMap(); // a message's row -> its key
 const MAX_BODY = 4096;
 
 /**
@@ -72,6 +73,7 @@ export function openConv(key, { push = true } = {}) {
     $("message-items").replaceChildren();
     $("members-panel").hidden = true;
     $("new-below").hidden = true;
+    $("thread-announce").textContent = "";
     $("composer-input").value = draftOf(key);
     syncComposer();
   }
@@ -170,7 +172,7 @@ const rowOf = (m) => document.querySelector(`#message-items li[data-msgid="${CSS
 /** Changes the menu state, renders, then focuses `selector` inside the message's row. */
 function setUi(m, patch, selector) {
   Object.assign(ui, patch);
-  renderMessages({});
+  renderMessages({ refocus: !selector });
   if (selector) rowOf(m)?.querySelector(selector)?.focus();
 }
 
@@ -346,7 +348,11 @@ function messageEl(m, showSender) {
   const { store } = ctx;
   let row = msgEls.get(m.key);
   const mine = m.from === store.me;
-  if (row?.m !== m) msgEls.set(m.key, (row = { m, el: h("li", { class: `msg ${mine ? "mine" : "theirs"}`, "data-testid": "message" }), parts: new Map() }));
+  if (row?.m !== m) {
+    // tabindex -1: the row takes the focus when a change takes away the part that held it.
+    msgEls.set(m.key, (row = { m, el: h("li", { class: `msg ${mine ? "mine" : "theirs"}`, "data-testid": "message", tabindex: "-1" }), parts: new Map() }));
+    keyOf.set(row.el, m.key);
+  }
   const deleted = m.deletedAt != null;
   const editing = ui.editing === m.key && changeable(m);
   const receipt = mine && m.status === "sent" ? receiptOf(m) : null;
@@ -399,7 +405,7 @@ function errorEl(m) {
     RETRYABLE.has(m.error?.code)
       ? h("button", { type: "button", class: "link", "data-testid": "message-retry", onclick: () => retry(m) }, "Retry")
       : null,
-    h("button", { type: "button", class: "link", "data-testid": "message-discard", onclick: () => ctx.store.discard(m) }, "Discard"),
+    h("button", { type: "button", class: "link", "data-testid": "message-discard", onclick: () => discard(m) }, "Discard"),
   );
 }
 
@@ -423,9 +429,56 @@ function retry(m) {
   pump();
 }
 
-export function renderMessages({ history = false, own = false, jump = false } = {}) {
+function discard(m) {
+  ctx.store.discard(m);
+  announce("Message discarded.");
+}
+
+/** Says `text` to screen readers (a visually hidden status region of the thread). */
+function announce(text) {
+  $("thread-announce").textContent = text;
+}
+
+/**
+ * Where the keyboard focus is, when it is in a message's row: the row's key and the keys of the
+ * message rows after it (to go on to when the row goes).
+ */
+function focusInList() {
+  const row = document.activeElement?.closest?.('#message-items > li[data-testid="message"]');
+  if (!row) return null;
+  const after = [];
+  for (let n = row.nextElementSibling; n; n = n.nextElementSibling) if (keyOf.has(n)) after.push(keyOf.get(n));
+  return { key: keyOf.get(row), after };
+}
+
+/**
+ * After a render took away the element holding the focus (the page has it now), puts it somewhere
+ * predictable: on the same message's row when it is still listed, on its **⋯** button if it has
+ * one (a deletion in flight, a closed menu, an edit saved), else on the row itself (a tombstone, a
+ * message sent again); when the row went (discarded), on the next message's row, else on the
+ * composer (or the list when the composer is disabled).
+ */
+function restoreFocus(was) {
+  if (document.activeElement && document.activeElement !== document.body) return;
+  const row = msgEls.get(was.key)?.el;
+  if (row?.isConnected) {
+    (row.querySelector('[data-testid="message-menu-button"]') ?? row).focus();
+    if (row.classList.contains("deleted")) announce("Message deleted.");
+    return;
+  }
+  const next = was.after.map((k) => msgEls.get(k)?.el).find((el) => el?.isConnected);
+  (next ?? ($("composer-input").disabled ? $("message-scroll") : $("composer-input"))).focus();
+}
+
+/**
+ * Renders the open conversation's messages. `refocus` (the default): when the render takes away
+ * the element holding the keyboard focus, `restoreFocus` puts it back; the menu's own moves
+ * (`setUi` with a target) pass false.
+ */
+export function renderMessages({ history = false, own = false, jump = false, refocus = true } = {}) {
   const { store, activeKey } = ctx;
   if (!activeKey || !store) return;
+  const focused = refocus ? focusInList() : null;
   const scroller = $("message-scroll");
   const list = $("message-items");
   const c = store.conv(activeKey);
@@ -472,6 +525,7 @@ export function renderMessages({ history = false, own = false, jump = false } = 
     $("new-below").hidden = true;
   } else if (history) scroller.scrollTop = scroller.scrollHeight - fromBottom;
   else if (list.lastElementChild !== lastBefore && list.lastElementChild?.classList.contains("theirs")) $("new-below").hidden = false;
+  if (focused) restoreFocus(focused);
   renderHistoryStatus();
   // Still at the top (a short conversation, or a page that brought nothing new): keep going.
   if (typeof c.hist === "string" && !c.loadingHist && !c.histError && scroller.scrollTop < NEAR_TOP_PX) loadOlder(c.key);
