@@ -9,8 +9,9 @@ import { spawnService, stopService, waitHealthy } from "./cluster.ts";
 import { startStack } from "./stack-lib.ts";
 
 const connections = Number(Bun.argv[2] ?? 10_000);
-if (!Number.isInteger(connections) || connections < 1 || connections > 19_000) {
-  console.error("usage: bun run scripts/conns-heap.ts [connections 1..19000]");
+const concurrency = Number(Bun.argv[3] ?? 500);
+if (!Number.isInteger(connections) || connections < 1 || connections > 19_000 || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) {
+  console.error("usage: bun run scripts/conns-heap.ts [connections 1..19000 (default 10000)] [connection attempts in flight 1..10000 (default 500)]");
   process.exit(2);
 }
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -33,7 +34,7 @@ try {
   };
   let status: DriverStatus | null = null;
   let minted = false;
-  const cfg: DriverConfig = { port: Number(new URL(gw.url).port), addresses: ["127.0.0.1"], prefix: `heap-${crypto.randomUUID().slice(0, 6)}-`, first: 0, count: connections, jwtSecret: stack.cluster.jwtSecret, concurrency: 500, stormWindowMs: 1000 };
+  const cfg: DriverConfig = { port: Number(new URL(gw.url).port), addresses: ["127.0.0.1"], prefix: `heap-${crypto.randomUUID().slice(0, 6)}-`, first: 0, count: connections, jwtSecret: stack.cluster.jwtSecret, concurrency, stormWindowMs: 1000 };
   driver = Bun.spawn(["bun", "run", "scripts/conns/driver.ts"], {
     cwd: ROOT,
     env: { ...process.env, CONNS_DRIVER: JSON.stringify(cfg) },
