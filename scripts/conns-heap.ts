@@ -4,7 +4,8 @@
 // after Bun.gc(true) on SIGUSR2), opens C idle clients (default 10,000) with the bench:conns driver
 // (connect, sync, wait for `synced`), waits 5 s, and prints the heap growth per connection and the
 // object types that grew most. Measurement only (docs/benchmarks.md); not run by the tests.
-import type { DriverConfig, DriverStatus } from "./conns/driver.ts";
+import type { DriverConfig } from "./conns/driver.ts";
+import { spawnDriver, type DriverHandle } from "./conns/spawn.ts";
 import { spawnService, stopService, waitHealthy } from "./cluster.ts";
 import { startStack } from "./stack-lib.ts";
 
@@ -14,11 +15,10 @@ if (!Number.isInteger(connections) || connections < 1 || connections > 19_000 ||
   console.error("usage: bun run scripts/conns-heap.ts [connections 1..19000 (default 10000)] [connection attempts in flight 1..10000 (default 500)]");
   process.exit(2);
 }
-const ROOT = new URL("..", import.meta.url).pathname;
 const stack = await startStack({ ws: 0 });
 const env = { ...stack.cluster.env, INTERNAL_PORT: "0" };
 const gw = await spawnService("ws1", "scripts/conns-heap/gateway.ts", env);
-let driver: ReturnType<typeof Bun.spawn> | null = null;
+let driver: DriverHandle | null = null;
 try {
   const internal = /ws internal API on (\S+)/.exec(gw.logs.join("\n"))![1]!;
   await waitHealthy({ ...gw, url: internal }, 60_000);
@@ -32,25 +32,13 @@ try {
       if (line) return JSON.parse(line.slice(5)) as Heap;
     }
   };
-  let status: DriverStatus | null = null;
-  let minted = false;
   const cfg: DriverConfig = { port: Number(new URL(gw.url).port), addresses: ["127.0.0.1"], prefix: `heap-${crypto.randomUUID().slice(0, 6)}-`, first: 0, count: connections, jwtSecret: stack.cluster.jwtSecret, concurrency, stormWindowMs: 1000 };
-  driver = Bun.spawn(["bun", "run", "scripts/conns/driver.ts"], {
-    cwd: ROOT,
-    env: { ...process.env, CONNS_DRIVER: JSON.stringify(cfg) },
-    stdin: "ignore",
-    stdout: "inherit",
-    stderr: "inherit",
-    ipc(m: DriverStatus | { type: "minted" }) {
-      if (m.type === "minted") minted = true;
-      else status = m;
-    },
-  });
-  while (!minted) await Bun.sleep(50);
+  const d = (driver = spawnDriver(cfg));
+  while (!d.minted) await Bun.sleep(50);
   await Bun.sleep(1000);
   const before = await heap();
-  driver.send({ cmd: "start" });
-  while ((status as DriverStatus | null)?.allConnectedAt == null) await Bun.sleep(50);
+  d.proc.send({ cmd: "start" });
+  while (d.status?.allConnectedAt == null) await Bun.sleep(50);
   await Bun.sleep(5000); // initial holds ended, a periodic check ran
   const after = await heap();
   const per = (a: number, b: number) => ((b - a) / connections).toFixed(2);
@@ -63,14 +51,14 @@ try {
   console.log("object types that grew by at least 0.05 per connection (per connection):");
   for (const [t, d] of grew) console.log(`  ${t}: ${(d / connections).toFixed(2)}`);
   // what stays once every client has gone (caches, and memory the allocators keep)
-  driver.send({ cmd: "stop" });
-  await driver.exited;
+  d.proc.send({ cmd: "stop" });
+  await d.proc.exited;
   await Bun.sleep(3000);
   const gone = await heap();
   console.log(`all closed: JS heap ${per(before.heapSize, gone.heapSize)} B, capacity ${per(before.heapCapacity, gone.heapCapacity)} B, malloc ${per(before.malloc, gone.malloc)} B, RSS ${per(before.rss, gone.rss)} B per (former) connection above the baseline`);
 } finally {
-  if (driver?.exitCode === null) driver.send({ cmd: "stop" });
-  await driver?.exited;
+  if (driver?.proc.exitCode === null) driver.proc.send({ cmd: "stop" });
+  await driver?.proc.exited;
   await stopService(gw);
   await stack.stop();
 }
