@@ -22,7 +22,7 @@ let driver: DriverHandle | null = null;
 try {
   const internal = /ws internal API on (\S+)/.exec(gw.logs.join("\n"))![1]!;
   await waitHealthy({ ...gw, url: internal }, 60_000);
-  type Heap = { heapSize: number; heapCapacity: number; malloc: number; objectCount: number; objectTypeCounts: Record<string, number>; rss: number };
+  type Heap = { heapSize: number; heapCapacity: number; malloc: number; bins: Record<string, number>; objectCount: number; objectTypeCounts: Record<string, number>; rss: number };
   const heap = async (): Promise<Heap> => {
     const seen = gw.logs.length;
     gw.proc.kill("SIGUSR2");
@@ -56,6 +56,15 @@ try {
   await Bun.sleep(3000);
   const gone = await heap();
   console.log(`all closed: JS heap ${per(before.heapSize, gone.heapSize)} B, capacity ${per(before.heapCapacity, gone.heapCapacity)} B, malloc ${per(before.malloc, gone.malloc)} B, RSS ${per(before.rss, gone.rss)} B per (former) connection above the baseline`);
+  const binGrowth = (h: Heap) =>
+    Object.keys({ ...before.bins, ...h.bins })
+      .map((k) => [Number(k), ((h.bins[k] ?? 0) - (before.bins[k] ?? 0)) / connections] as const)
+      .filter(([, d]) => Math.abs(d) >= 50)
+      .sort((a, b) => b[1] - a[1])
+      .map(([size, d]) => `${size} B blocks ${d.toFixed(0)}`)
+      .join(", ");
+  console.log(`mimalloc bytes in use per connection by block size, connected: ${binGrowth(after)}`);
+  console.log(`mimalloc bytes in use per former connection by block size, all closed: ${binGrowth(gone)}`);
 } finally {
   if (driver?.proc.exitCode === null) driver.proc.send({ cmd: "stop" });
   await driver?.proc.exited;
