@@ -5,8 +5,9 @@ import type { Logger } from "../../shared/log.ts";
 import type { StreamState } from "./delivery.ts";
 
 /**
- * Per-connection state: one flat object (fields rather than objects of their own), shared
- * defaults until first use; an idle connection's memory is counted by bench:conns.
+ * Per-connection state. Kept small, since an idle connection's memory is what bench:conns counts:
+ * plain fields rather than objects of their own where that reads as well, and shared defaults
+ * (a settled promise, an empty set) until first use (gateway.ts).
  */
 export interface ConnData {
   user: string;
