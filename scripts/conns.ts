@@ -145,6 +145,26 @@ try {
     console.log(`errors during the storm by code: ${fmtErrors(errors)}`);
     Object.assign(summary, { storm: { dropped, stormMs, survivors, errors } });
     ok &&= bad.length === 0 && survivors.reduce((a, b) => a + b, 0) === opts.connections;
+  } else {
+    // What stays once every client has gone is memory the connect burst left behind, not the
+    // connections' own state: the difference is what the idle connections held.
+    for (const d of drivers) d.proc.send({ cmd: "stop" });
+    await Promise.all(drivers.map((d) => d.proc.exited));
+    while ((await Promise.all(internal.map(connectionsOf))).some((n) => n > 0)) await Bun.sleep(100);
+    const rssClosed = gateways.map((g) => rssBytes(g.proc.pid));
+    for (let k = 0; k < opts.settleSec; k++) {
+      await Bun.sleep(1000);
+      gateways.forEach((g, i) => (rssClosed[i] = Math.min(rssClosed[i]!, rssBytes(g.proc.pid))));
+    }
+    const closed = perGateway.map((g, i) => ({
+      gateway: g.gateway,
+      rssClosedMiB: +(rssClosed[i]! / 2 ** 20).toFixed(1),
+      keptPerFormerConnection: held[i] ? Math.round((rssClosed[i]! - rssBefore[i]!) / held[i]!) : null,
+      heldPerConnection: held[i] ? Math.round((rssAfter[i]! - rssClosed[i]!) / held[i]!) : null,
+    }));
+    console.log("\nafter every client closed:\n| gateway | RSS (MiB) | kept per former connection | held by the connections (connected − closed), per connection |\n| --- | --- | --- | --- |");
+    for (const c of closed) console.log(`| ${c.gateway} | ${c.rssClosedMiB} | ${c.keptPerFormerConnection?.toLocaleString("en") ?? "—"} | ${c.heldPerConnection?.toLocaleString("en") ?? "—"} |`);
+    Object.assign(summary, { closed });
   }
   if (opts.json) console.log(JSON.stringify(summary));
   finished = true;
