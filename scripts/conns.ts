@@ -1,10 +1,10 @@
 // bun run bench:conns: idle connections per gateway, memory per connection, and the reconnect
 // storm after a gateway dies (HELP in scripts/conns/options.ts).
-import type { Subprocess } from "bun";
 import { readFileSync } from "node:fs";
 import { spawnService, stopService, waitHealthy, type ServiceProcess } from "./cluster.ts";
 import type { DriverConfig, DriverStatus } from "./conns/driver.ts";
 import { HELP, parseConnsOptions, UsageError, type ConnsOptions } from "./conns/options.ts";
+import { spawnDriver, type DriverHandle } from "./conns/spawn.ts";
 import { startStack, type Stack } from "./stack-lib.ts";
 
 let opts: ConnsOptions;
@@ -20,7 +20,6 @@ if (opts.help) {
   process.exit(0);
 }
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
 const rssBytes = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) * 1024;
 async function connectionsOf(internalUrl: string): Promise<number> {
@@ -38,7 +37,7 @@ function freePort(): number {
 
 let stack: Stack | null = null;
 const gateways: ServiceProcess[] = [];
-const drivers: Array<{ proc: Subprocess; status: DriverStatus | null; minted: boolean }> = [];
+const drivers: DriverHandle[] = [];
 let finished = false;
 function gatewayLogs() {
   for (const g of gateways) console.error(`--- ${g.name} (exit ${g.proc.exitCode ?? g.proc.signalCode ?? "running"}), last lines:\n${g.logs.slice(-15).join("\n")}`);
@@ -94,19 +93,7 @@ try {
     const first = d * per;
     const count = Math.min(per, opts.connections - first);
     const cfg: DriverConfig = { port, addresses, prefix, first, count, jwtSecret: stack.cluster.jwtSecret, concurrency: opts.concurrency, stormWindowMs: opts.stormWindowMs };
-    const entry = { proc: null as unknown as Subprocess, status: null as DriverStatus | null, minted: false };
-    entry.proc = Bun.spawn(["bun", "run", "scripts/conns/driver.ts"], {
-      cwd: ROOT,
-      env: { ...process.env, CONNS_DRIVER: JSON.stringify(cfg) },
-      stdin: "ignore",
-      stdout: "inherit",
-      stderr: "inherit",
-      ipc(m: DriverStatus | { type: "minted" }) {
-        if (m.type === "minted") entry.minted = true;
-        else entry.status = m;
-      },
-    });
-    drivers.push(entry);
+    drivers.push(spawnDriver(cfg));
   }
   await until(() => drivers.every((d) => d.minted || d.proc.exitCode !== null));
   if (drivers.some((d) => d.proc.exitCode !== null)) throw new Error("a driver exited before starting");
@@ -158,6 +145,26 @@ try {
     console.log(`errors during the storm by code: ${fmtErrors(errors)}`);
     Object.assign(summary, { storm: { dropped, stormMs, survivors, errors } });
     ok &&= bad.length === 0 && survivors.reduce((a, b) => a + b, 0) === opts.connections;
+  } else {
+    // What stays once every client has gone is memory the connect burst left behind, not the
+    // connections' own state: the difference is what the idle connections held.
+    for (const d of drivers) d.proc.send({ cmd: "stop" });
+    await Promise.all(drivers.map((d) => d.proc.exited));
+    while ((await Promise.all(internal.map(connectionsOf))).some((n) => n > 0)) await Bun.sleep(100);
+    const rssClosed = gateways.map((g) => rssBytes(g.proc.pid));
+    for (let k = 0; k < opts.settleSec; k++) {
+      await Bun.sleep(1000);
+      gateways.forEach((g, i) => (rssClosed[i] = Math.min(rssClosed[i]!, rssBytes(g.proc.pid))));
+    }
+    const closed = perGateway.map((g, i) => ({
+      gateway: g.gateway,
+      rssClosedMiB: +(rssClosed[i]! / 2 ** 20).toFixed(1),
+      keptPerFormerConnection: held[i] ? Math.round((rssClosed[i]! - rssBefore[i]!) / held[i]!) : null,
+      heldPerConnection: held[i] ? Math.round((rssAfter[i]! - rssClosed[i]!) / held[i]!) : null,
+    }));
+    console.log("\nafter every client closed:\n| gateway | RSS (MiB) | kept per former connection | held by the connections (connected − closed), per connection |\n| --- | --- | --- | --- |");
+    for (const c of closed) console.log(`| ${c.gateway} | ${c.rssClosedMiB} | ${c.keptPerFormerConnection?.toLocaleString("en") ?? "—"} | ${c.heldPerConnection?.toLocaleString("en") ?? "—"} |`);
+    Object.assign(summary, { closed });
   }
   if (opts.json) console.log(JSON.stringify(summary));
   finished = true;

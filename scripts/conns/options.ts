@@ -21,7 +21,11 @@ routes it to its gateway).
 Reports: connections held per gateway (its ws_connections gauge), gateway RSS per connection
 ((RSS after - RSS before) / connections, per process, from /proc; "after" is the lowest RSS sampled
 every second over --settle idle seconds once all are connected, so that garbage from the connect
-burst that the next collection frees does not count), and the time to connect all.
+burst that the next collection frees does not count), and the time to connect all. Without
+--storm it then closes every client and reports, per gateway, the RSS that stays (the lowest over
+--settle seconds once it holds no connection): kept per former connection ((RSS closed - RSS
+before) / connections: memory the connect burst left behind) and held by the connections
+((RSS after - RSS closed) / connections).
 
 --storm: then kill -9 the first gateway. Its clients reconnect to the survivors on the shared port
 (first attempt at a uniform random moment within --storm-window ms, then capped exponential

@@ -191,6 +191,37 @@ describe("connections: registration in the directory", () => {
     await converges(faulty, async () => routedHere(inner, "alice"), "alice restored by the reconcile");
   });
 
+  test("a user whose last connection closed is announced offline, also when that flush failed and the retry is a full re-announce", async () => {
+    const { inner, faulty, conns } = setup();
+    await conns.start();
+    const ws = socket("alice");
+    await conns.add(ws);
+    await conns.add(socket("bob"));
+    faulty.failPresence("before");
+    conns.remove(ws);
+    await converges(faulty, async () => faulty.failedPresence() === 1 && !(await routedHere(inner, "alice")), "alice offline after the failed flush");
+    expect(await routedHere(inner, "bob")).toBe(true);
+  });
+
+  test("of(user) lists the user's connections in the order they opened; one closing during a loop over them does not disturb it", async () => {
+    const { conns } = setup();
+    const [a1, a2, a3] = [socket("alice"), socket("alice"), socket("alice")];
+    for (const ws of [a1, a2, a3]) void conns.add(ws);
+    expect(conns.of("alice")).toEqual([a1, a2, a3]);
+    const visited: Conn[] = [];
+    for (const ws of conns.of("alice")!) {
+      visited.push(ws);
+      if (ws === a1) conns.remove(a2); // e.g. a revocation closing the user's other devices
+    }
+    expect(visited).toEqual([a1, a2, a3]);
+    expect(conns.of("alice")).toEqual([a1, a3]);
+    conns.remove(a2); // removing again changes nothing
+    conns.remove(a1);
+    conns.remove(a3);
+    expect(conns.of("alice")).toBeUndefined();
+    expect([...conns.localUsers()]).toEqual([]);
+  });
+
   test("interleaved connects, disconnects, faults and directory losses always end with the directory matching the local state", async () => {
     const USERS = ["u0", "u1", "u2"];
     const op = fc.oneof(

@@ -4,9 +4,16 @@ import type { Directory, InstanceInfo } from "../../shared/directory/directory.t
 import type { Logger } from "../../shared/log.ts";
 import type { StreamState } from "./delivery.ts";
 
-/** Per-connection state. */
+/**
+ * Per-connection state. Kept small, since an idle connection's memory is what bench:conns counts:
+ * plain fields rather than objects of their own where that reads as well, and shared defaults
+ * (a settled promise, an empty set) until first use (gateway.ts).
+ */
 export interface ConnData {
   user: string;
+  /** The token the connection was opened with: its version and id (service.ts closes the connection when it is revoked). */
+  tokenVer: number;
+  tokenId: string;
   /** Live delivery: the connection's position in its user's stream (services/ws/delivery.ts). */
   stream: StreamState;
   /** Frames are handled in order: each one chains on the previous. */
@@ -27,7 +34,7 @@ export interface ConnData {
   isReady: boolean;
   open: boolean;
   /** Frames written this turn of the event loop, sent together at its end (frames.ts). */
-  outbox?: string[];
+  outbox: string[] | undefined;
 }
 export type Conn = ServerWebSocket<ConnData>;
 
@@ -56,11 +63,20 @@ export function createConnections(opts: {
   retry?: BackoffOptions;
 }) {
   const dir = opts.directory;
-  const byUser = new Map<string, Set<Conn>>();
+  /**
+   * A user's connections here, in the order they opened. An array, not a Set: most users have one
+   * connection, and a one-element array is a fifth of a one-element Set's memory (docs/benchmarks.md,
+   * "idle memory, second pass"). Replaced, never changed in place, so a loop over `of(user)` is not
+   * disturbed by a connection that closes (or opens) meanwhile.
+   */
+  const byUser = new Map<string, readonly Conn[]>();
   /** Users changed locally since the last flush was built. */
   const dirty = new Set<string>();
-  /** Users the directory may hold on this instance (announced online, not yet confirmed offline). */
-  const claimed = new Set<string>();
+  /**
+   * Users with no connection here that the directory may still hold on this instance (their last
+   * connection closed; no offline flush has landed since). Never a user of `byUser`.
+   */
+  const departed = new Set<string>();
   let waiters: Array<() => void> = [];
   // A full flush is due while fullDone < fullWanted; the directory may have lost us while lossCleared < lossSeen.
   let fullWanted = 1;
@@ -90,7 +106,7 @@ export function createConnections(opts: {
     let offline: string[];
     if (full) {
       online = [...byUser.keys()];
-      offline = [...claimed].filter((u) => !byUser.has(u));
+      offline = [...departed];
     } else {
       online = [];
       offline = [];
@@ -99,7 +115,6 @@ export function createConnections(opts: {
     dirty.clear();
     const w = waiters;
     waiters = [];
-    for (const u of online) claimed.add(u);
     try {
       await dir.setPresence(opts.self.id, online, offline);
       if (full || w.length) {
@@ -112,7 +127,8 @@ export function createConnections(opts: {
       markLost();
       throw err;
     }
-    for (const u of offline) if (!byUser.has(u)) claimed.delete(u);
+    // A user who came back meanwhile is not in `departed`; one who left again is dirty (offline next).
+    for (const u of offline) if (!byUser.has(u)) departed.delete(u);
     if (full) fullDone = Math.max(fullDone, fullTarget);
     if (full && lossSeen === lossTarget) lossCleared = lossTarget;
     if (registered() && lossSeen === lossTarget) w.forEach((f) => f());
@@ -184,26 +200,29 @@ export function createConnections(opts: {
     healthy: registered,
     /** Resolves once the directory routes the user to this instance. */
     add(ws: Conn): Promise<void> {
-      let set = byUser.get(ws.data.user);
-      if (!set) byUser.set(ws.data.user, (set = new Set()));
-      set.add(ws);
+      const user = ws.data.user;
+      const conns = byUser.get(user);
+      byUser.set(user, conns ? [...conns, ws] : [ws]);
+      departed.delete(user);
       return new Promise<void>((resolve) => {
         waiters.push(resolve);
         mark(ws.data.user);
       });
     },
     remove(ws: Conn) {
-      const set = byUser.get(ws.data.user);
-      if (!set || !set.delete(ws)) return;
-      if (set.size === 0) {
-        byUser.delete(ws.data.user);
-        mark(ws.data.user);
-      }
+      const user = ws.data.user;
+      const conns = byUser.get(user);
+      if (!conns?.includes(ws)) return;
+      if (conns.length > 1) return void byUser.set(user, conns.filter((c) => c !== ws));
+      byUser.delete(user);
+      departed.add(user);
+      mark(user);
     },
-    of: (user: string): Set<Conn> | undefined => byUser.get(user),
+    /** The user's connections here (never empty), or undefined. */
+    of: (user: string): readonly Conn[] | undefined => byUser.get(user),
     localUsers: () => byUser.keys(),
     all: function* () {
-      for (const set of byUser.values()) yield* set;
+      for (const conns of byUser.values()) yield* conns;
     },
     async stop() {
       stopped = true;

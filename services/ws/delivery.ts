@@ -21,8 +21,8 @@ export interface StreamItem {
 export interface StreamState {
   /** The last position delivered to (or passed by) this connection; null until its baseline is read. */
   cur: Position | null;
-  /** Items after a gap, by "epoch.pos", waiting for the gap to fill. */
-  pending: Map<string, StreamItem>;
+  /** Items after a gap, by "epoch.pos", waiting for the gap to fill; null while none waits (most connections, most of the time). */
+  pending: Map<string, StreamItem> | null;
   /** While a sync (or the baseline read) runs, everything live waits here in arrival order. */
   held: StreamItem[] | null;
   repairTimer: ReturnType<typeof setTimeout> | null;
@@ -42,7 +42,7 @@ export interface StreamState {
   initialHold: ReturnType<typeof setTimeout> | null;
 }
 
-export const newStreamState = (): StreamState => ({ cur: null, pending: new Map(), held: [], repairTimer: null, gapSince: 0, behind: null, target: null, syncing: false, repairing: false, lastLive: 0, initialHold: null });
+export const newStreamState = (): StreamState => ({ cur: null, pending: null, held: [], repairTimer: null, gapSince: 0, behind: null, target: null, syncing: false, repairing: false, lastLive: 0, initialHold: null });
 
 /** Bounds: items a connection may have waiting behind a gap or a running sync. */
 export const MAX_PENDING_ITEMS = 10_000;
@@ -121,19 +121,19 @@ export function createDelivery(opts: {
   /** Sends what follows `cur` contiguously; returns whether anything still waits. */
   const drainPending = (ws: Conn): boolean => {
     const st = ws.data.stream;
-    for (;;) {
+    const pending = st.pending;
+    while (pending && pending.size > 0) {
       const cur = st.cur!;
-      const next = st.pending.get(key({ epoch: cur.epoch, pos: cur.pos + 1 }));
+      const next = pending.get(key({ epoch: cur.epoch, pos: cur.pos + 1 }));
       if (next) {
-        st.pending.delete(key(next.position));
+        pending.delete(key(next.position));
         emit(ws, next);
         continue;
       }
-      if (st.pending.size === 0) break;
-      const first = [...st.pending.values()].reduce((a, b) => (comparePositions(a.position, b.position) < 0 ? a : b));
+      const first = [...pending.values()].reduce((a, b) => (comparePositions(a.position, b.position) < 0 ? a : b));
       // Placed before a sync moved `cur` past it: already sent (or asked for again and answered).
       if (comparePositions(first.position, cur) <= 0) {
-        st.pending.delete(key(first.position));
+        pending.delete(key(first.position));
         continue;
       }
       // Only items of a later epoch left: the rest of the old epoch is lost to the allocator's
@@ -144,8 +144,9 @@ export function createDelivery(opts: {
       }
       break;
     }
+    if (pending?.size === 0) st.pending = null;
     if (st.target && comparePositions(st.cur!, st.target) >= 0) st.target = null;
-    if (st.pending.size === 0 && !st.target) {
+    if (!st.pending && !st.target) {
       if (st.gapSince) repairSeconds.observe((Date.now() - st.gapSince) / 1000);
       st.gapSince = 0;
       if (st.repairTimer) clearTimeout(st.repairTimer);
@@ -161,11 +162,11 @@ export function createDelivery(opts: {
     if (comparePositions(item.position, cur) <= 0) return;
     if (item.position.epoch === cur.epoch && item.position.pos === cur.pos + 1) {
       emit(ws, item);
-      if (st.pending.size > 0) drainPending(ws);
+      if (st.pending) drainPending(ws);
       return;
     }
-    if (st.pending.size >= MAX_PENDING_ITEMS) return resync(ws, "too_many_pending");
-    st.pending.set(key(item.position), item);
+    if ((st.pending?.size ?? 0) >= MAX_PENDING_ITEMS) return resync(ws, "too_many_pending");
+    (st.pending ??= new Map()).set(key(item.position), item);
     // Only a frame held back makes a gap worth reading storage for: behind the connection's own
     // (silent) sends the missing item is usually a forward still on its way, and if it never comes
     // the periodic check finds it.
@@ -201,7 +202,7 @@ export function createDelivery(opts: {
     const st = ws.data.stream;
     if (!st.cur) return;
     let target = st.target ?? st.cur;
-    for (const it of st.pending.values()) if (comparePositions(it.position, target) > 0) target = it.position;
+    for (const it of st.pending?.values() ?? []) if (comparePositions(it.position, target) > 0) target = it.position;
     if (comparePositions(target, st.cur) <= 0) return;
     if (!st.gapSince) st.gapSince = Date.now();
     try {
@@ -212,7 +213,7 @@ export function createDelivery(opts: {
         // The connection's own sends pass silently, as live (it got the ack instead).
         for (const m of page) {
           if (comparePositions(m.position, st.cur) <= 0) continue;
-          st.pending.set(key(m.position), { position: m.position, head: ws.data.own.has(m.msgId) ? null : frameHead(m) });
+          (st.pending ??= new Map()).set(key(m.position), { position: m.position, head: ws.data.own.has(m.msgId) ? null : frameHead(m) });
           opts.onHanded?.(ws.data.user, m);
         }
         if (page.length < PAGE) break;
@@ -327,7 +328,7 @@ export function createDelivery(opts: {
     st.held = null;
     if (!ws.data.open || !st.cur) return;
     // What waited behind a gap before the hold: a sync may have moved `cur` (past it, or back).
-    if (st.pending.size > 0 && drainPending(ws)) scheduleRepair(ws, repairDelayMs);
+    if (st.pending && drainPending(ws)) scheduleRepair(ws, repairDelayMs);
     for (const it of held) {
       place(ws, it);
       if (!ws.data.open) return;
@@ -392,7 +393,7 @@ export function createDelivery(opts: {
     st.initialHold = null;
     if (st.repairTimer) clearTimeout(st.repairTimer);
     st.repairTimer = null;
-    st.pending.clear();
+    st.pending = null;
     st.held = null;
     st.target = null;
   };

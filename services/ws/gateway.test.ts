@@ -40,7 +40,7 @@ function setup(opts: { register?: () => Promise<void>; sync?: () => Promise<void
     rate: { perSec: 1000, burst: 1000 },
   });
   const sent: any[] = [];
-  const ws = { data: gateway.connData("u"), send: (s: string) => sent.push(JSON.parse(s)), close: () => {} } as unknown as Conn;
+  const ws = { data: gateway.connData({ user: "u", ver: 0, id: "j:t" }), send: (s: string) => sent.push(JSON.parse(s)), close: () => {} } as unknown as Conn;
   const h = gateway.websocket;
   return { gateway, ws, sent, calls, open: () => h.open!(ws), message: (s: string) => h.message!(ws, s), close: () => h.close!(ws, 1000, "") };
 }

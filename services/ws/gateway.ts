@@ -3,6 +3,7 @@ import { backoffDelay, sleep } from "../../shared/backoff.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Metrics } from "../../shared/metrics.ts";
 import { MAX_FRAME_BYTES, parseClientFrame, type ChatMessage, type DeleteFrame, type EditFrame, type ReadFrame, type ServerFrame, type SendFrame } from "../../shared/protocol.ts";
+import type { UserToken } from "./auth.ts";
 import type { ConnData, Conn, Connections } from "./connections.ts";
 import { newStreamState, type Delivery } from "./delivery.ts";
 import { changeRecord, deriveMsgId, SendError, type Pipeline } from "./pipeline.ts";
@@ -220,10 +221,12 @@ export function createGateway(opts: {
 
   return {
     websocket,
-    /** Upgrade data for an authenticated user. */
-    connData(user: string): ConnData {
+    /** Upgrade data for a user's verified token. */
+    connData(token: Pick<UserToken, "user" | "ver" | "id">): ConnData {
       return {
-        user,
+        user: token.user,
+        tokenVer: token.ver,
+        tokenId: token.id,
         stream: newStreamState(),
         chain: SETTLED,
         queued: 0,
@@ -236,6 +239,7 @@ export function createGateway(opts: {
         ready: SETTLED,
         isReady: false,
         open: false,
+        outbox: undefined,
       };
     },
     /** Closes every connection with 1001 so clients reconnect elsewhere. */

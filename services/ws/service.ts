@@ -12,7 +12,7 @@ import { SendError, type ChatMessage } from "../../shared/protocol.ts";
 import type { StreamAllocator } from "../../shared/stream/allocator.ts";
 import { createAccounts, type AccountSettings } from "./accounts.ts";
 import { createApp } from "./app.ts";
-import { bearer, verifyUserToken, type UserToken } from "./auth.ts";
+import { bearer, verifyUserToken } from "./auth.ts";
 import { createConnections, type ConnData } from "./connections.ts";
 import { createDelivery } from "./delivery.ts";
 import { createGateway, IDLE_TIMEOUT_S } from "./gateway.ts";
@@ -191,14 +191,11 @@ export async function startWsService(deps: WsDeps) {
     log,
   });
 
-  // Revocations heard from any instance close the affected sockets here.
-  const tokenOf = new WeakMap<ConnData, UserToken>();
-  const revoked = (t: UserToken, e: RevocationEvent) => ("version" in e ? t.ver < e.version : t.id === e.tokenId);
+  // Revocations heard from any instance close the affected sockets here (each connection keeps
+  // its token's version and id).
+  const revoked = (d: ConnData, e: RevocationEvent) => ("version" in e ? d.tokenVer < e.version : d.tokenId === e.tokenId);
   const stopClosing = await deps.revocations.subscribe((e) => {
-    for (const ws of connections.of(e.user) ?? []) {
-      const t = tokenOf.get(ws.data);
-      if (t && revoked(t, e)) closeConn(ws, CLOSE_TOKEN_REVOKED, "token revoked");
-    }
+    for (const ws of connections.of(e.user) ?? []) if (revoked(ws.data, e)) closeConn(ws, CLOSE_TOKEN_REVOKED, "token revoked");
   });
   await gate.start();
   // Sockets on the client port are clients, or links from peers (services/ws/links.ts) when there
@@ -221,8 +218,8 @@ export async function startWsService(deps: WsDeps) {
       const client = asClient(ws);
       gateway.websocket.open!(client);
       // A revocation that arrived between the upgrade's check and now.
-      const t = tokenOf.get(client.data);
-      if (t && gate.knownRevoked(t)) closeConn(client, CLOSE_TOKEN_REVOKED, "token revoked");
+      const d = client.data;
+      if (gate.knownRevoked({ user: d.user, ver: d.tokenVer, id: d.tokenId })) closeConn(client, CLOSE_TOKEN_REVOKED, "token revoked");
     },
   };
 
@@ -239,9 +236,7 @@ export async function startWsService(deps: WsDeps) {
         const ok = t !== null && (await gate.valid(t).catch(() => null));
         if (ok === null) return Response.json({ error: "unavailable" }, { status: 503 });
         if (!ok) return Response.json({ error: "a valid token is required" }, { status: 401 });
-        const data = gateway.connData(t.user);
-        tokenOf.set(data, t);
-        if (srv.upgrade(req, { data })) return undefined;
+        if (srv.upgrade(req, { data: gateway.connData(t) })) return undefined;
         return Response.json({ error: "expected a WebSocket upgrade" }, { status: 426 });
       }
       if (internal && internalPath(url.pathname)) return Response.json({ error: "not found" }, { status: 404 });

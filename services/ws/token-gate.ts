@@ -84,7 +84,7 @@ export function createTokenGate(opts: { revocations: Revocations; cacheMs: numbe
       return t.ver === v && !d;
     },
     /** Without a round trip: true when the cache already knows the token is revoked. */
-    knownRevoked(t: UserToken): boolean {
+    knownRevoked(t: Pick<UserToken, "user" | "ver" | "id">): boolean {
       const c = versions.get(t.user);
       return denied.has(t.id) || (c !== undefined && c.v !== t.ver);
     },

@@ -1,0 +1,73 @@
+// The JS heap an idle connection holds in a gateway: `bun run scripts/conns-heap.ts [C]` starts
+// the stack of bench:conns (Redis, RabbitMQ, PostgreSQL, discover, persist) and one gateway
+// (services/ws/index.ts wrapped by scripts/conns-heap/gateway.ts, which prints bun:jsc heapStats()
+// after Bun.gc(true) on SIGUSR2), opens C idle clients (default 10,000) with the bench:conns driver
+// (connect, sync, wait for `synced`), waits 5 s, and prints the heap growth per connection and the
+// object types that grew most. Measurement only (docs/benchmarks.md); not run by the tests.
+import type { DriverConfig } from "./conns/driver.ts";
+import { spawnDriver, type DriverHandle } from "./conns/spawn.ts";
+import { spawnService, stopService, waitHealthy } from "./cluster.ts";
+import { startStack } from "./stack-lib.ts";
+
+const connections = Number(Bun.argv[2] ?? 10_000);
+const concurrency = Number(Bun.argv[3] ?? 500);
+if (!Number.isInteger(connections) || connections < 1 || connections > 19_000 || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) {
+  console.error("usage: bun run scripts/conns-heap.ts [connections 1..19000 (default 10000)] [connection attempts in flight 1..10000 (default 500)]");
+  process.exit(2);
+}
+const stack = await startStack({ ws: 0 });
+const env = { ...stack.cluster.env, INTERNAL_PORT: "0" };
+const gw = await spawnService("ws1", "scripts/conns-heap/gateway.ts", env);
+let driver: DriverHandle | null = null;
+try {
+  const internal = /ws internal API on (\S+)/.exec(gw.logs.join("\n"))![1]!;
+  await waitHealthy({ ...gw, url: internal }, 60_000);
+  type Heap = { heapSize: number; heapCapacity: number; malloc: number; bins: Record<string, number>; objectCount: number; objectTypeCounts: Record<string, number>; rss: number };
+  const heap = async (): Promise<Heap> => {
+    const seen = gw.logs.length;
+    gw.proc.kill("SIGUSR2");
+    for (;;) {
+      await Bun.sleep(50);
+      const line = gw.logs.slice(seen).find((l) => l.startsWith("HEAP "));
+      if (line) return JSON.parse(line.slice(5)) as Heap;
+    }
+  };
+  const cfg: DriverConfig = { port: Number(new URL(gw.url).port), addresses: ["127.0.0.1"], prefix: `heap-${crypto.randomUUID().slice(0, 6)}-`, first: 0, count: connections, jwtSecret: stack.cluster.jwtSecret, concurrency, stormWindowMs: 1000 };
+  const d = (driver = spawnDriver(cfg));
+  while (!d.minted) await Bun.sleep(50);
+  await Bun.sleep(1000);
+  const before = await heap();
+  d.proc.send({ cmd: "start" });
+  while (d.status?.allConnectedAt == null) await Bun.sleep(50);
+  await Bun.sleep(5000); // initial holds ended, a periodic check ran
+  const after = await heap();
+  const per = (a: number, b: number) => ((b - a) / connections).toFixed(2);
+  console.log(`connections ${connections}; JS heap ${(before.heapSize / 2 ** 20).toFixed(1)} → ${(after.heapSize / 2 ** 20).toFixed(1)} MiB: ${per(before.heapSize, after.heapSize)} B per connection; objects ${before.objectCount} → ${after.objectCount}: ${per(before.objectCount, after.objectCount)} per connection; JS heap capacity ${per(before.heapCapacity, after.heapCapacity)} B, malloc (mimalloc, in use) ${per(before.malloc, after.malloc)} B per connection; RSS ${(before.rss / 2 ** 20).toFixed(1)} → ${(after.rss / 2 ** 20).toFixed(1)} MiB (${per(before.rss, after.rss)} B per connection)`);
+  const types = new Set([...Object.keys(before.objectTypeCounts), ...Object.keys(after.objectTypeCounts)]);
+  const grew = [...types]
+    .map((t) => [t, (after.objectTypeCounts[t] ?? 0) - (before.objectTypeCounts[t] ?? 0)] as const)
+    .filter(([, d]) => Math.abs(d) >= connections / 20)
+    .sort((a, b) => b[1] - a[1]);
+  console.log("object types that grew by at least 0.05 per connection (per connection):");
+  for (const [t, d] of grew) console.log(`  ${t}: ${(d / connections).toFixed(2)}`);
+  // what stays once every client has gone (caches, and memory the allocators keep)
+  d.proc.send({ cmd: "stop" });
+  await d.proc.exited;
+  await Bun.sleep(3000);
+  const gone = await heap();
+  console.log(`all closed: JS heap ${per(before.heapSize, gone.heapSize)} B, capacity ${per(before.heapCapacity, gone.heapCapacity)} B, malloc ${per(before.malloc, gone.malloc)} B, RSS ${per(before.rss, gone.rss)} B per (former) connection above the baseline`);
+  const binGrowth = (h: Heap) =>
+    Object.keys({ ...before.bins, ...h.bins })
+      .map((k) => [Number(k), ((h.bins[k] ?? 0) - (before.bins[k] ?? 0)) / connections] as const)
+      .filter(([, d]) => Math.abs(d) >= 50)
+      .sort((a, b) => b[1] - a[1])
+      .map(([size, d]) => `${size} B blocks ${d.toFixed(0)}`)
+      .join(", ");
+  console.log(`mimalloc bytes in use per connection by block size, connected: ${binGrowth(after)}`);
+  console.log(`mimalloc bytes in use per former connection by block size, all closed: ${binGrowth(gone)}`);
+} finally {
+  if (driver?.proc.exitCode === null) driver.proc.send({ cmd: "stop" });
+  await driver?.proc.exited;
+  await stopService(gw);
+  await stack.stop();
+}
