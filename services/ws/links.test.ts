@@ -172,7 +172,8 @@ describe("peer links", () => {
 });
 
 describe("router over links", () => {
-  function router(fetched: string[]) {
+  /** A router whose directory puts user b on the peer at `peerUrl`. */
+  async function router(fetched: string[], peerUrl: string) {
     const directory = createMemoryDirectory();
     const metrics = createMetrics("links");
     const r = createRouter({
@@ -188,6 +189,8 @@ describe("router over links", () => {
         return Response.json({ missing: 0 });
       }) as never,
     });
+    await directory.heartbeat({ id: "peer", url: peerUrl }, 60_000);
+    await directory.setPresence("peer", ["b"], []);
     return { r, directory, metrics };
   }
   const forwardedTotal = async (metrics: ReturnType<typeof createMetrics>) => Number(/ws_forwarded_messages_total\{[^}]*\} (\d+)/.exec(await (await metrics.render()).text())?.[1] ?? 0);
@@ -195,9 +198,7 @@ describe("router over links", () => {
   test("forwards go over the link, not HTTP, and are counted", async () => {
     const p = peer({ links: true });
     const fetched: string[] = [];
-    const t = router(fetched);
-    await t.directory.heartbeat({ id: "peer", url: p.url }, 60_000);
-    await t.directory.setPresence("peer", ["b"], []);
+    const t = await router(fetched, p.url);
     await Promise.all([1, 2, 3].map((i) => t.r.route(msg(i), { a: { epoch: 1, pos: i }, b: { epoch: 1, pos: i } })));
     await until("frames", () => p.frames.flatMap((f) => JSON.parse(f).deliveries).length === 3);
     expect(p.frames.flatMap((f) => (JSON.parse(f).deliveries as Delivery[]).map((d) => [d.message.msgId, d.positions]))).toEqual([
@@ -213,9 +214,7 @@ describe("router over links", () => {
   test("a peer that cannot take a link gets the same forwards over HTTP", async () => {
     const p = peer({ links: false });
     const fetched: string[] = [];
-    const t = router(fetched);
-    await t.directory.heartbeat({ id: "peer", url: p.url }, 60_000);
-    await t.directory.setPresence("peer", ["b"], []);
+    const t = await router(fetched, p.url);
     await t.r.route(msg(1), { a: { epoch: 1, pos: 1 }, b: { epoch: 1, pos: 1 } });
     await until("handed to HTTP", () => fetched.length === 1);
     await t.r.route(msg(2), { a: { epoch: 1, pos: 2 }, b: { epoch: 1, pos: 2 } });
