@@ -6,14 +6,16 @@
  * - parse: a broker message's body (gateways publish `--per-publish` messages per broker message)
  *   to validated messages: JSON.parse + the zod schema (what every version before the fast path did)
  *   against parseBrokerBody. No servers.
- * - persist: the whole consumer, as services/persist/index.ts composes it: RabbitMQ deliveries →
+ * - batcher: services/persist/batcher.ts alone, deliveries to the INSERT's parameters, with an
+ *   allocator and a database that answer at once. No servers.
+ * - persist (not with --no-servers): the whole consumer, as services/persist/index.ts composes it: RabbitMQ deliveries →
  *   parse → batcher → positions (Redis allocator) → one INSERT per batch (PostgreSQL) → acks, until
  *   every message is acked. Only this process's CPU counts (not the servers'). The old side imports
  *   every module from the `--old` directory, a copy of an older tree:
  *
  *     mkdir -p /tmp/persist-old && git archive <commit> shared services | tar -x -C /tmp/persist-old \
  *       && ln -s "$PWD/node_modules" /tmp/persist-old/node_modules
- *     nice -n 10 bun run scripts/bench/persist-cpu.ts --old /tmp/persist-old [--messages 20000] [--per-publish 10] [--rounds 3]
+ *     nice -n 10 bun run scripts/bench/persist-cpu.ts --old /tmp/persist-old [--messages 20000] [--per-publish 10] [--rounds 3] [--no-servers]
  *
  * Without --old only this version is measured. Starts its own Redis, RabbitMQ and PostgreSQL (scripts/infra.ts).
  */
@@ -24,7 +26,7 @@ import { parseBrokerBody, validateWithSchema } from "../../shared/queue/broker-b
 import type { ChatMessage } from "../../shared/protocol.ts";
 
 const { values: args } = parseArgs({
-  options: { old: { type: "string" }, messages: { type: "string", default: "20000" }, "per-publish": { type: "string", default: "10" }, rounds: { type: "string", default: "3" } },
+  options: { "no-servers": { type: "boolean" }, old: { type: "string" }, messages: { type: "string", default: "20000" }, "per-publish": { type: "string", default: "10" }, rounds: { type: "string", default: "3" } },
 });
 const count = (name: string, v: string, max: number) => {
   const n = Number(v);
@@ -85,6 +87,46 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
   for (const [name, xs] of results) console.log(`  ${name}: ${fmt(xs)} (median ${median(xs).toFixed(2)})`);
 }
 
+// ---- batcher ----
+// The batcher alone, from deliveries to the INSERT's parameters, with an allocator and a database
+// that answer at once (their cost is the same on both sides).
+{
+  const bodies = brokerBodies("batcher").map((b) => JSON.parse(b) as ChatMessage[]);
+  const allocator = {
+    allocate: async (requests: Array<{ users: string[] }>) => requests.map((r, i) => ({ positions: Object.fromEntries(r.users.map((u) => [u, { epoch: 1, pos: i + 1 }])) })),
+    written: async () => {},
+    tops: async () => ({}),
+    ready: () => true,
+  };
+  const fakeDb = { execute: async () => [{ messages: 0 }], transaction: async (f: (tx: unknown) => Promise<unknown>) => f(fakeDb) };
+  const database = { db: fakeDb as never, ping: async () => true, reset: async () => {}, close: async () => {} };
+  const log = { debug() {}, info() {}, warn() {}, error() {}, child: () => log } as never;
+  const variants: Array<[string, string]> = OLD_ROOT ? [["old", OLD_ROOT], ["new", NEW_ROOT]] : [["new", NEW_ROOT]];
+  const runs = new Map<string, () => Promise<number>>();
+  for (const [name, root] of variants) {
+    const { createBatcher } = (await import(`${root}/services/persist/batcher.ts`)) as typeof import("../../services/persist/batcher.ts");
+    runs.set(name, async () => {
+      const batcher = createBatcher({ database, allocator, maxRows: 1000, maxWaitMs: 20, concurrency: 2, log });
+      let acked = 0;
+      let done!: () => void;
+      const all = new Promise<void>((r) => (done = r));
+      const c0 = cpuMicros();
+      for (const messages of bodies) {
+        // a copy per run: the batcher may keep what it is given
+        batcher.onDelivery({ messages: messages.map((m) => ({ ...m })), ack: () => (acked += messages.length) >= MESSAGES && done() });
+      }
+      await all;
+      return perMessage(cpuMicros() - c0);
+    });
+  }
+  for (const run of runs.values()) await run(); // warm up
+  const results = new Map<string, number[]>(variants.map(([n]) => [n, []]));
+  for (let r = 0; r < ROUNDS; r++) for (const [name, run] of runs) results.get(name)!.push(await run());
+  console.log(`\nbatcher (deliveries → positions → INSERT parameters): µs of CPU per message, rounds`);
+  for (const [name, xs] of results) console.log(`  ${name}: ${fmt(xs)} (median ${median(xs).toFixed(2)})`);
+}
+if (process.argv.includes("--no-servers")) process.exit(0);
+
 // ---- persist ----
 type Modules = {
   amqp: typeof import("../../shared/amqp.ts");
@@ -135,6 +177,7 @@ try {
     let acked = 0;
     let done!: () => void;
     const all = new Promise<void>((r) => (done = r));
+    const u0 = process.cpuUsage();
     const c0 = cpuMicros();
     const sub = await queue.consume(
       {
@@ -152,6 +195,8 @@ try {
     );
     await all;
     const micros = cpuMicros() - c0;
+    const split = process.cpuUsage(u0);
+    if (process.env.BENCH_SPLIT) console.log(`  ${tag}: user ${perMessage(split.user).toFixed(2)} µs, system ${perMessage(split.system).toFixed(2)} µs per message`);
     await batcher.drain(5000);
     await sub.stop();
     await queue.close();
