@@ -1,17 +1,20 @@
 /**
  * persist's own CPU per message, an older version of the code against this one in one process
- * (issue 10). Two measurements, each in alternating rounds (old, new, old, new, ...), CPU from
- * process.cpuUsage():
+ * (issue 10). Three measurements, each in alternating rounds (old, new, old, new, ...), CPU from
+ * process.cpuUsage() (user + system, every thread of the process):
  *
  * - parse: a broker message's body (gateways publish `--per-publish` messages per broker message)
  *   to validated messages: JSON.parse + the zod schema (what every version before the fast path did)
  *   against parseBrokerBody. No servers.
  * - batcher: services/persist/batcher.ts alone, deliveries to the INSERT's parameters, with an
  *   allocator and a database that answer at once. No servers.
- * - persist (not with --no-servers): the whole consumer, as services/persist/index.ts composes it: RabbitMQ deliveries →
- *   parse → batcher → positions (Redis allocator) → one INSERT per batch (PostgreSQL) → acks, until
- *   every message is acked. Only this process's CPU counts (not the servers'). The old side imports
- *   every module from the `--old` directory, a copy of an older tree:
+ * - persist (not with --no-servers): the whole consumer, as services/persist/index.ts composes it:
+ *   RabbitMQ deliveries → parse → batcher → positions (Redis allocator) → one INSERT per batch
+ *   (PostgreSQL) → acks, until every message is acked. Only this process's CPU counts (not the
+ *   servers'); BENCH_SPLIT=1 prints each round's user and system CPU.
+ *
+ * The old side of batcher and persist imports every module from the `--old` directory, a copy of
+ * an older tree:
  *
  *     mkdir -p /tmp/persist-old && git archive <commit> shared services | tar -x -C /tmp/persist-old \
  *       && ln -s "$PWD/node_modules" /tmp/persist-old/node_modules
@@ -125,7 +128,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
   console.log(`\nbatcher (deliveries → positions → INSERT parameters): µs of CPU per message, rounds`);
   for (const [name, xs] of results) console.log(`  ${name}: ${fmt(xs)} (median ${median(xs).toFixed(2)})`);
 }
-if (process.argv.includes("--no-servers")) process.exit(0);
+if (args["no-servers"]) process.exit(0);
 
 // ---- persist ----
 type Modules = {
