@@ -52,8 +52,8 @@ export const TypingEvent = z.union([
 export type TypingFrame = z.infer<typeof TypingFrame>;
 export type TypingEvent = z.infer<typeof TypingEvent>;
 
-/** A server message id (the `msgId` of a message frame). */
 const MAX_MSG_ID_CHARS = 64;
+/** A server message id (the `msgId` of a message frame). */
 export const MsgId = z.string().min(1).max(MAX_MSG_ID_CHARS).refine(storableText, STORABLE);
 /** Addition: edit one's own message (docs/api.md, "Edits and deletions"). */
 export const EditFrame = z.strictObject({ type: z.literal("edit"), id: ClientMsgId, msgId: MsgId, body: Body });
