@@ -52,8 +52,9 @@ export const TypingEvent = z.union([
 export type TypingFrame = z.infer<typeof TypingFrame>;
 export type TypingEvent = z.infer<typeof TypingEvent>;
 
+const MAX_MSG_ID_CHARS = 64;
 /** A server message id (the `msgId` of a message frame). */
-export const MsgId = z.string().min(1).max(64).refine(storableText, STORABLE);
+export const MsgId = z.string().min(1).max(MAX_MSG_ID_CHARS).refine(storableText, STORABLE);
 /** Addition: edit one's own message (docs/api.md, "Edits and deletions"). */
 export const EditFrame = z.strictObject({ type: z.literal("edit"), id: ClientMsgId, msgId: MsgId, body: Body });
 /** Addition: delete one's own message. */
@@ -122,8 +123,10 @@ export interface ChatMessage {
   deletedAt?: number;
 }
 
+const EVENT_KIND_RE = /^[a-z][a-z0-9_-]{0,31}$/;
+const MAX_RCPT = 100_000;
 /** An event kind's name: lower-case letters, digits, `_` and `-`. "message" is not an event. */
-export const EventKindName = z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/).refine((k) => k !== "message", "not an event kind");
+export const EventKindName = z.string().regex(EVENT_KIND_RE).refine((k) => k !== "message", "not an event kind");
 
 export const ChatMessageSchema = z
   .object({
@@ -134,12 +137,46 @@ export const ChatMessageSchema = z
     group: GroupId.optional(),
     body: z.string().max(MAX_BODY_CHARS).refine(storableText, STORABLE),
     ts: z.number().int().nonnegative(),
-    rcpt: z.array(UserId).max(100_000).optional(),
+    rcpt: z.array(UserId).max(MAX_RCPT).optional(),
     kind: EventKindName.optional(),
     ref: MsgId.optional(),
     data: z.record(z.string(), z.unknown()).optional(),
   })
   .refine((m) => m.kind !== undefined || m.body.length > 0, { path: ["body"], message: "a message's body is 1 to 4096 characters" });
+
+const QUEUED_KEYS = new Set(["msgId", "id", "from", "to", "group", "body", "ts", "rcpt", "kind", "ref", "data"]);
+/** A string no longer than `max` UTF-16 units (so no more code points, as zod counts them either way). */
+const shortText = (v: unknown, min: number, max: number): v is string => typeof v === "string" && v.length >= min && v.length <= max && storableText(v);
+const isUserId = (v: unknown): v is string => typeof v === "string" && USER_ID_RE.test(v);
+const isPlainRecord = (v: unknown) => typeof v === "object" && v !== null && Object.getPrototypeOf(v) === Object.prototype && !Object.hasOwn(v, "__proto__");
+
+/**
+ * The queue consumer's fast path (persist validates every queued message): true when `v`, a value
+ * from JSON.parse, is certainly a valid ChatMessageSchema message with exactly one of `to` and
+ * `group` that the schema would return unchanged (no unknown key to strip, no own `__proto__` key
+ * in `data`). Plain typeof and length checks, no allocation. False says nothing: the caller then
+ * runs the schema, which decides and gives the errors (shared/queue/broker-batch.test.ts checks
+ * the two agree on every input it generates).
+ */
+export function isPlainQueuedMessage(v: unknown): v is ChatMessage {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
+  const m = v as Record<string, unknown>;
+  for (const k in m) if (!QUEUED_KEYS.has(k) || m[k] === undefined) return false;
+  if (!shortText(m.msgId, 1, MAX_MSG_ID_CHARS) || !shortText(m.id, 1, MAX_CLIENT_ID_CHARS) || !isUserId(m.from)) return false;
+  if (m.to === undefined ? !isUserId(m.group) : m.group !== undefined || !isUserId(m.to)) return false;
+  if (typeof m.ts !== "number" || !Number.isSafeInteger(m.ts) || m.ts < 0) return false;
+  const event = m.kind !== undefined;
+  if (event && (typeof m.kind !== "string" || !EVENT_KIND_RE.test(m.kind) || m.kind === "message")) return false;
+  // a message's body is 1 to 4096 characters; an event's may be empty
+  if (!shortText(m.body, event ? 0 : 1, MAX_BODY_CHARS)) return false;
+  if (m.ref !== undefined && !shortText(m.ref, 1, MAX_MSG_ID_CHARS)) return false;
+  if (m.data !== undefined && !isPlainRecord(m.data)) return false;
+  if (m.rcpt !== undefined) {
+    if (!Array.isArray(m.rcpt) || m.rcpt.length > MAX_RCPT) return false;
+    for (const u of m.rcpt) if (!isUserId(u)) return false;
+  }
+  return true;
+}
 
 export interface MessageFrame extends ChatMessage {
   type: "message";

@@ -278,6 +278,27 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       expect((await entries(to)).map((e) => e.split(":")[1])).toEqual([m.msgId]);
     });
 
+    test("stores every column as given: a field the message lacks is NULL (not JSON null), an event keeps its kind, ref and data", async () => {
+      const p = `cols${randomUUID()}`;
+      const t = tracker();
+      const { batcher } = make(t, { maxWaitMs: 0 });
+      const [a, b] = [uid("alice"), uid("bob")];
+      const dm = msg(p, { from: a, to: b });
+      const inGroup = msg(p, { from: a, to: undefined, group: "g1", rcpt: [a, b] });
+      const event = msg(p, { from: b, to: a, body: "", kind: "note", ref: dm.msgId, data: { n: 1, s: "x", list: [1, null] } });
+      batcher.onDelivery(t.delivery("1", [dm, inGroup, event]));
+      await t.until(() => t.acks().length === 1, "the batch");
+      const stored = await tdb.handle.db
+        .select({ id: messages.id, recipient: messages.recipient, group: messages.groupId, conv: messages.conv, kind: messages.kind, ref: messages.ref, data: messages.data, dataIsNull: sql<boolean>`${messages.data} is null` })
+        .from(messages)
+        .where(like(messages.id, `${p}-%`));
+      expect(Object.fromEntries(stored.map(({ id, ...r }) => [id, r]))).toEqual({
+        [dm.msgId]: { recipient: b, group: null, conv: `d:${a}:${b}`, kind: "message", ref: null, data: null, dataIsNull: true },
+        [inGroup.msgId]: { recipient: null, group: "g1", conv: "g:g1", kind: "message", ref: null, data: null, dataIsNull: true },
+        [event.msgId]: { recipient: a, group: null, conv: `d:${a}:${b}`, kind: "note", ref: dm.msgId, data: { n: 1, s: "x", list: [1, null] }, dataIsNull: false },
+      });
+    });
+
     test("writes an entry for every rcpt user, at the positions the gateway was given when it allocated first", async () => {
       const p = `rcpt${randomUUID()}`;
       const t = tracker();

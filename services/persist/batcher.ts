@@ -205,7 +205,8 @@ async function streamEntries(allocator: StreamAllocator, messages: ChatMessage[]
   messages.forEach((m, i) => {
     const conv = conversationKey(m);
     const kind = m.kind ?? "message";
-    for (const [user, position] of Object.entries(results[i]!.positions)) entries.push({ user, position, msgId: m.msgId, conv, kind });
+    const positions = results[i]!.positions;
+    for (const user in positions) entries.push({ user, position: positions[user]!, msgId: m.msgId, conv, kind });
   });
   return entries;
 }

@@ -43,18 +43,19 @@ export async function insertBatch(db: Db, batch: ChatMessage[], entries: StreamE
 }
 
 async function insertRows(db: Db, batch: ChatMessage[], entries: StreamEntry[]): Promise<number> {
+  // An absent key is NULL to json_to_recordset: undefined fields are left out of the JSON (shorter).
   const rows = batch.map((m) => ({
     id: m.msgId,
     client_id: m.id,
     sender: m.from,
-    recipient: m.to ?? null,
-    group_id: m.group ?? null,
+    recipient: m.to,
+    group_id: m.group,
     conv: conversationKey(m),
     body: m.body,
     ts: m.ts,
     kind: m.kind ?? "message",
-    ref: m.ref ?? null,
-    data: m.data ?? null,
+    ref: m.ref,
+    data: m.data,
   }));
   const stream = entries.map((e) => ({ user_id: e.user, epoch: e.position.epoch, pos: e.position.pos, msg_id: e.msgId, conv: e.conv, kind: e.kind ?? "message" }));
   const result = await db.execute(sql`

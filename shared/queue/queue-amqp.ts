@@ -1,14 +1,9 @@
-import { z } from "zod";
 import type { Channel, ConfirmChannel, ConsumeMessage, Message } from "amqplib";
 import type { AmqpConnection, KeptChannel } from "../amqp.ts";
 import type { Logger } from "../log.ts";
-import { ChatMessageSchema, describeIssues, type ChatMessage } from "../protocol.ts";
+import { parseBrokerBody } from "./broker-batch.ts";
 import { QUEUE_TOPOLOGY, QueueUnavailable, type MessageQueue, type QueueConsumer } from "./queue.ts";
 
-
-const BrokerBatch = z
-  .array(ChatMessageSchema.refine((m) => (m.to === undefined) !== (m.group === undefined), "needs exactly one of to and group"))
-  .min(1);
 
 export interface AmqpQueueOptions {
   log: Logger;
@@ -65,20 +60,6 @@ export async function assertQueueTopology(ch: Channel, t: QueueTopology): Promis
     deadLetterExchange: t.deadLetterExchange,
     arguments: { "x-queue-type": "quorum" },
   });
-}
-
-type Parsed = { ok: true; messages: ChatMessage[] } | { ok: false; reason: string };
-
-function parseBrokerMessage(msg: Message): Parsed {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(msg.content.toString("utf8"));
-  } catch {
-    return { ok: false, reason: "body is not JSON" };
-  }
-  const r = BrokerBatch.safeParse(raw);
-  if (!r.success) return { ok: false, reason: describeIssues(r.error) };
-  return { ok: true, messages: r.data as ChatMessage[] };
 }
 
 /** The queue role over RabbitMQ; `conn` is owned by the caller. */
@@ -274,7 +255,7 @@ export function createAmqpQueue(conn: AmqpConnection, opts: AmqpQueueOptions): A
           settled = true;
           acks.ack(tag);
         };
-        const parsed = parseBrokerMessage(msg);
+        const parsed = parseBrokerBody(msg.content.toString("utf8"));
         if (!parsed.ok) {
           settled = true;
           try {
