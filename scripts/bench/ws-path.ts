@@ -18,6 +18,7 @@
  * steadier than either median on a shared machine.
  */
 import { parseArgs } from "node:util";
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 
 const { values: args } = parseArgs({
@@ -41,8 +42,6 @@ const trees: Tree[] = [...(args.old ? [{ name: "old", root: resolve(args.old) }]
 interface FakeSocket {
   data: any;
   frames: number;
-  acks: number;
-  messages: number;
   send(s: string): number;
   cork(f: () => void): void;
   getBufferedAmount(): number;
@@ -143,17 +142,16 @@ async function cluster(root: string) {
   const gws = [gateway("a"), gateway("b")];
   await Promise.all(gws.map((g) => g.connections.start()));
   const sockets: FakeSocket[] = [];
+  const total = { acks: 0, messages: 0 };
   for (let i = 0; i < USERS; i++) {
     const g = gws[i % 2]!;
     const s: FakeSocket = {
       data: g.gw.connData({ user: `u${i}`, ver: 0, id: `t${i}` }),
       frames: 0,
-      acks: 0,
-      messages: 0,
       send(text: string) {
         this.frames++;
-        if (text.startsWith('{"type":"ack"')) this.acks++;
-        else if (text.startsWith('{"type":"message"')) this.messages++;
+        if (text.startsWith('{"type":"ack"')) total.acks++;
+        else if (text.startsWith('{"type":"message"')) total.messages++;
         else throw new Error(`unexpected frame ${text}`);
         return text.length;
       },
@@ -170,18 +168,16 @@ async function cluster(root: string) {
   let n = 0;
   /** One wave: every user sends one message (even waves across gateways, odd ones within one). */
   const wave = async (w: number) => {
-    const acks = sockets.reduce((a, s) => a + s.acks, 0) + USERS;
-    const msgs = sockets.reduce((a, s) => a + s.messages, 0) + USERS;
+    const acks = total.acks + USERS;
+    const msgs = total.messages + USERS;
     for (let i = 0; i < USERS; i++) {
       const partner = w % 2 === 0 ? i ^ 1 : i ^ 2;
       const frame = `{"type":"send","id":"c${n++}","to":"u${partner}","body":"${BODY}"}`;
       gws[i % 2]!.gw.websocket.message(sockets[i], frame);
     }
     for (let spins = 0; ; spins++) {
-      const a = sockets.reduce((x, s) => x + s.acks, 0);
-      const m = sockets.reduce((x, s) => x + s.messages, 0);
-      if (a >= acks && m >= msgs) return;
-      if (spins > 20_000) throw new Error(`wave ${w} stuck: ${a}/${acks} acks, ${m}/${msgs} messages`);
+      if (total.acks >= acks && total.messages >= msgs) return;
+      if (spins > 20_000) throw new Error(`wave ${w} stuck: ${total.acks}/${acks} acks, ${total.messages}/${msgs} messages`);
       await new Promise((r) => setImmediate(r));
     }
   };
@@ -196,27 +192,31 @@ for (const t of trees) clusters.set(t.name, await cluster(t.root));
 // warm up both
 for (const t of trees) for (let w = 0; w < 4; w++) await clusters.get(t.name)!.wave(w);
 
+/** CPU time of the JavaScript thread alone (ns; Linux): without the GC's and JIT's helper threads. */
+const mainThreadNs = () => Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, "utf8").split(" ")[0]);
+
 const results: Record<string, number[]> = {};
+const mainResults: Record<string, number[]> = {};
 for (let r = 0; r < ROUNDS; r++) {
   for (const t of r % 2 === 0 ? trees : [...trees].reverse()) {
     const c = clusters.get(t.name)!;
     Bun.gc(true);
     const before = process.cpuUsage();
+    const mainBefore = mainThreadNs();
     for (let w = 0; w < WAVES; w++) await c.wave(w);
     const used = process.cpuUsage(before);
     const us = (used.user + used.system) / (WAVES * USERS);
+    const mainUs = (mainThreadNs() - mainBefore) / 1000 / (WAVES * USERS);
     (results[t.name] ??= []).push(us);
-    console.log(`round ${r + 1} ${t.name}: ${us.toFixed(2)} µs CPU per message (${WAVES * USERS} messages)`);
+    (mainResults[t.name] ??= []).push(mainUs);
+    console.log(`round ${r + 1} ${t.name}: ${us.toFixed(2)} µs CPU per message (${mainUs.toFixed(2)} on the JS thread; ${WAVES * USERS} messages)`);
   }
 }
-for (const [name, xs] of Object.entries(results)) {
-  const sorted = [...xs].sort((a, b) => a - b);
-  console.log(`${name}: median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(2)} µs/message over ${xs.length} rounds (${xs.map((x) => x.toFixed(2)).join(", ")})`);
-}
-if (results.old && results.new) {
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+for (const [label, rs] of [["process", results], ["JS thread", mainResults]] as const) {
+  for (const [name, xs] of Object.entries(rs)) console.log(`${label} ${name}: median ${median(xs).toFixed(2)} µs/message over ${xs.length} rounds (${xs.map((x) => x.toFixed(2)).join(", ")})`);
   // rounds run in pairs on the same machine state: the paired ratio is steadier than either median
-  const ratios = results.new.map((x, i) => x / results.old![i]!).sort((a, b) => a - b);
-  console.log(`new/old: median ratio ${ratios[Math.floor(ratios.length / 2)]!.toFixed(3)} (${ratios.map((x) => x.toFixed(2)).join(", ")})`);
+  if (rs.old && rs.new) console.log(`${label} new/old: median ratio ${median(rs.new.map((x, i) => x / rs.old![i]!)).toFixed(3)}`);
 }
 for (const c of clusters.values()) c.stop();
 process.exit(0);
