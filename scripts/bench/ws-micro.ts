@@ -74,6 +74,11 @@ const cases: Record<string, Case> = {
     await router.route(msg(0, "r0"), { u0: { epoch: 1, pos: 1 }, r0: { epoch: 1, pos: 1 } }, sender);
     return (i) => router.route({ ...msg(i, `r${i % 1000}`), from: `u${i % 1000}`, rcpt: [`u${i % 1000}`, `r${i % 1000}`] }, { [`u${i % 1000}`]: { epoch: 1764740000000000, pos: i + 2 }, [`r${i % 1000}`]: { epoch: 1764740000000000, pos: i + 2 } }, sender);
   },
+  /** A client's send frame, parsed and validated. */
+  async parseSend(root) {
+    const { parseClientFrame } = await import(`${root}/shared/protocol.ts`);
+    return (i) => parseClientFrame(`{"type":"send","id":"c${i}","to":"u${i % 1000}","body":"${BODY}"}`);
+  },
   /** The message id of a send. */
   async deriveMsgId(root) {
     const { deriveMsgId } = await import(`${root}/services/ws/pipeline.ts`);
