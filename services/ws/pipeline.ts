@@ -18,12 +18,8 @@ export { SendError };
  * message (else its new recipients would get positions pointing at the first message).
  */
 export function deriveMsgId(from: string, clientId: string, target: { to: string } | { group: string }): string {
-  const h = new Bun.CryptoHasher("sha256");
-  h.update(from);
-  h.update("\n");
-  h.update(clientId);
-  h.update("to" in target ? "\nto:" + target.to : "\ngroup:" + target.group);
-  return h.digest("base64url").slice(0, 22);
+  const key = from + "\n" + clientId + ("to" in target ? "\nto:" + target.to : "\ngroup:" + target.group);
+  return Bun.CryptoHasher.hash("sha256", key, "base64url").slice(0, 22);
 }
 
 /**
