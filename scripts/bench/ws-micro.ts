@@ -79,6 +79,16 @@ const cases: Record<string, Case> = {
     const { parseClientFrame } = await import(`${root}/shared/protocol.ts`);
     return (i) => parseClientFrame(`{"type":"send","id":"c${i}","to":"u${i % 1000}","body":"${BODY}"}`);
   },
+  /** Noting a delivery for receipts (the recipient's gateway, at every message frame handed out). */
+  async delivered(root) {
+    const { createReceipts } = await import(`${root}/services/ws/receipts.ts`);
+    const { silentLogger } = await import(`${root}/shared/log.ts`);
+    const { createMetrics } = await import(`${root}/shared/metrics.ts`);
+    const r = createReceipts({ db: () => null, awaitWritten: async () => {}, publish: async () => {}, log: silentLogger, metrics: createMetrics("ws"), intervalMs: 1e9 });
+    // each of 1,000 users hears from 10 others; the messages are built beforehand
+    const ms = Array.from({ length: N }, (_, i) => ({ ...msg(i, `u${i % 1000}`), from: `u${(i + 1 + (i % 10)) % 1000}` }));
+    return (i) => r.delivered(`u${i % 1000}`, ms[i]!);
+  },
   /** The message id of a send. */
   async deriveMsgId(root) {
     const { deriveMsgId } = await import(`${root}/services/ws/pipeline.ts`);

@@ -73,19 +73,24 @@ export function createReceipts(opts: {
   let noted = new Map<string, { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string> }>();
 
 
-  /** A message frame was handed to a connection of `user`. Cheap: a Map update. */
+  /**
+   * Where a (user, conversation) pair is noted: the other party of a direct conversation or the
+   * group, told apart by a prefix (a group and a user may share a name).
+   */
+  const keyOf = (user: string, to: string | undefined, group: string | undefined) => (group !== undefined ? user + "\ng" + group : user + "\nd" + to);
+
+  /** A message frame was handed to a connection of `user`. Cheap: a Map update (the conversation key is built only for a new entry). */
   function delivered(user: string, m: Pick<ChatMessage, "msgId" | "ts" | "from" | "to" | "group" | "kind">) {
     if (m.from === user || m.kind !== undefined) return;
-    const conv = m.group !== undefined ? `g:${m.group}` : conversationKey({ from: user, to: m.from });
-    const k = user + "\n" + conv;
+    const k = keyOf(user, m.from, m.group);
     const n = noted.get(k);
     if (!n) {
+      const conv = m.group !== undefined ? `g:${m.group}` : conversationKey({ from: user, to: m.from });
       noted.set(k, { user, conv, ...(m.group !== undefined ? { group: m.group } : { to: m.from }), marker: { msgId: m.msgId, ts: m.ts }, senders: new Set([m.from]) });
       return;
     }
     n.senders.add(m.from);
-    const mk = { msgId: m.msgId, ts: m.ts };
-    if (later(mk, n.marker)) n.marker = mk;
+    if (later(m, n.marker)) n.marker = { msgId: m.msgId, ts: m.ts };
   }
 
   const later = (a: Marker, b: Marker) => a.ts > b.ts || (a.ts === b.ts && a.msgId > b.msgId);
@@ -93,7 +98,7 @@ export function createReceipts(opts: {
   /** Puts entries back for the next round, merged with what was noted meanwhile. */
   const renote = (ns: Noted[]) => {
     for (const n of ns) {
-      const k = n.user + "\n" + n.conv;
+      const k = keyOf(n.user, n.to, n.group);
       const now = noted.get(k);
       if (!now) noted.set(k, n);
       else {
