@@ -56,7 +56,7 @@ async function routerFor(root: string) {
       return { bufferedAmount: 0, addEventListener: (t: string, f: () => void) => t === "open" && open.push(f), send: () => {}, close: () => {} };
     },
   });
-  return router;
+  return { router, connOf };
 }
 
 const msg = (i: number, to: string) => ({ msgId: `m${i}`.padEnd(22, "x"), id: `c${i}`, from: `u${i % 1000}`, body: BODY, ts: 1764740000000 + i, to });
@@ -64,15 +64,15 @@ const msg = (i: number, to: string) => ({ msgId: `m${i}`.padEnd(22, "x"), id: `c
 const cases: Record<string, Case> = {
   /** A forward's delivery arriving at the recipient's gateway (frame head, position, receipts note). */
   async deliverForwarded(root) {
-    const router = await routerFor(root);
+    const { router } = await routerFor(root);
     return (i) => router.deliverForwarded({ message: msg(i, `u${(i + 1) % 1000}`), positions: { [`u${(i + 1) % 1000}`]: `1764740000000000.${i + 1}` } });
   },
   /** Routing at the sender's gateway: the sender's connection is here, the recipient on the peer. */
   async routeRemote(root) {
-    const router = await routerFor(root);
-    const sender = { data: { user: "x" } };
-    await router.route(msg(0, "r0"), { u0: { epoch: 1, pos: 1 }, r0: { epoch: 1, pos: 1 } }, sender);
-    return (i) => router.route({ ...msg(i, `r${i % 1000}`), from: `u${i % 1000}`, rcpt: [`u${i % 1000}`, `r${i % 1000}`] }, { [`u${i % 1000}`]: { epoch: 1764740000000000, pos: i + 2 }, [`r${i % 1000}`]: { epoch: 1764740000000000, pos: i + 2 } }, sender);
+    const { router, connOf } = await routerFor(root);
+    await router.route(msg(0, "r0"), { u0: { epoch: 1, pos: 1 }, r0: { epoch: 1, pos: 1 } }, connOf("u0")[0]);
+    const ms = Array.from({ length: N }, (_, i) => ({ ...msg(i, `r${i % 1000}`), rcpt: [`u${i % 1000}`, `r${i % 1000}`] }));
+    return (i) => router.route(ms[i]!, { [`u${i % 1000}`]: { epoch: 1764740000000000, pos: i + 2 }, [`r${i % 1000}`]: { epoch: 1764740000000000, pos: i + 2 } }, connOf(`u${i % 1000}`)[0]);
   },
   /** A client's send frame, parsed and validated. */
   async parseSend(root) {
