@@ -89,6 +89,33 @@ const cases: Record<string, Case> = {
     const ms = Array.from({ length: N }, (_, i) => ({ ...msg(i, `u${i % 1000}`), from: `u${(i + 1 + (i % 10)) % 1000}` }));
     return (i) => r.delivered(`u${i % 1000}`, ms[i]!);
   },
+  /** A send frame through the gateway (parse, chain, record, ack) with a pipeline that accepts at once. */
+  async gatewaySend(root) {
+    const { createGateway } = await import(`${root}/services/ws/gateway.ts`);
+    const { silentLogger } = await import(`${root}/shared/log.ts`);
+    const { createMetrics } = await import(`${root}/shared/metrics.ts`);
+    const gateway = createGateway({
+      connections: { add: async () => {}, remove: () => {}, all: () => [] },
+      pipeline: { send: async () => ({ ts: 1764740000000, cursor: "1764740000000000.5" }) },
+      stream: { init: async () => {}, frame: () => {}, drop: () => {} },
+      receipts: {},
+      presence: { unwatch: () => {} },
+      typing: async () => {},
+      log: silentLogger,
+      metrics: createMetrics("ws"),
+      rate: { perSec: 1e9, burst: 1e9 },
+    });
+    // one connection per user, 1,000 users; a send from each in turn
+    const sockets = Array.from({ length: 1000 }, (_, i) => ({ data: gateway.connData({ user: `u${i}`, ver: 0, id: "t" }), send: () => 0, close: () => {} }));
+    for (const ws of sockets) gateway.websocket.open(ws);
+    await Promise.all(sockets.map((ws) => ws.data.ready));
+    const frames = Array.from({ length: N }, (_, i) => `{"type":"send","id":"c${i}","to":"u${(i + 1) % 1000}","body":"${BODY}"}`);
+    return (i) => {
+      const ws = sockets[i % 1000]!;
+      gateway.websocket.message(ws, frames[i]!);
+      return ws.data.chain;
+    };
+  },
   /** The message id of a send. */
   async deriveMsgId(root) {
     const { deriveMsgId } = await import(`${root}/services/ws/pipeline.ts`);

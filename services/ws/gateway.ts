@@ -155,6 +155,22 @@ export function createGateway(opts: {
     }
   };
 
+  /**
+   * A frame whose turn came. One async function rather than then/catch/finally links: fewer
+   * promises per frame. The last frame of a chain hands it back to the shared settled promise.
+   */
+  const handleInTurn = async (ws: Conn, data: string) => {
+    try {
+      if (ws.data.open) await handle(ws, data);
+    } catch (err) {
+      opts.log.error("frame handling failed", { err });
+    } finally {
+      ws.data.queued--;
+      ws.data.queuedBytes -= data.length;
+      if (ws.data.queued === 0) ws.data.chain = SETTLED;
+    }
+  };
+
   const websocket: WebSocketHandler<ConnData> = {
     maxPayloadLength: MAX_FRAME_BYTES,
     backpressureLimit: BACKPRESSURE_LIMIT,
@@ -203,15 +219,7 @@ export function createGateway(opts: {
       }
       ws.data.queued++;
       ws.data.queuedBytes += data.length;
-      const next: Promise<void> = ws.data.chain
-        .then(() => (ws.data.open ? handle(ws, data) : undefined))
-        .catch((err) => opts.log.error("frame handling failed", { err }))
-        .finally(() => {
-          ws.data.queued--;
-          ws.data.queuedBytes -= data.length;
-          if (ws.data.chain === next) ws.data.chain = SETTLED;
-        });
-      ws.data.chain = next;
+      ws.data.chain = ws.data.chain.then(() => handleInTurn(ws, data));
     },
     close(ws) {
       ws.data.open = false;
