@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { messageFrame, parseClientFrame } from "./protocol.ts";
+import { messageFrame, parseClientFrame, SendFrame } from "./protocol.ts";
 
 const bad = (text: string) => {
   const r = parseClientFrame(text);
@@ -69,4 +69,46 @@ test("messageFrame carries to or group, never both", () => {
 test("cursor is the last key of a message frame", () => {
   const s = JSON.stringify(messageFrame({ msgId: "m", id: "i", from: "a", to: "b", body: "x", ts: 1 }, "5"));
   expect(s.endsWith(',"cursor":"5"}')).toBe(true);
+});
+
+describe("parseClientFrame's send fast path", () => {
+  // Plain valid sends skip zod (issue 10): it must accept exactly what SendFrame accepts, with the
+  // same frame, and leave everything else to the schema (same errors). Edges on every field.
+  const long = (n: number, c = "a") => c.repeat(n);
+  const frames: unknown[] = [
+    { type: "send", id: "1", to: "bob", body: "hi" },
+    { type: "send", id: "1", group: "g_1", body: "hi" },
+    { type: "send", id: long(64), to: long(64), body: long(4096) },
+    { type: "send", id: long(65), to: "bob", body: "x" },
+    { type: "send", id: "", to: "bob", body: "x" },
+    { type: "send", id: "1", to: long(65), body: "x" },
+    { type: "send", id: "1", to: "", body: "x" },
+    { type: "send", id: "1", to: "bad user", body: "x" },
+    { type: "send", id: "1", to: "bob", body: "" },
+    { type: "send", id: "1", to: "bob", body: long(4097) },
+    { type: "send", id: "1", to: "bob", body: long(4096, "😀") },
+    { type: "send", id: "1", to: "bob", body: long(2048, "😀") },
+    { type: "send", id: "1", to: "bob", body: "a\u0000b" },
+    { type: "send", id: "1", to: "bob", body: "lone \ud800" },
+    { type: "send", id: "\udc00", to: "bob", body: "x" },
+    { type: "send", id: "a\u0000", to: "bob", body: "x" },
+    { type: "send", id: 1, to: "bob", body: "x" },
+    { type: "send", id: "1", to: 5, body: "x" },
+    { type: "send", id: "1", group: null, body: "x" },
+    { type: "send", id: "1", to: "bob", group: "g", body: "x" },
+    { type: "send", id: "1", body: "x" },
+    { type: "send", id: "1", to: "bob" },
+    { type: "send", id: "1", to: "bob", body: "x", extra: 1 },
+    { type: "send", id: "1", to: "bob", body: "x", to2: undefined },
+  ];
+  const texts = [...frames.map((f) => JSON.stringify(f)), '{"type":"send","id":"1","to":"bob","__proto__":"x"}', '{"type":"send","id":"1","to":"bob","body":"x","__proto__":{}}', '{"type":"send","id":"1","body":"x","to":"bob","to":"al"}'];
+
+  test.each(texts.map((t) => [t.slice(0, 80), t]))("%s", (_, text) => {
+    const r = parseClientFrame(text);
+    const z = SendFrame.safeParse(JSON.parse(text));
+    if (r.ok) {
+      expect(z.success).toBe(true);
+      expect(r.frame).toEqual(z.data!);
+    } else if (r.code !== "too_large") expect(z.success).toBe(false);
+  });
 });

@@ -4,13 +4,13 @@ import { createMetrics } from "../../shared/metrics.ts";
 import type { Conn, Connections } from "./connections.ts";
 import type { Delivery } from "./delivery.ts";
 import { createGateway, MAX_QUEUED_BYTES } from "./gateway.ts";
-import type { Pipeline } from "./pipeline.ts";
+import { deriveMsgId, type Pipeline } from "./pipeline.ts";
 import type { PresenceWatch } from "./presence.ts";
 import type { Receipts } from "./receipts.ts";
 
 // gateway.ts driven through its WebSocket handlers, with fakes for the roles it calls.
 
-function setup(opts: { register?: () => Promise<void>; sync?: () => Promise<void> } = {}) {
+function setup(opts: { register?: () => Promise<void>; sync?: () => Promise<void>; rate?: { perSec: number; burst: number } } = {}) {
   const calls: string[] = [];
   const gateway = createGateway({
     connections: { add: () => opts.register?.() ?? Promise.resolve(), remove: () => calls.push("remove"), all: () => [] } as unknown as Connections,
@@ -37,7 +37,7 @@ function setup(opts: { register?: () => Promise<void>; sync?: () => Promise<void
     typing: async () => void calls.push("typing"),
     log: silentLogger,
     metrics: createMetrics("test"),
-    rate: { perSec: 1000, burst: 1000 },
+    rate: opts.rate ?? { perSec: 1000, burst: 1000 },
   });
   const sent: any[] = [];
   const ws = { data: gateway.connData({ user: "u", ver: 0, id: "j:t" }), send: (s: string) => sent.push(JSON.parse(s)), close: () => {} } as unknown as Conn;
@@ -100,5 +100,19 @@ describe("gateway", () => {
     finishSync();
     await settle(t.ws);
     expect(t.ws.data.queuedBytes).toBe(0);
+  });
+
+  test("a connection remembers at least its last 2,000 sends (a gap repair passes them silently), not every send", async () => {
+    const t = setup({ rate: { perSec: 1e6, burst: 1e6 } });
+    t.open();
+    for (let i = 0; i < 5000; i++) {
+      t.message(JSON.stringify({ type: "send", id: `s${i}`, to: "x", body: "hi" }));
+      if (i % 500 === 499) await settle(t.ws);
+    }
+    await settle(t.ws);
+    const own = t.ws.data.own;
+    for (let i = 3000; i < 5000; i++) expect(own.has(deriveMsgId("u", `s${i}`, { to: "x" }))).toBe(true);
+    expect(own.size).toBeLessThanOrEqual(4000);
+    expect(own.has(deriveMsgId("u", "s0", { to: "x" }))).toBe(false);
   });
 });

@@ -19,7 +19,11 @@ export const MAX_QUEUED_BYTES = 1 << 20;
 export const MAX_INFLIGHT_SENDS = 1000;
 /** `read` frames a connection may have being handled at once. */
 export const MAX_INFLIGHT_READS = 20;
-/** Recent sends a connection remembers so that a gap repair does not echo them back to it. */
+/**
+ * Recent sends a connection remembers (at least this many, at most twice as many) so that a gap
+ * repair does not echo them back to it. The older half goes at once: deleting a Set's oldest entry
+ * at every send walks past the tombstones of those deleted before it (0.5 µs a send).
+ */
 const MAX_OWN_REMEMBERED = 2000;
 /** Outbound bytes a connection may have buffered before it is closed as too slow. */
 export const BACKPRESSURE_LIMIT = 4 << 20;
@@ -69,9 +73,8 @@ export function createGateway(opts: {
   const handleSend = async (ws: Conn, f: SendFrame | EditFrame | DeleteFrame) => {
     const m = recordOf(ws.data.user, f);
     if (ws.data.own === NONE_OWN) ws.data.own = new Set();
-    const own = ws.data.own;
-    if (own.size >= MAX_OWN_REMEMBERED) own.delete(own.values().next().value!);
-    own.add(m.msgId);
+    if (ws.data.own.size >= 2 * MAX_OWN_REMEMBERED) ws.data.own = new Set([...ws.data.own].slice(MAX_OWN_REMEMBERED));
+    ws.data.own.add(m.msgId);
     try {
       const a = await opts.pipeline.send(m, ws);
       if (ws.data.open) sendFrame(ws, { type: "ack", id: f.id, msgId: m.msgId, ts: a.ts, cursor: a.cursor });
@@ -152,6 +155,22 @@ export function createGateway(opts: {
     }
   };
 
+  /**
+   * A frame whose turn came. One async function rather than then/catch/finally links: fewer
+   * promises per frame. The last frame of a chain hands it back to the shared settled promise.
+   */
+  const handleInTurn = async (ws: Conn, data: string) => {
+    try {
+      if (ws.data.open) await handle(ws, data);
+    } catch (err) {
+      opts.log.error("frame handling failed", { err });
+    } finally {
+      ws.data.queued--;
+      ws.data.queuedBytes -= data.length;
+      if (ws.data.queued === 0) ws.data.chain = SETTLED;
+    }
+  };
+
   const websocket: WebSocketHandler<ConnData> = {
     maxPayloadLength: MAX_FRAME_BYTES,
     backpressureLimit: BACKPRESSURE_LIMIT,
@@ -200,15 +219,7 @@ export function createGateway(opts: {
       }
       ws.data.queued++;
       ws.data.queuedBytes += data.length;
-      const next: Promise<void> = ws.data.chain
-        .then(() => (ws.data.open ? handle(ws, data) : undefined))
-        .catch((err) => opts.log.error("frame handling failed", { err }))
-        .finally(() => {
-          ws.data.queued--;
-          ws.data.queuedBytes -= data.length;
-          if (ws.data.chain === next) ws.data.chain = SETTLED;
-        });
-      ws.data.chain = next;
+      ws.data.chain = ws.data.chain.then(() => handleInTurn(ws, data));
     },
     close(ws) {
       ws.data.open = false;

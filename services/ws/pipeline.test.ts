@@ -225,3 +225,12 @@ test("a stream event takes the same path: its kind names the recipients (or refu
   expect(published.map((m) => m.kind)).toEqual(["edit"]);
   await stop.stop();
 });
+
+test("message ids are those of earlier versions (stored rows and resends across versions depend on them)", () => {
+  // sha256("alice\nc-1\nto:bob") and friends, base64url, first 22 characters: as computed before issue 10
+  expect([deriveMsgId("alice", "c-1", { to: "bob" }), deriveMsgId("alice", "c-1", { group: "g_1" }), deriveMsgId("ü😀", "id\n2", { to: "x" })]).toEqual([
+    "R5CH4Y6iX25PjwMF22v30S",
+    "iXEOBMsPm1O3sWDBFh1Blo",
+    "OFdu16iJxoL7XTInCiEWbz",
+  ]);
+});

@@ -18,12 +18,8 @@ export { SendError };
  * message (else its new recipients would get positions pointing at the first message).
  */
 export function deriveMsgId(from: string, clientId: string, target: { to: string } | { group: string }): string {
-  const h = new Bun.CryptoHasher("sha256");
-  h.update(from);
-  h.update("\n");
-  h.update(clientId);
-  h.update("to" in target ? "\nto:" + target.to : "\ngroup:" + target.group);
-  return h.digest("base64url").slice(0, 22);
+  const key = from + "\n" + clientId + ("to" in target ? "\nto:" + target.to : "\ngroup:" + target.group);
+  return Bun.CryptoHasher.hash("sha256", key, "base64url").slice(0, 22);
 }
 
 /**
@@ -126,10 +122,12 @@ export function createPipeline(opts: {
       } else users = m.to === m.from ? [m.from] : [m.from, m.to!];
       m.rcpt = users;
       located = opts.router.locate(users);
-      await publishes.add(m).catch((err) => {
+      try {
+        await publishes.add(m);
+      } catch (err) {
         opts.log.warn("publish failed", { err, msgId: m.msgId });
         throw new SendError("unavailable", "the message queue is unavailable; retry");
-      });
+      }
       await turn.prev;
       allocation = allocations.add({ msgId: m.msgId, users, claim: { sender: m.from, ts: m.ts } });
     } finally {
@@ -137,10 +135,13 @@ export function createPipeline(opts: {
     }
     // Confirmed but not allocated when this fails: persist allocates it later and the recipients'
     // gateways or syncs pick it up; the sender resends and is acked then.
-    const a = await allocation.catch((err) => {
+    let a: AllocResult;
+    try {
+      a = await allocation;
+    } catch (err) {
       opts.log.warn("position allocation failed", { err, msgId: m.msgId });
       throw new SendError("unavailable", "message positions are unavailable; retry");
-    });
+    }
     if (a.claimed!.fresh) void opts.router.route(m, a.positions, sender, located);
     else resent.inc();
     // A server event may leave its sender's stream out (a delivered receipt goes to the senders only).

@@ -61,6 +61,23 @@ describe("delivered receipts", () => {
     await r.stop();
   });
 
+  test("a direct conversation with a user and a group of the same name are noted apart", async () => {
+    const { r, published } = setup(async () => {});
+    const [a, b] = [`a-${tag()}`, `b-${tag()}`];
+    const direct = msg(a, b, 1000);
+    const inGroup: ChatMessage = { msgId: `m-${tag()}`, id: "g", from: `x-${tag()}`, group: a, body: "x", ts: 2000 };
+    r.delivered(b, direct);
+    r.delivered(b, inGroup);
+    await r.flush();
+    expect(published.map((e) => [e.to ?? null, e.group ?? null, e.ref]).sort()).toEqual(
+      [
+        [a, null, direct.msgId],
+        [null, a, inGroup.msgId],
+      ].sort(),
+    );
+    await r.stop();
+  });
+
   test("an announcement that fails moves nothing and is tried again next round, merged with what came meanwhile", async () => {
     let fail = true;
     const { r, published } = setup(async () => {

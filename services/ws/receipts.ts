@@ -69,33 +69,43 @@ export function createReceipts(opts: {
     if ((await advanceRead(db, user, conv, p, marker)).advanced) reads.inc();
   }
 
-  // Deliveries noted since the last flush: per "user\nconv", the latest message and its senders.
-  let noted = new Map<string, { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string> }>();
+  type Noted = { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string> };
+  /**
+   * Deliveries noted since the last flush, per user: per other party of a direct conversation and
+   * per group, the latest message and its senders. Found by strings the message already carries:
+   * no key is built per frame handed out (a group and a user may share a name: two maps).
+   */
+  type Notes = { direct: Map<string, Noted>; groups: Map<string, Noted> };
+  let noted = new Map<string, Notes>();
+  const notesOf = (user: string) => {
+    let u = noted.get(user);
+    if (!u) noted.set(user, (u = { direct: new Map(), groups: new Map() }));
+    return u;
+  };
 
-
-  /** A message frame was handed to a connection of `user`. Cheap: a Map update. */
+  /** A message frame was handed to a connection of `user`. Cheap: Map lookups (an entry is built only for a new conversation). */
   function delivered(user: string, m: Pick<ChatMessage, "msgId" | "ts" | "from" | "to" | "group" | "kind">) {
     if (m.from === user || m.kind !== undefined) return;
-    const conv = m.group !== undefined ? `g:${m.group}` : conversationKey({ from: user, to: m.from });
-    const k = user + "\n" + conv;
-    const n = noted.get(k);
+    const notes = notesOf(user);
+    const n = m.group !== undefined ? notes.groups.get(m.group) : notes.direct.get(m.from);
     if (!n) {
-      noted.set(k, { user, conv, ...(m.group !== undefined ? { group: m.group } : { to: m.from }), marker: { msgId: m.msgId, ts: m.ts }, senders: new Set([m.from]) });
+      const marker = { msgId: m.msgId, ts: m.ts };
+      if (m.group !== undefined) notes.groups.set(m.group, { user, conv: `g:${m.group}`, group: m.group, marker, senders: new Set([m.from]) });
+      else notes.direct.set(m.from, { user, conv: conversationKey({ from: user, to: m.from }), to: m.from, marker, senders: new Set([m.from]) });
       return;
     }
     n.senders.add(m.from);
-    const mk = { msgId: m.msgId, ts: m.ts };
-    if (later(mk, n.marker)) n.marker = mk;
+    if (later(m, n.marker)) n.marker = { msgId: m.msgId, ts: m.ts };
   }
 
   const later = (a: Marker, b: Marker) => a.ts > b.ts || (a.ts === b.ts && a.msgId > b.msgId);
-  type Noted = { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string> };
   /** Puts entries back for the next round, merged with what was noted meanwhile. */
   const renote = (ns: Noted[]) => {
     for (const n of ns) {
-      const k = n.user + "\n" + n.conv;
-      const now = noted.get(k);
-      if (!now) noted.set(k, n);
+      const notes = notesOf(n.user);
+      const [slot, k] = n.group !== undefined ? [notes.groups, n.group] : [notes.direct, n.to!];
+      const now = slot.get(k);
+      if (!now) slot.set(k, n);
       else {
         for (const s of n.senders) now.senders.add(s);
         if (later(n.marker, now.marker)) now.marker = n.marker;
@@ -111,7 +121,7 @@ export function createReceipts(opts: {
   async function flush() {
     if (flushing || noted.size === 0) return;
     flushing = true;
-    const batch = [...noted.values()];
+    const batch = [...noted.values()].flatMap((u) => [...u.direct.values(), ...u.groups.values()]);
     noted = new Map();
     try {
       const moving = await deliveredAdvances(opts.db(), batch.map((n) => ({ ...n, ...n.marker })));

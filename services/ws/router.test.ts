@@ -93,6 +93,16 @@ describe("router", () => {
     t.router.stop();
   });
 
+  test("a forwarded delivery for a user named __proto__ reaches that user (positions are not a plain object's keys)", () => {
+    const t = setup(ok);
+    const p = { data: { user: "__proto__" } } as Conn;
+    t.local.set("__proto__", new Set([p]));
+    const missing = t.router.deliverForwarded(JSON.parse('{"message":{"msgId":"m1","id":"c1","from":"a","to":"__proto__","body":"hi","ts":1},"positions":{"__proto__":"3.4"}}'));
+    expect(missing).toBe(0);
+    expect(t.offered.map((o) => [o.user, o.item.position])).toEqual([["__proto__", { epoch: 3, pos: 4 }]]);
+    t.router.stop();
+  });
+
   test("a forwarded delivery is offered at the positions it names", () => {
     const t = setup(ok);
     const b = { data: { user: "b" } } as Conn;

@@ -186,18 +186,22 @@ export function createRouter(opts: {
     forwardFailed.inc();
   }
 
-  /** Offers a message to this instance's connections of each user at that user's position (but not to `except`, which gets an ack). Returns how many users had no connection here. */
-  function deliverLocal(m: ChatMessage, positions: Iterable<[string, Position]>, except?: Conn): number {
+  /**
+   * Offers a message to this instance's connections of each user at that user's position (but not
+   * to `except`, which gets an ack). Returns how many users had no connection here. The frame is
+   * built only when some connection gets it (not for a sender whose recipients are all elsewhere).
+   */
+  function deliverLocal(m: ChatMessage, positions: Record<string, Position>, except?: Conn): number {
     let head: string | undefined;
     let missing = 0;
-    for (const [u, position] of positions) {
+    for (const u in positions) {
       const conns = opts.connections.of(u);
       if (!conns) {
         missing++;
         continue;
       }
-      head ??= frameHead(m);
-      for (const ws of conns) opts.stream.offer(ws, { position, head: ws === except ? null : head });
+      const position = positions[u]!;
+      for (const ws of conns) opts.stream.offer(ws, { position, head: ws === except ? null : (head ??= frameHead(m)) });
       opts.onHanded?.(u, m);
     }
     return missing;
@@ -237,7 +241,7 @@ export function createRouter(opts: {
   /** Routes an allocated message to every connection of its users, here and elsewhere. Never rejects. */
   async function route(m: ChatMessage, positions: Record<string, Position>, sender?: Conn, located?: Promise<Record<string, InstanceInfo[]>>): Promise<void> {
     const { rcpt: _, ...message } = m;
-    deliverLocal(message, Object.entries(positions), sender);
+    deliverLocal(message, positions, sender);
     const users = Object.keys(positions);
     let where: Record<string, InstanceInfo[]>;
     try {
@@ -320,10 +324,10 @@ export function createRouter(opts: {
 
   /** A forwarded delivery arriving here. */
   function deliverForwarded(d: Delivery): number {
-    return deliverLocal(
-      d.message,
-      Object.entries(d.positions).map(([u, c]) => [u, parseCursor(c) as Position]),
-    );
+    // no prototype: a user named "__proto__" is a key like any other
+    const positions: Record<string, Position> = Object.create(null);
+    for (const u in d.positions) positions[u] = parseCursor(d.positions[u]!) as Position;
+    return deliverLocal(d.message, positions);
   }
 
   /** Sends a frame outside any stream to this instance's connections of `users`; returns how many users had none here. */
