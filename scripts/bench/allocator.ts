@@ -11,7 +11,7 @@
  * - persist: the same messages allocated again without claims (a lookup, idempotent) and marked
  *   written, as persist's batch does.
  *
- *   nice -n 10 bun run scripts/bench/allocator.ts [--base <commit>] [--rounds 4] [--calls 15]
+ *   nice -n 10 bun run scripts/bench/allocator.ts [--base <commit>] [--rounds 4] [--calls 15] [--only old|new]
  *
  * Prints µs of CPU per message (a message with two users: two stream positions) per side and phase.
  */
@@ -26,7 +26,7 @@ import { createRedis } from "../../shared/redis.ts";
 import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
 import type { AllocRequest, StreamAllocator } from "../../shared/stream/allocator.ts";
 
-const { values } = parseArgs({ options: { base: { type: "string", default: "b485f3b" }, rounds: { type: "string", default: "4" }, calls: { type: "string", default: "15" } } });
+const { values } = parseArgs({ options: { base: { type: "string", default: "b485f3b" }, rounds: { type: "string", default: "4" }, calls: { type: "string", default: "15" }, only: { type: "string" } } });
 const rounds = Number(values.rounds);
 const calls = Number(values.calls);
 if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(calls) || calls < 1) {
@@ -62,6 +62,10 @@ try {
     ["old", (await oldAllocator())(redis, { prefix: "old:" })],
     ["new", createRedisAllocator(redis, { prefix: "new:" })],
   ];
+  // --only old|new: one of them (to profile the redis-server, e.g. perf record -p <its pid>)
+  if (values.only) impls.splice(0, impls.length, ...impls.filter(([n]) => n === values.only));
+  if (impls.length === 0) throw new Error("--only takes old or new");
+  console.error(`redis-server pid ${server.pid}`);
   let seq = 0;
   const id = () => Buffer.from(`${process.pid}:${++seq}:${Math.random()}`).toString("base64url").slice(-22);
   const tick = (): AllocRequest[] => {
@@ -100,7 +104,7 @@ try {
   console.log("phase     side     old      new");
   for (const phase of ["gateway", "persist"]) {
     for (const side of ["client", "redis"] as const) {
-      const v = (impl: string) => (totals[impl]![phase]![side] / totals[impl]![phase]!.n).toFixed(2).padStart(8);
+      const v = (impl: string) => (totals[impl]![phase] ? totals[impl]![phase]![side] / totals[impl]![phase]!.n : NaN).toFixed(2).padStart(8);
       console.log(`${phase.padEnd(9)} ${side.padEnd(6)} ${v("old")} ${v("new")}`);
     }
   }
