@@ -48,6 +48,20 @@ test("waitReplicas: an allocation waits for the replica (WAIT on the key's node)
   await deletePrefix(redis, prefix);
 });
 
+test("a msgId that is not well-formed Unicode (an unpaired surrogate; never a storable msgId) is refused, and nothing is allocated", async () => {
+  const prefix = `test:${crypto.randomUUID()}:`;
+  const allocator = createRedisAllocator(redis, { prefix });
+  const bad = [{ msgId: "ok", users: ["v"] }, { msgId: "lone\ud800", users: ["v"] }];
+  for (const call of [() => allocator.allocate(bad), () => allocator.written(bad)]) {
+    const err = await call().then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(err).not.toBeInstanceOf(AllocatorUnavailable);
+    expect((err as Error).message).toContain("a msgId must be well-formed Unicode");
+  }
+  expect((await allocator.tops(["v"])).v!.pos).toBe(0);
+  await deletePrefix(redis, prefix);
+});
+
 test("state written by the previous script version (claims apart, no generation flag) keeps its positions", async () => {
   const prefix = `test:${crypto.randomUUID()}:`;
   const k = (u: string, x: string) => `${prefix}{u:${u}}:${x}`;
