@@ -11,7 +11,10 @@
  * - persist: the same messages allocated again without claims (a lookup, idempotent) and marked
  *   written, as persist's batch does.
  *
- *   nice -n 10 bun run scripts/bench/allocator.ts [--base <commit>] [--rounds 4] [--calls 15] [--only old|new]
+ * With a small --window (e.g. 60: each user gets 2 new ids per call) the users' windows rotate
+ * during the run, so most calls meet an older generation (m1), as long-lived users do.
+ *
+ *   nice -n 10 bun run scripts/bench/allocator.ts [--base <commit>] [--rounds 4] [--calls 15] [--only old|new] [--window 10000]
  *
  * Prints µs of CPU per message (a message with two users: two stream positions) per side and phase.
  */
@@ -24,13 +27,14 @@ import { findRedis, freePort, INFRA_DIR_PREFIX, redisServer } from "../infra.ts"
 import { silentLogger } from "../../shared/log.ts";
 import { createRedis } from "../../shared/redis.ts";
 import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
-import type { AllocRequest, StreamAllocator } from "../../shared/stream/allocator.ts";
+import { ALLOC_WINDOW, type AllocRequest, type StreamAllocator } from "../../shared/stream/allocator.ts";
 
-const { values } = parseArgs({ options: { base: { type: "string", default: "b485f3b" }, rounds: { type: "string", default: "4" }, calls: { type: "string", default: "15" }, only: { type: "string" } } });
+const { values } = parseArgs({ options: { base: { type: "string", default: "b485f3b" }, rounds: { type: "string", default: "4" }, calls: { type: "string", default: "15" }, only: { type: "string" }, window: { type: "string", default: String(ALLOC_WINDOW) } } });
 const rounds = Number(values.rounds);
 const calls = Number(values.calls);
-if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(calls) || calls < 1) {
-  console.error("usage: bun run scripts/bench/allocator.ts [--base <commit>] [--rounds N>=1] [--calls N>=1]");
+const window = Number(values.window);
+if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(calls) || calls < 1 || !Number.isInteger(window) || window < 2) {
+  console.error("usage: bun run scripts/bench/allocator.ts [--base <commit>] [--rounds N>=1] [--calls N>=1] [--only old|new] [--window N>=2]");
   process.exit(2);
 }
 const USERS = 1000;
@@ -59,8 +63,8 @@ try {
     return (f("used_cpu_user") + f("used_cpu_sys")) * 1e6;
   };
   const impls: Array<[string, StreamAllocator]> = [
-    ["old", (await oldAllocator())(redis, { prefix: "old:" })],
-    ["new", createRedisAllocator(redis, { prefix: "new:" })],
+    ["old", (await oldAllocator())(redis, { prefix: "old:", window })],
+    ["new", createRedisAllocator(redis, { prefix: "new:", window })],
   ];
   // --only old|new: one of them (to profile the redis-server, e.g. perf record -p <its pid>)
   if (values.only) impls.splice(0, impls.length, ...impls.filter(([n]) => n === values.only));
@@ -100,7 +104,7 @@ try {
       }
     }
   }
-  console.log(`µs CPU per message (${USERS} messages per call, 2 users each, ${rounds} rounds × ${calls} calls; base ${values.base})`);
+  console.log(`µs CPU per message (${USERS} messages per call, 2 users each, ${rounds} rounds × ${calls} calls, window ${window}; base ${values.base})`);
   console.log("phase     side     old      new");
   for (const phase of ["gateway", "persist"]) {
     for (const side of ["client", "redis"] as const) {
