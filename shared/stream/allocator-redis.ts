@@ -54,44 +54,45 @@ const ALLOC = `${LIB}
 local window = tonumber(ARGV[1])
 local req = cjson.decode(ARGV[2])
 local out = {}
+-- The user being served. Its helpers are defined once, not per user (a closure per user costs Lua).
+local s, m0, m1, top, inserted, hasOld, changed
+-- a new entry in m0 (the window rotates when window new ids went in)
+local function add(id, value)
+  redis.call('HSET', m0, id, value)
+  inserted = inserted + 1
+  changed = true
+  if inserted >= window then
+    rotate(m0, m1)
+    inserted = 0
+    hasOld = true
+  end
+end
+-- answers a claim on entry v (in the generation at): its first claim records the ts there
+local function claimed(id, v, at, claim)
+  local p, ts, w = string.match(v, '^(%d+):?(%d*)(w?)$')
+  if ts ~= '' then
+    out[#out + 1] = '0'
+    out[#out + 1] = ts
+  else
+    redis.call('HSET', at, id, p .. ':' .. claim .. w)
+    out[#out + 1] = '1'
+    out[#out + 1] = claim
+  end
+end
 for u = 0, #KEYS / 3 - 1 do
-  local s, m0, m1 = KEYS[u * 3 + 1], KEYS[u * 3 + 2], KEYS[u * 3 + 3]
+  s, m0, m1 = KEYS[u * 3 + 1], KEYS[u * 3 + 2], KEYS[u * 3 + 3]
   local f = req[u + 1]
   local n = f[1]
   -- One read of the counters, one write at the end: fewer commands per id than HINCRBY/HLEN each.
   local st = redis.call('HMGET', s, 'e', 'n', 'i', 'r')
   out[#out + 1] = ensureEpoch(s, m0, m1, st[1])
-  local top, inserted, hasOld = tonumber(st[2] or '0'), tonumber(st[3] or '0'), st[4] == '1'
-  local changed = false
+  top, inserted, hasOld, changed = tonumber(st[2] or '0'), tonumber(st[3] or '0'), st[4] == '1', false
   if not st[1] then
     top, inserted, hasOld = 0, 0, false
   elseif not st[4] then
     -- written by the previous version of this script (no \`r\`): look once
     hasOld = redis.call('EXISTS', m1) == 1
     changed = true
-  end
-  -- a new entry in m0 (the window rotates when window new ids went in)
-  local function add(id, value)
-    redis.call('HSET', m0, id, value)
-    inserted = inserted + 1
-    changed = true
-    if inserted >= window then
-      rotate(m0, m1)
-      inserted = 0
-      hasOld = true
-    end
-  end
-  -- answers a claim on entry v (in the generation at): its first claim records the ts there
-  local function claimed(id, v, at, claim)
-    local p, ts, w = string.match(v, '^(%d+):?(%d*)(w?)$')
-    if ts ~= '' then
-      out[#out + 1] = '0'
-      out[#out + 1] = ts
-    else
-      redis.call('HSET', at, id, p .. ':' .. claim .. w)
-      out[#out + 1] = '1'
-      out[#out + 1] = claim
-    end
   end
   for i = 2, 2 * n, 2 do
     local id, claim = f[i], f[i + 1]
