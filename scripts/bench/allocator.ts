@@ -11,10 +11,11 @@
  * - persist: the same messages allocated again without claims (a lookup, idempotent) and marked
  *   written, as persist's batch does.
  *
+ * --tick T: T messages per call instead of 1,000 (a gateway's tick below saturation).
  * With a small --window (e.g. 60: each user gets 2 new ids per call) the users' windows rotate
  * during the run, so most calls meet an older generation (m1), as long-lived users do.
  *
- *   nice -n 10 bun run scripts/bench/allocator.ts [--base <commit>] [--rounds 4] [--calls 15] [--only old|new] [--window 10000]
+ *   nice -n 10 bun run scripts/bench/allocator.ts [--base <commit>] [--rounds 4] [--calls 15] [--only old|new] [--window 10000] [--tick 1000]
  *
  * Prints µs of CPU per message (a message with two users: two stream positions) per side and phase.
  */
@@ -29,12 +30,13 @@ import { createRedis } from "../../shared/redis.ts";
 import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
 import { ALLOC_WINDOW, type AllocRequest, type StreamAllocator } from "../../shared/stream/allocator.ts";
 
-const { values } = parseArgs({ options: { base: { type: "string", default: "b485f3b" }, rounds: { type: "string", default: "4" }, calls: { type: "string", default: "15" }, only: { type: "string" }, window: { type: "string", default: String(ALLOC_WINDOW) } } });
+const { values } = parseArgs({ options: { base: { type: "string", default: "b485f3b" }, rounds: { type: "string", default: "4" }, calls: { type: "string", default: "15" }, only: { type: "string" }, window: { type: "string", default: String(ALLOC_WINDOW) }, tick: { type: "string", default: "1000" } } });
 const rounds = Number(values.rounds);
 const calls = Number(values.calls);
 const window = Number(values.window);
-if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(calls) || calls < 1 || !Number.isInteger(window) || window < 2) {
-  console.error("usage: bun run scripts/bench/allocator.ts [--base <commit>] [--rounds N>=1] [--calls N>=1] [--only old|new] [--window N>=2]");
+const TICK = Number(values.tick);
+if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(calls) || calls < 1 || !Number.isInteger(window) || window < 2 || !Number.isInteger(TICK) || TICK < 1 || TICK > 1000) {
+  console.error("usage: bun run scripts/bench/allocator.ts [--base <commit>] [--rounds N>=1] [--calls N>=1] [--only old|new] [--window N>=2] [--tick 1..1000]");
   process.exit(2);
 }
 const USERS = 1000;
@@ -72,9 +74,14 @@ try {
   console.error(`redis-server pid ${server.pid}`);
   let seq = 0;
   const id = () => Buffer.from(`${process.pid}:${++seq}:${Math.random()}`).toString("base64url").slice(-22);
+  let next = 0;
+  /** TICK messages, from the next TICK users (round the 1,000), each to the user after it. */
   const tick = (): AllocRequest[] => {
     const ts = Date.now();
-    return Array.from({ length: USERS }, (_, i) => ({ msgId: id(), users: [`user${i}`, `user${(i + 1) % USERS}`], claim: { sender: `user${i}`, ts } }));
+    return Array.from({ length: TICK }, () => {
+      const i = next++ % USERS;
+      return { msgId: id(), users: [`user${i}`, `user${(i + 1) % USERS}`], claim: { sender: `user${i}`, ts } };
+    });
   };
   type Totals = Record<string, { client: number; redis: number; n: number }>;
   const totals: Record<string, Totals> = { old: {}, new: {} };
@@ -87,7 +94,7 @@ try {
     const t = (totals[impl]![phase] ??= { client: 0, redis: 0, n: 0 });
     t.client += c.user + c.system;
     t.redis += r;
-    t.n += USERS;
+    t.n += TICK;
   };
   // warm both (JIT, script cache, first epochs)
   for (let i = 0; i < 5; i++) for (const [, a] of impls) await a.allocate(tick());
@@ -104,7 +111,7 @@ try {
       }
     }
   }
-  console.log(`µs CPU per message (${USERS} messages per call, 2 users each, ${rounds} rounds × ${calls} calls, window ${window}; base ${values.base})`);
+  console.log(`µs CPU per message (${TICK} messages per call, 2 users each, ${rounds} rounds × ${calls} calls, window ${window}; base ${values.base})`);
   console.log("phase     side     old      new");
   for (const phase of ["gateway", "persist"]) {
     for (const side of ["client", "redis"] as const) {
