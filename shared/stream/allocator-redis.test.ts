@@ -48,6 +48,41 @@ test("waitReplicas: an allocation waits for the replica (WAIT on the key's node)
   await deletePrefix(redis, prefix);
 });
 
+test("a msgId that is not well-formed Unicode (an unpaired surrogate; never a storable msgId) is refused, and nothing is allocated", async () => {
+  const prefix = `test:${crypto.randomUUID()}:`;
+  const allocator = createRedisAllocator(redis, { prefix });
+  const bad = [{ msgId: "ok", users: ["v"] }, { msgId: "lone\ud800", users: ["v"] }];
+  for (const call of [() => allocator.allocate(bad), () => allocator.written(bad)]) {
+    const err = await call().then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(err).not.toBeInstanceOf(AllocatorUnavailable);
+    expect((err as Error).message).toContain("a msgId must be well-formed Unicode");
+  }
+  expect((await allocator.tops(["v"])).v!.pos).toBe(0);
+  await deletePrefix(redis, prefix);
+});
+
+test("the stored layout is the one every script version since the claims moved into the entries reads and writes (rolling upgrade: old and new processes share one Redis)", async () => {
+  const prefix = `test:${crypto.randomUUID()}:`;
+  const k = (u: string, x: string) => `${prefix}{u:${u}}:${x}`;
+  const allocator = createRedisAllocator(redis, { prefix, window: 2 });
+  const [a] = await allocator.allocate([{ msgId: "k1", users: ["s", "t"], claim: { sender: "s", ts: 111 } }]);
+  await allocator.allocate([{ msgId: "k2", users: ["t"], claim: { sender: "s", ts: 222 } }]);
+  await allocator.written([{ msgId: "k1", users: ["s", "t"] }]);
+  const epoch = String(a!.positions.s!.epoch);
+  expect(await redis.hgetall(k("s", "s"))).toEqual({ e: epoch, n: "1", i: "0", r: "1" });
+  // s: two ids (k1, and k2's claim-only entry) rotated its window of 2: m0 became m1
+  expect(await redis.exists(k("s", "m0"))).toBe(0);
+  expect(await redis.hgetall(k("s", "m1"))).toEqual({ k1: "1:111w", k2: "0:222w" });
+  expect(await redis.hgetall(k("t", "m1"))).toEqual({ k1: "1w", k2: "2" });
+  // an entry as the previous (one argument per field) version left it is read back as its own
+  await redis.hset(k("t", "m0"), "k3", "3:333");
+  await redis.hset(k("t", "s"), "n", "3", "i", "1");
+  const [c] = await allocator.allocate([{ msgId: "k3", users: ["t"], claim: { sender: "t", ts: 444 } }]);
+  expect(c).toEqual({ positions: { t: { epoch: a!.positions.t!.epoch, pos: 3 } }, claimed: { fresh: false, ts: 333 } });
+  await deletePrefix(redis, prefix);
+});
+
 test("state written by the previous script version (claims apart, no generation flag) keeps its positions", async () => {
   const prefix = `test:${crypto.randomUUID()}:`;
   const k = (u: string, x: string) => `${prefix}{u:${u}}:${x}`;

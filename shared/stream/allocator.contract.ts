@@ -89,6 +89,20 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
     );
 
     test(
+      "a msgId may be any storable text: separators, quotes, escapes, U+0000's neighbours, non-ASCII, 64 characters",
+      withFixture(async ({ allocator }) => {
+        const ids = ["a,b", 'q"uo\\te', "tab\tnew\nline", "\u0001\u001f", "ünï😀çødé", "[1,2]", "x".repeat(64), " sp ace "];
+        const first = await allocator.allocate(ids.map((msgId) => ({ msgId, users: ["s", "t"], claim: { sender: "s", ts: 42 } })));
+        expect(first.map((r) => r.positions.s!.pos)).toEqual(ids.map((_, i) => i + 1));
+        expect(first.every((r) => r.claimed!.fresh)).toBe(true);
+        await allocator.written(ids.map((msgId) => ({ msgId, users: ["s", "t"] })));
+        const again = await allocator.allocate(ids.map((msgId) => ({ msgId, users: ["t", "s"], claim: { sender: "s", ts: 43 } })));
+        expect(again.map((r) => r.positions)).toEqual(first.map((r) => r.positions));
+        expect(again.map((r) => r.claimed)).toEqual(ids.map(() => ({ fresh: false, ts: 42 })));
+      }),
+    );
+
+    test(
       "tops is the last position handed out, and opens an epoch for a new user",
       withFixture(async ({ allocator }) => {
         const t0 = await allocator.tops(["n"]);

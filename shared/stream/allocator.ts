@@ -53,10 +53,11 @@ export class AllocatorUnavailable extends Error {}
 export function byUser(requests: Array<{ users: string[] }>): Map<string, number[]> {
   const m = new Map<string, number[]>();
   requests.forEach((r, i) => {
-    for (const u of new Set(r.users)) {
+    for (const u of r.users) {
       let l = m.get(u);
       if (!l) m.set(u, (l = []));
-      l.push(i);
+      // a user named twice in one request: its list already ends with this request
+      if (l[l.length - 1] !== i) l.push(i);
     }
   });
   return m;
