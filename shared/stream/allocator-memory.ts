@@ -57,7 +57,8 @@ export function createMemoryAllocator(
   return {
     async allocate(requests) {
       await load(requests.flatMap((r) => (r.claim ? [...r.users, r.claim.sender] : r.users)));
-      const out = requests.map(() => ({ positions: {} as Record<string, Position> }));
+      // no prototype: a user named "__proto__" is a key like any other, and for…in sees only users
+      const out = requests.map(() => ({ positions: Object.create(null) as Record<string, Position> }));
       for (const [u, idx] of byUser(requests)) {
         const s = state(u);
         for (const i of idx) {

@@ -282,7 +282,8 @@ export function createRedisAllocator(redis: Redis | Cluster, opts: RedisAllocato
   return {
     async allocate(requests) {
       checkIds(requests);
-      const out: AllocResult[] = requests.map(() => ({ positions: {} }));
+      // no prototype: a user named "__proto__" is a key like any other, and for…in sees only users
+      const out: AllocResult[] = requests.map(() => ({ positions: Object.create(null) as Record<string, Position> }));
       const users = byUser(requests);
       // claims of senders who are not among their message's users (server events)
       const claimOnly = new Map<string, number[]>();

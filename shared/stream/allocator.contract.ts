@@ -38,6 +38,18 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
     );
 
     test(
+      "a user named __proto__ (a valid user id) is a user like any other: its own key, nothing inherited",
+      withFixture(async ({ allocator }) => {
+        const [r] = await allocator.allocate([{ msgId: "p1", users: ["__proto__", "b"] }]);
+        expect(Object.keys(r!.positions).sort()).toEqual(["__proto__", "b"]);
+        const users: string[] = [];
+        for (const u in r!.positions) users.push(u);
+        expect(users.sort()).toEqual(["__proto__", "b"]);
+        expect(r!.positions["__proto__"]!.pos).toBe(1);
+      }),
+    );
+
+    test(
       "allocating a (user, msgId) again returns the same position, even among new ones",
       withFixture(async ({ allocator }) => {
         const [first] = await allocator.allocate([{ msgId: "x", users: ["a", "b"] }]);
