@@ -269,7 +269,11 @@ describe("writes scale out", () => {
     const rows = await sql`select id from messages where recipient = ${to} and kind = 'message'`;
     expect(rows.length).toBe(acked.size);
     expect(new Set(rows.map((r) => r.id))).toEqual(acked);
-    const entries = await sql`select count(*)::int as n, count(distinct pos)::int as d from stream where user_id = ${to}`;
+    // the recipient's entries: stream rows, and those direct messages keep in their own rows
+    const entries = await sql`select count(*)::int as n, count(distinct pos)::int as d from (
+      select pos from stream where user_id = ${to}
+      union all select s_pos from messages where sender = ${to} and s_pos is not null
+      union all select r_pos from messages where recipient = ${to} and r_pos is not null) e`;
     expect(entries[0]!.n).toBe(acked.size);
     expect(entries[0]!.d).toBe(acked.size);
     const after = await Promise.all(persists.slice(0, 2).map((p) => metric(p.url, "persist_rows_inserted_total")));

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { asc, count, eq, inArray, like, sql } from "drizzle-orm";
 import postgres from "postgres";
 import { openPglite, openPostgres, type DbHandle } from "../../shared/db/index.ts";
+import { ENTRIES, ofUser, rowsOf } from "../../shared/db/messages.ts";
 import { messages, stream } from "../../shared/db/schema.ts";
 import { silentLogger, type Logger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
@@ -138,14 +139,21 @@ async function rowsWith(handle: DbHandle, prefix: string): Promise<number> {
 
 /** `user`'s stream entries as `epoch.pos:msgId`, in stream order. */
 async function entriesOf(handle: DbHandle, user: string): Promise<string[]> {
-  const rows = await handle.db.select().from(stream).where(eq(stream.userId, user)).orderBy(asc(stream.epoch), asc(stream.pos));
-  return rows.map((r) => `${r.epoch}.${r.pos}:${r.msgId}`);
+  const rows = rowsOf<{ epoch: string; pos: string; msg_id: string }>(
+    await handle.db.execute(sql`select s.epoch, s.pos, s.msg_id from ${ENTRIES} where ${ofUser(user)} order by s.epoch, s.pos`),
+  );
+  return rows.map((r) => `${r.epoch}.${r.pos}:${r.msg_id}`);
 }
 
 /** How many stream entries the given messages have, over all users. */
 async function entriesFor(handle: DbHandle, msgIds: string[]): Promise<number> {
   const [r] = await handle.db.select({ n: count() }).from(stream).where(inArray(stream.msgId, msgIds));
-  return Number(r?.n ?? 0);
+  // and those direct messages keep in their own rows
+  const [i] = await handle.db
+    .select({ n: sql<number>`(count(${messages.senderPos}) + count(${messages.recipientPos}))::int` })
+    .from(messages)
+    .where(inArray(messages.id, msgIds));
+  return Number(r?.n ?? 0) + Number(i?.n ?? 0);
 }
 
 /** An allocator that counts its allocate calls. */

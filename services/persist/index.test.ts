@@ -144,7 +144,14 @@ const consuming = async (p: Persist, timeoutMs = 15_000) => {
 
 /** `user`'s stream entries in the test schema: how many, in how many epochs, and the highest position. */
 const streamOf = async (user: string) => {
-  const [r] = await admin.unsafe(`select count(*)::int as n, count(distinct epoch)::int as epochs, max(pos)::int as top, count(distinct msg_id)::int as msgs from ${schema}.stream where user_id = $1`, [user]);
+  // stream rows, and the entries direct messages keep in their own rows
+  const [r] = await admin.unsafe(
+    `select count(*)::int as n, count(distinct epoch)::int as epochs, max(pos)::int as top, count(distinct msg_id)::int as msgs from (
+      select epoch, pos, msg_id from ${schema}.stream where user_id = $1
+      union all select s_epoch, s_pos, id from ${schema}.messages where sender = $1 and s_pos is not null
+      union all select r_epoch, r_pos, id from ${schema}.messages where recipient = $1 and r_pos is not null) e`,
+    [user],
+  );
   return { n: Number(r!.n), epochs: Number(r!.epochs), top: Number(r!.top ?? 0), msgs: Number(r!.msgs) };
 };
 

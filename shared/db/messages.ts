@@ -42,42 +42,96 @@ export async function insertBatch(db: Db, batch: ChatMessage[], entries: StreamE
   });
 }
 
+/**
+ * Whether `m`'s two stream entries (its sender's and its recipient's) are kept in its own row
+ * instead of as two `stream` rows: a direct message between two users (docs/delivery.md, "Where
+ * entries are stored"). Group messages, events and notes to self keep theirs in `stream`.
+ */
+export const keepsEntriesInRow = (m: ChatMessage) => m.group === undefined && m.to !== undefined && m.to !== m.from && m.kind === undefined;
+
+const STREAM_COLUMNS = sql`user_id text, epoch bigint, pos bigint, msg_id text, conv text, kind text`;
+const streamJson = (es: StreamEntry[]) => JSON.stringify(es.map((e) => ({ user_id: e.user, epoch: e.position.epoch, pos: e.position.pos, msg_id: e.msgId, conv: e.conv, kind: e.kind ?? "message" })));
+
 async function insertRows(db: Db, batch: ChatMessage[], entries: StreamEntry[]): Promise<number> {
+  // Which entries go where: a direct message of this batch keeps its users' entries in its row
+  // (`inRow`); every other entry goes to `stream`. An entry whose message is not in this batch is
+  // checked against both places (`checked`), so a position taken either way is never taken twice.
+  const inBatch = new Map<string, ChatMessage>();
+  for (const m of batch) inBatch.set(m.msgId, m);
+  const inRow = new Map<string, { s?: StreamEntry; r?: StreamEntry }>();
+  const plain: StreamEntry[] = [];
+  const checked: StreamEntry[] = [];
+  for (const e of entries) {
+    const m = inBatch.get(e.msgId);
+    if (m === undefined) {
+      checked.push(e);
+      continue;
+    }
+    const side = !keepsEntriesInRow(m) || (e.kind ?? "message") !== "message" ? undefined : e.user === m.from ? "s" : e.user === m.to ? "r" : undefined;
+    const held = side === undefined ? undefined : (inRow.get(e.msgId) ?? inRow.set(e.msgId, {}).get(e.msgId)!);
+    if (side === undefined || held![side] !== undefined) plain.push(e);
+    else held![side] = e;
+  }
   // An absent key is NULL to json_to_recordset: undefined fields are left out of the JSON (shorter).
-  const rows = batch.map((m) => ({
-    id: m.msgId,
-    client_id: m.id,
-    sender: m.from,
-    recipient: m.to,
-    group_id: m.group,
-    conv: conversationKey(m),
-    body: m.body,
-    ts: m.ts,
-    kind: m.kind ?? "message",
-    ref: m.ref,
-    data: m.data,
-  }));
-  const stream = entries.map((e) => ({ user_id: e.user, epoch: e.position.epoch, pos: e.position.pos, msg_id: e.msgId, conv: e.conv, kind: e.kind ?? "message" }));
+  const rows = batch.map((m) => {
+    const held = inRow.get(m.msgId);
+    return {
+      id: m.msgId,
+      client_id: m.id,
+      sender: m.from,
+      recipient: m.to,
+      group_id: m.group,
+      conv: conversationKey(m),
+      body: m.body,
+      ts: m.ts,
+      kind: m.kind ?? "message",
+      ref: m.ref,
+      data: m.data,
+      s_epoch: held?.s?.position.epoch,
+      s_pos: held?.s?.position.pos,
+      r_epoch: held?.r?.position.epoch,
+      r_pos: held?.r?.position.pos,
+    };
+  });
   const result = await db.execute(sql`
     with m as (
-      insert into messages (id, client_id, sender, recipient, group_id, conv, body, ts, kind, ref, data)
-      select x.id, x.client_id, x.sender, x.recipient, x.group_id, x.conv, x.body, x.ts, x.kind, x.ref, x.data
+      insert into messages (id, client_id, sender, recipient, group_id, conv, body, ts, kind, ref, data, s_epoch, s_pos, r_epoch, r_pos)
+      select x.id, x.client_id, x.sender, x.recipient, x.group_id, x.conv, x.body, x.ts, x.kind, x.ref, x.data, x.s_epoch, x.s_pos, x.r_epoch, x.r_pos
       from json_to_recordset(${JSON.stringify(rows)}::json)
-        as x(id text, client_id text, sender text, recipient text, group_id text, conv text, body text, ts bigint, kind text, ref text, data jsonb)
+        as x(id text, client_id text, sender text, recipient text, group_id text, conv text, body text, ts bigint, kind text, ref text, data jsonb,
+          s_epoch bigint, s_pos bigint, r_epoch bigint, r_pos bigint)
       order by x.id
       on conflict (id) do nothing
-      returning 1
+      returning id
     ), s as (
       insert into stream (user_id, epoch, pos, msg_id, conv, kind)
       select y.user_id, y.epoch, y.pos, y.msg_id, y.conv, y.kind
-      from json_to_recordset(${JSON.stringify(stream)}::json)
-        as y(user_id text, epoch bigint, pos bigint, msg_id text, conv text, kind text)
+      from json_to_recordset(${streamJson(plain)}::json) as y(${STREAM_COLUMNS})
       order by y.user_id, y.epoch, y.pos
       on conflict do nothing
       returning 1
     )
-    select (select count(*) from m)::int as messages, (select count(*) from s)::int as entries`);
-  return Number(firstRow<{ messages: number }>(result)?.messages ?? 0);
+    select (select count(*) from m)::int as messages,
+      (select count(*) from s)::int as entries,
+      case when (select count(*) from m) < ${batch.length} then (select coalesce(json_agg(id), '[]'::json) from m) end as ids`);
+  const r = firstRow<{ messages: number; ids: unknown }>(result);
+  if (r && Number(r.messages) < batch.length && inRow.size > 0) {
+    // A message already stored (a redelivery; or a concurrent writer of it, which this statement
+    // waited for): the entries meant for its row go to `stream` unless its row or `stream` holds
+    // them already. A new statement, so it sees that other writer's commit.
+    const written = new Set<string>(typeof r.ids === "string" ? JSON.parse(r.ids) : ((r.ids ?? []) as string[]));
+    for (const [id, held] of inRow) if (!written.has(id)) for (const e of [held.s, held.r]) if (e) checked.push(e);
+  }
+  if (checked.length > 0)
+    await db.execute(sql`
+      insert into stream (user_id, epoch, pos, msg_id, conv, kind)
+      select y.user_id, y.epoch, y.pos, y.msg_id, y.conv, y.kind
+      from json_to_recordset(${streamJson(checked)}::json) as y(${STREAM_COLUMNS})
+      where not exists (select 1 from messages x where x.sender = y.user_id and x.s_epoch = y.epoch and x.s_pos = y.pos and x.s_pos is not null)
+        and not exists (select 1 from messages x where x.recipient = y.user_id and x.r_epoch = y.epoch and x.r_pos = y.pos and x.r_pos is not null)
+      order by y.user_id, y.epoch, y.pos
+      on conflict do nothing`);
+  return Number(r?.messages ?? 0);
 }
 
 export function rowsOf<T>(result: unknown): T[] {
@@ -117,8 +171,29 @@ function toRecord(r: RecordRow): ChatMessage {
 export const toMessage = (r: Row): StreamMessage => Object.assign(toRecord(r), { position: { epoch: Number(r.epoch), pos: Number(r.pos) } });
 
 const RECORD_COLUMNS = sql`m.client_id, m.sender, m.recipient, m.group_id, m.body, m.ts, m.kind, m.ref, m.data, m.edited_at, m.deleted_at`;
-export const SELECT_ENTRY = sql`select s.epoch, s.pos, s.msg_id, ${RECORD_COLUMNS}
-  from stream s join messages m on m.id = s.msg_id`;
+/**
+ * Every user's stream as one relation `s` (user_id, epoch, pos, kind, msg_id, conv): `stream`'s
+ * rows and the entries direct messages keep in their own rows, as sender and as recipient
+ * (docs/delivery.md, "Where entries are stored"). Always read with `ofUser` in the WHERE clause.
+ * The branches have no WHERE of their own, so PostgreSQL flattens them into one append relation,
+ * pushes the conditions into each (where they match stream's primary key or stream_user_conv,
+ * messages_sender_pos/_conv, messages_recipient_pos/_conv) and merges the index scans in (epoch,
+ * pos) order: a LIMIT reads no more of a long stream than it returns.
+ */
+export const ENTRIES = sql`(
+  select st.user_id, st.epoch, st.pos, st.kind, st.msg_id, st.conv from stream st
+  union all
+  select ms.sender, ms.s_epoch, ms.s_pos, ms.kind, ms.id, ms.conv from messages ms
+  union all
+  select mr.recipient, mr.r_epoch, mr.r_pos, mr.kind, mr.id, mr.conv from messages mr
+) s`;
+
+/** `user`'s entries in ENTRIES (a row without a position there is no entry). */
+export const ofUser = (user: string) => sql`s.user_id = ${user} and s.pos is not null`;
+
+/** The entries of `user`'s stream with their records: continue the WHERE clause with `and` on s.* and m.* columns. */
+export const selectEntries = (user: string) => sql`select s.epoch, s.pos, s.msg_id, ${RECORD_COLUMNS}
+  from ${ENTRIES} join messages m on m.id = s.msg_id where ${ofUser(user)}`;
 
 /** The stored records (messages or events) with these ids, by id. */
 export async function readRecords(db: Db, ids: string[]): Promise<Map<string, ChatMessage>> {
@@ -146,8 +221,8 @@ export async function recipientsOf(db: Db, m: ChatMessage): Promise<string[]> {
  * happen for entries written by persist).
  */
 export async function readStream(db: Db, user: string, after: Position, upTo: Position, limit: number): Promise<StreamMessage[]> {
-  const rows = await db.execute(sql`${SELECT_ENTRY}
-    where s.user_id = ${user} and (s.epoch, s.pos) > (${after.epoch}, ${after.pos}) and (s.epoch, s.pos) <= (${upTo.epoch}, ${upTo.pos})
+  const rows = await db.execute(sql`${selectEntries(user)}
+    and (s.epoch, s.pos) > (${after.epoch}, ${after.pos}) and (s.epoch, s.pos) <= (${upTo.epoch}, ${upTo.pos})
     order by s.epoch, s.pos limit ${limit}`);
   return rowsOf<Row>(rows).map(toMessage);
 }
@@ -159,8 +234,8 @@ export async function readStream(db: Db, user: string, after: Position, upTo: Po
 export async function readConversation(db: Db, user: string, conv: string, before: Position | undefined, limit: number, kinds: readonly string[] = ["message"]): Promise<{ messages: StreamMessage[]; more: boolean }> {
   const b = before ?? { epoch: Number.MAX_SAFE_INTEGER, pos: Number.MAX_SAFE_INTEGER };
   const rows = rowsOf<Row>(
-    await db.execute(sql`${SELECT_ENTRY}
-      where s.user_id = ${user} and s.conv = ${conv} and (s.epoch, s.pos) < (${b.epoch}, ${b.pos})
+    await db.execute(sql`${selectEntries(user)}
+      and s.conv = ${conv} and (s.epoch, s.pos) < (${b.epoch}, ${b.pos})
         and s.kind in (select value from json_array_elements_text(${JSON.stringify(kinds)}::json))
       order by s.epoch desc, s.pos desc limit ${limit + 1}`),
   );
@@ -170,19 +245,19 @@ export async function readConversation(db: Db, user: string, conv: string, befor
 
 /** How many entries `user`'s stream holds in epoch `epoch` with from < pos <= to. */
 export async function countEntries(db: Db, user: string, epoch: number, from: number, to: number): Promise<number> {
-  const r = await db.execute(sql`select count(*)::int as n from stream where user_id = ${user} and epoch = ${epoch} and pos > ${from} and pos <= ${to}`);
+  const r = await db.execute(sql`select count(*)::int as n from ${ENTRIES} where ${ofUser(user)} and s.epoch = ${epoch} and s.pos > ${from} and s.pos <= ${to}`);
   return Number(firstRow<{ n: number }>(r)?.n ?? 0);
 }
 
 /** The position of the latest entry of `user`'s stream, or null when it has none. */
 export async function latestPosition(db: Db, user: string): Promise<Position | null> {
-  const r = firstRow<{ epoch: string; pos: string }>(await db.execute(sql`select epoch, pos from stream where user_id = ${user} order by epoch desc, pos desc limit 1`));
+  const r = firstRow<{ epoch: string; pos: string }>(await db.execute(sql`select s.epoch, s.pos from ${ENTRIES} where ${ofUser(user)} order by s.epoch desc, s.pos desc limit 1`));
   return r ? { epoch: Number(r.epoch), pos: Number(r.pos) } : null;
 }
 
 /** Whether `user`'s stream holds any entry of `epoch`. */
 export async function hasEntries(db: Db, user: string, epoch: number): Promise<boolean> {
-  const r = await db.execute(sql`select exists (select 1 from stream where user_id = ${user} and epoch = ${epoch}) as e`);
+  const r = await db.execute(sql`select exists (select 1 from ${ENTRIES} where ${ofUser(user)} and s.epoch = ${epoch}) as e`);
   return Boolean(firstRow<{ e: boolean }>(r)?.e);
 }
 
@@ -199,8 +274,8 @@ export async function legacyPosition(db: Db, user: string, seq: number): Promise
  */
 export async function historyToShare(db: Db, from: string, to: string, conv: string, limit: number): Promise<StreamMessage[]> {
   const rows = rowsOf<Row>(
-    await db.execute(sql`${SELECT_ENTRY}
-      where s.user_id = ${from} and s.conv = ${conv} and s.kind = 'message' and m.deleted_at is null
+    await db.execute(sql`${selectEntries(from)}
+      and s.conv = ${conv} and s.kind = 'message' and m.deleted_at is null
         and not exists (select 1 from stream t where t.user_id = ${to} and t.conv = ${conv} and t.msg_id = s.msg_id)
       order by s.epoch desc, s.pos desc limit ${limit}`),
   );

@@ -2,6 +2,7 @@ import { sql } from "drizzle-orm";
 import type { ChatMessage } from "../protocol.ts";
 import type { Position } from "../stream/position.ts";
 import type { Db } from "./index.ts";
+import { ENTRIES, ofUser } from "./messages.ts";
 
 /**
  * Receipts and the conversation list, read from `stream`, `messages` and `read_state`.
@@ -38,8 +39,8 @@ function rowsOf<T>(result: unknown): T[] {
 /** The entry of `user`'s stream at `p` with its message's sender and ts, or null when none is stored there. */
 export async function entryAt(db: Db, user: string, p: Position): Promise<StreamEntryInfo | null> {
   const [r] = rowsOf<{ kind: string; conv: string; msg_id: string; ts: string | number; sender: string }>(
-    await db.execute(sql`select s.kind, s.conv, s.msg_id, m.ts, m.sender from stream s join messages m on m.id = s.msg_id
-      where s.user_id = ${user} and s.epoch = ${p.epoch} and s.pos = ${p.pos}`),
+    await db.execute(sql`select s.kind, s.conv, s.msg_id, m.ts, m.sender from ${ENTRIES} join messages m on m.id = s.msg_id
+      where ${ofUser(user)} and s.epoch = ${p.epoch} and s.pos = ${p.pos}`),
   );
   return r ? { kind: r.kind, conv: r.conv, msgId: r.msg_id, ts: Number(r.ts), from: r.sender } : null;
 }
@@ -76,8 +77,8 @@ export async function advanceRead(db: Db, user: string, conv: string, p: Positio
 export async function sendersBetween(db: Db, user: string, conv: string, after: Position | null, upTo: Position): Promise<string[]> {
   const a = after ?? { epoch: -1, pos: 0 };
   const rows = rowsOf<{ sender: string }>(
-    await db.execute(sql`select distinct m.sender from stream s join messages m on m.id = s.msg_id
-      where s.user_id = ${user} and s.conv = ${conv} and s.kind = 'message'
+    await db.execute(sql`select distinct m.sender from ${ENTRIES} join messages m on m.id = s.msg_id
+      where ${ofUser(user)} and s.conv = ${conv} and s.kind = 'message'
         and (s.epoch, s.pos) > (${a.epoch}, ${a.pos}) and (s.epoch, s.pos) <= (${upTo.epoch}, ${upTo.pos}) and m.sender <> ${user}`),
   );
   return rows.map((r) => r.sender);
@@ -162,7 +163,7 @@ type ConvRow = {
 /**
  * The caller's conversations (every conversation with a message in their stream; groups only while
  * they are a member), ordered by the position of their last message, newest first, those before
- * `before`. Cost: one index probe per conversation of the caller (a skip scan of stream_user_conv),
+ * `before`. Cost: one index probe per conversation of the caller (a skip scan of stream_user_conv and of messages_sender_conv and messages_recipient_conv),
  * then, for the page only, the last message and the unread messages (at most UNREAD_CAP each).
  */
 export async function conversationsPage(db: Db, user: string, before: Position | undefined, limit: number): Promise<{ rows: ConversationRow[]; more: boolean }> {
@@ -170,14 +171,14 @@ export async function conversationsPage(db: Db, user: string, before: Position |
   const rows = rowsOf<ConvRow>(
     await db.execute(sql`
       with recursive convs(conv) as (
-        select min(conv) from stream where user_id = ${user}
+        select min(s.conv) from ${ENTRIES} where ${ofUser(user)}
         union all
-        select (select min(s.conv) from stream s where s.user_id = ${user} and s.conv > convs.conv) from convs where convs.conv is not null
+        select (select min(s.conv) from ${ENTRIES} where ${ofUser(user)} and s.conv > convs.conv) from convs where convs.conv is not null
       ),
       page as (
         select c.conv, l.epoch, l.pos, l.msg_id from convs c
         cross join lateral (
-          select s.epoch, s.pos, s.msg_id from stream s where s.user_id = ${user} and s.conv = c.conv and s.kind = 'message'
+          select s.epoch, s.pos, s.msg_id from ${ENTRIES} where ${ofUser(user)} and s.conv = c.conv and s.kind = 'message'
           order by s.epoch desc, s.pos desc limit 1
         ) l
         where c.conv is not null and (l.epoch, l.pos) < (${b.epoch}, ${b.pos})
@@ -188,8 +189,8 @@ export async function conversationsPage(db: Db, user: string, before: Position |
       select p.conv, p.epoch, p.pos, p.msg_id, m.client_id, m.sender, m.recipient, m.group_id, m.body, m.ts, g.name as group_name,
         r.read_epoch, r.read_pos, r.read_msg_id,
         (select count(*) from (
-          select 1 from stream s join messages um on um.id = s.msg_id
-          where s.user_id = ${user} and s.conv = p.conv and s.kind = 'message' and um.sender <> ${user}
+          select 1 from ${ENTRIES} join messages um on um.id = s.msg_id
+          where ${ofUser(user)} and s.conv = p.conv and s.kind = 'message' and um.sender <> ${user}
             and (s.epoch, s.pos) > (coalesce(r.read_epoch, -1), coalesce(r.read_pos, 0))
           limit ${UNREAD_CAP}
         ) u)::int as unread
