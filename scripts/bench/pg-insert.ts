@@ -1,10 +1,12 @@
 /**
  * What one message costs PostgreSQL to store, apart from everything else: starts a PostgreSQL of its
  * own (scripts/infra.ts), migrates it, and inserts direct messages the way persist does (one
- * statement per batch of 1,000: the message row and its two stream entries), reading the CPU of the
- * database backend that ran the statements from /proc. Then the same without the full-text index and
- * without the per-conversation stream index, to show what each costs, and with `unnest` arrays
- * instead of `json_to_recordset`. Two variants price storage designs this version does not use (issue 9's
+ * statement per batch of 1,000; since migration 0009 a direct message's two stream entries are
+ * columns of its row), reading the CPU of the database backend that ran the statements from /proc.
+ * Then the same without the full-text index and without stream_user_conv (which, since 0009, no
+ * direct message uses: that variant now shows only the run-to-run drift), and the previous design
+ * (message row + two stream rows) with `unnest` arrays instead of `json_to_recordset`;
+ * scripts/bench/pg-inline.ts compares the current design with the previous one side by side. Two variants price storage designs this version does not use (issue 9's
  * "no slower than before"): the message row alone (what the commit-sequence version wrote), and one
  * row per direct message carrying both users' positions (a table of its own, `dm`, with an index
  * per user's stream and one per conversation for history).
@@ -16,6 +18,7 @@ import { sql } from "drizzle-orm";
 import { startInfra } from "../infra.ts";
 import { migrateDatabase, openPostgres } from "../../shared/db/index.ts";
 import { conversationKey, insertBatch, type StreamEntry } from "../../shared/db/messages.ts";
+import { directMessageBatches } from "./pg-batches.ts";
 import type { ChatMessage } from "../../shared/protocol.ts";
 
 const batches = Number(process.argv[2] ?? 60);
@@ -66,8 +69,7 @@ try {
     ["the message row alone (no stream entries; with its full-text index)", "create index messages_search on messages using gin (search)", messagesOnly],
     ["one row per direct message with both positions (dm: 2 stream indexes, 1 per conversation, full-text)", DM, oneRow],
   ];
-  const body = "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore";
-  let n = 0;
+  const next = directMessageBatches(SIZE);
   console.log(`| variant | backend CPU µs per message | wall µs per message |\n| --- | --- | --- |`);
   for (const [name, ddl, insert] of variants) {
     if (ddl) await db.db.execute(sql.raw(ddl));
@@ -75,17 +77,7 @@ try {
     const c0 = cpuOf(p);
     const t0 = performance.now();
     for (let b = 0; b < batches; b++) {
-      const ms: ChatMessage[] = [];
-      const es: StreamEntry[] = [];
-      for (let i = 0; i < SIZE; i++) {
-        n++;
-        const from = `user-${n % 1000}`;
-        const to = `user-${(n + 500) % 1000}`;
-        const m: ChatMessage = { msgId: `m-${n}-${crypto.randomUUID()}`, id: `c${n}`, from, to, body: `${body} ${n}`, ts: Date.now() };
-        const conv = conversationKey(m);
-        ms.push(m);
-        es.push({ user: from, position: { epoch: 1, pos: n }, msgId: m.msgId, conv }, { user: to, position: { epoch: 1, pos: n }, msgId: m.msgId, conv });
-      }
+      const { ms, es } = next();
       await insert(ms, es);
     }
     const per = (x: number) => ((x * 1e6) / (batches * SIZE)).toFixed(1);
