@@ -3,7 +3,9 @@ import { sql } from "drizzle-orm";
 import type { ChatMessage } from "../protocol.ts";
 import { LEGACY_EPOCH, type Position } from "../stream/position.ts";
 import type { Db } from "./index.ts";
-import { conversationKey, countEntries, ENTRIES, insertBatch, ofUser, legacyPosition, readConversation, readStream, type StreamEntry, type StreamMessage } from "./messages.ts";
+import { conversationKey, countEntries, ENTRIES, insertBatch, latestPosition, latestQuery, ofUser, streamQuery, legacyPosition, readConversation, readStream, type StreamEntry, type StreamMessage } from "./messages.ts";
+
+type PlanNode = { "Node Type": string; "Relation Name"?: string; "Actual Rows": number; "Actual Loops"?: number; Plans?: PlanNode[] };
 
 /**
  * The database role's contract, run against PostgreSQL and PGlite: the same queries must mean the
@@ -107,6 +109,40 @@ export function dbContract(name: string, open: () => Promise<{ db: Db; concurren
         `5:${g.msgId}`,
         `6:${self.msgId}`,
       ]);
+    });
+
+    test("reading a long stream reads no more than it returns: the three places' index scans are merged, not fetched and sorted", async () => {
+      const { db } = await open();
+      const [u, v] = [`u-${tag()}`, `v-${tag()}`];
+      const g = `g_${tag()}`;
+      const E = 5;
+      // 3,000 entries: direct messages both ways (kept in their rows) and group messages (stream rows)
+      for (let b = 0; b < 3; b++) {
+        const ms = Array.from({ length: 1000 }, (_, i) => (i % 3 === 0 ? msg(u, { group: g }) : i % 3 === 1 ? msg(u, { to: v }) : msg(v, { to: u })));
+        await insertBatch(db, ms, ms.flatMap((m, i) => [entry(u, E, b * 1000 + i + 1, m), ...(m.group ? [] : [entry(v, E, b * 1000 + i + 1, m)])]));
+      }
+      await db.execute(sql`analyze messages`);
+      await db.execute(sql`analyze stream`);
+      /** The most rows any one scan of the plan produced. */
+      const mostRowsScanned = async (q: ReturnType<typeof sql>) => {
+        const r = await db.execute(sql`explain (analyze, format json) ${q}`);
+        const rows = (Array.isArray(r) ? r : (r as { rows: unknown[] }).rows) as Array<Record<string, unknown>>;
+        const raw = Object.values(rows[0]!)[0];
+        const plan = (typeof raw === "string" ? JSON.parse(raw) : raw) as Array<{ Plan: PlanNode }>;
+        let most = 0;
+        const walk = (n: PlanNode) => {
+          if (/Scan/.test(n["Node Type"]) && n["Relation Name"] !== undefined) most = Math.max(most, n["Actual Rows"] * (n["Actual Loops"] ?? 1));
+          for (const c of n.Plans ?? []) walk(c);
+        };
+        walk(plan[0]!.Plan);
+        return most;
+      };
+      const top = { epoch: Number.MAX_SAFE_INTEGER, pos: Number.MAX_SAFE_INTEGER };
+      expect(await mostRowsScanned(streamQuery(u, { epoch: 0, pos: 0 }, top, 10))).toBeLessThanOrEqual(11);
+      expect(await mostRowsScanned(latestQuery(u))).toBeLessThanOrEqual(2);
+      // and the answers are right
+      expect((await readStream(db, u, { epoch: 0, pos: 0 }, top, 10)).map((m) => m.position.pos)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      expect(await latestPosition(db, u)).toEqual({ epoch: E, pos: 3000 });
     });
 
     test("readStream: one user's entries with after < (epoch, pos) <= upTo, in (epoch, pos) order across epochs, paged by limit", async () => {

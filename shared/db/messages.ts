@@ -221,11 +221,13 @@ export async function recipientsOf(db: Db, m: ChatMessage): Promise<string[]> {
  * happen for entries written by persist).
  */
 export async function readStream(db: Db, user: string, after: Position, upTo: Position, limit: number): Promise<StreamMessage[]> {
-  const rows = await db.execute(sql`${selectEntries(user)}
-    and (s.epoch, s.pos) > (${after.epoch}, ${after.pos}) and (s.epoch, s.pos) <= (${upTo.epoch}, ${upTo.pos})
-    order by s.epoch, s.pos limit ${limit}`);
-  return rowsOf<Row>(rows).map(toMessage);
+  return rowsOf<Row>(await db.execute(streamQuery(user, after, upTo, limit))).map(toMessage);
 }
+
+/** readStream's statement (its plan is checked in the contract suite: a page reads no more than it returns). */
+export const streamQuery = (user: string, after: Position, upTo: Position, limit: number) => sql`${selectEntries(user)}
+    and (s.epoch, s.pos) > (${after.epoch}, ${after.pos}) and (s.epoch, s.pos) <= (${upTo.epoch}, ${upTo.pos})
+    order by s.epoch, s.pos limit ${limit}`;
 
 /**
  * A page of one conversation as `user` sees it (their stream), newest page first, rows oldest
@@ -251,9 +253,12 @@ export async function countEntries(db: Db, user: string, epoch: number, from: nu
 
 /** The position of the latest entry of `user`'s stream, or null when it has none. */
 export async function latestPosition(db: Db, user: string): Promise<Position | null> {
-  const r = firstRow<{ epoch: string; pos: string }>(await db.execute(sql`select s.epoch, s.pos from ${ENTRIES} where ${ofUser(user)} order by s.epoch desc, s.pos desc limit 1`));
+  const r = firstRow<{ epoch: string; pos: string }>(await db.execute(latestQuery(user)));
   return r ? { epoch: Number(r.epoch), pos: Number(r.pos) } : null;
 }
+
+/** latestPosition's statement. */
+export const latestQuery = (user: string) => sql`select s.epoch, s.pos from ${ENTRIES} where ${ofUser(user)} order by s.epoch desc, s.pos desc limit 1`;
 
 /** Whether `user`'s stream holds any entry of `epoch`. */
 export async function hasEntries(db: Db, user: string, epoch: number): Promise<boolean> {
