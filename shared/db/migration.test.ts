@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { drizzle } from "drizzle-orm/pglite";
 import { migrate } from "drizzle-orm/pglite/migrator";
-import { legacyPosition, readStream } from "./messages.ts";
+import { insertBatch, latestPosition, legacyPosition, readConversation, readStream } from "./messages.ts";
 import { MIGRATIONS_DIR, type Db } from "./index.ts";
 import { schema } from "./schema.ts";
 
@@ -15,7 +15,7 @@ import { schema } from "./schema.ts";
 const dir = mkdtempSync(join(tmpdir(), "migration-test-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-test("0001 backfills epoch 0 of every stream from existing messages, and old cursors map exactly", async () => {
+test("0001 backfills epoch 0 of every stream from existing messages, and old cursors map exactly; after 0009 new direct messages join those rows as one stream", async () => {
   // The previous version's schema: only migration 0000.
   const old = join(dir, "old");
   mkdirSync(join(old, "meta"), { recursive: true });
@@ -52,6 +52,20 @@ test("0001 backfills epoch 0 of every stream from existing messages, and old cur
     expect((await readStream(db, "ann", at, all, 100)).map((m) => m.msgId)).toEqual(["m3", "m5"]);
     // cat had nothing before m3: a cursor older than every message of theirs maps to the start.
     expect(await legacyPosition(db, "cat", seqs.m2!)).toEqual({ epoch: 0, pos: 0 });
+
+    // 0009: a direct message written now keeps its entries in its row; the older ones stay stream
+    // rows, and every reader sees both as one stream.
+    const E = 1_760_000_000_000_000;
+    const m6 = { msgId: "m6", id: "c6", from: "bob", to: "ann", body: "six", ts: 6 };
+    await insertBatch(db, [m6], [
+      { user: "bob", position: { epoch: E, pos: 1 }, msgId: "m6", conv: "d:ann:bob" },
+      { user: "ann", position: { epoch: E, pos: 1 }, msgId: "m6", conv: "d:ann:bob" },
+    ]);
+    expect((await client.query<{ n: number }>("select count(*)::int as n from stream where msg_id = 'm6'")).rows[0]!.n).toBe(0);
+    expect(await stream("ann")).toEqual(["0.1:m1", "0.2:m2", "0.3:m3", "0.4:m5", `${E}.1:m6`]);
+    expect((await readConversation(db, "bob", "d:ann:bob", undefined, 10)).messages.map((m) => m.msgId)).toEqual(["m1", "m2", "m5", "m6"]);
+    expect(await latestPosition(db, "ann")).toEqual({ epoch: E, pos: 1 });
+    expect((await readStream(db, "ann", at, all, 100)).map((m) => m.msgId)).toEqual(["m3", "m5", "m6"]);
   } finally {
     await client.close();
   }
