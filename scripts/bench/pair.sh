@@ -7,7 +7,9 @@
 # starts `bun run stack` of <repo> in a session of its own, runs <driver-repo>'s
 # `bun run bench --ws … --users <users> --duration 10` against it, reads the CPU of every process
 # of that session (gateways, discover, persist; not Redis, RabbitMQ or PostgreSQL) from /proc, and
-# appends one line to <outfile>: rate, delivered, CPU seconds, µs per message, latency. Then it
+# the whole machine's (/proc/stat: every process, the driver and the databases included), and
+# appends one line to <outfile>: rate, delivered, CPU seconds, µs per message, latency, and the
+# machine's CPU µs per message (`machine_us_per_msg`). Then it
 # stops the stack. Alternate two repos (e.g. a worktree of an older commit and this one) on a quiet
 # machine: `git worktree add --detach ../old <commit> && (cd ../old && bun install)`.
 set -u
@@ -25,10 +27,10 @@ for _ in $(seq 120); do grep -q "bench against it" "$LOG" 2>/dev/null && break; 
 CMD=$(grep -o "bun run bench --ws.*" "$LOG")
 [ -n "$CMD" ] || { echo "the stack of $REPO did not start:" >&2; tail -20 "$LOG" >&2; exit 1; }
 cpu() { for p in $(ps -s "$SID" -o pid=); do sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13+$14+$15}'; done | awk '{s+=$1} END {printf "%.2f", s/100}'; }
-C0=$(cpu)
+C0=$(cpu); T0=$(awk "/^cpu /{print \$2+\$3+\$4+\$7+\$8}" /proc/stat)
 R=$(cd "$DRIVER" && timeout 200 $CMD --users "$N" --duration 10 2>&1)
-C1=$(cpu)
+C1=$(cpu); T1=$(awk "/^cpu /{print \$2+\$3+\$4+\$7+\$8}" /proc/stat)
 DELIV=$(echo "$R" | grep "| delivered |" | grep -o "[0-9,]*" | tr -d , | head -1)
 RATE=$(echo "$R" | grep "delivered msg/s" | grep -o "[0-9,]*" | tr -d ,)
 LAT=$(echo "$R" | grep "latency p50" | cut -d'|' -f3)
-echo "$REPO N=$N rate=$RATE delivered=$DELIV cpu_s=$(echo "$C1 - $C0" | bc) us_per_msg=$(echo "scale=1; ($C1 - $C0)*1000000/${DELIV:-1}" | bc) lat=$LAT" >> "$OUT"
+echo "$REPO N=$N rate=$RATE delivered=$DELIV cpu_s=$(echo "$C1 - $C0" | bc) us_per_msg=$(echo "scale=1; ($C1 - $C0)*1000000/${DELIV:-1}" | bc) lat=$LAT machine_us_per_msg=$(echo "scale=1; ($T1 - $T0)*10000/${DELIV:-1}" | bc)" >> "$OUT"
