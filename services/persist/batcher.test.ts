@@ -213,6 +213,25 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       expect(await metricValue(metrics.rowsInserted)).toBe(12);
     });
 
+    test("holding as many deliveries as the consumer's prefetch, it writes at once instead of waiting for more that cannot come", async () => {
+      const p = `pre${randomUUID()}`;
+      const t = tracker();
+      // maxWaitMs is a minute: only the prefetch rule can get these written within the wait below
+      const { batcher } = make(t, { prefetch: 3 });
+      for (let i = 0; i < 3; i++) batcher.onDelivery(t.delivery(String(i), [msg(p)]));
+      await t.until(() => t.acks().length === 3, "the batch of 3 (the prefetch)");
+      expect(await rows(p)).toBe(3);
+      // and again once those are acked: the count follows the acks
+      for (let i = 3; i < 6; i++) batcher.onDelivery(t.delivery(String(i), [msg(p)]));
+      await t.until(() => t.acks().length === 6, "the next 3");
+      // fewer than the prefetch held: it waits for maxWaitMs or maxRows as before
+      batcher.onDelivery(t.delivery("6", [msg(p)]));
+      await Bun.sleep(300);
+      expect(t.acks().length).toBe(6);
+      expect(await batcher.drain(5000)).toBe(true);
+      expect(await rows(p)).toBe(7);
+    });
+
     test("writes the next batch while an earlier one is held up (two in flight), and only one batch at a time with concurrency 1", async () => {
       for (const concurrency of [2, 1]) {
         const p = `conc${randomUUID()}`;

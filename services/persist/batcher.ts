@@ -44,6 +44,13 @@ export interface BatcherOptions {
    * may commit in any order, as with several persist processes.
    */
   concurrency?: number;
+  /**
+   * The consumer's prefetch: how many deliveries the broker lets this consumer hold unacked. Once
+   * the batcher holds that many, no more can arrive before some are acked, so the current batch is
+   * written at once instead of waiting out `maxWaitMs` (at low load a broker message carries one
+   * or two chat messages, and waiting would cap persist at prefetch per maxWaitMs). Default: no cap.
+   */
+  prefetch?: number;
 }
 
 class InsertStalled extends Error {
@@ -68,12 +75,14 @@ const isEmpty = (b: Batch) => b.deliveries.length === 0;
  * and database errors retried forever with the batch kept. Any number of batchers (processes) may
  * run at once.
  */
-export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, stallMs = 15_000, unhealthyAfterMs = 5000, concurrency = 2 }: BatcherOptions): Batcher {
+export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, stallMs = 15_000, unhealthyAfterMs = 5000, concurrency = 2, prefetch = Infinity }: BatcherOptions): Batcher {
   let current = emptyBatch();
   const sealed: Batch[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
   /** Batches being written. */
   let writing = 0;
+  /** Deliveries taken and not acked yet (in the current, sealed and writing batches). */
+  let held = 0;
   let draining = false;
   /** When each batch that is failing first failed. */
   const failing = new Map<Batch, number>();
@@ -143,6 +152,7 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
       }
     }
     for (const d of batch.deliveries) d.ack();
+    held -= batch.deliveries.length;
     if (messages.length > 0) {
       // Only written allocations may leave the allocator's idempotency window. A failure here keeps
       // them in it longer (memory, not correctness); the next batch does not wait for it.
@@ -155,7 +165,9 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
       if (draining) return;
       current.deliveries.push(delivery);
       current.rows += delivery.messages.length;
-      if (current.rows >= maxRows) {
+      held++;
+      // full, or nothing more can arrive until something is acked
+      if (current.rows >= maxRows || held >= prefetch) {
         seal();
         pump();
       } else if (!timer && !current.due) {

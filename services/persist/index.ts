@@ -33,7 +33,7 @@ const queue = createAmqpQueue(conn, {
 const redis = createRedis(cfg.REDIS_URL, log.child({ dep: "redis" }));
 // on Redis Cluster an allocation is answered only once its master's replica holds it (survives a failover)
 const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitReplicas: isCluster(redis) ? 1 : 0 });
-const batcher = createBatcher({ database: db, allocator, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, concurrency: cfg.BATCH_CONCURRENCY, log, metrics: persistMetrics });
+const batcher = createBatcher({ database: db, allocator, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, concurrency: cfg.BATCH_CONCURRENCY, prefetch: cfg.PREFETCH, log, metrics: persistMetrics });
 
 const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: async () => batcher.healthy() && (await db.ping(1000)), metrics });
 const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, hostname: cfg.HOST, fetch: app.fetch });
