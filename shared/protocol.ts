@@ -274,12 +274,9 @@ function plainSend(obj: Record<string, unknown>): SendFrame | null {
     keys++;
   }
   const { id, body, to, group } = obj;
-  if (keys !== 4 || typeof id !== "string" || typeof body !== "string") return null;
-  if (id.length < 1 || id.length > MAX_CLIENT_ID_CHARS || body.length < 1 || body.length > MAX_BODY_CHARS) return null;
-  if (!storableText(id) || !storableText(body)) return null;
-  if (typeof to === "string") return USER_ID_RE.test(to) ? { type: "send", id, body, to } : null;
-  if (typeof group === "string") return USER_ID_RE.test(group) ? { type: "send", id, body, group } : null;
-  return null;
+  if (keys !== 4 || !shortText(id, 1, MAX_CLIENT_ID_CHARS) || !shortText(body, 1, MAX_BODY_CHARS)) return null;
+  if (to !== undefined) return isUserId(to) ? { type: "send", id, body, to } : null;
+  return isUserId(group) ? { type: "send", id, body, group } : null;
 }
 
 /** Parses one text frame. Never throws: a malformed frame yields the error to send back. */

@@ -47,7 +47,15 @@ export async function insertBatch(db: Db, batch: ChatMessage[], entries: StreamE
  * instead of as two `stream` rows: a direct message between two users (docs/delivery.md, "Where
  * entries are stored"). Group messages, events and notes to self keep theirs in `stream`.
  */
-export const keepsEntriesInRow = (m: ChatMessage) => m.group === undefined && m.to !== undefined && m.to !== m.from && m.kind === undefined;
+const keepsEntriesInRow = (m: ChatMessage) => m.group === undefined && m.to !== undefined && m.to !== m.from && m.kind === undefined;
+
+/** Where `e`, an entry of `m`, goes in `m`'s row: the sender's columns, the recipient's, or none (a `stream` row). */
+function sideInRow(m: ChatMessage, e: StreamEntry): "s" | "r" | undefined {
+  if (!keepsEntriesInRow(m) || (e.kind ?? "message") !== "message") return undefined;
+  if (e.user === m.from) return "s";
+  if (e.user === m.to) return "r";
+  return undefined;
+}
 
 const STREAM_COLUMNS = sql`user_id text, epoch bigint, pos bigint, msg_id text, conv text, kind text`;
 const streamJson = (es: StreamEntry[]) => JSON.stringify(es.map((e) => ({ user_id: e.user, epoch: e.position.epoch, pos: e.position.pos, msg_id: e.msgId, conv: e.conv, kind: e.kind ?? "message" })));
@@ -67,8 +75,10 @@ async function insertRows(db: Db, batch: ChatMessage[], entries: StreamEntry[]):
       checked.push(e);
       continue;
     }
-    const side = !keepsEntriesInRow(m) || (e.kind ?? "message") !== "message" ? undefined : e.user === m.from ? "s" : e.user === m.to ? "r" : undefined;
-    const held = side === undefined ? undefined : (inRow.get(e.msgId) ?? inRow.set(e.msgId, {}).get(e.msgId)!);
+    const side = sideInRow(m, e);
+    let held = inRow.get(e.msgId);
+    if (side !== undefined && !held) inRow.set(e.msgId, (held = {}));
+    // a second entry for the same side (new positions in one batch) is a stream row
     if (side === undefined || held![side] !== undefined) plain.push(e);
     else held![side] = e;
   }

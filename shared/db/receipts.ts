@@ -2,7 +2,7 @@ import { sql } from "drizzle-orm";
 import type { ChatMessage } from "../protocol.ts";
 import type { Position } from "../stream/position.ts";
 import type { Db } from "./index.ts";
-import { ENTRIES, ofUser } from "./messages.ts";
+import { ENTRIES, ofUser, rowsOf } from "./messages.ts";
 
 /**
  * Receipts and the conversation list, read from `stream`, `messages` and `read_state`.
@@ -29,11 +29,6 @@ export interface StreamEntryInfo {
   msgId: string;
   ts: number;
   from: string;
-}
-
-function rowsOf<T>(result: unknown): T[] {
-  if (Array.isArray(result)) return result as T[];
-  return ((result as { rows?: T[] }).rows ?? []) as T[];
 }
 
 /** The entry of `user`'s stream at `p` with its message's sender and ts, or null when none is stored there. */
