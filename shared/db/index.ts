@@ -1,4 +1,5 @@
-import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import type { SQL } from "drizzle-orm";
+import { PgDialect, type PgDatabase, type PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import { migrate as migratePostgres } from "drizzle-orm/postgres-js/migrator";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
@@ -13,6 +14,27 @@ import { schema } from "./schema.ts";
  * postgres.js, the embedded one PGlite; services only see `Db` and run the same queries on both.
  */
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+const dialect = new PgDialect();
+
+/**
+ * `db.execute(query)` as a named prepared statement: postgres.js then parses it and reads its
+ * result's shape once per connection and statement text, where drizzle's `execute` sends every
+ * statement unnamed, parsed and described anew (a sync's read of a user's stream: 155 against 58
+ * µs of this process's CPU per call, and as much less garbage; docs/benchmarks.md). PGlite runs it
+ * as `execute` does. Only for statements whose text never varies (every value a parameter; no list
+ * spelled out element by element): postgres.js keeps one prepared statement per text per connection.
+ */
+export function executePrepared(db: Db, query: SQL): Promise<unknown> {
+  const q = dialect.sqlToQuery(query);
+  // a bound on what postgres.js and each connection keep, should a varying text ever come here
+  const prepare = preparedTexts.has(q.sql) || (preparedTexts.size < MAX_PREPARED && Boolean(preparedTexts.add(q.sql)));
+  return db._.session.prepareQuery(q, undefined, prepare ? "prepared" : undefined, false).execute();
+}
+
+/** Statement texts run prepared; beyond MAX_PREPARED distinct ones, new texts run unnamed. */
+const preparedTexts = new Set<string>();
+export const MAX_PREPARED = 256;
 
 export const MIGRATIONS_DIR = new URL("../../drizzle", import.meta.url).pathname;
 
@@ -40,6 +62,9 @@ export function openPostgres(url: string, opts: { max?: number } = {}): DbHandle
       // Its own reconnect delay grows as 3^n/100 s up to 20 s after consecutive failures, which held a
       // service back for up to ~20 s after PostgreSQL returned: use the one backoff policy instead (s).
       backoff: (attempt: number) => backoffDelay(attempt) / 1000,
+      // Prepared statements (executePrepared) are planned for their values every time, as unnamed
+      // ones are: a generic plan could read a heavy user's whole stream for one page.
+      connection: { plan_cache_mode: "force_custom_plan" },
     });
     return { client, db: drizzlePostgres(client, { schema }) as unknown as Db };
   };

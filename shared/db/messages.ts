@@ -1,7 +1,7 @@
 import { sql } from "drizzle-orm";
 import type { ChatMessage } from "../protocol.ts";
 import { LEGACY_EPOCH, type Position } from "../stream/position.ts";
-import type { Db } from "./index.ts";
+import { executePrepared, type Db } from "./index.ts";
 
 /** A message as read from one user's stream: with its position there. */
 export interface StreamMessage extends ChatMessage {
@@ -103,7 +103,7 @@ async function insertRows(db: Db, batch: ChatMessage[], entries: StreamEntry[]):
       r_pos: held?.r?.position.pos,
     };
   });
-  const result = await db.execute(sql`
+  const result = await executePrepared(db, sql`
     with m as (
       insert into messages (id, client_id, sender, recipient, group_id, conv, body, ts, kind, ref, data, s_epoch, s_pos, r_epoch, r_pos)
       select x.id, x.client_id, x.sender, x.recipient, x.group_id, x.conv, x.body, x.ts, x.kind, x.ref, x.data, x.s_epoch, x.s_pos, x.r_epoch, x.r_pos
@@ -133,7 +133,7 @@ async function insertRows(db: Db, batch: ChatMessage[], entries: StreamEntry[]):
     for (const [id, held] of inRow) if (!written.has(id)) for (const e of [held.s, held.r]) if (e) checked.push(e);
   }
   if (checked.length > 0)
-    await db.execute(sql`
+    await executePrepared(db, sql`
       insert into stream (user_id, epoch, pos, msg_id, conv, kind)
       select y.user_id, y.epoch, y.pos, y.msg_id, y.conv, y.kind
       from json_to_recordset(${streamJson(checked)}::json) as y(${STREAM_COLUMNS})
@@ -208,7 +208,7 @@ export const selectEntries = (user: string) => sql`select s.epoch, s.pos, s.msg_
 /** The stored records (messages or events) with these ids, by id. */
 export async function readRecords(db: Db, ids: string[]): Promise<Map<string, ChatMessage>> {
   const rows = rowsOf<RecordRow>(
-    await db.execute(sql`select m.id as msg_id, ${RECORD_COLUMNS} from messages m
+    await executePrepared(db, sql`select m.id as msg_id, ${RECORD_COLUMNS} from messages m
       where m.id in (select value from json_array_elements_text(${JSON.stringify(ids)}::json))`),
   );
   return new Map(rows.map((r) => [r.msg_id, toRecord(r)]));
@@ -221,7 +221,7 @@ export async function readRecords(db: Db, ids: string[]): Promise<Map<string, Ch
  */
 export async function recipientsOf(db: Db, m: ChatMessage): Promise<string[]> {
   if (m.group === undefined) return m.to === undefined || m.to === m.from ? [m.from] : [m.from, m.to];
-  const rows = rowsOf<{ user_id: string }>(await db.execute(sql`select distinct user_id from stream where msg_id = ${m.msgId} and conv like 'g:%'`));
+  const rows = rowsOf<{ user_id: string }>(await executePrepared(db, sql`select distinct user_id from stream where msg_id = ${m.msgId} and conv like 'g:%'`));
   return rows.map((r) => r.user_id);
 }
 
@@ -231,7 +231,7 @@ export async function recipientsOf(db: Db, m: ChatMessage): Promise<string[]> {
  * happen for entries written by persist).
  */
 export async function readStream(db: Db, user: string, after: Position, upTo: Position, limit: number): Promise<StreamMessage[]> {
-  return rowsOf<Row>(await db.execute(streamQuery(user, after, upTo, limit))).map(toMessage);
+  return rowsOf<Row>(await executePrepared(db, streamQuery(user, after, upTo, limit))).map(toMessage);
 }
 
 /** readStream's statement (its plan is checked in the contract suite: a page reads no more than it returns). */
@@ -246,7 +246,7 @@ export const streamQuery = (user: string, after: Position, upTo: Position, limit
 export async function readConversation(db: Db, user: string, conv: string, before: Position | undefined, limit: number, kinds: readonly string[] = ["message"]): Promise<{ messages: StreamMessage[]; more: boolean }> {
   const b = before ?? { epoch: Number.MAX_SAFE_INTEGER, pos: Number.MAX_SAFE_INTEGER };
   const rows = rowsOf<Row>(
-    await db.execute(sql`${selectEntries(user)}
+    await executePrepared(db, sql`${selectEntries(user)}
       and s.conv = ${conv} and (s.epoch, s.pos) < (${b.epoch}, ${b.pos})
         and s.kind in (select value from json_array_elements_text(${JSON.stringify(kinds)}::json))
       order by s.epoch desc, s.pos desc limit ${limit + 1}`),
@@ -257,13 +257,13 @@ export async function readConversation(db: Db, user: string, conv: string, befor
 
 /** How many entries `user`'s stream holds in epoch `epoch` with from < pos <= to. */
 export async function countEntries(db: Db, user: string, epoch: number, from: number, to: number): Promise<number> {
-  const r = await db.execute(sql`select count(*)::int as n from ${ENTRIES} where ${ofUser(user)} and s.epoch = ${epoch} and s.pos > ${from} and s.pos <= ${to}`);
+  const r = await executePrepared(db, sql`select count(*)::int as n from ${ENTRIES} where ${ofUser(user)} and s.epoch = ${epoch} and s.pos > ${from} and s.pos <= ${to}`);
   return Number(firstRow<{ n: number }>(r)?.n ?? 0);
 }
 
 /** The position of the latest entry of `user`'s stream, or null when it has none. */
 export async function latestPosition(db: Db, user: string): Promise<Position | null> {
-  const r = firstRow<{ epoch: string; pos: string }>(await db.execute(latestQuery(user)));
+  const r = firstRow<{ epoch: string; pos: string }>(await executePrepared(db, latestQuery(user)));
   return r ? { epoch: Number(r.epoch), pos: Number(r.pos) } : null;
 }
 
@@ -272,13 +272,13 @@ export const latestQuery = (user: string) => sql`select s.epoch, s.pos from ${EN
 
 /** Whether `user`'s stream holds any entry of `epoch`. */
 export async function hasEntries(db: Db, user: string, epoch: number): Promise<boolean> {
-  const r = await db.execute(sql`select exists (select 1 from ${ENTRIES} where ${ofUser(user)} and s.epoch = ${epoch}) as e`);
+  const r = await executePrepared(db, sql`select exists (select 1 from ${ENTRIES} where ${ofUser(user)} and s.epoch = ${epoch}) as e`);
   return Boolean(firstRow<{ e: boolean }>(r)?.e);
 }
 
 /** Maps a cursor of the previous version (a commit sequence) onto the user's legacy epoch. */
 export async function legacyPosition(db: Db, user: string, seq: number): Promise<Position> {
-  const r = await db.execute(sql`select coalesce(max(s.pos), 0)::bigint as pos from stream s join messages m on m.id = s.msg_id
+  const r = await executePrepared(db, sql`select coalesce(max(s.pos), 0)::bigint as pos from stream s join messages m on m.id = s.msg_id
     where s.user_id = ${user} and s.epoch = ${LEGACY_EPOCH} and m.seq <= ${seq}`);
   return { epoch: LEGACY_EPOCH, pos: Number(firstRow<{ pos: number }>(r)?.pos ?? 0) };
 }
@@ -289,7 +289,7 @@ export async function legacyPosition(db: Db, user: string, seq: number): Promise
  */
 export async function historyToShare(db: Db, from: string, to: string, conv: string, limit: number): Promise<StreamMessage[]> {
   const rows = rowsOf<Row>(
-    await db.execute(sql`${selectEntries(from)}
+    await executePrepared(db, sql`${selectEntries(from)}
       and s.conv = ${conv} and s.kind = 'message' and m.deleted_at is null
         and not exists (select 1 from stream t where t.user_id = ${to} and t.conv = ${conv} and t.msg_id = s.msg_id)
       order by s.epoch desc, s.pos desc limit ${limit}`),

@@ -1,7 +1,7 @@
 import { sql } from "drizzle-orm";
 import type { ChatMessage } from "../protocol.ts";
 import type { Position } from "../stream/position.ts";
-import type { Db } from "./index.ts";
+import { executePrepared, type Db } from "./index.ts";
 import { ENTRIES, ofUser, rowsOf } from "./messages.ts";
 
 /**
@@ -34,7 +34,7 @@ export interface StreamEntryInfo {
 /** The entry of `user`'s stream at `p` with its message's sender and ts, or null when none is stored there. */
 export async function entryAt(db: Db, user: string, p: Position): Promise<StreamEntryInfo | null> {
   const [r] = rowsOf<{ kind: string; conv: string; msg_id: string; ts: string | number; sender: string }>(
-    await db.execute(sql`select s.kind, s.conv, s.msg_id, m.ts, m.sender from ${ENTRIES} join messages m on m.id = s.msg_id
+    await executePrepared(db, sql`select s.kind, s.conv, s.msg_id, m.ts, m.sender from ${ENTRIES} join messages m on m.id = s.msg_id
       where ${ofUser(user)} and s.epoch = ${p.epoch} and s.pos = ${p.pos}`),
   );
   return r ? { kind: r.kind, conv: r.conv, msgId: r.msg_id, ts: Number(r.ts), from: r.sender } : null;
@@ -42,7 +42,7 @@ export async function entryAt(db: Db, user: string, p: Position): Promise<Stream
 
 /** `user`'s read marker in `conv` (a position in their stream), or null. */
 export async function readMarker(db: Db, user: string, conv: string): Promise<Position | null> {
-  const [r] = rowsOf<{ e: string | null; p: string | null }>(await db.execute(sql`select read_epoch as e, read_pos as p from read_state where user_id = ${user} and conv = ${conv}`));
+  const [r] = rowsOf<{ e: string | null; p: string | null }>(await executePrepared(db, sql`select read_epoch as e, read_pos as p from read_state where user_id = ${user} and conv = ${conv}`));
   return r?.e != null && r.p != null ? { epoch: Number(r.e), pos: Number(r.p) } : null;
 }
 
@@ -52,7 +52,7 @@ export async function readMarker(db: Db, user: string, conv: string): Promise<Po
  */
 export async function advanceRead(db: Db, user: string, conv: string, p: Position, m: Marker): Promise<{ advanced: boolean; previous: Position | null }> {
   const [r] = rowsOf<{ e: string | null; p: string | null; n: number }>(
-    await db.execute(sql`
+    await executePrepared(db, sql`
       with old as (select read_epoch, read_pos from read_state where user_id = ${user} and conv = ${conv}),
       up as (
         insert into read_state (user_id, conv, read_epoch, read_pos, read_msg_id, read_ts)
@@ -72,7 +72,7 @@ export async function advanceRead(db: Db, user: string, conv: string, p: Positio
 export async function sendersBetween(db: Db, user: string, conv: string, after: Position | null, upTo: Position): Promise<string[]> {
   const a = after ?? { epoch: -1, pos: 0 };
   const rows = rowsOf<{ sender: string }>(
-    await db.execute(sql`select distinct m.sender from ${ENTRIES} join messages m on m.id = s.msg_id
+    await executePrepared(db, sql`select distinct m.sender from ${ENTRIES} join messages m on m.id = s.msg_id
       where ${ofUser(user)} and s.conv = ${conv} and s.kind = 'message'
         and (s.epoch, s.pos) > (${a.epoch}, ${a.pos}) and (s.epoch, s.pos) <= (${upTo.epoch}, ${upTo.pos}) and m.sender <> ${user}`),
   );
@@ -84,7 +84,7 @@ export async function deliveredAdvances<T extends { user: string; conv: string }
   if (rows.length === 0) return [];
   const data = rows.map((r) => ({ user_id: r.user, conv: r.conv }));
   const have = rowsOf<{ user_id: string; conv: string; ts: string | null; msg_id: string | null }>(
-    await db.execute(sql`select r.user_id, r.conv, r.delivered_ts as ts, r.delivered_msg_id as msg_id
+    await executePrepared(db, sql`select r.user_id, r.conv, r.delivered_ts as ts, r.delivered_msg_id as msg_id
       from json_to_recordset(${JSON.stringify(data)}::json) as x(user_id text, conv text)
       join read_state r on r.user_id = x.user_id and r.conv = x.conv`),
   );
@@ -103,7 +103,7 @@ export async function advanceDelivered(db: Db, rows: Array<{ user: string; conv:
   if (rows.length === 0) return [];
   const data = rows.map((r) => ({ user_id: r.user, conv: r.conv, msg_id: r.msgId, ts: r.ts }));
   const out = rowsOf<{ user_id: string; conv: string }>(
-    await db.execute(sql`
+    await executePrepared(db, sql`
       insert into read_state (user_id, conv, delivered_msg_id, delivered_ts)
       select x.user_id, x.conv, x.msg_id, x.ts from json_to_recordset(${JSON.stringify(data)}::json) as x(user_id text, conv text, msg_id text, ts bigint)
       order by x.user_id, x.conv
@@ -127,7 +127,7 @@ export async function receiptsOf(db: Db, conv: string, users: string[]): Promise
   for (const u of users) out[u] = { read: null, delivered: null };
   if (users.length === 0) return out;
   const rows = rowsOf<{ user_id: string; read_msg_id: string | null; read_ts: string | null; delivered_msg_id: string | null; delivered_ts: string | null }>(
-    await db.execute(sql`select user_id, read_msg_id, read_ts, delivered_msg_id, delivered_ts from read_state
+    await executePrepared(db, sql`select user_id, read_msg_id, read_ts, delivered_msg_id, delivered_ts from read_state
       where conv = ${conv} and user_id in (select value from json_array_elements_text(${JSON.stringify(users)}::json))`),
   );
   for (const r of rows) {
@@ -164,7 +164,7 @@ type ConvRow = {
 export async function conversationsPage(db: Db, user: string, before: Position | undefined, limit: number): Promise<{ rows: ConversationRow[]; more: boolean }> {
   const b = before ?? { epoch: Number.MAX_SAFE_INTEGER, pos: Number.MAX_SAFE_INTEGER };
   const rows = rowsOf<ConvRow>(
-    await db.execute(sql`
+    await executePrepared(db, sql`
       with recursive convs(conv) as (
         select min(s.conv) from ${ENTRIES} where ${ofUser(user)}
         union all
@@ -217,7 +217,7 @@ export async function conversationsPage(db: Db, user: string, before: Position |
 /** Of `group`'s current members other than `except`, how many have read, and how many have had delivered, the message (ts, msgId). */
 export async function groupCounts(db: Db, group: string, except: string, m: Marker): Promise<{ readBy: number; deliveredTo: number; of: number }> {
   const [r] = rowsOf<{ read_by: number; delivered_to: number; of: number }>(
-    await db.execute(sql`select
+    await executePrepared(db, sql`select
         count(*) filter (where r.read_ts is not null and (r.read_ts, r.read_msg_id) >= (${m.ts}, ${m.msgId}))::int as read_by,
         count(*) filter (where (r.read_ts is not null and (r.read_ts, r.read_msg_id) >= (${m.ts}, ${m.msgId}))
           or (r.delivered_ts is not null and (r.delivered_ts, r.delivered_msg_id) >= (${m.ts}, ${m.msgId})))::int as delivered_to,

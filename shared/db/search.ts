@@ -1,6 +1,6 @@
 import { sql } from "drizzle-orm";
 import type { Position } from "../stream/position.ts";
-import type { Db } from "./index.ts";
+import { executePrepared, type Db } from "./index.ts";
 import { rowsOf, selectEntries, toMessage, type Row, type StreamMessage } from "./messages.ts";
 
 /**
@@ -20,7 +20,7 @@ const SEARCHABLE = sql`m.kind = 'message' and m.deleted_at is null and m.body <>
 export async function searchMessages(db: Db, user: string, q: string, before: Position | undefined, limit: number): Promise<{ messages: StreamMessage[]; more: boolean }> {
   const b = before ?? { epoch: Number.MAX_SAFE_INTEGER, pos: Number.MAX_SAFE_INTEGER };
   const rows = rowsOf<Row>(
-    await db.execute(sql`${selectEntries(user)}
+    await executePrepared(db, sql`${selectEntries(user)}
       and (s.epoch, s.pos) < (${b.epoch}, ${b.pos})
         and m.search @@ websearch_to_tsquery('simple', ${q}) and ${SEARCHABLE}
         and (m.group_id is null or exists (select 1 from group_members gm where gm.group_id = m.group_id and gm.user_id = ${user}))
