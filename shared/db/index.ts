@@ -19,11 +19,13 @@ const dialect = new PgDialect();
 
 /**
  * `db.execute(query)` as a named prepared statement: postgres.js then parses it and reads its
- * result's shape once per connection and statement text, where drizzle's `execute` sends every
- * statement unnamed, parsed and described anew (a sync's read of a user's stream: 155 against 58
- * µs of this process's CPU per call, and as much less garbage; docs/benchmarks.md). PGlite runs it
- * as `execute` does. Only for statements whose text never varies (every value a parameter; no list
- * spelled out element by element): postgres.js keeps one prepared statement per text per connection.
+ * result's shape once per connection and statement text, and PostgreSQL may settle on a generic
+ * plan instead of planning every execution, where drizzle's `execute` sends every statement
+ * unnamed, parsed, described and planned anew (a sync's read of a user's stream: 155 against 58 µs
+ * of this process's CPU per call, 495 against 225 µs of PostgreSQL's; docs/benchmarks.md). PGlite
+ * runs it as `execute` does. Only for statements whose text never varies (every value a parameter;
+ * no list spelled out element by element): postgres.js keeps one prepared statement per text per
+ * connection. The stream's generic plans are checked like its per-value ones (db.contract.ts).
  */
 export function executePrepared(db: Db, query: SQL): Promise<unknown> {
   const q = dialect.sqlToQuery(query);
@@ -62,9 +64,6 @@ export function openPostgres(url: string, opts: { max?: number } = {}): DbHandle
       // Its own reconnect delay grows as 3^n/100 s up to 20 s after consecutive failures, which held a
       // service back for up to ~20 s after PostgreSQL returned: use the one backoff policy instead (s).
       backoff: (attempt: number) => backoffDelay(attempt) / 1000,
-      // Prepared statements (executePrepared) are planned for their values every time, as unnamed
-      // ones are: a generic plan could read a heavy user's whole stream for one page.
-      connection: { plan_cache_mode: "force_custom_plan" },
     });
     return { client, db: drizzlePostgres(client, { schema }) as unknown as Db };
   };
