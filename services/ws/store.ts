@@ -1,5 +1,6 @@
 import { and, eq, gt, inArray, isNull, lt, sql } from "drizzle-orm";
-import type { Db } from "../../shared/db/index.ts";
+import { executePrepared, type Db } from "../../shared/db/index.ts";
+import { rowsOf } from "../../shared/db/messages.ts";
 import { groupMembers, groups, refreshTokens, users } from "../../shared/db/schema.ts";
 import type { GroupRole, GroupView, MemberChange } from "../../shared/protocol.ts";
 
@@ -243,11 +244,17 @@ export async function setRole(db: Db, groupId: string, userId: string, role: Gro
   });
 }
 
-/** Members of many groups in one query. */
+/**
+ * Members of many groups in one query (every tick with group sends or typing): the ids as one JSON
+ * parameter, so the statement's text is the same for any number of groups and it runs prepared.
+ */
 export async function membersOf(db: Db, groupIds: string[]): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>(groupIds.map((g) => [g, []]));
   if (groupIds.length === 0) return out;
-  const rows = await db.select({ g: groupMembers.groupId, u: groupMembers.userId }).from(groupMembers).where(inArray(groupMembers.groupId, groupIds));
+  const rows = rowsOf<{ g: string; u: string }>(
+    await executePrepared(db, sql`select group_id as g, user_id as u from group_members
+      where group_id in (select value from json_array_elements_text(${JSON.stringify(groupIds)}::json))`),
+  );
   for (const r of rows) out.get(r.g)?.push(r.u);
   return out;
 }
