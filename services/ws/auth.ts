@@ -62,7 +62,7 @@ export function verifyHs256(token: string, secret: string): Record<string, unkno
     return null;
   }
   const header = decoded.header as Record<string, unknown> | null;
-  if (typeof header !== "object" || header === null || !("alg" in header) || header.alg !== "HS256" || "crit" in header) return null;
+  if (typeof header !== "object" || header === null || header.alg !== "HS256" || "crit" in header) return null;
   if ("typ" in header && !(typeof header.typ === "string" && header.typ.toLowerCase().replace(/^application\//, "") === "jwt")) return null;
   const payload = decoded.payload as Record<string, unknown>;
   const now = Math.floor(Date.now() / 1000);

@@ -4,7 +4,7 @@ import { PgDialect } from "drizzle-orm/pg-core";
 import type { ChatMessage } from "../protocol.ts";
 import { LEGACY_EPOCH, type Position } from "../stream/position.ts";
 import type { Db } from "./index.ts";
-import { conversationKey, countEntries, ENTRIES, insertBatch, latestPosition, latestQuery, ofUser, streamQuery, legacyPosition, readConversation, readStream, type StreamEntry, type StreamMessage } from "./messages.ts";
+import { conversationKey, countEntries, ENTRIES, insertBatch, latestPosition, latestQuery, ofUser, streamQuery, legacyPosition, readConversation, readStream, rowsOf, type StreamEntry, type StreamMessage } from "./messages.ts";
 
 const dialect = new PgDialect();
 type PlanNode = { "Node Type": string; "Relation Name"?: string; "Actual Rows": number; "Actual Loops"?: number; Plans?: PlanNode[] };
@@ -125,10 +125,9 @@ export function dbContract(name: string, open: () => Promise<{ db: Db; concurren
       }
       await db.execute(sql`analyze messages`);
       await db.execute(sql`analyze stream`);
-      const rowsOfResult = (r: unknown) => (Array.isArray(r) ? r : (r as { rows: unknown[] }).rows) as Array<Record<string, unknown>>;
       /** The most rows any one scan of an EXPLAIN ANALYZE's plan produced. */
       const mostRowsIn = (r: unknown) => {
-        const raw = Object.values(rowsOfResult(r)[0]!)[0];
+        const raw = Object.values(rowsOf<Record<string, unknown>>(r)[0]!)[0];
         const plan = (typeof raw === "string" ? JSON.parse(raw) : raw) as Array<{ Plan: PlanNode }>;
         let most = 0;
         const walk = (n: PlanNode) => {

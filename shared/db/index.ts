@@ -16,6 +16,9 @@ import { schema } from "./schema.ts";
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
 
 const dialect = new PgDialect();
+/** Statement texts run prepared; beyond MAX_PREPARED distinct ones, new texts run unnamed. */
+export const MAX_PREPARED = 256;
+const preparedTexts = new Set<string>();
 
 /**
  * `db.execute(query)` as a named prepared statement: postgres.js then parses it and reads its
@@ -30,13 +33,10 @@ const dialect = new PgDialect();
 export function executePrepared(db: Db, query: SQL): Promise<unknown> {
   const q = dialect.sqlToQuery(query);
   // a bound on what postgres.js and each connection keep, should a varying text ever come here
-  const prepare = preparedTexts.has(q.sql) || (preparedTexts.size < MAX_PREPARED && Boolean(preparedTexts.add(q.sql)));
-  return db._.session.prepareQuery(q, undefined, prepare ? "prepared" : undefined, false).execute();
+  if (preparedTexts.size < MAX_PREPARED) preparedTexts.add(q.sql);
+  // drizzle prepares a query that has a name (any name: postgres.js names it by its text)
+  return db._.session.prepareQuery(q, undefined, preparedTexts.has(q.sql) ? "prepared" : undefined, false).execute();
 }
-
-/** Statement texts run prepared; beyond MAX_PREPARED distinct ones, new texts run unnamed. */
-const preparedTexts = new Set<string>();
-export const MAX_PREPARED = 256;
 
 export const MIGRATIONS_DIR = new URL("../../drizzle", import.meta.url).pathname;
 
