@@ -85,6 +85,20 @@ describe("token gate", () => {
     expect(await gate.valid(t)).toBe(false);
   });
 
+  test("a token newer than the cached version (issued after a bump not heard of yet) is checked against the store", async () => {
+    const { gate, inner, calls, setDown } = clocked(60_000); // never started: hears no events
+    expect(await gate.valid(tok("gina"))).toBe(true); // caches version 0
+    await inner.bump("gina"); // on another instance; its broadcast has not arrived here
+    const issued = tok("gina", 1);
+    expect(await gate.valid(issued)).toBe(true);
+    expect(calls.version).toBe(2);
+    expect(await gate.valid(tok("gina", 0))).toBe(false); // and the cache learnt the new version
+    expect(await gate.valid(tok("gina", 2))).toBe(false); // ahead of the store: still refused
+    await inner.bump("gina");
+    setDown(true);
+    expect(await gate.valid(tok("gina", 2)).catch((e) => e)).toBeInstanceOf(Error); // unknown, not refused
+  });
+
   test("store down: a stale cached answer is used; with none the check fails", async () => {
     const { gate, setDown, advance } = clocked(1000);
     const t = tok("frank");

@@ -30,17 +30,18 @@ export function createTokenGate(opts: { revocations: Revocations; cacheMs: numbe
   };
   const fresh = (at: number) => now() - at < opts.cacheMs;
 
-  async function versionOf(user: string): Promise<number> {
+  /** `ahead`: the caller holds a token newer than the cache: the cache is stale, read the store. */
+  async function versionOf(user: string, ahead = false): Promise<number> {
     const c = versions.get(user);
-    if (c && fresh(c.at)) return c.v;
+    if (c && fresh(c.at) && !ahead) return c.v;
     try {
-      const v = await once(`v:${user}`, () => opts.revocations.version(user));
+      const v = await once(`${ahead ? "a" : "v"}:${user}`, () => opts.revocations.version(user));
       // Versions only grow: a read that started before a broadcast must not lower what it told.
       const next = Math.max(v, versions.get(user)?.v ?? 0);
       put(versions, user, { v: next, at: now() });
       return next;
     } catch (err) {
-      if (c) return c.v;
+      if (c && !ahead) return c.v; // known to be stale when ahead: unavailable, not refused
       throw err;
     }
   }
@@ -80,7 +81,11 @@ export function createTokenGate(opts: { revocations: Revocations; cacheMs: numbe
       off = null;
     },
     async valid(t: UserToken): Promise<boolean> {
-      const [v, d] = await Promise.all([versionOf(t.user), isDenied(t.id)]);
+      let [v, d] = await Promise.all([versionOf(t.user), isDenied(t.id)]);
+      // Versions only grow and tokens are issued after the bump they carry: a token newer than the
+      // cache was issued after a bump this instance has not heard of yet (a password changed
+      // elsewhere a moment ago, the new session connecting here). Ask the store, not the cache.
+      if (t.ver > v) v = await versionOf(t.user, true);
       return t.ver === v && !d;
     },
     /** Without a round trip: true when the cache already knows the token is revoked. */
