@@ -46,6 +46,21 @@ async function shown(page: Page): Promise<Array<[string, string]>> {
   return rows;
 }
 
+/**
+ * The open conversation's messages once they equal `expected` (or after 10 s, whatever they are):
+ * a page may show the newest message (pushed live or from the cache) before older ones (history)
+ * have been read, so the list is read until it settles, never only once.
+ */
+async function settled<T>(read: () => Promise<T>, expected: T): Promise<T> {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    const got = await read();
+    if (Bun.deepEquals(got, expected) || Date.now() > until) return got;
+    await Bun.sleep(100);
+  }
+}
+const bodies = async (page: Page) => (await shown(page)).map((r) => r[1]);
+
 const alice = `alice-${tag}`;
 const bob = `bob-${tag}`;
 const carol = `carol-${tag}`;
@@ -83,7 +98,8 @@ test("two users on different ws instances chat both ways", async () => {
   // Presence: each sees the other online.
   await conv(b, `d:${alice}`).locator('[data-testid="presence-dot"][data-online="true"]').waitFor();
   await conv(a, `d:${bob}`).locator('[data-testid="presence-dot"][data-online="true"]').waitFor();
-  expect((await shown(a)).map((r) => r[1])).toEqual(["Hi Bob <b>plain text</b>", "Hello Alice!\nTwo lines.", "Great, it works across instances."]);
+  const chat = ["Hi Bob <b>plain text</b>", "Hello Alice!\nTwo lines.", "Great, it works across instances."];
+  expect(await settled(() => bodies(a), chat)).toEqual(chat);
   expect(pageErrors).toEqual([]);
 }, 30_000);
 
@@ -113,7 +129,8 @@ test("a group of three across instances", async () => {
   await send(b, "Bob here, on the other instance");
   for (const p of [a, b]) await message(p, "Carol here", "received").locator(".sender", { hasText: carol }).waitFor();
   for (const p of [a, c]) await message(p, "Bob here, on the other instance", "received").waitFor();
-  expect((await shown(c)).map((r) => r[1])).toEqual(["Welcome to the crew", "Carol here", "Bob here, on the other instance"]);
+  const crew = ["Welcome to the crew", "Carol here", "Bob here, on the other instance"];
+  expect(await settled(() => bodies(c), crew)).toEqual(crew);
 
   // The group's member list, from GET /api/groups.
   await a.getByTestId("members-toggle").click();
@@ -136,7 +153,7 @@ test("a reload keeps the history, and messages sent while away arrive once", asy
   await connected(b);
   await conv(b, `d:${alice}`).click();
   await message(b, "Great, it works across instances.").waitFor();
-  expect(await shown(b)).toEqual(before);
+  expect(await settled(() => shown(b), before)).toEqual(before);
 
   // Bob goes away; Alice writes; Bob comes back (same browser profile) and catches up by sync.
   const profile = b.context();
@@ -148,8 +165,8 @@ test("a reload keeps the history, and messages sent while away arrive once", asy
   await conv(back, `d:${alice}`).getByTestId("conv-unread").filter({ hasText: "1" }).waitFor();
   await conv(back, `d:${alice}`).click();
   await message(back, "Sent while you were away", "received").waitFor();
-  const after = await shown(back);
-  expect(after).toEqual([...before, [mid, "Sent while you were away"]]);
+  const after: Array<[string, string]> = [...before, [mid, "Sent while you were away"]];
+  expect(await settled(() => shown(back), after)).toEqual(after);
 
   mkdirSync(ARTIFACTS, { recursive: true });
   const shot = `${ARTIFACTS}chat.png`;
@@ -216,12 +233,8 @@ test("log out forgets the local state; logging in again restores every conversat
   expect(await a.getByTestId("me").textContent()).toBe(alice);
   await conv(a, `d:${bob}`).click();
   await message(a, "Sent while you were away", "sent").waitFor();
-  expect((await shown(a)).map((r) => r[1])).toEqual([
-    "Hi Bob <b>plain text</b>",
-    "Hello Alice!\nTwo lines.",
-    "Great, it works across instances.",
-    "Sent while you were away",
-  ]);
+  const all = ["Hi Bob <b>plain text</b>", "Hello Alice!\nTwo lines.", "Great, it works across instances.", "Sent while you were away"];
+  expect(await settled(() => bodies(a), all)).toEqual(all);
   await conv(a, groupKey).click();
   await message(a, "Welcome back, Carol", "sent").waitFor();
   expect(pageErrors).toEqual([]);
@@ -392,8 +405,7 @@ test("messages typed offline are sent in the order typed and shown in the server
     await message(a, t, "sending").waitFor();
   }
   // Pending messages stay after the positioned ones, in the order typed, and the list previews the last.
-  const bodies = await a.getByTestId("message-body").allTextContents();
-  expect(bodies).toEqual([...before, ...typed]);
+  expect(await a.getByTestId("message-body").allTextContents()).toEqual([...before, ...typed]);
   expect(await conv(a, `d:${bob}`).getByTestId("conv-preview").textContent()).toBe(`You: ${typed.at(-1)}`);
   await a.context().setOffline(false);
   await connected(a);
@@ -402,7 +414,7 @@ test("messages typed offline are sent in the order typed and shown in the server
   await message(b, typed.at(-1)!, "received").waitFor();
   expect(await a.locator('[data-testid="message"]:not([data-status="sent"]):not([data-status="received"])').count()).toBe(0);
 
-  for (const p of [a, b]) expect((await shown(p)).map((r) => r[1])).toEqual([...before, ...typed]);
+  for (const p of [a, b]) expect(await settled(() => bodies(p), [...before, ...typed])).toEqual([...before, ...typed]);
   // Acked now: the preview carries its receipt tick (✓ sent, ✓✓ delivered or read).
   expect(await conv(a, `d:${bob}`).getByTestId("conv-preview").textContent()).toMatch(new RegExp(`^✓✓? You: ${typed.at(-1)}$`));
   expect(await conv(b, `d:${alice}`).getByTestId("conv-preview").textContent()).toBe(typed.at(-1)!);
@@ -412,7 +424,7 @@ test("messages typed offline are sent in the order typed and shown in the server
   await connected(b);
   await conv(b, `d:${alice}`).click();
   await message(b, typed.at(-1)!).waitFor();
-  expect((await shown(b)).map((r) => r[1])).toEqual([...before, ...typed]);
+  expect(await settled(() => bodies(b), [...before, ...typed])).toEqual([...before, ...typed]);
   const { cluster } = await env();
   const fresh = await openClient(cluster.wsUrls[0]!);
   await fresh.getByTestId("auth-username").fill(bob);
@@ -421,7 +433,7 @@ test("messages typed offline are sent in the order typed and shown in the server
   await connected(fresh);
   await conv(fresh, `d:${alice}`).click();
   await message(fresh, typed.at(-1)!).waitFor();
-  expect((await shown(fresh)).map((r) => r[1])).toEqual([...before, ...typed]);
+  expect(await settled(() => bodies(fresh), [...before, ...typed])).toEqual([...before, ...typed]);
   await fresh.context().close();
   expect(pageErrors).toEqual([]);
 }, 30_000);
