@@ -90,6 +90,7 @@ describe("token gate", () => {
     expect(await gate.valid(tok("gina"))).toBe(true); // caches version 0
     await inner.bump("gina"); // on another instance; its broadcast has not arrived here
     const issued = tok("gina", 1);
+    expect(gate.knownRevoked(issued)).toBe(false); // before the check too: newer than the cache is not revoked
     expect(await gate.valid(issued)).toBe(true);
     expect(calls.version).toBe(2);
     expect(await gate.valid(tok("gina", 0))).toBe(false); // and the cache learnt the new version

@@ -91,7 +91,7 @@ export function createTokenGate(opts: { revocations: Revocations; cacheMs: numbe
     /** Without a round trip: true when the cache already knows the token is revoked. */
     knownRevoked(t: Pick<UserToken, "user" | "ver" | "id">): boolean {
       const c = versions.get(t.user);
-      return denied.has(t.id) || (c !== undefined && c.v !== t.ver);
+      return denied.has(t.id) || (c !== undefined && c.v > t.ver); // a newer token is not revoked: the cache is behind
     },
   };
 }
