@@ -19,6 +19,7 @@ import { createGateway, IDLE_TIMEOUT_S } from "./gateway.ts";
 import { createGroups } from "./groups.ts";
 import { createPipeline } from "./pipeline.ts";
 import { createPresenceWatch } from "./presence.ts";
+import { reusePortAdvice } from "./reuse-port.ts";
 import { createPushNotifier } from "./push.ts";
 import { createPushApi } from "./push-api.ts";
 import type { PushSender } from "./push-sender.ts";
@@ -269,6 +270,8 @@ export async function startWsService(deps: WsDeps) {
   self.url = deps.publicUrl ?? internalUrl;
   await connections.start();
   log.info("ws instance started", { url, internalUrl, publicUrl: self.url, instanceId, reusePort: deps.reusePort ?? false });
+  const advice = deps.reusePort ? reusePortAdvice() : null;
+  if (advice) log.warn(advice);
 
   let stopping: Promise<void> | undefined;
   return {
