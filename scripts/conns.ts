@@ -124,6 +124,7 @@ try {
   for (const g of perGateway) console.log(`| ${g.gateway} | ${g.connections.toLocaleString("en")} | ${g.rssBeforeMiB} → ${g.rssAfterMiB} | ${g.bytesPerConnection?.toLocaleString("en") ?? "—"} |`);
   console.log(`\nconnections: ${held.reduce((a, b) => a + b, 0).toLocaleString("en")} of ${opts.connections.toLocaleString("en")}; time to connect all (connect + registered + synced): ${(connectMs / 1000).toFixed(2)} s`);
   const errorsBefore = mergeErrors();
+  const failuresBefore = mergeErrors({}, "failures");
   const summary: Record<string, unknown> = { connections: opts.connections, gateways: opts.gateways, drivers: opts.drivers, connectMs, perGateway, errorsWhileConnecting: errorsBefore };
   console.log(`errors while connecting: ${fmtErrors(errorsBefore)}`);
   let ok = held.reduce((a, b) => a + b, 0) === opts.connections;
@@ -140,15 +141,16 @@ try {
     const stormMs = Math.max(...drivers.map((d) => d.status!.lastResyncAt)) - t1;
     const survivors = await Promise.all(internal.slice(1).map(connectionsOf));
     const errors = mergeErrors(errorsBefore);
+    const failures = mergeErrors(failuresBefore, "failures");
     const bad = Object.keys(errors).filter((c) => c !== "rate_limited");
     console.log(`\nstorm: ${dropped.toLocaleString("en")} clients of ${victim.name} reconnected (first attempts spread over ${opts.stormWindowMs} ms) and synced ${(stormMs / 1000).toFixed(2)} s after the kill`);
     console.log(`survivors now hold ${survivors.map((n, i) => `${gateways[i + 1]!.name} ${n.toLocaleString("en")}`).join(", ")} (total ${survivors.reduce((a, b) => a + b, 0).toLocaleString("en")})`);
-    console.log(`errors during the storm by code: ${fmtErrors(errors)}`);
+    console.log(`errors during the storm by code: ${fmtErrors(errors)}${errors.connect_failed ? ` (connect_failed by the client's error: ${fmtErrors(failures)})` : ""}`);
     // Handshakes the kernel queued at the killed process's listener are reset unless it moves them
     // to a survivor (services/ws/reuse-port.ts, docs/operations.md).
     const migrateReq = existsSync(TCP_MIGRATE_REQ) ? readFileSync(TCP_MIGRATE_REQ, "utf8").trim() : "absent";
     console.log(`net.ipv4.tcp_migrate_req on this host: ${migrateReq}${migrateReq === "0" && errors.connect_failed ? " (the connect_failed above are handshakes reset with the killed gateway's listener; 1 moves them to a survivor)" : ""}`);
-    Object.assign(summary, { storm: { dropped, stormMs, survivors, errors, tcpMigrateReq: migrateReq } });
+    Object.assign(summary, { storm: { dropped, stormMs, survivors, errors, connectFailures: failures, tcpMigrateReq: migrateReq } });
     ok &&= bad.length === 0 && survivors.reduce((a, b) => a + b, 0) === opts.connections;
   } else {
     // What stays once every client has gone is memory the connect burst left behind, not the
@@ -186,7 +188,7 @@ try {
 }
 
 /** Error counts summed over the drivers, less `before`. */
-function mergeErrors(before: Record<string, number> = {}, what: "errors" | "closes" = "errors"): Record<string, number> {
+function mergeErrors(before: Record<string, number> = {}, what: "errors" | "closes" | "failures" = "errors"): Record<string, number> {
   const out: Record<string, number> = {};
   for (const d of drivers) for (const [k, v] of Object.entries(d.status?.[what] ?? {})) out[k] = (out[k] ?? 0) + v;
   for (const [k, v] of Object.entries(before)) out[k] = (out[k] ?? 0) - v;

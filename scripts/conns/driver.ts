@@ -33,6 +33,8 @@ export interface DriverStatus {
   errors: Record<string, number>;
   /** Drops by close code. */
   closes: Record<string, number>;
+  /** connect_failed by what the client was told (the error event's message, without the URL). */
+  failures: Record<string, number>;
 }
 
 interface Client {
@@ -55,6 +57,7 @@ const cfg: DriverConfig = given;
 
 const errors: Record<string, number> = {};
 const closes: Record<string, number> = {};
+const failures: Record<string, number> = {};
 const count = (code: string, into = errors) => void (into[code] = (into[code] ?? 0) + 1);
 let synced = 0;
 let everSynced = 0;
@@ -111,6 +114,9 @@ function open(c: Client, initial: boolean) {
       }
     }
   };
+  let failure = "";
+  // Bun's message: "WebSocket connection to '<url>' failed: <why>"; the URL carries the token.
+  ws.onerror = (ev) => void (failure = String((ev as ErrorEvent).message ?? "").replace(/^.*' failed: /, "").slice(0, 80));
   ws.onclose = (e) => {
     if (c.ws !== ws || stopping) return;
     c.ws = null;
@@ -124,6 +130,7 @@ function open(c: Client, initial: boolean) {
       setTimeout(() => open(c, false), Math.random() * cfg.stormWindowMs);
     } else {
       count("connect_failed");
+      count(failure || `closed ${e.code}`, failures);
       settle();
       setTimeout(() => open(c, false), backoffDelay(c.attempt++, { baseMs: 250, capMs: 5000 }));
     }
@@ -139,7 +146,7 @@ for (let k = 0; k < cfg.count; k++) {
 }
 
 function report() {
-  const s: DriverStatus = { type: "status", synced, allConnectedAt, drops, lastResyncAt, errors, closes };
+  const s: DriverStatus = { type: "status", synced, allConnectedAt, drops, lastResyncAt, errors, closes, failures };
   process.send!(s);
 }
 const timer = setInterval(report, 250);
