@@ -8,9 +8,13 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 local max = tonumber(ARGV[1])
 if n < max then return 0 end
 local lock = math.floor(math.min(tonumber(ARGV[4]), tonumber(ARGV[3]) * 2 ^ math.min(n - max, 40)))
-redis.call('SET', KEYS[2], n, 'PX', lock)
+-- One absolute time for both keys: relative expiries taken a moment apart can fall in two
+-- different milliseconds, and a count outliving its lock would lock again at once.
+local t = redis.call('TIME')
+local ends = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + lock
+redis.call('SET', KEYS[2], n, 'PXAT', ends)
 if ARGV[5] == '1' then
-  redis.call('PEXPIRE', KEYS[1], lock)
+  redis.call('PEXPIREAT', KEYS[1], ends)
 else
   local keep = lock + tonumber(ARGV[2])
   if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
@@ -28,7 +32,9 @@ export function createRedisThrottle(redis: Redis, opts: { prefix?: string } = {}
   return {
     async lockedFor(list) {
       const ttls = await Promise.all(list.map((k) => redis.pttl(keys(k)[1])));
-      return Math.max(0, ...ttls);
+      // PTTL 0: the lock still exists, for less than a millisecond (a hit now still finds the
+      // count it expires with): locked, not free. -2: no lock.
+      return Math.max(0, ...ttls.map((t) => (t === 0 ? 1 : t)));
     },
     async hit(key, rule: ThrottleRule) {
       const [n, l] = keys(key);
