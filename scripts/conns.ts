@@ -1,12 +1,12 @@
 // bun run bench:conns: idle connections per gateway, memory per connection, and the reconnect
 // storm after a gateway dies (HELP in scripts/conns/options.ts).
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { spawnService, stopService, waitHealthy, type ServiceProcess } from "./cluster.ts";
 import type { DriverConfig, DriverStatus } from "./conns/driver.ts";
 import { HELP, parseConnsOptions, UsageError, type ConnsOptions } from "./conns/options.ts";
 import { spawnDriver, type DriverHandle } from "./conns/spawn.ts";
 import { startStack, type Stack } from "./stack-lib.ts";
-import { TCP_MIGRATE_REQ } from "../services/ws/reuse-port.ts";
+import { tcpMigrateReq } from "../services/ws/reuse-port.ts";
 
 let opts: ConnsOptions;
 try {
@@ -148,7 +148,7 @@ try {
     console.log(`errors during the storm by code: ${fmtErrors(errors)}${errors.connect_failed ? ` (connect_failed by the client's error: ${fmtErrors(failures)})` : ""}`);
     // Handshakes the kernel queued at the killed process's listener are reset unless it moves them
     // to a survivor (services/ws/reuse-port.ts, docs/operations.md).
-    const migrateReq = existsSync(TCP_MIGRATE_REQ) ? readFileSync(TCP_MIGRATE_REQ, "utf8").trim() : "absent";
+    const migrateReq = tcpMigrateReq() ?? "absent";
     console.log(`net.ipv4.tcp_migrate_req on this host: ${migrateReq}${migrateReq === "0" && errors.connect_failed ? " (the connect_failed above are handshakes reset with the killed gateway's listener; 1 moves them to a survivor)" : ""}`);
     Object.assign(summary, { storm: { dropped, stormMs, survivors, errors, connectFailures: failures, tcpMigrateReq: migrateReq } });
     ok &&= bad.length === 0 && survivors.reduce((a, b) => a + b, 0) === opts.connections;

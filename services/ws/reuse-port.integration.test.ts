@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mintToken, TestClient, uniqueUser } from "../../test/client.ts";
-import { existsSync, readFileSync } from "node:fs";
 import { spawnService, startCluster, stopService, waitHealthy, type Cluster, type ServiceProcess } from "../../scripts/cluster.ts";
-import { TCP_MIGRATE_REQ } from "./reuse-port.ts";
+import { tcpMigrateReq } from "./reuse-port.ts";
 
 // Two gateway processes sharing one client port (REUSE_PORT=1), each with its own internal
 // listener (INTERNAL_PORT=0: any free port) that the directory names as its address. Clients
@@ -56,8 +55,7 @@ afterAll(async () => {
 });
 
 test("each warns at start exactly when this host would reset the handshakes queued at a dying gateway (net.ipv4.tcp_migrate_req 0)", () => {
-  const setting = existsSync(TCP_MIGRATE_REQ) ? readFileSync(TCP_MIGRATE_REQ, "utf8").trim() : null;
-  for (const g of gateways) expect(g.logs.some((l) => l.includes("net.ipv4.tcp_migrate_req is 0"))).toBe(setting === "0");
+  for (const g of gateways) expect(g.logs.some((l) => l.includes("net.ipv4.tcp_migrate_req is 0"))).toBe(tcpMigrateReq() === "0");
 });
 
 test("both gateways listen on the one client port; each internal API is its own port", () => {
