@@ -97,7 +97,8 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
   const bodies = brokerBodies("batcher").map((b) => JSON.parse(b) as ChatMessage[]);
   const allocator = {
     allocate: async (requests: Array<{ users: string[] }>) => requests.map((r, i) => ({ positions: Object.fromEntries(r.users.map((u) => [u, { epoch: 1, pos: i + 1 }])) })),
-    written: async () => {},
+    writtenUpTo: async () => {},
+    floors: async () => ({}),
     tops: async () => ({}),
     ready: () => true,
   };

@@ -10,6 +10,7 @@ import { createMemoryQueue } from "../../shared/queue/queue-memory.ts";
 import { createMemoryAllocator } from "../../shared/stream/allocator-memory.ts";
 import { onShutdown } from "../../shared/shutdown.ts";
 import { createBatcher } from "../persist/batcher.ts";
+import { createFloorKeeper } from "../persist/floors.ts";
 import { createPersistMetrics } from "../persist/metrics.ts";
 import { accountSettings } from "../ws/accounts.ts";
 import { pushSettings } from "../ws/push-sender.ts";
@@ -38,9 +39,11 @@ const sweeper = setInterval(() => void directory.sweepDeadInstances(), 3000);
 // Positions continue from what PGlite holds: the in-process queue dies with the process, so after
 // a restart nothing allocated is unwritten and no new epoch is needed.
 const allocator = createMemoryAllocator({ seed: (user) => latestPosition(db.db, user) });
+const floors = createFloorKeeper({ allocator, database: db, log: log.child({ part: "persist" }) });
 const batcher = createBatcher({
   database: db,
   allocator,
+  onWritten: floors.written,
   maxRows: cfg.BATCH_SIZE,
   maxWaitMs: cfg.BATCH_MS,
   // PGlite is one connection: batches would only queue behind each other on it
@@ -83,5 +86,6 @@ onShutdown(log, async () => {
   await ws.stop();
   await consumer.stop();
   await batcher.drain(5000);
+  floors.stop();
   await db.close();
 });

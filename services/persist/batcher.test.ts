@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { asc, count, eq, inArray, like, sql } from "drizzle-orm";
 import postgres from "postgres";
 import { openPglite, openPostgres, type DbHandle } from "../../shared/db/index.ts";
-import { ENTRIES, ofUser, rowsOf } from "../../shared/db/messages.ts";
+import { ENTRIES, ofUser, rowsOf, type StreamEntry } from "../../shared/db/messages.ts";
 import { messages, stream } from "../../shared/db/schema.ts";
 import { silentLogger, type Logger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
@@ -16,6 +16,7 @@ import type { QueueConsumer, QueueDelivery } from "../../shared/queue/queue.ts";
 import { createMemoryAllocator } from "../../shared/stream/allocator-memory.ts";
 import type { StreamAllocator } from "../../shared/stream/allocator.ts";
 import { createBatcher, type Batcher, type BatcherOptions } from "./batcher.ts";
+import { createFloorKeeper } from "./floors.ts";
 import { createPersistMetrics } from "./metrics.ts";
 
 /** A database for one suite, with a way to make inserts fail for real and to heal it. */
@@ -352,22 +353,112 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       expect(await entriesFor(tdb.handle, [group.msgId, direct.msgId, self.msgId])).toBe(3 + 2 + 1);
     });
 
-    test("a message persist gets far behind its user's other messages is still written at the gateway's position", async () => {
+    test("a message persist gets far behind its user's other messages is still written at the gateway's position, whatever the floors", async () => {
       const p = `lag${randomUUID()}`;
       const t = tracker();
       const small = createMemoryAllocator({ window: 3 });
-      const { batcher } = make(t, { maxWaitMs: 0, allocator: small });
+      const floors = createFloorKeeper({ allocator: small, database: tdb.handle, log: silentLogger, intervalMs: 0 });
+      const { batcher } = make(t, { maxWaitMs: 0, allocator: small, onWritten: floors.written });
       const [a, b] = [uid("a"), uid("b")];
       const late = msg(p, { from: a, to: b, rcpt: [a, b] });
       const [atGateway] = await small.allocate([{ msgId: late.msgId, users: [a, b], claim: { sender: a, ts: late.ts } }]);
       // Ten more for b are allocated and written before `late` reaches persist (another persist was slow).
       for (let i = 0; i < 10; i++) batcher.onDelivery(t.delivery(`o${i}`, [msg(p, { from: a, to: b, rcpt: [a, b], body: `o${i}` })]));
       await t.until(() => t.acks().length === 10, "the others");
+      // the floor keeper sees positions 2..11 stored and 1 not: no floor yet, so ten more
+      // allocations (rotations of the window of 3) keep `late`'s
+      await floors.round();
+      expect((await small.floors([b]))[b]!.pos).toBe(0);
+      await small.allocate(Array.from({ length: 10 }, (_, i) => ({ msgId: `${p}-more${i}`, users: [a, b] })));
       batcher.onDelivery(t.delivery("late", [late]));
       await t.until(() => t.acks().length === 11, "the late one");
       const pb = atGateway!.positions[b]!;
       expect(await entries(b)).toContain(`${pb.epoch}.${pb.pos}:${late.msgId}`);
       expect((await entries(b)).length).toBe(11); // no entry elsewhere, no hole at the gateway's position
+      // now everything up to 11 is stored: the floor moves there
+      await floors.round();
+      expect((await small.floors([b]))[b]).toEqual({ epoch: pb.epoch, pos: 11 });
+    });
+
+    test("the floor keeper: a user's floor becomes the highest position persist wrote only once storage holds every position up to it; allocations at or below it may then leave the window", async () => {
+      const p = `floor${randomUUID()}`;
+      const t = tracker();
+      const small = createMemoryAllocator({ window: 3 });
+      const floors = createFloorKeeper({ allocator: small, database: tdb.handle, log: silentLogger, intervalMs: 0 });
+      const written: StreamEntry[][] = [];
+      const { batcher } = make(t, { maxWaitMs: 0, allocator: small, onWritten: (es) => (written.push(es), floors.written(es)) });
+      const [a, b] = [uid("fa"), uid("fb")];
+      const ms = Array.from({ length: 6 }, (_, i) => msg(p, { from: a, to: b, rcpt: [a, b], body: `f${i}` }));
+      // the gateways allocated all six (positions 1..6 for both users) ...
+      const at = await small.allocate(ms.map((m) => ({ msgId: m.msgId, users: [a, b], claim: { sender: a, ts: m.ts } })));
+      // ... and persist writes all but the second (still in the queue, or in another persist's batch)
+      for (const [i, m] of ms.entries()) if (i !== 1) batcher.onDelivery(t.delivery(`m${i}`, [m]));
+      await t.until(() => t.acks().length === 5, "five of six");
+      // the entries of each committed batch, after its commit, with the positions it wrote
+      expect(written.flat().filter((e) => e.user === b).map((e) => e.position.pos).sort()).toEqual([1, 3, 4, 5, 6]);
+      await floors.round();
+      expect(Object.values(await small.floors([a, b])).map((f) => f.pos)).toEqual([0, 0]);
+      // however many allocations follow, the unwritten second keeps its positions
+      await small.allocate(Array.from({ length: 10 }, (_, i) => ({ msgId: `${p}-x${i}`, users: [a, b] })));
+      const [second] = await small.allocate([{ msgId: ms[1]!.msgId, users: [a, b] }]);
+      expect(second!.positions).toEqual(at[1]!.positions);
+      // once it is written the next round moves both floors to 6 (the highest written; 7..16 are not)
+      batcher.onDelivery(t.delivery("m1", [ms[1]!]));
+      await t.until(() => t.acks().length === 6, "the second");
+      await floors.round();
+      expect(await small.floors([a, b])).toEqual({ [a]: at[5]!.positions[a]!, [b]: at[5]!.positions[b]! });
+      // and allocations at or below the floor may now leave: after more rotations the first is new
+      await small.allocate(Array.from({ length: 10 }, (_, i) => ({ msgId: `${p}-y${i}`, users: [a, b] })));
+      const [first] = await small.allocate([{ msgId: ms[0]!.msgId, users: [a] }]);
+      expect(first!.positions[a]!.pos).toBeGreaterThan(26);
+      // a round with nothing new sets nothing and reads nothing
+      await floors.round();
+      expect(await small.floors([a, b])).toEqual({ [a]: at[5]!.positions[a]!, [b]: at[5]!.positions[b]! });
+    });
+
+    test("the floor keeper keeps what it could not check for the next round (allocator or database away), and forgets a user whose epoch changed", async () => {
+      const p = `floorfail${randomUUID()}`;
+      const t = tracker();
+      const small = createMemoryAllocator();
+      let away = true;
+      const reads: string[][] = [];
+      const flaky: StreamAllocator = {
+        ...small,
+        floors: (users) => (reads.push(users), away ? Promise.reject(new Error("allocator away")) : small.floors(users)),
+      };
+      const floors = createFloorKeeper({ allocator: flaky, database: tdb.handle, log: warnInto(t), intervalMs: 0 });
+      const { batcher } = make(t, { maxWaitMs: 0, allocator: small, onWritten: floors.written });
+      const [a, b] = [uid("ga"), uid("gb")];
+      for (let i = 0; i < 3; i++) batcher.onDelivery(t.delivery(`m${i}`, [msg(p, { from: a, to: b, rcpt: [a, b] })]));
+      await t.until(() => t.acks().length === 3, "three");
+      await floors.round();
+      expect(t.log.filter((e) => e.startsWith("warn:"))).toEqual(["warn:could not move the allocator's floors; retrying next round"]);
+      away = false;
+      await floors.round();
+      expect(Object.values(await small.floors([a, b])).map((f) => f.pos)).toEqual([3, 3]);
+      // the database away: the same
+      batcher.onDelivery(t.delivery("m3", [msg(p, { from: a, to: b, rcpt: [a, b] })]));
+      await t.until(() => t.acks().length === 4, "the fourth");
+      await tdb.breakInserts(); // renames the messages table: the count fails too
+      try {
+        await floors.round();
+      } finally {
+        await tdb.healInserts();
+      }
+      expect(Object.values(await small.floors([a, b])).map((f) => f.pos)).toEqual([3, 3]);
+      await floors.round();
+      expect(Object.values(await small.floors([a, b])).map((f) => f.pos)).toEqual([4, 4]);
+      // written in an epoch the allocator no longer has (it lost the users' data): dropped, not retried
+      batcher.onDelivery(t.delivery("m4", [msg(p, { from: a, to: b, rcpt: [a, b] })]));
+      await t.until(() => t.acks().length === 5, "the fifth");
+      small.wipe();
+      const [n] = await small.allocate([{ msgId: `${p}-new`, users: [a, b] }]);
+      reads.length = 0;
+      await floors.round();
+      await floors.round();
+      expect(reads).toEqual([[a, b]]); // read once, then forgotten
+      expect((await small.floors([a]))[a]).toEqual({ epoch: n!.positions[a]!.epoch, pos: 0 });
+      expect(t.log.filter((e) => e.startsWith("warn:")).length).toBe(2); // the allocator, then the database
     });
 
     test("healthy() turns false while a batch keeps failing, and true again once it is written", async () => {

@@ -38,8 +38,13 @@ export interface BatcherOptions {
   /** healthy() turns false once a batch has been failing this long. Default 5 s. */
   unhealthyAfterMs?: number;
   /**
+   * Entries just committed (after their deliveries were acked): the floor keeper's
+   * (services/persist/floors.ts), which lets written allocations leave the allocator's window.
+   */
+  onWritten?: (entries: StreamEntry[]) => void;
+  /**
    * Batches written at once (default 2): while one batch's INSERT runs, the next is allocated and
-   * inserted on another connection, and marking positions written never holds up the next batch.
+   * inserted on another connection.
    * Batches are independent (positions were decided before; every write is idempotent), so they
    * may commit in any order, as with several persist processes.
    */
@@ -75,7 +80,7 @@ const isEmpty = (b: Batch) => b.deliveries.length === 0;
  * and database errors retried forever with the batch kept. Any number of batchers (processes) may
  * run at once.
  */
-export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, stallMs = 15_000, unhealthyAfterMs = 5000, concurrency = 2, prefetch = Infinity }: BatcherOptions): Batcher {
+export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, metrics, onWritten, stallMs = 15_000, unhealthyAfterMs = 5000, concurrency = 2, prefetch = Infinity }: BatcherOptions): Batcher {
   let current = emptyBatch();
   const sealed: Batch[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -118,11 +123,12 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
     const positioned = messages.map((m) => ({ msgId: m.msgId, users: recipientsOf(m) }));
     // Events whose kind does more than insert (an edit updates its message) do it in the same transaction.
     const after = hasPersistHooks(messages) ? (tx: Parameters<typeof persistEvents>[0]) => persistEvents(tx, messages) : undefined;
+    let entries: StreamEntry[] = [];
     if (messages.length > 0) {
       try {
         const inserted = await retryForever(
           async () => {
-            const entries = await streamEntries(allocator, messages, positioned);
+            entries = await streamEntries(allocator, messages, positioned);
             const t0 = performance.now();
             const n = await settleWithin(insertBatch(database.db, messages, entries, after), stallMs, async () => {
               log.error("batch insert stalled; resetting the database connections", { stallMs, rows: messages.length });
@@ -153,11 +159,8 @@ export function createBatcher({ database, allocator, maxRows, maxWaitMs, log, me
     }
     for (const d of batch.deliveries) d.ack();
     held -= batch.deliveries.length;
-    if (messages.length > 0) {
-      // Only written allocations may leave the allocator's idempotency window. A failure here keeps
-      // them in it longer (memory, not correctness); the next batch does not wait for it.
-      void allocator.written(positioned).catch((err) => log.warn("could not mark positions written", { err }));
-    }
+    // committed: these positions may count towards the allocator's floors (never before the commit)
+    if (entries.length > 0) onWritten?.(entries);
   };
 
   return {

@@ -8,6 +8,7 @@ import { closeRedis, createRedis, isCluster } from "../../shared/redis.ts";
 import { createRedisAllocator } from "../../shared/stream/allocator-redis.ts";
 import { createPersistApp } from "./app.ts";
 import { createBatcher } from "./batcher.ts";
+import { createFloorKeeper } from "./floors.ts";
 import { createPersistMetrics } from "./metrics.ts";
 import { onShutdown, surviveStrayConnectionErrors } from "../../shared/shutdown.ts";
 
@@ -33,7 +34,19 @@ const queue = createAmqpQueue(conn, {
 const redis = createRedis(cfg.REDIS_URL, log.child({ dep: "redis" }));
 // on Redis Cluster an allocation is answered only once its master's replica holds it (survives a failover)
 const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitReplicas: isCluster(redis) ? 1 : 0 });
-const batcher = createBatcher({ database: db, allocator, maxRows: cfg.BATCH_SIZE, maxWaitMs: cfg.BATCH_MS, concurrency: cfg.BATCH_CONCURRENCY, prefetch: cfg.PREFETCH, log, metrics: persistMetrics });
+// what this process wrote moves the allocator's floors, so written allocations may leave its window
+const floors = createFloorKeeper({ allocator, database: db, log: log.child({ part: "floors" }) });
+const batcher = createBatcher({
+  database: db,
+  allocator,
+  onWritten: floors.written,
+  maxRows: cfg.BATCH_SIZE,
+  maxWaitMs: cfg.BATCH_MS,
+  concurrency: cfg.BATCH_CONCURRENCY,
+  prefetch: cfg.PREFETCH,
+  log,
+  metrics: persistMetrics,
+});
 
 const app = createPersistApp({ queueReady: () => queue.ready(), dbReady: async () => batcher.healthy() && (await db.ping(1000)), metrics });
 const server = Bun.serve({ port: cfg.PORT ?? DEFAULT_PORT, hostname: cfg.HOST, fetch: app.fetch });
@@ -47,6 +60,7 @@ onShutdown(
   async () => {
     const drained = await batcher.drain(DRAIN_MS);
     if (!drained) log.warn("could not commit everything held in time; the rest stays in the queue for redelivery");
+    floors.stop();
     await subscription.stop();
     await queue.close();
     await conn.close();

@@ -4,7 +4,7 @@ import { PgDialect } from "drizzle-orm/pg-core";
 import type { ChatMessage } from "../protocol.ts";
 import { LEGACY_EPOCH, type Position } from "../stream/position.ts";
 import type { Db } from "./index.ts";
-import { conversationKey, countEntries, ENTRIES, insertBatch, latestPosition, latestQuery, ofUser, streamQuery, legacyPosition, readConversation, readStream, rowsOf, type StreamEntry, type StreamMessage } from "./messages.ts";
+import { conversationKey, countEntries, countEntriesOf, ENTRIES, insertBatch, latestPosition, latestQuery, ofUser, streamQuery, legacyPosition, readConversation, readStream, rowsOf, type StreamEntry, type StreamMessage } from "./messages.ts";
 
 const dialect = new PgDialect();
 type PlanNode = { "Node Type": string; "Relation Name"?: string; "Actual Rows": number; "Actual Loops"?: number; Plans?: PlanNode[] };
@@ -296,6 +296,39 @@ export function dbContract(name: string, open: () => Promise<{ db: Db; concurren
       expect(await countEntries(db, u, E - 1, 0, 100)).toBe(0);
       expect(await countEntries(db, v, E, 0, 100)).toBe(6);
       expect(await countEntries(db, `nobody-${tag()}`, E, 0, 100)).toBe(0);
+    });
+
+    test("countEntriesOf answers every range as countEntries does, in one statement: entries in message rows (as sender, as recipient) and in stream rows", async () => {
+      const { db } = await open();
+      const [u, v] = [`u-${tag()}`, `v-${tag()}`];
+      const E = 1_760_000_000_000_000;
+      // u→v: u at E.1 E.2 E.3 (its sender side), v at E.1 E.2 E.3 (recipient side)
+      const uv = Array.from({ length: 3 }, () => msg(u, { to: v }));
+      // v→u: u at E.5 (a hole at 4), v at E.4
+      const vu = msg(v, { to: u });
+      // a group message: stream rows, u at E.6, v at E.5; and an event in u's stream at E+1.1
+      const g = msg(u, { group: `g-${tag()}` });
+      const ev = msg(u, { to: v });
+      await insertBatch(db, [...uv, vu, g], [...uv.flatMap((m, i) => [entry(u, E, i + 1, m), entry(v, E, i + 1, m)]), entry(u, E, 5, vu), entry(v, E, 4, vu), entry(u, E, 6, g), entry(v, E, 5, g)]);
+      await insertBatch(db, [ev], [entry(u, E + 1, 1, ev)]);
+      const ranges = [
+        { user: u, epoch: E, from: 0, to: 6 },
+        { user: u, epoch: E, from: 0, to: 3 },
+        { user: u, epoch: E, from: 3, to: 6 },
+        { user: u, epoch: E, from: 4, to: 6 },
+        { user: v, epoch: E, from: 0, to: 5 },
+        { user: v, epoch: E, from: 2, to: 4 },
+        { user: u, epoch: E + 1, from: 0, to: 9 },
+        { user: u, epoch: E - 1, from: 0, to: 9 },
+        { user: `nobody-${tag()}`, epoch: E, from: 0, to: 9 },
+        { user: u, epoch: E, from: 0, to: 6 }, // the same range twice
+      ];
+      const counts = await countEntriesOf(db, ranges);
+      expect(counts).toEqual([5, 3, 2, 2, 5, 2, 1, 0, 0, 5]);
+      const one = [];
+      for (const r of ranges) one.push(await countEntries(db, r.user, r.epoch, r.from, r.to));
+      expect(counts).toEqual(one);
+      expect(await countEntriesOf(db, [])).toEqual([]);
     });
 
     test("legacyPosition maps a commit sequence onto the user's epoch 0 entries", async () => {

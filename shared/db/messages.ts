@@ -261,6 +261,24 @@ export async function countEntries(db: Db, user: string, epoch: number, from: nu
   return Number(firstRow<{ n: number }>(r)?.n ?? 0);
 }
 
+/**
+ * countEntries for many ranges in one statement (answers in the order given): how many entries each
+ * `user`'s stream holds in `epoch` with from < pos <= to. Each range reads its user's indexes as
+ * countEntries does (the conditions reach every branch of ENTRIES).
+ */
+export async function countEntriesOf(db: Db, ranges: Array<{ user: string; epoch: number; from: number; to: number }>): Promise<number[]> {
+  if (ranges.length === 0) return [];
+  const json = JSON.stringify(ranges.map((r, i) => ({ i, u: r.user, e: r.epoch, a: r.from, b: r.to })));
+  const rows = rowsOf<{ i: number; n: number }>(
+    await executePrepared(db, sql`select r.i, (select count(*) from ${ENTRIES}
+        where s.user_id = r.u and s.pos is not null and s.epoch = r.e and s.pos > r.a and s.pos <= r.b)::int as n
+      from json_to_recordset(${json}::json) as r(i int, u text, e bigint, a bigint, b bigint)`),
+  );
+  const out = ranges.map(() => 0);
+  for (const r of rows) out[Number(r.i)] = Number(r.n);
+  return out;
+}
+
 /** The position of the latest entry of `user`'s stream, or null when it has none. */
 export async function latestPosition(db: Db, user: string): Promise<Position | null> {
   const r = firstRow<{ epoch: string; pos: string }>(await executePrepared(db, latestQuery(user)));

@@ -6,7 +6,7 @@ import { dirname, join } from "node:path";
 import { findRedis, freePort, INFRA_DIR_PREFIX, redisServer, type ManagedServer } from "../../scripts/infra.ts";
 import { silentLogger } from "../log.ts";
 import { closeRedis, createRedis, type Redis } from "../redis.ts";
-import { allocatorContract } from "./allocator.contract.ts";
+import { allocatorContract, floorsOf } from "./allocator.contract.ts";
 import { createRedisAllocator, hashSlot } from "./allocator-redis.ts";
 
 // The allocator contract on a Redis Cluster of three masters (no replicas: WAIT is tested in
@@ -94,7 +94,8 @@ test("a call whose users live on all three masters answers them all (one script 
     expect(b!.positions[u]).toEqual({ epoch: a!.positions[u]!.epoch, pos: 2 });
   }
   expect(a!.claimed).toEqual({ fresh: true, ts: 5 });
-  await allocator.written([{ msgId: "m1", users }]);
+  await allocator.writtenUpTo(floorsOf([a!]));
+  expect(Object.values(await allocator.floors(users)).map((f) => f.pos)).toEqual(users.map(() => 1));
   const [again] = await allocator.allocate([{ msgId: "m1", users, claim: { sender: "u0", ts: 6 } }]);
   expect(again!.positions).toEqual(a!.positions);
   expect(again!.claimed).toEqual({ fresh: false, ts: 5 });

@@ -4,8 +4,10 @@ import type { Position } from "./position.ts";
 interface UserState {
   epoch: number;
   n: number;
-  /** msgId -> position, and whether persist wrote it (only written ones leave the window). */
-  ids: Map<string, { p: number; w: boolean }>;
+  /** msgId -> position, in allocation order (only those at or below the floor leave the window). */
+  ids: Map<string, number>;
+  /** Every position up to here is stored (persist checked). */
+  floor: number;
   claims: Map<string, number>;
 }
 
@@ -26,7 +28,7 @@ export function createMemoryAllocator(
     let s = users.get(u);
     if (!s) {
       lastEpoch = Math.max(lastEpoch + 1, now());
-      users.set(u, (s = { epoch: lastEpoch, n: 0, ids: new Map(), claims: new Map() }));
+      users.set(u, (s = { epoch: lastEpoch, n: 0, ids: new Map(), floor: 0, claims: new Map() }));
     }
     return s;
   };
@@ -41,7 +43,7 @@ export function createMemoryAllocator(
         l = opts.seed(u).then((p) => {
           if (p && !users.has(u)) {
             lastEpoch = Math.max(lastEpoch, p.epoch);
-            users.set(u, { epoch: p.epoch, n: p.pos, ids: new Map(), claims: new Map() });
+            users.set(u, { epoch: p.epoch, n: p.pos, ids: new Map(), floor: 0, claims: new Map() });
           }
         });
         loading.set(u, l);
@@ -63,13 +65,16 @@ export function createMemoryAllocator(
         const s = state(u);
         for (const i of idx) {
           const id = requests[i]!.msgId;
-          let e = s.ids.get(id);
-          if (e === undefined) {
-            e = { p: ++s.n, w: false };
-            s.ids.set(id, e);
-            if (s.ids.size > window) for (const [k, v] of s.ids) if (v.w && s.ids.size > window) s.ids.delete(k);
+          let p = s.ids.get(id);
+          if (p === undefined) {
+            s.ids.set(id, (p = ++s.n));
+            // oldest first (positions ascend in insertion order), stopping at the first above the floor
+            for (const [k, q] of s.ids) {
+              if (s.ids.size <= window || q > s.floor) break;
+              s.ids.delete(k);
+            }
           }
-          out[i]!.positions[u] = { epoch: s.epoch, pos: e.p };
+          out[i]!.positions[u] = { epoch: s.epoch, pos: p };
         }
       }
       return requests.map((r, i) => {
@@ -83,11 +88,19 @@ export function createMemoryAllocator(
         return { ...out[i]!, claimed: had === undefined ? { fresh: true, ts: r.claim.ts } : { fresh: false, ts: had } };
       });
     },
-    async written(requests) {
-      for (const r of requests) for (const u of r.users) {
-        const e = users.get(u)?.ids.get(r.msgId);
-        if (e) e.w = true;
+    async writtenUpTo(floors) {
+      for (const { user, position } of floors) {
+        const s = users.get(user);
+        if (s && s.epoch === position.epoch && position.pos <= s.n && position.pos > s.floor) s.floor = position.pos;
       }
+    },
+    async floors(list) {
+      const r: Record<string, Position> = Object.create(null);
+      for (const u of list) {
+        const s = users.get(u);
+        r[u] = s ? { epoch: s.epoch, pos: s.floor } : { epoch: 0, pos: 0 };
+      }
+      return r;
     },
     async tops(list) {
       await load(list);

@@ -5,23 +5,25 @@ import type { Position } from "./position.ts";
 
 // Every key of a user shares the hash tag {u:<user>}, so each script touches one slot (Redis Cluster).
 // s: hash {e: epoch, n: last position, i: ids added to m0 since it was last rotated, r: 1 once m1
-// exists}; m0/m1: hashes msgId -> "<pos>[:<ts>][w]", the idempotency window in two generations:
-// `:<ts>` is the sender's delivery claim (the ack's ts; only in the sender's own entry), `w` says
-// persist wrote the entry. When `window` new ids went into m0 it becomes m1, and of the old m1 only
-// the entries not yet written are carried into the new m0 (an allocation never leaves the window
-// before persist wrote it, however far persist lags). A claim lives in the sender's entry, so a new
-// message costs one HGET and one HSET per user (two HGETs once a user's m1 exists). Hashes, not
-// sorted sets: HGET/HSET cost a fraction of ZSCORE/ZADD. One script call serves many users: KEYS
-// hold 3 keys per user (s, m0, m1), so on a single Redis a whole tick is one call; on a cluster the
-// users are grouped by hash slot (one call per slot in use), since a script may only touch keys of
-// one slot.
+// exists, f: the floor, every position up to which persist checked is stored}; m0/m1: hashes msgId
+// -> "<pos>[:<ts>][w]", the idempotency window in two generations: `:<ts>` is the sender's delivery
+// claim (the ack's ts; only in the sender's own entry); `w` marks an entry that may go whatever its
+// position (a claim without a position; and the entries the previous version's persist marked one
+// by one). When `window` new ids went into m0 it becomes m1, and of the old m1 only the entries
+// above the floor are carried into the new m0 (an allocation never leaves the window before persist
+// wrote it, however far persist lags). A claim lives in the sender's entry, so a new message costs
+// one HGET and one HSET per user (two HGETs once a user's m1 exists), and persist nothing per entry
+// after writing: one floor per user now and then (`writtenUpTo`). Hashes, not sorted sets: HGET/HSET
+// cost a fraction of ZSCORE/ZADD. One script call serves many users: KEYS hold 3 keys per user (s,
+// m0, m1), so on a single Redis a whole tick is one call; on a cluster the users are grouped by hash
+// slot (one call per slot in use), since a script may only touch keys of one slot.
 const LIB = `
 -- The user's epoch (\`e\` as read from s), opening one when the allocator has none for the user.
 local function ensureEpoch(s, m0, m1, e)
   if e then return e end
   local t = redis.call('TIME')
   e = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-  redis.call('HSET', s, 'e', e, 'n', 0, 'i', 0, 'r', 0)
+  redis.call('HSET', s, 'e', e, 'n', 0, 'i', 0, 'r', 0, 'f', 0)
   redis.call('DEL', m0, m1)
   return e
 end
@@ -31,13 +33,15 @@ local function find(m0, m1, hasOld, id)
   if v or not hasOld then return v, m0 end
   return redis.call('HGET', m1, id), m1
 end
--- m0 becomes m1; the entries of the old m1 that persist has not written yet move into the new m0.
-local function rotate(m0, m1)
+-- m0 becomes m1; the entries of the old m1 above the floor (persist may not have written them yet)
+-- move into the new m0.
+local function rotate(m0, m1, floor)
   local old = redis.call('HGETALL', m1)
   redis.call('DEL', m1)
   redis.call('RENAME', m0, m1)
   for j = 1, #old, 2 do
-    if string.sub(old[j + 1], -1) ~= 'w' then redis.call('HSET', m0, old[j], old[j + 1]) end
+    local v = old[j + 1]
+    if string.sub(v, -1) ~= 'w' and tonumber(string.match(v, '^%d+')) > floor then redis.call('HSET', m0, old[j], v) end
   end
 end
 `;
@@ -45,7 +49,7 @@ end
 // ARGV: window, then one JSON array with one array per user (in KEYS order): n, then n pairs
 // (id, claim ts or "" for no claim), then pairs (id, ts): claims of a sender who is not among the
 // message's users (a server event such as a delivery receipt), kept as "0:<ts>w" (no position;
-// evictable by count like any written entry). Timestamps travel as strings (stored as given).
+// evictable by count whatever the floor). Timestamps travel as strings (stored as given).
 // JSON in one argument, not one argument per field: each argument costs the client (ioredis writes
 // it as a bulk string, ~2.5 µs per message of a gateway's call) and Redis about as much to parse
 // as cjson.decode (C) costs. Returns one string, fields joined by ",": per user the epoch, then per
@@ -55,14 +59,14 @@ local window = tonumber(ARGV[1])
 local req = cjson.decode(ARGV[2])
 local out = {}
 -- The user being served. Its helpers are defined once, not per user (a closure per user costs Lua).
-local s, m0, m1, top, inserted, hasOld, changed
+local s, m0, m1, top, inserted, hasOld, changed, floor
 -- a new entry in m0 (the window rotates when window new ids went in)
 local function add(id, value)
   redis.call('HSET', m0, id, value)
   inserted = inserted + 1
   changed = true
   if inserted >= window then
-    rotate(m0, m1)
+    rotate(m0, m1, floor)
     inserted = 0
     hasOld = true
   end
@@ -84,11 +88,11 @@ for u = 0, #KEYS / 3 - 1 do
   local f = req[u + 1]
   local n = f[1]
   -- One read of the counters, one write at the end: fewer commands per id than HINCRBY/HLEN each.
-  local st = redis.call('HMGET', s, 'e', 'n', 'i', 'r')
+  local st = redis.call('HMGET', s, 'e', 'n', 'i', 'r', 'f')
   out[#out + 1] = ensureEpoch(s, m0, m1, st[1])
-  top, inserted, hasOld, changed = tonumber(st[2] or '0'), tonumber(st[3] or '0'), st[4] == '1', false
+  top, inserted, hasOld, changed, floor = tonumber(st[2] or '0'), tonumber(st[3] or '0'), st[4] == '1', false, tonumber(st[5] or '0')
   if not st[1] then
-    top, inserted, hasOld = 0, 0, false
+    top, inserted, hasOld, floor = 0, 0, false, 0
   elseif not st[4] then
     -- written by the previous version of this script (no \`r\`): look once
     hasOld = redis.call('EXISTS', m1) == 1
@@ -127,22 +131,29 @@ end
 return table.concat(out, ',')
 `;
 
-// KEYS: per user m0, m1. ARGV: one JSON array with, per user, the array of ids persist wrote.
-const WRITTEN = `
+// KEYS: per user s. ARGV: one JSON array with, per user, [epoch (a string, as stored), pos]. Sets the
+// floor when the user is still in that epoch and it moves forward without passing the top.
+const WRITTEN_UP_TO = `
 local req = cjson.decode(ARGV[1])
-for u = 0, #KEYS / 2 - 1 do
-  for _, id in ipairs(req[u + 1]) do
-    for k = 1, 2 do
-      local key = KEYS[u * 2 + k]
-      local v = redis.call('HGET', key, id)
-      if v then
-        if string.sub(v, -1) ~= 'w' then redis.call('HSET', key, id, v .. 'w') end
-        break
-      end
-    end
+for u = 1, #KEYS do
+  local e, p = req[u][1], tonumber(req[u][2])
+  local st = redis.call('HMGET', KEYS[u], 'e', 'n', 'f')
+  if st[1] == e and p <= tonumber(st[2] or '0') and p > tonumber(st[3] or '0') then
+    redis.call('HSET', KEYS[u], 'f', string.format('%.0f', p))
   end
 end
 return 0
+`;
+
+// KEYS: per user s. Returns per user: epoch ("0" when none), floor.
+const FLOORS = `
+local out = {}
+for u = 1, #KEYS do
+  local st = redis.call('HMGET', KEYS[u], 'e', 'f')
+  out[#out + 1] = st[1] or '0'
+  out[#out + 1] = st[2] or '0'
+end
+return out
 `;
 
 // KEYS: per user s, m0, m1. Returns per user: epoch, top.
@@ -259,7 +270,8 @@ export function createRedisAllocator(redis: Redis | Cluster, opts: RedisAllocato
     if (typeof confirmed === "number" && confirmed >= waitReplicas) return out;
     throw new Error(`no replica confirmed the allocation within ${waitMs + SLOW_REPLICA_MS} ms`);
   };
-  const written = script(WRITTEN);
+  const writtenUpTo = script(WRITTEN_UP_TO);
+  const floorsOf = script(FLOORS);
   const topsOf = script(TOPS);
   const key = (u: string, k: string) => `${prefix}{u:${u}}:${k}`;
   /** Users in groups that one script call may serve. */
@@ -329,20 +341,31 @@ export function createRedisAllocator(redis: Redis | Cluster, opts: RedisAllocato
       ).catch(unavailable);
       return out;
     },
-    async written(requests) {
-      checkIds(requests);
-      const users = byUser(requests);
+    async writtenUpTo(floors) {
+      const by = new Map<string, Position>();
+      for (const { user, position } of floors) {
+        const had = by.get(user);
+        // two floors of one user in one call: the later epoch's, else the higher
+        if (!had || position.epoch > had.epoch || (position.epoch === had.epoch && position.pos > had.pos)) by.set(user, position);
+      }
       await Promise.all(
-        groups([...users.keys()]).map((group) => {
-          const keys: string[] = [];
-          const req: string[][] = [];
-          for (const u of group) {
-            keys.push(key(u, "m0"), key(u, "m1"));
-            req.push(users.get(u)!.map((i) => requests[i]!.msgId));
-          }
-          return written(keys, [JSON.stringify(req)]);
+        groups([...by.keys()]).map((group) =>
+          writtenUpTo(
+            group.map((u) => key(u, "s")),
+            [JSON.stringify(group.map((u) => [String(by.get(u)!.epoch), by.get(u)!.pos]))],
+          ),
+        ),
+      ).catch(unavailable);
+    },
+    async floors(list) {
+      const out: Record<string, Position> = Object.create(null);
+      await Promise.all(
+        groups([...new Set(list)]).map(async (group) => {
+          const res = await floorsOf(group.map((u) => key(u, "s")), []);
+          group.forEach((u, i) => (out[u] = { epoch: Number(res[2 * i]), pos: Number(res[2 * i + 1]) }));
         }),
       ).catch(unavailable);
+      return out;
     },
     async tops(list) {
       const out: Record<string, Position> = {};

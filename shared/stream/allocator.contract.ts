@@ -1,6 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import type { StreamAllocator } from "./allocator.ts";
+import { floorsOf, type AllocResult, type StreamAllocator } from "./allocator.ts";
 import { comparePositions } from "./position.ts";
+
+export { floorsOf };
 
 export interface AllocatorFixture {
   allocator: StreamAllocator;
@@ -107,7 +109,7 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
         const first = await allocator.allocate(ids.map((msgId) => ({ msgId, users: ["s", "t"], claim: { sender: "s", ts: 42 } })));
         expect(first.map((r) => r.positions.s!.pos)).toEqual(ids.map((_, i) => i + 1));
         expect(first.every((r) => r.claimed!.fresh)).toBe(true);
-        await allocator.written(ids.map((msgId) => ({ msgId, users: ["s", "t"] })));
+        await allocator.writtenUpTo(floorsOf(first));
         const again = await allocator.allocate(ids.map((msgId) => ({ msgId, users: ["t", "s"], claim: { sender: "s", ts: 43 } })));
         expect(again.map((r) => r.positions)).toEqual(first.map((r) => r.positions));
         expect(again.map((r) => r.claimed)).toEqual(ids.map(() => ({ fresh: false, ts: 42 })));
@@ -140,24 +142,56 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
     );
 
     test(
-      "an allocation persist has not written never leaves the window, however many follow",
+      "an allocation above the floor never leaves the window, however many follow; at or below it, it may",
       withFixture(
         async ({ allocator }) => {
+          const [first] = await allocator.allocate([{ msgId: "a0", users: ["u"] }]);
+          await allocator.writtenUpTo(floorsOf([first!]));
+          // persist has not stored "lag": the floor stays below it while everything after it is stored
           const [lagging] = await allocator.allocate([{ msgId: "lag", users: ["u"] }]);
+          expect(lagging!.positions.u!.pos).toBe(2);
+          let last: AllocResult[] = [];
           for (let i = 0; i < 4; i++) {
-            const batch = Array.from({ length: 5 }, (_, k) => ({ msgId: `x${i}-${k}`, users: ["u"] }));
-            await allocator.allocate(batch);
-            await allocator.written(batch);
+            last = await allocator.allocate(Array.from({ length: 5 }, (_, k) => ({ msgId: `x${i}-${k}`, users: ["u"] })));
+            await allocator.writtenUpTo(floorsOf([first!]));
           }
           const [again] = await allocator.allocate([{ msgId: "lag", users: ["u"] }]);
           expect(again!.positions.u).toEqual(lagging!.positions.u!);
-          await allocator.written([{ msgId: "lag", users: ["u"] }]);
+          expect((await allocator.floors(["u"])).u).toEqual(first!.positions.u!);
+          // now everything up to the last is stored
+          await allocator.writtenUpTo(floorsOf(last));
+          expect((await allocator.floors(["u"])).u!.pos).toBe(22);
           for (let i = 0; i < 3; i++) await allocator.allocate(Array.from({ length: 5 }, (_, k) => ({ msgId: `y${i}-${k}`, users: ["u"] })));
           const [late] = await allocator.allocate([{ msgId: "lag", users: ["u"] }]);
-          expect(late!.positions.u!.pos).toBeGreaterThan(21); // written and far behind: it may go
+          expect(late!.positions.u!.pos).toBeGreaterThan(37); // written and far behind: it went
         },
         { window: 3 },
       ),
+    );
+
+    test(
+      "a floor only moves forward, never past the top, and only in the user's current epoch",
+      withFixture(async ({ allocator, wipe }) => {
+        const none = await allocator.floors(["nobody"]);
+        expect(none.nobody).toEqual({ epoch: 0, pos: 0 });
+        const rs = await allocator.allocate(Array.from({ length: 5 }, (_, k) => ({ msgId: `f${k}`, users: ["u"] })));
+        const epoch = rs[0]!.positions.u!.epoch;
+        expect((await allocator.floors(["u"])).u).toEqual({ epoch, pos: 0 });
+        await allocator.writtenUpTo([{ user: "u", position: { epoch, pos: 3 } }]);
+        await allocator.writtenUpTo([{ user: "u", position: { epoch, pos: 2 } }]); // back: ignored
+        await allocator.writtenUpTo([{ user: "u", position: { epoch, pos: 6 } }]); // past the top (5): ignored
+        await allocator.writtenUpTo([{ user: "u", position: { epoch: epoch - 1, pos: 4 } }]); // another epoch: ignored
+        await allocator.writtenUpTo([{ user: "nobody", position: { epoch, pos: 1 } }]); // no state: ignored
+        expect((await allocator.floors(["u", "nobody"]))).toEqual({ u: { epoch, pos: 3 }, nobody: { epoch: 0, pos: 0 } });
+        // two floors of one user in one call: the higher one counts
+        await allocator.writtenUpTo([{ user: "u", position: { epoch, pos: 5 } }, { user: "u", position: { epoch, pos: 4 } }]);
+        expect((await allocator.floors(["u"])).u).toEqual({ epoch, pos: 5 });
+        // after losing its data a user's new epoch starts at floor 0, and the old epoch's floors are ignored
+        await wipe();
+        const [n] = await allocator.allocate([{ msgId: "n1", users: ["u"] }]);
+        await allocator.writtenUpTo([{ user: "u", position: { epoch, pos: 1 } }]);
+        expect((await allocator.floors(["u"])).u).toEqual({ epoch: n!.positions.u!.epoch, pos: 0 });
+      }),
     );
 
     test(
@@ -165,7 +199,7 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
       withFixture(
         async ({ allocator }) => {
           const [a] = await allocator.allocate([{ msgId: "c", users: ["s", "t"], claim: { sender: "s", ts: 7 } }]);
-          await allocator.written([{ msgId: "c", users: ["s", "t"] }]);
+          await allocator.writtenUpTo(floorsOf([a!]));
           const [b] = await allocator.allocate([{ msgId: "c", users: ["s", "t"], claim: { sender: "s", ts: 8 } }]);
           expect(b!.claimed).toEqual({ fresh: false, ts: 7 });
           // two more ids for s: its window of 3 rotates, "c" is now in the older generation
@@ -173,12 +207,13 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
           const [c] = await allocator.allocate([{ msgId: "c", users: ["s", "t"], claim: { sender: "s", ts: 9 } }]);
           expect(c!.claimed).toEqual({ fresh: false, ts: 7 });
           expect(c!.positions).toEqual(a!.positions);
-          // an unwritten claimed allocation is carried through any number of rotations
+          // an unwritten claimed allocation is carried through any number of rotations (the floor
+          // stays below it however much after it is stored)
           const [u] = await allocator.allocate([{ msgId: "u", users: ["s"], claim: { sender: "s", ts: 10 } }]);
+          const below = { user: "s", position: { ...u!.positions.s!, pos: u!.positions.s!.pos - 1 } };
           for (let i = 0; i < 4; i++) {
-            const batch = Array.from({ length: 3 }, (_, k) => ({ msgId: `f${i}-${k}`, users: ["s"] }));
-            await allocator.allocate(batch);
-            await allocator.written(batch);
+            await allocator.allocate(Array.from({ length: 3 }, (_, k) => ({ msgId: `f${i}-${k}`, users: ["s"] })));
+            await allocator.writtenUpTo([below]);
           }
           const [u2] = await allocator.allocate([{ msgId: "u", users: ["s"], claim: { sender: "s", ts: 11 } }]);
           expect(u2!.claimed).toEqual({ fresh: false, ts: 10 });
@@ -189,7 +224,7 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
     );
 
     test(
-      "one call answers exactly as the same requests one call each: repeats and claims within a call, across rotations, written marks among them",
+      "one call answers exactly as the same requests one call each: repeats and claims within a call, across rotations, floors among them",
       async () => {
         for (const window of [3, 100]) await sameInOneCall(window);
       },
@@ -221,17 +256,16 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
         try {
           // some earlier allocations, partly written, so that the call meets both generations
           for (const f of [together, apart]) {
-            await f.allocator.allocate([{ msgId: "p2", users: ["s"] }, { msgId: "o1", users: ["s"] }]);
-            await f.allocator.written([{ msgId: "o1", users: ["s"] }]);
+            const [p2] = await f.allocator.allocate([{ msgId: "p2", users: ["s"] }, { msgId: "o1", users: ["s"] }]);
+            await f.allocator.writtenUpTo(floorsOf([p2!]));
           }
           const one = await together.allocator.allocate(reqs);
           const each = [];
           for (const q of reqs) each.push((await apart.allocator.allocate([q]))[0]!);
           const strip = (rs: typeof one) => rs.map((r) => ({ positions: Object.fromEntries(Object.entries(r.positions).map(([u, p]) => [u, p.pos])), claimed: r.claimed }));
           expect(strip(one)).toEqual(strip(each));
-          const writes = reqs.map((q) => ({ msgId: q.msgId, users: q.users }));
-          await together.allocator.written(writes);
-          await apart.allocator.written(writes);
+          await together.allocator.writtenUpTo(floorsOf(one));
+          await apart.allocator.writtenUpTo(floorsOf(each));
           // after the marks, both still answer the same for every id
           const check = ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "o1"].map((msgId) => ({ msgId, users: ["s"] }));
           expect(strip(await together.allocator.allocate(check))).toEqual(strip(await apart.allocator.allocate(check)));
@@ -247,9 +281,7 @@ export function allocatorContract(name: string, make: (opts: { window?: number }
       withFixture(
         async ({ allocator }) => {
           for (let i = 0; i < 7; i++) {
-            const one = [{ msgId: `w${i}`, users: ["u"] }];
-            await allocator.allocate(one);
-            await allocator.written(one);
+            await allocator.writtenUpTo(floorsOf(await allocator.allocate([{ msgId: `w${i}`, users: ["u"] }])));
           }
           const [recent, older, old] = await allocator.allocate([{ msgId: "w6", users: ["u"] }, { msgId: "w4", users: ["u"] }, { msgId: "w0", users: ["u"] }]);
           expect(recent!.positions.u!.pos).toBe(7);
