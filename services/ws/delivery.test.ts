@@ -311,6 +311,20 @@ describe("sync", () => {
     t.d.stop();
   });
 
+  test("awaitWritten counts only above the allocator's floor: what persist already counted is not read again", async () => {
+    const t = setup({ syncTimeoutMs: 300 });
+    const [a, b] = [uid("a"), uid("b")];
+    // b's positions 1..5 were stored and counted by persist (the floor); this test's storage holds
+    // only 6..8, so an answer means the count started at the floor
+    const xs = [];
+    for (let i = 0; i < 8; i++) xs.push(await t.accept(a, b, `f${i}`));
+    for (const x of xs.slice(5)) await t.store(x);
+    await expect(t.d.awaitWritten(b)).rejects.toThrow("storage did not catch up");
+    await t.allocator.writtenUpTo([{ user: b, position: xs[4]!.at }]);
+    await t.d.awaitWritten(b);
+    t.d.stop();
+  });
+
   test("awaitWritten resolves once storage holds the user's stream up to its top", async () => {
     const t = setup({ syncTimeoutMs: 2000 });
     const [a, b] = [uid("a"), uid("b")];

@@ -445,6 +445,13 @@ export function createDelivery(opts: {
       const top = await tops.add(user);
       const deadline = Date.now() + syncTimeoutMs;
       let waitMs = 20;
+      const known = written.get(user);
+      if (!known || known.epoch !== top.epoch || known.pos < top.pos) {
+        // The allocator's floor (persist counted everything up to it stored): the count below then
+        // covers only what lies above it, not the whole epoch (a long stream, a fresh gateway).
+        const f = await opts.allocator.floors([user]).then((r) => r[user], () => undefined);
+        if (f && f.epoch === top.epoch && f.pos > 0) noteWritten(user, { epoch: f.epoch, pos: Math.min(f.pos, top.pos) });
+      }
       for (;;) {
         const w = written.get(user);
         const from = w && w.epoch === top.epoch ? w.pos : 0;
