@@ -39,7 +39,8 @@ const sweeper = setInterval(() => void directory.sweepDeadInstances(), 3000);
 // Positions continue from what PGlite holds: the in-process queue dies with the process, so after
 // a restart nothing allocated is unwritten and no new epoch is needed.
 const allocator = createMemoryAllocator({ seed: (user) => latestPosition(db.db, user) });
-const floors = createFloorKeeper({ allocator, database: db, log: log.child({ part: "persist" }) });
+const persistMetrics = createPersistMetrics(createMetrics("persist"));
+const floors = createFloorKeeper({ allocator, database: db, log: log.child({ part: "persist" }), metrics: persistMetrics });
 const batcher = createBatcher({
   database: db,
   allocator,
@@ -49,7 +50,7 @@ const batcher = createBatcher({
   // PGlite is one connection: batches would only queue behind each other on it
   concurrency: 1,
   log: log.child({ part: "persist" }),
-  metrics: createPersistMetrics(createMetrics("persist")),
+  metrics: persistMetrics,
 });
 const consumer = await queue.consume(batcher, { prefetch: cfg.PREFETCH });
 

@@ -384,7 +384,8 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       const p = `floor${randomUUID()}`;
       const t = tracker();
       const small = createMemoryAllocator({ window: 3 });
-      const floors = createFloorKeeper({ allocator: small, database: tdb.handle, log: silentLogger, intervalMs: 0 });
+      const fm = createPersistMetrics(createMetrics("test"));
+      const floors = createFloorKeeper({ allocator: small, database: tdb.handle, log: silentLogger, intervalMs: 0, metrics: fm });
       const written: StreamEntry[][] = [];
       const { batcher } = make(t, { maxWaitMs: 0, allocator: small, onWritten: (es) => (written.push(es), floors.written(es)) });
       const [a, b] = [uid("fa"), uid("fb")];
@@ -398,6 +399,8 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       expect(written.flat().filter((e) => e.user === b).map((e) => e.position.pos).sort()).toEqual([1, 3, 4, 5, 6]);
       await floors.round();
       expect(Object.values(await small.floors([a, b])).map((f) => f.pos)).toEqual([0, 0]);
+      expect(await metricValue(fm.floorsMoved)).toBe(0);
+      expect(await metricValue(fm.floorsWaiting)).toBe(2);
       // however many allocations follow, the unwritten second keeps its positions
       await small.allocate(Array.from({ length: 10 }, (_, i) => ({ msgId: `${p}-x${i}`, users: [a, b] })));
       const [second] = await small.allocate([{ msgId: ms[1]!.msgId, users: [a, b] }]);
@@ -407,6 +410,8 @@ function batcherSuite(backend: string, open: () => Promise<TestDb>) {
       await t.until(() => t.acks().length === 6, "the second");
       await floors.round();
       expect(await small.floors([a, b])).toEqual({ [a]: at[5]!.positions[a]!, [b]: at[5]!.positions[b]! });
+      expect(await metricValue(fm.floorsMoved)).toBe(2);
+      expect(await metricValue(fm.floorsWaiting)).toBe(0);
       // and allocations at or below the floor may now leave: after more rotations the first is new
       await small.allocate(Array.from({ length: 10 }, (_, i) => ({ msgId: `${p}-y${i}`, users: [a, b] })));
       const [first] = await small.allocate([{ msgId: ms[0]!.msgId, users: [a] }]);

@@ -2,6 +2,7 @@ import type { DbHandle } from "../../shared/db/index.ts";
 import { countEntriesOf, type StreamEntry } from "../../shared/db/messages.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { StreamAllocator } from "../../shared/stream/allocator.ts";
+import type { PersistMetrics } from "./metrics.ts";
 import { comparePositions, type Position } from "../../shared/stream/position.ts";
 
 /**
@@ -31,9 +32,10 @@ export interface FloorKeeperOptions {
   chunk?: number;
   /** Users waiting for a round at most (default 100,000): beyond, the oldest are forgotten (memory only). */
   maxUsers?: number;
+  metrics?: Pick<PersistMetrics, "floorRounds" | "floorsMoved" | "floorsWaiting">;
 }
 
-export function createFloorKeeper({ allocator, database, log, intervalMs = 2000, chunk = 2000, maxUsers = 100_000 }: FloorKeeperOptions): FloorKeeper {
+export function createFloorKeeper({ allocator, database, log, metrics, intervalMs = 2000, chunk = 2000, maxUsers = 100_000 }: FloorKeeperOptions): FloorKeeper {
   /** Per user, the highest position written (of the latest epoch seen) not yet made a floor. */
   let waiting = new Map<string, Position>();
   let running: Promise<void> | null = null;
@@ -62,6 +64,7 @@ export function createFloorKeeper({ allocator, database, log, intervalMs = 2000,
       else note(waiting, r.user, { epoch: r.epoch, pos: r.to }); // not all stored yet: next round
     });
     if (up.length > 0) await allocator.writtenUpTo(up);
+    metrics?.floorsMoved.inc(up.length);
   };
 
   const round = () =>
@@ -73,12 +76,15 @@ export function createFloorKeeper({ allocator, database, log, intervalMs = 2000,
         try {
           await roundOf(part);
           failures = 0;
+          metrics?.floorRounds.inc({ result: "ok" });
         } catch (err) {
+          metrics?.floorRounds.inc({ result: "failed" });
           // the allocator or the database is away: keep them for the next round
           for (const [u, p] of part) note(waiting, u, p);
           if (failures++ % 30 === 0) log.warn("could not move the allocator's floors; retrying next round", { err });
         }
       }
+      metrics?.floorsWaiting.set(waiting.size);
     })().finally(() => (running = null)));
 
   const timer = intervalMs > 0 ? setInterval(() => void round(), intervalMs) : undefined;

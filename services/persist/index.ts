@@ -35,7 +35,7 @@ const redis = createRedis(cfg.REDIS_URL, log.child({ dep: "redis" }));
 // on Redis Cluster an allocation is answered only once its master's replica holds it (survives a failover)
 const allocator = createRedisAllocator(redis, { prefix: cfg.REDIS_PREFIX, waitReplicas: isCluster(redis) ? 1 : 0 });
 // what this process wrote moves the allocator's floors, so written allocations may leave its window
-const floors = createFloorKeeper({ allocator, database: db, log: log.child({ part: "floors" }) });
+const floors = createFloorKeeper({ allocator, database: db, log: log.child({ part: "floors" }), metrics: persistMetrics });
 const batcher = createBatcher({
   database: db,
   allocator,

@@ -10,6 +10,9 @@ export function createPersistMetrics(m: Metrics) {
     deadLettered: m.counter("persist_dead_lettered_total", "Invalid queue messages dead-lettered"),
     dbErrors: m.counter("persist_db_errors_total", "Failed batch INSERTs (each is retried)"),
     dbStalls: m.counter("persist_db_stalls_total", "Batch INSERTs abandoned after stallMs, with the connections reset"),
+    floorRounds: m.counter("persist_floor_rounds_total", "Rounds of the allocator's floors (per up to 2,000 users): ok, or failed (allocator or database away; retried)", ["result"]),
+    floorsMoved: m.counter("persist_floors_moved_total", "Users whose allocator floor this process moved"),
+    floorsWaiting: m.gauge("persist_floor_users_waiting", "Users written by this process whose floor is not moved yet (after the last round)"),
   };
 }
 export type PersistMetrics = ReturnType<typeof createPersistMetrics>;
