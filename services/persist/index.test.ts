@@ -8,6 +8,7 @@ import { createAmqpConnection, type AmqpConnection } from "../../shared/amqp.ts"
 import { silentLogger } from "../../shared/log.ts";
 import type { ChatMessage } from "../../shared/protocol.ts";
 import { createAmqpQueue, queueTopology, type AmqpQueue } from "../../shared/queue/queue-amqp.ts";
+import { closeRedis, createRedis } from "../../shared/redis.ts";
 
 const ENTRY = join(import.meta.dir, "index.ts");
 const AMQP_URL = process.env.AMQP_URL!;
@@ -173,9 +174,24 @@ describe("persist as a process", () => {
     const metrics = await (await fetch(`${p.url}/metrics`)).text();
     const inserted = /^persist_rows_inserted_total\{[^}]*\} (\d+)/m.exec(metrics);
     expect(Number(inserted?.[1])).toBeGreaterThanOrEqual(3000);
-    for (const name of ["persist_batches_total", "persist_batch_size_bucket", "persist_insert_seconds_bucket", "persist_dead_lettered_total", "persist_db_errors_total"]) {
+    for (const name of ["persist_batches_total", "persist_batch_size_bucket", "persist_insert_seconds_bucket", "persist_dead_lettered_total", "persist_db_errors_total", "persist_floor_rounds_total", "persist_floor_users_waiting"]) {
       expect(metrics).toContain(name);
     }
+    // within a few rounds (every 2 s) it moves both users' floors in the allocator to 3000: all stored
+    const redis = createRedis(REDIS_URL, silentLogger);
+    if (redis.status !== "ready") await new Promise((resolve) => redis.once("ready", resolve));
+    try {
+      const floorOf = (u: string) => redis.hget(`${REDIS_PREFIX}{u:${u}}:s`, "f");
+      const deadline = Date.now() + 10_000;
+      while ((await floorOf(from)) !== "3000" || (await floorOf(to)) !== "3000") {
+        if (Date.now() > deadline) throw new Error(`floors not moved: ${await floorOf(from)}, ${await floorOf(to)}`);
+        await Bun.sleep(100);
+      }
+    } finally {
+      await closeRedis(redis);
+    }
+    const moved = /^persist_floors_moved_total\{[^}]*\} (\d+)/m.exec(await (await fetch(`${p.url}/metrics`)).text());
+    expect(Number(moved?.[1])).toBeGreaterThanOrEqual(2);
   });
 
   test("SIGTERM mid-stream: exits within 10 s and loses nothing that was acknowledged", async () => {
