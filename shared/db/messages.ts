@@ -257,14 +257,13 @@ export async function readConversation(db: Db, user: string, conv: string, befor
 
 /** How many entries `user`'s stream holds in epoch `epoch` with from < pos <= to. */
 export async function countEntries(db: Db, user: string, epoch: number, from: number, to: number): Promise<number> {
-  const r = await executePrepared(db, sql`select count(*)::int as n from ${ENTRIES} where ${ofUser(user)} and s.epoch = ${epoch} and s.pos > ${from} and s.pos <= ${to}`);
-  return Number(firstRow<{ n: number }>(r)?.n ?? 0);
+  return (await countEntriesOf(db, [{ user, epoch, from, to }]))[0]!;
 }
 
 /**
  * countEntries for many ranges in one statement (answers in the order given): how many entries each
- * `user`'s stream holds in `epoch` with from < pos <= to. Each range reads its user's indexes as
- * countEntries does (the conditions reach every branch of ENTRIES).
+ * `user`'s stream holds in `epoch` with from < pos <= to. Each range reads its user's indexes (the
+ * conditions reach every branch of ENTRIES: index-only scans).
  */
 export async function countEntriesOf(db: Db, ranges: Array<{ user: string; epoch: number; from: number; to: number }>): Promise<number[]> {
   if (ranges.length === 0) return [];

@@ -6,7 +6,8 @@ import { dirname, join } from "node:path";
 import { findRedis, freePort, INFRA_DIR_PREFIX, redisServer, type ManagedServer } from "../../scripts/infra.ts";
 import { silentLogger } from "../log.ts";
 import { closeRedis, createRedis, type Redis } from "../redis.ts";
-import { allocatorContract, floorsOf } from "./allocator.contract.ts";
+import { allocatorContract } from "./allocator.contract.ts";
+import { floorsOf } from "./allocator.ts";
 import { createRedisAllocator, hashSlot } from "./allocator-redis.ts";
 
 // The allocator contract on a Redis Cluster of three masters (no replicas: WAIT is tested in

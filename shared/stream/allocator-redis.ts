@@ -1,7 +1,7 @@
 import { Cluster, type Redis } from "ioredis";
 import { isRedisReady } from "../redis.ts";
 import { ALLOC_WINDOW, AllocatorUnavailable, byUser, type AllocResult, type StreamAllocator } from "./allocator.ts";
-import type { Position } from "./position.ts";
+import { comparePositions, type Position } from "./position.ts";
 
 // Every key of a user shares the hash tag {u:<user>}, so each script touches one slot (Redis Cluster).
 // s: hash {e: epoch, n: last position, i: ids added to m0 since it was last rotated, r: 1 once m1
@@ -345,8 +345,8 @@ export function createRedisAllocator(redis: Redis | Cluster, opts: RedisAllocato
       const by = new Map<string, Position>();
       for (const { user, position } of floors) {
         const had = by.get(user);
-        // two floors of one user in one call: the later epoch's, else the higher
-        if (!had || position.epoch > had.epoch || (position.epoch === had.epoch && position.pos > had.pos)) by.set(user, position);
+        // two floors of one user in one call: the later one (a later epoch's, else the higher)
+        if (!had || comparePositions(position, had) > 0) by.set(user, position);
       }
       await Promise.all(
         groups([...by.keys()]).map((group) =>

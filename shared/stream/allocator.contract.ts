@@ -2,8 +2,6 @@ import { describe, expect, test } from "bun:test";
 import { floorsOf, type AllocResult, type StreamAllocator } from "./allocator.ts";
 import { comparePositions } from "./position.ts";
 
-export { floorsOf };
-
 export interface AllocatorFixture {
   allocator: StreamAllocator;
   /** Loses every counter, as a restart without persistence or a failover would. */
