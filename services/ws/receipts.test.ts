@@ -17,7 +17,7 @@ afterAll(() => handle.close());
 const E = 1_700_000_000_000_000;
 const tag = () => crypto.randomUUID().slice(0, 8);
 
-function setup(publish: (e: NewEvent) => Promise<unknown>) {
+function setup(publish: (e: NewEvent) => Promise<unknown>, now?: () => number) {
   const published: NewEvent[] = [];
   const r = createReceipts({
     db: () => handle.db,
@@ -28,7 +28,8 @@ function setup(publish: (e: NewEvent) => Promise<unknown>) {
     },
     log: silentLogger,
     metrics: createMetrics("test"),
-    intervalMs: 3_600_000, // flushed by the tests
+    tickMs: 3_600_000, // the tests flush, or tick with their own clock
+    now,
   });
   return { r, published };
 }
@@ -96,6 +97,103 @@ describe("delivered receipts", () => {
     // One event for the group: the latest message, and both senders (a's from the failed round).
     expect(published.map((e) => [e.from, e.group, e.ref, (e.data!.rcpt as string[]).sort()])).toEqual([[b, g, m2.msgId, [a, d].sort()]]);
     expect((await receiptsOf(handle.db, `g:${g}`, [b]))[b]!.delivered).toEqual({ msgId: m2.msgId, ts: 2000 });
+    await r.stop();
+  });
+});
+
+describe("when delivered receipts go out", () => {
+  // A clock the test moves; r.tick() is one round of the gateway's timer (every DELIVERED_TICK_MS).
+  function clocked() {
+    const clock = { t: 1_000_000 };
+    const { r, published } = setup(async () => {}, () => clock.t);
+    const delivered = (step: number, user: string, m: ChatMessage) => {
+      clock.t += step;
+      r.delivered(user, m);
+    };
+    const tickAt = async (t: number) => {
+      clock.t = t;
+      await r.tick();
+    };
+    return { r, published, clock, delivered, tickAt };
+  }
+
+  test("once a conversation is quiet for DELIVERED_QUIET_MS: not while the burst goes on, then the latest message", async () => {
+    const { r, published, clock, delivered, tickAt } = clocked();
+    const [a, b] = [`a-${tag()}`, `b-${tag()}`];
+    const t0 = clock.t;
+    const ms = [1, 2, 3].map((i) => msg(a, b, 1000 * i));
+    for (const m of ms) delivered(100, b, m); // t0+100, +200, +300
+    await tickAt(t0 + 300 + 249);
+    expect(published).toEqual([]);
+    await tickAt(t0 + 300 + 250);
+    expect(published.map((e) => [e.kind, e.from, e.to, e.ref])).toEqual([["delivered", b, a, ms[2]!.msgId]]);
+    await r.stop();
+  });
+
+  test("a conversation that never goes quiet: one after DELIVERED_MAX_WAIT_MS, not one per second", async () => {
+    const { r, published, clock, delivered, tickAt } = clocked();
+    const [a, b] = [`a-${tag()}`, `b-${tag()}`];
+    const t0 = clock.t;
+    // a message every 100 ms for 12 s, the timer's round every 250 ms
+    let i = 0;
+    let latest: ChatMessage | undefined;
+    const announced: Array<[number, boolean]> = [];
+    for (let t = t0 + 250; t <= t0 + 12_000; t += 250) {
+      while (clock.t + 100 <= t) delivered(100, b, (latest = msg(a, b, 10 * ++i)));
+      const before = published.length;
+      await tickAt(t);
+      if (published.length > before) announced.push([t - t0, published.at(-1)!.ref === latest!.msgId]);
+    }
+    // The first delivery was noted at t0+100: due at t0+5100, announced at the next round (t0+5250),
+    // up to the latest message; the next one noted at t0+5300 is due at t0+10,300.
+    expect(announced).toEqual([
+      [5250, true],
+      [10_500, true],
+    ]);
+    await r.stop();
+  });
+
+  test("never two within DELIVERED_INTERVAL_MS for one conversation; other conversations are not held back", async () => {
+    const { r, published, clock, delivered, tickAt } = clocked();
+    const [a, b, c] = [`a-${tag()}`, `b-${tag()}`, `c-${tag()}`];
+    const t0 = clock.t;
+    delivered(0, b, msg(a, b, 1));
+    await tickAt(t0 + 250);
+    expect(published).toHaveLength(1);
+    // quiet again 250 ms later, but the last announcement was 500 ms ago
+    delivered(250, b, msg(a, b, 2)); // t0+500
+    delivered(0, c, msg(a, c, 3));
+    await tickAt(t0 + 750);
+    expect(published.map((e) => e.from)).toEqual([b, c]);
+    await tickAt(t0 + 1000);
+    expect(published.map((e) => e.from)).toEqual([b, c]);
+    await tickAt(t0 + 1250);
+    expect(published.map((e) => [e.from, e.data!.refTs])).toEqual([
+      [b, 1],
+      [c, 3],
+      [b, 2],
+    ]);
+    await r.stop();
+  });
+
+  test("a failed announcement keeps its place: due again at the next round", async () => {
+    let fail = true;
+    const clock = { t: 5_000_000 };
+    const { r, published } = setup(
+      async () => {
+        if (fail) throw new Error("queue down");
+      },
+      () => clock.t,
+    );
+    const [a, b] = [`a-${tag()}`, `b-${tag()}`];
+    r.delivered(b, msg(a, b, 7));
+    clock.t += 250;
+    await r.tick();
+    expect(published).toEqual([]);
+    fail = false;
+    clock.t += 250;
+    await r.tick();
+    expect(published.map((e) => [e.from, e.data!.refTs])).toEqual([[b, 7]]);
     await r.stop();
   });
 });

@@ -16,8 +16,21 @@ export class ReadError extends Error {
   }
 }
 
-/** How often delivered markers are written and announced: at most one event per (user, conversation) per interval. */
+// When a `delivered` receipt goes out (docs/api.md, "Events read and delivered"). Each costs what a
+// message costs, so they follow a conversation's bursts, not the clock: one once a burst has ended
+// (no delivery for DELIVERED_QUIET_MS), one per DELIVERED_MAX_WAIT_MS while it never ends, never more
+// than one per DELIVERED_INTERVAL_MS. A message now and then is confirmed within ~0.25-0.5 s (with a
+// plain once-a-second timer it took 0-1 s); a conversation that is never quiet costs a fifth of what
+// it did (docs/benchmarks.md, "Delivered receipts follow bursts").
+
+/** At most one `delivered` event per (user, conversation) per interval (per gateway). */
 export const DELIVERED_INTERVAL_MS = 1000;
+/** A conversation's deliveries are announced once it has had none for this long (the end of a burst)... */
+export const DELIVERED_QUIET_MS = 250;
+/** ...or, in a conversation that never goes quiet (a busy group, a bot), once the first has waited this long. */
+export const DELIVERED_MAX_WAIT_MS = 5000;
+/** How often the gateway looks for deliveries that are due. */
+export const DELIVERED_TICK_MS = 250;
 
 /**
  * Read and delivery receipts at the gateway. Reads come from the reader's `read` frames; deliveries
@@ -32,8 +45,17 @@ export function createReceipts(opts: {
   publish: (e: NewEvent) => Promise<unknown>;
   log: Logger;
   metrics: Metrics;
+  /** DELIVERED_INTERVAL_MS, DELIVERED_QUIET_MS, DELIVERED_MAX_WAIT_MS, DELIVERED_TICK_MS unless given (tests). */
   intervalMs?: number;
+  quietMs?: number;
+  maxWaitMs?: number;
+  tickMs?: number;
+  now?: () => number;
 }) {
+  const interval = opts.intervalMs ?? DELIVERED_INTERVAL_MS;
+  const quiet = opts.quietMs ?? DELIVERED_QUIET_MS;
+  const maxWait = opts.maxWaitMs ?? DELIVERED_MAX_WAIT_MS;
+  const now = opts.now ?? Date.now;
   const reads = opts.metrics.counter("ws_read_receipts_total", "Read markers moved forward");
   const deliveredEvents = opts.metrics.counter("ws_delivered_receipts_total", "Delivered markers moved forward");
 
@@ -69,7 +91,8 @@ export function createReceipts(opts: {
     if ((await advanceRead(db, user, conv, p, marker)).advanced) reads.inc();
   }
 
-  type Noted = { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string> };
+  /** first: when the oldest unannounced delivery was noted; last: the latest (ms, `now`). */
+  type Noted = { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string>; first: number; last: number };
   /**
    * Deliveries noted since the last flush, per user: per other party of a direct conversation and
    * per group, the latest message and its senders. Found by strings the message already carries:
@@ -88,12 +111,14 @@ export function createReceipts(opts: {
     if (m.from === user || m.kind !== undefined) return;
     const notes = notesOf(user);
     const n = m.group !== undefined ? notes.groups.get(m.group) : notes.direct.get(m.from);
+    const t = now();
     if (!n) {
       const marker = { msgId: m.msgId, ts: m.ts };
-      if (m.group !== undefined) notes.groups.set(m.group, { user, conv: `g:${m.group}`, group: m.group, marker, senders: new Set([m.from]) });
-      else notes.direct.set(m.from, { user, conv: conversationKey({ from: user, to: m.from }), to: m.from, marker, senders: new Set([m.from]) });
+      if (m.group !== undefined) notes.groups.set(m.group, { user, conv: `g:${m.group}`, group: m.group, marker, senders: new Set([m.from]), first: t, last: t });
+      else notes.direct.set(m.from, { user, conv: conversationKey({ from: user, to: m.from }), to: m.from, marker, senders: new Set([m.from]), first: t, last: t });
       return;
     }
+    n.last = t;
     n.senders.add(m.from);
     if (later(m, n.marker)) n.marker = { msgId: m.msgId, ts: m.ts };
   }
@@ -104,11 +129,13 @@ export function createReceipts(opts: {
     for (const n of ns) {
       const notes = notesOf(n.user);
       const [slot, k] = n.group !== undefined ? [notes.groups, n.group] : [notes.direct, n.to!];
-      const now = slot.get(k);
-      if (!now) slot.set(k, n);
+      const cur = slot.get(k);
+      if (!cur) slot.set(k, n);
       else {
-        for (const s of n.senders) now.senders.add(s);
-        if (later(n.marker, now.marker)) now.marker = n.marker;
+        for (const s of n.senders) cur.senders.add(s);
+        if (later(n.marker, cur.marker)) cur.marker = n.marker;
+        cur.first = Math.min(cur.first, n.first);
+        cur.last = Math.max(cur.last, n.last);
       }
     }
   };
@@ -118,11 +145,34 @@ export function createReceipts(opts: {
    * is tried again next round (its id is derived from the marker, so a retry is the same event).
    */
   let flushing = false;
-  async function flush() {
+  /** When each (user, conversation) was last announced ("<user>\n<conv>"), kept for one interval. */
+  const announcedAt = new Map<string, number>();
+  /** Takes the noted entries that are due (all of them with `all`) out of `noted`. */
+  function takeDue(all: boolean): Noted[] {
+    const t = now();
+    for (const [k, at] of announcedAt) if (t - at >= interval) announcedAt.delete(k);
+    const due: Noted[] = [];
+    for (const [user, notes] of noted) {
+      for (const slot of [notes.direct, notes.groups]) {
+        for (const [k, n] of slot) {
+          if (!all && ((t - n.last < quiet && t - n.first < maxWait) || announcedAt.has(`${n.user}\n${n.conv}`))) continue;
+          due.push(n);
+          slot.delete(k);
+        }
+      }
+      if (notes.direct.size === 0 && notes.groups.size === 0) noted.delete(user);
+    }
+    return due;
+  }
+  /** Announces what is due: a conversation quiet for `quiet` ms, or waiting since `maxWait` ms, not announced within `interval`. */
+  const tick = () => announce(false);
+  /** Writes and announces everything noted now, whatever the timing (tests, shutdown). */
+  const flush = () => announce(true);
+  async function announce(all: boolean) {
     if (flushing || noted.size === 0) return;
+    const batch = takeDue(all);
+    if (batch.length === 0) return;
     flushing = true;
-    const batch = [...noted.values()].flatMap((u) => [...u.direct.values(), ...u.groups.values()]);
-    noted = new Map();
     try {
       const moving = await deliveredAdvances(opts.db(), batch.map((n) => ({ ...n, ...n.marker })));
       const failed: Noted[] = [];
@@ -140,6 +190,8 @@ export function createReceipts(opts: {
           );
         }),
       );
+      const t = now();
+      for (const n of published) announcedAt.set(`${n.user}\n${n.conv}`, t);
       await advanceDelivered(opts.db(), published.map((n) => ({ user: n.user, conv: n.conv, ...n.marker })));
       deliveredEvents.inc(published.length);
       renote(failed);
@@ -150,13 +202,15 @@ export function createReceipts(opts: {
       flushing = false;
     }
   }
-  const timer = setInterval(() => void flush(), opts.intervalMs ?? DELIVERED_INTERVAL_MS);
+  const timer = setInterval(() => void tick(), opts.tickMs ?? DELIVERED_TICK_MS);
 
   return {
     read,
     delivered,
     /** Writes and announces what was noted now (tests, shutdown). */
     flush,
+    /** One round of the timer: announces what is due (tests drive it with their own clock). */
+    tick,
     /** Stops the timer and announces what was noted, waiting at most `timeoutMs`. */
     async stop(timeoutMs = 2000) {
       clearInterval(timer);
