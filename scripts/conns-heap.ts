@@ -3,7 +3,10 @@
 // (services/ws/index.ts wrapped by scripts/conns-heap/gateway.ts, which prints bun:jsc heapStats()
 // after Bun.gc(true) on SIGUSR2), opens C idle clients (default 10,000) with the bench:conns driver
 // (connect, sync, wait for `synced`), waits 5 s, and prints the heap growth per connection and the
-// object types that grew most. Measurement only (docs/benchmarks.md); not run by the tests.
+// object types that grew most. With a third argument W > 1 the same users then connect and close
+// again, W waves in all, and each wave's RSS and allocator figures are printed: whether what a burst
+// leaves behind is reused by the next (a high-water mark) or grows with every wave (a leak).
+// Measurement only (docs/benchmarks.md); not run by the tests.
 import type { DriverConfig } from "./conns/driver.ts";
 import { spawnDriver, type DriverHandle } from "./conns/spawn.ts";
 import { spawnService, stopService, waitHealthy } from "./cluster.ts";
@@ -11,8 +14,9 @@ import { startStack } from "./stack-lib.ts";
 
 const connections = Number(Bun.argv[2] ?? 10_000);
 const concurrency = Number(Bun.argv[3] ?? 500);
-if (!Number.isInteger(connections) || connections < 1 || connections > 19_000 || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) {
-  console.error("usage: bun run scripts/conns-heap.ts [connections 1..19000 (default 10000)] [connection attempts in flight 1..10000 (default 500)]");
+const waves = Number(Bun.argv[4] ?? 1);
+if (!Number.isInteger(connections) || connections < 1 || connections > 19_000 || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000 || !Number.isInteger(waves) || waves < 1 || waves > 20) {
+  console.error("usage: bun run scripts/conns-heap.ts [connections 1..19000 (default 10000)] [connection attempts in flight 1..10000 (default 500)] [waves 1..20 (default 1)]");
   process.exit(2);
 }
 const stack = await startStack({ ws: 0 });
@@ -65,6 +69,23 @@ try {
       .join(", ");
   console.log(`mimalloc bytes in use per connection by block size, connected: ${binGrowth(after)}`);
   console.log(`mimalloc bytes in use per former connection by block size, all closed: ${binGrowth(gone)}`);
+  const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+  const line = (label: string, h: Heap) => `${label}: RSS ${mib(h.rss)} MiB, malloc ${mib(h.malloc)} MiB, JS heap ${mib(h.heapSize)} MiB (capacity ${mib(h.heapCapacity)})`;
+  console.log(`wave 1 (MiB above nothing): ${line("before", before)}; ${line("connected", after)}; ${line("closed", gone)}`);
+  for (let w = 2; w <= waves; w++) {
+    // the same users again (the same prefix), as clients reconnecting after a restart or a network change
+    const dw = (driver = spawnDriver(cfg));
+    while (!dw.minted) await Bun.sleep(50);
+    dw.proc.send({ cmd: "start" });
+    while (dw.status?.allConnectedAt == null) await Bun.sleep(50);
+    await Bun.sleep(5000);
+    const on = await heap();
+    dw.proc.send({ cmd: "stop" });
+    await dw.proc.exited;
+    await Bun.sleep(3000);
+    const off = await heap();
+    console.log(`wave ${w}: ${line("connected", on)}; ${line("closed", off)}; RSS per connection above the first baseline ${per(before.rss, on.rss)} B, above the last wave's closed ${per(gone.rss, on.rss)} B`);
+  }
 } finally {
   if (driver?.proc.exitCode === null) driver.proc.send({ cmd: "stop" });
   await driver?.proc.exited;
