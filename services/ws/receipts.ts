@@ -94,12 +94,12 @@ export function createReceipts(opts: {
   /** first: when the oldest unannounced delivery was noted; last: the latest (ms, `now`). */
   type Noted = { user: string; conv: string; to?: string; group?: string; marker: Marker; senders: Set<string>; first: number; last: number };
   /**
-   * Deliveries noted since the last flush, per user: per other party of a direct conversation and
+   * Deliveries noted and not yet announced, per user: per other party of a direct conversation and
    * per group, the latest message and its senders. Found by strings the message already carries:
    * no key is built per frame handed out (a group and a user may share a name: two maps).
    */
   type Notes = { direct: Map<string, Noted>; groups: Map<string, Noted> };
-  let noted = new Map<string, Notes>();
+  const noted = new Map<string, Notes>();
   const notesOf = (user: string) => {
     let u = noted.get(user);
     if (!u) noted.set(user, (u = { direct: new Map(), groups: new Map() }));
