@@ -37,14 +37,28 @@ try {
     }
   };
   const cfg: DriverConfig = { port: Number(new URL(gw.url).port), addresses: ["127.0.0.1"], prefix: `heap-${crypto.randomUUID().slice(0, 6)}-`, first: 0, count: connections, jwtSecret: stack.cluster.jwtSecret, concurrency, stormWindowMs: 1000 };
-  const d = (driver = spawnDriver(cfg));
-  while (!d.minted) await Bun.sleep(50);
+  /** A driver for cfg's users, once it has minted their tokens. */
+  const newDriver = async () => {
+    const d = (driver = spawnDriver(cfg));
+    while (!d.minted) await Bun.sleep(50);
+    return d;
+  };
+  /** Its clients connect and idle; the heap then, and once every client has closed. */
+  const wave = async (d: DriverHandle) => {
+    d.proc.send({ cmd: "start" });
+    while (d.status?.allConnectedAt == null) await Bun.sleep(50);
+    await Bun.sleep(5000); // initial holds ended, a periodic check ran
+    const connected = await heap();
+    // what stays once every client has gone (caches, and memory the allocators keep)
+    d.proc.send({ cmd: "stop" });
+    await d.proc.exited;
+    await Bun.sleep(3000);
+    return { connected, closed: await heap() };
+  };
+  const d = await newDriver();
   await Bun.sleep(1000);
   const before = await heap();
-  d.proc.send({ cmd: "start" });
-  while (d.status?.allConnectedAt == null) await Bun.sleep(50);
-  await Bun.sleep(5000); // initial holds ended, a periodic check ran
-  const after = await heap();
+  const { connected: after, closed: gone } = await wave(d);
   const per = (a: number, b: number) => ((b - a) / connections).toFixed(2);
   console.log(`connections ${connections}; JS heap ${(before.heapSize / 2 ** 20).toFixed(1)} → ${(after.heapSize / 2 ** 20).toFixed(1)} MiB: ${per(before.heapSize, after.heapSize)} B per connection; objects ${before.objectCount} → ${after.objectCount}: ${per(before.objectCount, after.objectCount)} per connection; JS heap capacity ${per(before.heapCapacity, after.heapCapacity)} B, malloc (mimalloc, in use) ${per(before.malloc, after.malloc)} B per connection; RSS ${(before.rss / 2 ** 20).toFixed(1)} → ${(after.rss / 2 ** 20).toFixed(1)} MiB (${per(before.rss, after.rss)} B per connection)`);
   const types = new Set([...Object.keys(before.objectTypeCounts), ...Object.keys(after.objectTypeCounts)]);
@@ -54,11 +68,6 @@ try {
     .sort((a, b) => b[1] - a[1]);
   console.log("object types that grew by at least 0.05 per connection (per connection):");
   for (const [t, d] of grew) console.log(`  ${t}: ${(d / connections).toFixed(2)}`);
-  // what stays once every client has gone (caches, and memory the allocators keep)
-  d.proc.send({ cmd: "stop" });
-  await d.proc.exited;
-  await Bun.sleep(3000);
-  const gone = await heap();
   console.log(`all closed: JS heap ${per(before.heapSize, gone.heapSize)} B, capacity ${per(before.heapCapacity, gone.heapCapacity)} B, malloc ${per(before.malloc, gone.malloc)} B, RSS ${per(before.rss, gone.rss)} B per (former) connection above the baseline`);
   const binGrowth = (h: Heap) =>
     Object.keys({ ...before.bins, ...h.bins })
@@ -72,23 +81,17 @@ try {
   const mib = (n: number) => (n / 2 ** 20).toFixed(1);
   const line = (label: string, h: Heap) => `${label}: RSS ${mib(h.rss)} MiB, malloc ${mib(h.malloc)} MiB, JS heap ${mib(h.heapSize)} MiB (capacity ${mib(h.heapCapacity)})`;
   console.log(`wave 1 (MiB above nothing): ${line("before", before)}; ${line("connected", after)}; ${line("closed", gone)}`);
+  let lastClosed = gone;
   for (let w = 2; w <= waves; w++) {
     // the same users again (the same prefix), as clients reconnecting after a restart or a network change
-    const dw = (driver = spawnDriver(cfg));
-    while (!dw.minted) await Bun.sleep(50);
-    dw.proc.send({ cmd: "start" });
-    while (dw.status?.allConnectedAt == null) await Bun.sleep(50);
-    await Bun.sleep(5000);
-    const on = await heap();
-    dw.proc.send({ cmd: "stop" });
-    await dw.proc.exited;
-    await Bun.sleep(3000);
-    const off = await heap();
-    console.log(`wave ${w}: ${line("connected", on)}; ${line("closed", off)}; RSS per connection above the first baseline ${per(before.rss, on.rss)} B, above the last wave's closed ${per(gone.rss, on.rss)} B`);
+    const { connected, closed } = await wave(await newDriver());
+    console.log(`wave ${w}: ${line("connected", connected)}; ${line("closed", closed)}; RSS per connection above the first baseline ${per(before.rss, connected.rss)} B, above the last wave's closed ${per(lastClosed.rss, connected.rss)} B`);
+    lastClosed = closed;
   }
 } finally {
-  if (driver?.proc.exitCode === null) driver.proc.send({ cmd: "stop" });
-  await driver?.proc.exited;
+  const last = driver as DriverHandle | null; // set inside newDriver(), which the narrowing does not see
+  if (last?.proc.exitCode === null) last.proc.send({ cmd: "stop" });
+  await last?.proc.exited;
   await stopService(gw);
   await stack.stop();
 }

@@ -147,6 +147,7 @@ export function createReceipts(opts: {
   let flushing = false;
   /** When each (user, conversation) was last announced ("<user>\n<conv>"), kept for one interval. */
   const announcedAt = new Map<string, number>();
+  const announcedKey = (n: Noted) => `${n.user}\n${n.conv}`;
   /** Takes the noted entries that are due (all of them with `all`) out of `noted`. */
   function takeDue(all: boolean): Noted[] {
     const t = now();
@@ -155,7 +156,7 @@ export function createReceipts(opts: {
     for (const [user, notes] of noted) {
       for (const slot of [notes.direct, notes.groups]) {
         for (const [k, n] of slot) {
-          if (!all && ((t - n.last < quiet && t - n.first < maxWait) || announcedAt.has(`${n.user}\n${n.conv}`))) continue;
+          if (!all && ((t - n.last < quiet && t - n.first < maxWait) || announcedAt.has(announcedKey(n)))) continue;
           due.push(n);
           slot.delete(k);
         }
@@ -191,7 +192,7 @@ export function createReceipts(opts: {
         }),
       );
       const t = now();
-      for (const n of published) announcedAt.set(`${n.user}\n${n.conv}`, t);
+      for (const n of published) announcedAt.set(announcedKey(n), t);
       await advanceDelivered(opts.db(), published.map((n) => ({ user: n.user, conv: n.conv, ...n.marker })));
       deliveredEvents.inc(published.length);
       renote(failed);
