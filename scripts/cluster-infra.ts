@@ -219,86 +219,95 @@ export async function startClusterInfra(opts: { hosts?: string[]; log?: (line: s
     });
     all.push({ host: hosts[0]!, server: pgPrimary }, { host: hosts[1]!, server: pgStandby });
 
-    // start: everything but the standby at once (the standby copies the primary once it is up)
+    // Three pipelines at once, each waiting only for its own servers: Redis forms its cluster while
+    // RabbitMQ still boots (~14 s here), PostgreSQL's standby copies the primary once it is up.
     const start = async (s: Server) => {
       await s.start();
       log(`${s.name} ready at ${s.url} (${took()})`);
     };
+    const addr = (n: RedisNode) => `${n.host}:${n.port}`;
     await rabbitNodes[0]!.epmd();
-    await Promise.all([
-      ...redis.map((n) => start(n.server)),
-      ...rabbitNodes.map((n) => start(n.server)),
-      start(pgPrimary).then(() => start(pgStandby)),
-    ]);
+    const postgres = (await import("postgres")).default;
+    // every pipeline ends before a failure is thrown: the cleanup must not race a server still starting
+    const failed = (await Promise.allSettled([formRedisCluster(), formRabbitCluster(), startPostgres()])).find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
 
     // Redis Cluster: the three masters share the slots; each replica joins its master
-    const addr = (n: RedisNode) => `${n.host}:${n.port}`;
-    const masters = redis.filter((n) => n.role === "master");
-    await run([redisCli, "--cluster", "create", ...masters.map(addr), "--cluster-yes"], { timeoutMs: 60_000 });
-    for (const r of redis.filter((n) => n.role === "replica")) {
-      const m = masters[r.shard]!;
-      const id = (await run([redisCli, "-h", m.host, "-p", String(m.port), "cluster", "myid"])).trim();
-      await run([redisCli, "--cluster", "add-node", addr(r), addr(m), "--cluster-slave", "--cluster-master-id", id], { timeoutMs: 60_000 });
-    }
-    await until("every redis master has its replica in sync and the cluster state is ok", 60_000, async () => {
-      for (const n of redis) {
-        const info = await run([redisCli, "-h", n.host, "-p", String(n.port), "cluster", "info"]);
-        if (!info.includes("cluster_state:ok")) throw new Error(`${n.server.name}: ${info.split("\n")[0]}`);
-        if (n.role === "master") {
-          const repl = await run([redisCli, "-h", n.host, "-p", String(n.port), "info", "replication"]);
-          if (!/connected_slaves:1/.test(repl) || !/state=online/.test(repl)) throw new Error(`${n.server.name}: ${repl.replace(/\s+/g, " ")}`);
-        }
+    async function formRedisCluster() {
+      await Promise.all(redis.map((n) => start(n.server)));
+      const masters = redis.filter((n) => n.role === "master");
+      await run([redisCli, "--cluster", "create", ...masters.map(addr), "--cluster-yes"], { timeoutMs: 60_000 });
+      for (const r of redis.filter((n) => n.role === "replica")) {
+        const m = masters[r.shard]!;
+        const id = (await run([redisCli, "-h", m.host, "-p", String(m.port), "cluster", "myid"])).trim();
+        await run([redisCli, "--cluster", "add-node", addr(r), addr(m), "--cluster-slave", "--cluster-master-id", id], { timeoutMs: 60_000 });
       }
-      return true;
-    });
-    log(`redis cluster formed (${took()})`);
+      await until("every redis master has its replica in sync and the cluster state is ok", 60_000, async () => {
+        for (const n of redis) {
+          const info = await run([redisCli, "-h", n.host, "-p", String(n.port), "cluster", "info"]);
+          if (!info.includes("cluster_state:ok")) throw new Error(`${n.server.name}: ${info.split("\n")[0]}`);
+          if (n.role === "master") {
+            const repl = await run([redisCli, "-h", n.host, "-p", String(n.port), "info", "replication"]);
+            if (!/connected_slaves:1/.test(repl) || !/state=online/.test(repl)) throw new Error(`${n.server.name}: ${repl.replace(/\s+/g, " ")}`);
+          }
+        }
+        return true;
+      });
+      log(`redis cluster formed (${took()})`);
+    }
 
     // RabbitMQ cluster: nodes 1 and 2 join node 0, one at a time (two joins at once race in
     // mnesia's schema merge), each retried from a reset node, and each checked from node 0
-    const seedNode = `rabbit-${tag}-0@localhost`;
-    const runningOnSeed = async (): Promise<string[]> => {
-      const status = JSON.parse(await ctl(0, "cluster_status", "--formatter", "json")) as { running_nodes?: string[] };
-      return status.running_nodes ?? [];
-    };
-    for (const i of [1, 2]) {
-      const node = `rabbit-${tag}-${i}@localhost`;
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await ctl(i, "stop_app");
-          // a failed join can leave half a cluster schema behind: start again from an empty node
-          if (attempt > 1) await ctl(i, "force_reset");
-          await ctl(i, "join_cluster", seedNode);
-          await ctl(i, "start_app");
-          await ctl(i, "await_startup", "--timeout", "60");
-          await until(`${node} running in the cluster`, 30_000, async () => (await runningOnSeed()).includes(node));
-          break;
-        } catch (err) {
-          if (attempt >= 3) throw err;
-          log(`rabbitmq node ${i} join attempt ${attempt} failed, resetting it: ${(err as Error).message.split("\n").slice(-3).join(" | ")}`);
-          await Bun.sleep(1000 * attempt);
+    async function formRabbitCluster() {
+      await Promise.all(rabbitNodes.map((n) => start(n.server)));
+      const seedNode = `rabbit-${tag}-0@localhost`;
+      const runningOnSeed = async (): Promise<string[]> => {
+        const status = JSON.parse(await ctl(0, "cluster_status", "--formatter", "json")) as { running_nodes?: string[] };
+        return status.running_nodes ?? [];
+      };
+      for (const i of [1, 2]) {
+        const node = `rabbit-${tag}-${i}@localhost`;
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await ctl(i, "stop_app");
+            // a failed join can leave half a cluster schema behind: start again from an empty node
+            if (attempt > 1) await ctl(i, "force_reset");
+            await ctl(i, "join_cluster", seedNode);
+            await ctl(i, "start_app");
+            await ctl(i, "await_startup", "--timeout", "60");
+            await until(`${node} running in the cluster`, 30_000, async () => (await runningOnSeed()).includes(node));
+            break;
+          } catch (err) {
+            if (attempt >= 3) throw err;
+            log(`rabbitmq node ${i} join attempt ${attempt} failed, resetting it: ${(err as Error).message.split("\n").slice(-3).join(" | ")}`);
+            await Bun.sleep(1000 * attempt);
+          }
         }
       }
+      await ctl(0, "await_online_nodes", "3", "--timeout", "60");
+      // start_app restarted each joined node's AMQP listener: wait until every node answers again
+      await Promise.all(rabbitNodes.map((n) => until(`${n.server.name} accepting AMQP connections`, 60_000, () => n.server.spec.probe())));
+      log(`rabbitmq cluster formed (${took()})`);
     }
-    await ctl(0, "await_online_nodes", "3", "--timeout", "60");
-    // start_app restarted each joined node's AMQP listener: wait until every node answers again
-    await Promise.all(rabbitNodes.map((n) => until(`${n.server.name} accepting AMQP connections`, 60_000, () => n.server.spec.probe())));
-    log(`rabbitmq cluster formed (${took()})`);
 
-    // PostgreSQL: the standby streams synchronously
-    const postgres = (await import("postgres")).default;
-    const admin = postgres(`postgres://postgres@${hosts[0]}:${pgPort[0]}/postgres`, { max: 1, onnotice: () => {} });
-    try {
-      // set only now: while no standby is connected a synchronous primary's commits wait (for ever)
-      await admin.unsafe("alter system set synchronous_standby_names = 'standby1'");
-      await admin`select pg_reload_conf()`;
-      await until("the standby is the primary's synchronous standby", 60_000, async () => {
-        const rows = await admin`select sync_state from pg_stat_replication where application_name = 'standby1'`;
-        return rows[0]?.sync_state === "sync";
-      });
-    } finally {
-      await admin.end({ timeout: 1 });
+    // PostgreSQL: the primary, then the standby (a copy of it), which then streams synchronously
+    async function startPostgres() {
+      await start(pgPrimary);
+      await start(pgStandby);
+      const admin = postgres(`postgres://postgres@${hosts[0]}:${pgPort[0]}/postgres`, { max: 1, onnotice: () => {} });
+      try {
+        // set only now: while no standby is connected a synchronous primary's commits wait (for ever)
+        await admin.unsafe("alter system set synchronous_standby_names = 'standby1'");
+        await admin`select pg_reload_conf()`;
+        await until("the standby is the primary's synchronous standby", 60_000, async () => {
+          const rows = await admin`select sync_state from pg_stat_replication where application_name = 'standby1'`;
+          return rows[0]?.sync_state === "sync";
+        });
+      } finally {
+        await admin.end({ timeout: 1 });
+      }
+      log(`postgres synchronous standby streaming (${took()})`);
     }
-    log(`postgres synchronous standby streaming (${took()})`);
 
     const byPid = (host: string) => all.filter((s) => s.host === host);
     return {

@@ -48,6 +48,11 @@ test.each([
   [[], { REFRESH_TOKEN_TTL_SEC: "forever" }, /REFRESH_TOKEN_TTL_SEC/],
   [[], { REVOCATION_CACHE_MS: "-1" }, /REVOCATION_CACHE_MS/],
   [[], { CORS_ORIGINS: "*" }, /CORS_ORIGINS/],
+  [[], { PASSWORD_MEMORY_KIB: "32" }, /PASSWORD_MEMORY_KIB/],
+  [[], { PASSWORD_MEMORY_KIB: "64MiB" }, /PASSWORD_MEMORY_KIB/],
+  [[], { PASSWORD_MEMORY_KIB: "5000000" }, /PASSWORD_MEMORY_KIB/],
+  [[], { PASSWORD_TIME_COST: "0" }, /PASSWORD_TIME_COST/],
+  [[], { PASSWORD_TIME_COST: "2.5" }, /PASSWORD_TIME_COST/],
   [[], { CORS_ORIGINS: "https://ok.example, https://bad.example/path" }, /CORS_ORIGINS/],
   [[], { CORS_ORIGINS: "chat.example.com" }, /CORS_ORIGINS/],
   [[], { VAPID_PUBLIC_KEY: v1.publicKey }, /VAPID_PRIVATE_KEY: VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY are set together/],
@@ -86,6 +91,9 @@ test("account settings: defaults, and values from the environment", () => {
   expect(c.TRUSTED_PROXY_HOPS).toBe(2);
   expect(c.CORS_ORIGINS).toEqual(["https://a.example", "http://127.0.0.1:8080"]);
   expect(c.LOGIN_LOCK_SEC).toBe(10);
+  expect([d.PASSWORD_MEMORY_KIB, d.PASSWORD_TIME_COST]).toEqual([65_536, 2]);
+  const p = parseConfig([], { PASSWORD_MEMORY_KIB: "19456", PASSWORD_TIME_COST: "3" });
+  expect([p.PASSWORD_MEMORY_KIB, p.PASSWORD_TIME_COST]).toEqual([19_456, 3]);
 });
 
 test("cluster settings: comma-separated Redis seeds, RabbitMQ nodes and discover URLs, a multi-host DATABASE_URL, HOST", () => {

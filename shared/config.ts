@@ -127,6 +127,14 @@ export const ConfigSchema = z.object({
   LOGIN_LOCK_MAX_SEC: positiveInt.max(7 * 86_400).default(3600),
   REGISTER_ADDR_MAX: positiveInt.max(100_000).default(60),
   REGISTER_WINDOW_SEC: positiveInt.max(86_400).default(600),
+  /**
+   * ws: the cost of a password hash (argon2id, one lane): memory in KiB and passes. The defaults
+   * (64 MiB, 2 passes) are Bun's and above OWASP's minimum (19,456 KiB, 2 passes); anything below
+   * that minimum is logged as a warning at start (the test suite runs that way, docs/operations.md).
+   * A stored hash made with other values is redone at the user's next login.
+   */
+  PASSWORD_MEMORY_KIB: z.coerce.number().int().min(64).max(4_194_304).default(65_536),
+  PASSWORD_TIME_COST: z.coerce.number().int().min(1).max(20).default(2),
   /** ws: how many reverse proxies in front of the gateway append to X-Forwarded-For (0: use the socket's address). */
   TRUSTED_PROXY_HOPS: z.coerce.number().int().min(0).max(10).default(0),
   /** ws: lifetime of access tokens and of refresh tokens (sliding: each refresh renews it). */

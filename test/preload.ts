@@ -59,6 +59,13 @@ if (!cmdline.some((a) => a === "--timeout" || a.startsWith("--timeout="))) {
   });
 }
 
+// Password hashes at a test cost unless the run sets one: the suite registers and logs in hundreds
+// of users, and at the default cost (64 MiB, 2 passes: 100-200 ms of CPU each here) that was a
+// third of the accounts tests' time. Every process the tests start inherits it; the tests of the
+// cost itself (services/ws/accounts.test.ts, "password hashes") set theirs explicitly.
+process.env.PASSWORD_MEMORY_KIB ??= "64";
+process.env.PASSWORD_TIME_COST ??= "1";
+
 const URL_VARS = { redis: "REDIS_URL", rabbit: "AMQP_URL", postgres: "DATABASE_URL" } as const;
 const SIGNALS = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const;
 

@@ -5,13 +5,14 @@ import { openPostgres } from "../../shared/db/index.ts";
 import { createMemoryDirectory } from "../../shared/directory/directory-memory.ts";
 import { silentLogger } from "../../shared/log.ts";
 import { createMetrics } from "../../shared/metrics.ts";
-import { accountSettings, createAccounts } from "./accounts.ts";
+import { accountSettings, createAccounts, hashedWithOtherCost } from "./accounts.ts";
 import { createApp } from "./app.ts";
 import type { Revocations } from "./revocations.ts";
 import { createMemoryRevocations } from "./revocations-memory.ts";
 import type { Router } from "./router.ts";
 import type { Throttle } from "./throttle.ts";
 import { createMemoryThrottle } from "./throttle-memory.ts";
+import * as store from "./store.ts";
 import { createTokenGate } from "./token-gate.ts";
 
 // The account routes through the whole gateway app (app.request), on the test PostgreSQL, with the
@@ -24,10 +25,14 @@ afterAll(() => handle.close());
 const SECRET = "accounts-test-secret-accounts-test-secret";
 const PASSWORD = "s3cret-enough";
 
-function makeApp(env: Record<string, string> = {}, revocations: Revocations = createMemoryRevocations(), broken?: Throttle) {
+/** The suite's password cost (test/preload.ts) unless a test names its own (undefined: the default). */
+const SUITE_COST = { PASSWORD_MEMORY_KIB: process.env.PASSWORD_MEMORY_KIB, PASSWORD_TIME_COST: process.env.PASSWORD_TIME_COST };
+
+function makeApp(env: Record<string, string | undefined> = {}, revocations: Revocations = createMemoryRevocations(), broken?: Throttle) {
   let now = Date.now();
   const throttle = broken ?? createMemoryThrottle({ now: () => now });
   const cfg = parseConfig([], {
+    ...SUITE_COST,
     LOGIN_USER_MAX_FAILURES: "3",
     LOGIN_ADDR_MAX_FAILURES: "6",
     LOGIN_LOCK_SEC: "60",
@@ -472,5 +477,84 @@ describe("headers", () => {
     }
     expect(html).not.toMatch(/\son[a-z]+\s*=/i);
     expect(html).not.toMatch(/javascript:/i);
+  });
+});
+
+describe("password hashes", () => {
+  const DEFAULT_COST = { PASSWORD_MEMORY_KIB: undefined, PASSWORD_TIME_COST: undefined };
+  const stored = async (user: string) => (await store.passwordHashOf(handle.db, user))!;
+
+  test("by default argon2id with 64 MiB and 2 passes (the suite's own cost is only the tests')", async () => {
+    const t = makeApp(DEFAULT_COST);
+    const s = await register(t);
+    expect(await stored(s.userId)).toMatch(/^\$argon2id\$v=19\$m=65536,t=2,p=1\$/);
+    expect((await login(t, s.userId, PASSWORD)).status).toBe(200);
+  });
+
+  test("PASSWORD_MEMORY_KIB and PASSWORD_TIME_COST set the cost of new hashes; a password change uses it too", async () => {
+    const t = makeApp({ PASSWORD_MEMORY_KIB: "1024", PASSWORD_TIME_COST: "3" });
+    const s = await register(t);
+    expect(await stored(s.userId)).toMatch(/^\$argon2id\$v=19\$m=1024,t=3,p=1\$/);
+    const res = await t.call("POST", "/api/password", { body: { current: PASSWORD, next: "another-s3cret" }, token: s.token });
+    expect(res.status).toBe(200);
+    expect(await stored(s.userId)).toMatch(/^\$argon2id\$v=19\$m=1024,t=3,p=1\$/);
+  });
+
+  test("a hash made at another cost is made again at the next login, and the password still works", async () => {
+    const before = makeApp({ PASSWORD_MEMORY_KIB: "512", PASSWORD_TIME_COST: "1" });
+    const s = await register(before);
+    const old = await stored(s.userId);
+    expect(old).toContain("m=512,t=1,");
+    const after = makeApp({ PASSWORD_MEMORY_KIB: "2048", PASSWORD_TIME_COST: "2" });
+    // a failed login changes nothing
+    expect((await login(after, s.userId, "wrong-password")).status).toBe(401);
+    expect(await stored(s.userId)).toBe(old);
+    expect((await login(after, s.userId, PASSWORD)).status).toBe(200);
+    const redone = await stored(s.userId);
+    expect(redone).toContain("m=2048,t=2,");
+    expect(await Bun.password.verify(PASSWORD, redone)).toBe(true);
+    // at the same cost a login leaves the hash alone
+    expect((await login(after, s.userId, PASSWORD)).status).toBe(200);
+    expect(await stored(s.userId)).toBe(redone);
+    // and the old cost's gateway still verifies the new hash (the cost travels in the hash)
+    expect((await login(before, s.userId, PASSWORD)).status).toBe(200);
+  });
+
+  test("the rehash never undoes a password change that raced it", async () => {
+    const t = makeApp();
+    const s = await register(t);
+    const verified = await stored(s.userId);
+    const changed = await Bun.password.hash("changed-meanwhile", { algorithm: "argon2id", memoryCost: 64, timeCost: 1 });
+    await store.setPasswordHash(handle.db, s.userId, changed);
+    // the login verified `verified`; the change landed before its rehash
+    expect(await store.replacePasswordHash(handle.db, s.userId, verified, "$argon2id$v=19$m=99,t=9,p=1$x$y")).toBe(false);
+    expect(await stored(s.userId)).toBe(changed);
+    expect(await store.replacePasswordHash(handle.db, s.userId, changed, verified)).toBe(true);
+    expect(await stored(s.userId)).toBe(verified);
+  });
+
+  test("which hashes count as made at another cost", () => {
+    const cost = { memoryCost: 65536, timeCost: 2 };
+    expect(hashedWithOtherCost("$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA", cost)).toBe(false);
+    expect(hashedWithOtherCost("$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA", cost)).toBe(true);
+    expect(hashedWithOtherCost("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", cost)).toBe(true);
+    expect(hashedWithOtherCost("$argon2id$v=19$m=65536,t=2,p=4$c2FsdA$aGFzaA", cost)).toBe(true);
+    expect(hashedWithOtherCost("$2b$10$abcdefghijklmnopqrstuv", cost)).toBe(true);
+  });
+
+  test("an unknown user costs a full verification at the configured cost (no fast path)", async () => {
+    // Not a timing oracle test: it checks the unknown-user path verifies against a hash of today's
+    // cost at all. At the default cost a verification is ~100 ms here, far above the rest of a login.
+    const t = makeApp(DEFAULT_COST);
+    const s = await register(t);
+    const time = async (username: string) => {
+      const t0 = performance.now();
+      expect((await login(t, username, "wrong-password")).status).toBe(401);
+      return performance.now() - t0;
+    };
+    await time(uniq("nobody")); // the dummy hash is made once
+    const wrong = Math.min(await time(s.userId), await time(s.userId));
+    const unknown = Math.min(await time(uniq("nobody")), await time(uniq("nobody")));
+    expect(unknown).toBeGreaterThan(wrong / 2);
   });
 });

@@ -23,6 +23,24 @@ export interface AccountSettings {
   refreshTtlSec: number;
   revocationCacheMs: number;
   corsOrigins: string[];
+  /** argon2id's cost for new hashes (PASSWORD_MEMORY_KIB, PASSWORD_TIME_COST). */
+  passwordCost: PasswordCost;
+}
+
+export interface PasswordCost {
+  /** KiB */
+  memoryCost: number;
+  timeCost: number;
+}
+
+/** OWASP's lowest recommended argon2id cost (one lane): below it the gateway warns at start. */
+export const OWASP_MIN_COST: PasswordCost = { memoryCost: 19_456, timeCost: 2 };
+export const weakPasswordCost = (c: PasswordCost) => c.memoryCost < OWASP_MIN_COST.memoryCost || c.timeCost < OWASP_MIN_COST.timeCost;
+
+/** Whether `hash` was made with another cost than `cost` (or is not an argon2id hash at all). */
+export function hashedWithOtherCost(hash: string, cost: PasswordCost): boolean {
+  const m = /^\$argon2id\$v=\d+\$m=(\d+),t=(\d+),p=1\$/.exec(hash);
+  return !m || Number(m[1]) !== cost.memoryCost || Number(m[2]) !== cost.timeCost;
 }
 
 export interface AccountsOptions extends AccountSettings {
@@ -47,11 +65,9 @@ export function accountSettings(cfg: Config): AccountSettings {
     refreshTtlSec: cfg.REFRESH_TOKEN_TTL_SEC,
     revocationCacheMs: cfg.REVOCATION_CACHE_MS,
     corsOrigins: cfg.CORS_ORIGINS,
+    passwordCost: { memoryCost: cfg.PASSWORD_MEMORY_KIB, timeCost: cfg.PASSWORD_TIME_COST },
   };
 }
-
-/** A slow hash of a random password: verifying against it makes an unknown user cost what a wrong password costs. */
-const DUMMY_HASH = Bun.password.hash(crypto.randomUUID(), { algorithm: "argon2id" });
 
 const Password = z.string().min(8).max(128);
 const Credentials = z.object({ username: UserId, password: Password });
@@ -63,6 +79,9 @@ const Credentials = z.object({ username: UserId, password: Password });
  */
 export function createAccounts(opts: AccountsOptions) {
   const { db, throttle, limits } = opts;
+  const hashPassword = (password: string) => Bun.password.hash(password, { algorithm: "argon2id", ...opts.passwordCost });
+  /** A hash of a random password at today's cost: verifying against it makes an unknown user cost what a wrong password costs. */
+  const dummyHash = hashPassword(crypto.randomUUID());
 
   const addressOf = (c: Context) => {
     const peer = (c.env as { requestIP?: (r: Request) => { address: string } | null } | undefined)?.requestIP?.(c.req.raw)?.address ?? "unknown";
@@ -95,7 +114,7 @@ export function createAccounts(opts: AccountsOptions) {
     json(Credentials),
     async (c) => {
       const { username, password } = c.req.valid("json");
-      const hash = await Bun.password.hash(password, { algorithm: "argon2id" });
+      const hash = await hashPassword(password);
       if (!(await store.createUser(db, username, hash))) return c.json({ error: "username is taken" }, 409);
       return c.json(await session(username, await opts.revocations.version(username)), 201);
     },
@@ -109,12 +128,16 @@ export function createAccounts(opts: AccountsOptions) {
     const locked = await throttle.lockedFor([...keys]);
     if (locked > 0) return tooMany(c, locked);
     const hash = await store.passwordHashOf(db, username);
-    const ok = await Bun.password.verify(password, hash ?? (await DUMMY_HASH));
+    const ok = await Bun.password.verify(password, hash ?? (await dummyHash));
     if (!hash || !ok) {
       await Promise.all([throttle.hit(keys[0], limits.loginUser), throttle.hit(keys[1], limits.loginAddr)]);
       return c.json({ error: "wrong username or password" }, 401);
     }
     await throttle.reset(keys[0]);
+    // A hash made at another cost (PASSWORD_MEMORY_KIB, PASSWORD_TIME_COST changed since) is made
+    // again now that the password is at hand; only if it is still the one just verified, so a
+    // password change that raced this login is never undone.
+    if (hashedWithOtherCost(hash, opts.passwordCost)) await store.replacePasswordHash(db, username, hash, await hashPassword(password));
     return c.json(await session(username, await opts.revocations.version(username)));
   });
 
@@ -159,13 +182,13 @@ export function createAccounts(opts: AccountsOptions) {
     const locked = await throttle.lockedFor([key]);
     if (locked > 0) return tooMany(c, locked);
     const hash = await store.passwordHashOf(db, user);
-    const ok = await Bun.password.verify(current, hash ?? (await DUMMY_HASH));
+    const ok = await Bun.password.verify(current, hash ?? (await dummyHash));
     if (!hash || !ok) {
       await throttle.hit(key, limits.loginUser);
       return c.json({ error: "the current password is wrong" }, 403);
     }
     await throttle.reset(key);
-    await store.setPasswordHash(db, user, await Bun.password.hash(next, { algorithm: "argon2id" }));
+    await store.setPasswordHash(db, user, await hashPassword(next));
     await store.revokeAllRefreshTokens(db, user);
     const ver = await opts.revocations.bump(user);
     // Other devices are signed out: their push subscriptions go; this browser's follow its new session.

@@ -10,7 +10,7 @@ import type { EventContext } from "../../shared/events/kind.ts";
 import { kindOf } from "../../shared/events/registry.ts";
 import { SendError, type ChatMessage } from "../../shared/protocol.ts";
 import type { StreamAllocator } from "../../shared/stream/allocator.ts";
-import { createAccounts, type AccountSettings } from "./accounts.ts";
+import { createAccounts, OWASP_MIN_COST, weakPasswordCost, type AccountSettings } from "./accounts.ts";
 import { createApp } from "./app.ts";
 import { bearer, verifyUserToken } from "./auth.ts";
 import { createConnections, type ConnData } from "./connections.ts";
@@ -272,6 +272,9 @@ export async function startWsService(deps: WsDeps) {
   log.info("ws instance started", { url, internalUrl, publicUrl: self.url, instanceId, reusePort: deps.reusePort ?? false });
   const advice = deps.reusePort ? reusePortAdvice() : null;
   if (advice) log.warn(advice);
+  if (weakPasswordCost(deps.accounts.passwordCost)) {
+    log.warn("password hashes are cheaper than OWASP's minimum (PASSWORD_MEMORY_KIB 19456, PASSWORD_TIME_COST 2): fine for tests, not for users", { ...deps.accounts.passwordCost, minimum: OWASP_MIN_COST });
+  }
 
   let stopping: Promise<void> | undefined;
   return {

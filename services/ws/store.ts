@@ -34,6 +34,12 @@ export async function setPasswordHash(db: Db, id: string, passwordHash: string):
   await db.update(users).set({ passwordHash }).where(eq(users.id, id));
 }
 
+/** Sets the hash only if it is still `old` (a rehash at login must not undo a password change that raced it). */
+export async function replacePasswordHash(db: Db, id: string, old: string, passwordHash: string): Promise<boolean> {
+  const rows = await db.update(users).set({ passwordHash }).where(and(eq(users.id, id), eq(users.passwordHash, old))).returning({ id: users.id });
+  return rows.length > 0;
+}
+
 /** Refresh tokens: the random value goes to the client, only its SHA-256 is stored. */
 const hashOf = (token: string) => new Bun.CryptoHasher("sha256").update(token).digest("hex");
 
