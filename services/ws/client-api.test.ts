@@ -88,3 +88,43 @@ test("refresh(failedToken) asks nothing when the session no longer uses that tok
   expect(await api.refresh("t1")).toBeNull();
   expect(calls).toEqual([]);
 });
+
+test("a refused refresh waits for another tab's new session before giving up (its localStorage write lags the lock)", async () => {
+  // Another tab changed the password: every refresh token is revoked, so this tab's refresh is
+  // refused, and the other tab's new session shows up in this tab's storage only a moment later.
+  const calls = script([[401, { error: "invalid or expired refresh token" }]]);
+  let s = session(1);
+  let stored = session(1);
+  let syncs = 0;
+  const api = createApi({
+    getToken: () => s.token,
+    getRefreshToken: () => s.refreshToken,
+    onUnauthorized: () => {},
+    syncSession: () => {
+      if (++syncs === 3) stored = session(7); // arrives while the refused refresh waits
+      s = stored;
+    },
+    settleMs: 2000,
+  });
+  expect(await api.refresh("t1")).toBeNull();
+  expect(calls.map((c) => c.path)).toEqual(["/api/refresh"]);
+  expect(s.token).toBe("t7");
+});
+
+test("a refused refresh with no other session arriving is a 401 after the settle time (signed out)", async () => {
+  script([[401, { error: "invalid or expired refresh token" }]]);
+  let s = session(1);
+  let syncs = 0;
+  const api = createApi({
+    getToken: () => s.token,
+    getRefreshToken: () => s.refreshToken,
+    onUnauthorized: () => {},
+    syncSession: () => {
+      syncs++;
+      s = session(1);
+    },
+    settleMs: 200,
+  });
+  expect(await api.refresh("t1").catch((e: { status: number }) => e.status)).toBe(401);
+  expect(syncs).toBeGreaterThan(2); // it looked again while it waited
+});

@@ -7,6 +7,14 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * How long a tab whose refresh was refused waits for another tab's new session before signing out:
+ * a session another tab saved reaches this tab's localStorage a moment after that tab let go of the
+ * refresh lock (Chromium propagates localStorage between tabs asynchronously); 1 s leaves room for a
+ * loaded machine, and costs only a sign-out that was going to happen anyway.
+ */
+export const SESSION_SETTLE_MS = 1000;
+
 async function errorMessage(res) {
   try {
     const j = await res.json();
@@ -28,8 +36,18 @@ async function errorMessage(res) {
  * runs under that lock before each refresh and password change: it adopts a session another tab
  * saved, so a token it replaced is not used again.
  */
-export function createApi({ getToken, onUnauthorized, getRefreshToken = () => null, onSession = () => {}, syncSession = () => {} }) {
+export function createApi({ getToken, onUnauthorized, getRefreshToken = () => null, onSession = () => {}, syncSession = () => {}, settleMs = SESSION_SETTLE_MS }) {
   let refreshing = null;
+
+  /** Whether, within `ms`, syncSession() finds a session that no longer uses `token` (another tab's). */
+  async function adoptedWithin(token, ms) {
+    for (const until = Date.now() + ms; ; ) {
+      syncSession();
+      if (getToken() !== token) return true;
+      if (Date.now() >= until) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
 
   // Refreshes and password changes replace the session: one at a time across the tabs of a browser.
   const exclusive = (fn) => (globalThis.navigator?.locks ? navigator.locks.request("relay-chat:refresh", fn) : fn());
@@ -40,7 +58,17 @@ export function createApi({ getToken, onUnauthorized, getRefreshToken = () => nu
       if (getToken() !== failedToken) return null; // another tab refreshed (or changed the password) meanwhile
       const refreshToken = getRefreshToken();
       if (!refreshToken) throw new ApiError(401, "not signed in");
-      const s = await request("POST", "/api/refresh", { refreshToken }, { auth: false });
+      let s;
+      try {
+        s = await request("POST", "/api/refresh", { refreshToken }, { auth: false });
+      } catch (e) {
+        // Refused: maybe because another tab replaced the session just now (a password change
+        // revokes every refresh token), and its new session, saved before it let go of the lock,
+        // has not reached this tab's copy of localStorage yet (a write reaches other tabs later
+        // than the lock does). Sign out only if none arrives.
+        if (e.status === 401 && (await adoptedWithin(failedToken, settleMs))) return null;
+        throw e;
+      }
       onSession(s);
       return s;
     };
