@@ -22,8 +22,9 @@ function script(answers: Array<[number, unknown]>): Call[] {
   return calls;
 }
 
-function client(session: { token: string; refreshToken: string }) {
-  const seen = { sessions: [] as unknown[], unauthorized: 0 };
+/** `stored()`: the session this tab's localStorage holds at each syncSession() (another tab's, once it arrives). */
+function client(session: { token: string; refreshToken: string }, opts: { stored?: () => typeof session; settleMs?: number } = {}) {
+  const seen = { sessions: [] as unknown[], unauthorized: 0, syncs: 0 };
   let s = session;
   const api = createApi({
     getToken: () => s.token,
@@ -33,7 +34,11 @@ function client(session: { token: string; refreshToken: string }) {
       seen.sessions.push(n);
     },
     onUnauthorized: () => seen.unauthorized++,
-    syncSession: () => {},
+    syncSession: () => {
+      seen.syncs++;
+      if (opts.stored) s = opts.stored();
+    },
+    settleMs: opts.settleMs,
   });
   return { api, seen, current: () => s };
 }
@@ -93,38 +98,22 @@ test("a refused refresh waits for another tab's new session before giving up (it
   // Another tab changed the password: every refresh token is revoked, so this tab's refresh is
   // refused, and the other tab's new session shows up in this tab's storage only a moment later.
   const calls = script([[401, { error: "invalid or expired refresh token" }]]);
-  let s = session(1);
   let stored = session(1);
-  let syncs = 0;
-  const api = createApi({
-    getToken: () => s.token,
-    getRefreshToken: () => s.refreshToken,
-    onUnauthorized: () => {},
-    syncSession: () => {
-      if (++syncs === 3) stored = session(7); // arrives while the refused refresh waits
-      s = stored;
+  const c = client(session(1), {
+    stored: () => {
+      if (c.seen.syncs === 3) stored = session(7); // arrives while the refused refresh waits
+      return stored;
     },
     settleMs: 2000,
   });
-  expect(await api.refresh("t1")).toBeNull();
-  expect(calls.map((c) => c.path)).toEqual(["/api/refresh"]);
-  expect(s.token).toBe("t7");
+  expect(await c.api.refresh("t1")).toBeNull();
+  expect(calls.map((x) => x.path)).toEqual(["/api/refresh"]);
+  expect(c.current().token).toBe("t7");
 });
 
 test("a refused refresh with no other session arriving is a 401 after the settle time (signed out)", async () => {
   script([[401, { error: "invalid or expired refresh token" }]]);
-  let s = session(1);
-  let syncs = 0;
-  const api = createApi({
-    getToken: () => s.token,
-    getRefreshToken: () => s.refreshToken,
-    onUnauthorized: () => {},
-    syncSession: () => {
-      syncs++;
-      s = session(1);
-    },
-    settleMs: 200,
-  });
-  expect(await api.refresh("t1").catch((e: { status: number }) => e.status)).toBe(401);
-  expect(syncs).toBeGreaterThan(2); // it looked again while it waited
+  const c = client(session(1), { stored: () => session(1), settleMs: 200 });
+  expect(await c.api.refresh("t1").catch((e: { status: number }) => e.status)).toBe(401);
+  expect(c.seen.syncs).toBeGreaterThan(2); // it looked again while it waited
 });

@@ -54,8 +54,8 @@ export function createApi({ getToken, onUnauthorized, getRefreshToken = () => nu
 
   function refresh(failedToken = getToken()) {
     const run = async () => {
-      syncSession(); // another tab's new session may not have reached this one yet (storage events lag)
-      if (getToken() !== failedToken) return null; // another tab refreshed (or changed the password) meanwhile
+      // another tab refreshed (or changed the password) meanwhile, and this tab has its session already
+      if (await adoptedWithin(failedToken, 0)) return null;
       const refreshToken = getRefreshToken();
       if (!refreshToken) throw new ApiError(401, "not signed in");
       let s;
