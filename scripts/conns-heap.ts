@@ -5,7 +5,10 @@
 // (connect, sync, wait for `synced`), waits 5 s, and prints the heap growth per connection and the
 // object types that grew most. With a third argument W > 1 the same users then connect and close
 // again, W waves in all, and each wave's RSS and allocator figures are printed: whether what a burst
-// leaves behind is reused by the next (a high-water mark) or grows with every wave (a leak).
+// leaves behind is reused by the next (a high-water mark) or grows with every wave (a leak). A fifth
+// argument `new` makes each wave users the gateway never saw (what per-user state outlives its
+// connections). With HEAP_SNAPSHOT_DIR=<dir> the gateway also writes a JSC heap snapshot there at
+// each measurement (before, connected, closed) for offline analysis.
 // Measurement only (docs/benchmarks.md); not run by the tests.
 import type { DriverConfig } from "./conns/driver.ts";
 import { spawnDriver, type DriverHandle } from "./conns/spawn.ts";
@@ -15,8 +18,10 @@ import { startStack } from "./stack-lib.ts";
 const connections = Number(Bun.argv[2] ?? 10_000);
 const concurrency = Number(Bun.argv[3] ?? 500);
 const waves = Number(Bun.argv[4] ?? 1);
-if (!Number.isInteger(connections) || connections < 1 || connections > 19_000 || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000 || !Number.isInteger(waves) || waves < 1 || waves > 20) {
-  console.error("usage: bun run scripts/conns-heap.ts [connections 1..19000 (default 10000)] [connection attempts in flight 1..10000 (default 500)] [waves 1..20 (default 1)]");
+/** "same" (default): every wave is the same users again; "new": each wave is users never seen before. */
+const users = Bun.argv[5] ?? "same";
+if (!Number.isInteger(connections) || connections < 1 || connections > 19_000 || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000 || !Number.isInteger(waves) || waves < 1 || waves > 20 || (users !== "same" && users !== "new")) {
+  console.error("usage: bun run scripts/conns-heap.ts [connections 1..19000 (default 10000)] [connection attempts in flight 1..10000 (default 500)] [waves 1..20 (default 1)] [same|new users in each wave (default same)]");
   process.exit(2);
 }
 const stack = await startStack({ ws: 0 });
@@ -61,13 +66,15 @@ try {
   const { connected: after, closed: gone } = await wave(d);
   const per = (a: number, b: number) => ((b - a) / connections).toFixed(2);
   console.log(`connections ${connections}; JS heap ${(before.heapSize / 2 ** 20).toFixed(1)} → ${(after.heapSize / 2 ** 20).toFixed(1)} MiB: ${per(before.heapSize, after.heapSize)} B per connection; objects ${before.objectCount} → ${after.objectCount}: ${per(before.objectCount, after.objectCount)} per connection; JS heap capacity ${per(before.heapCapacity, after.heapCapacity)} B, malloc (mimalloc, in use) ${per(before.malloc, after.malloc)} B per connection; RSS ${(before.rss / 2 ** 20).toFixed(1)} → ${(after.rss / 2 ** 20).toFixed(1)} MiB (${per(before.rss, after.rss)} B per connection)`);
-  const types = new Set([...Object.keys(before.objectTypeCounts), ...Object.keys(after.objectTypeCounts)]);
-  const grew = [...types]
-    .map((t) => [t, (after.objectTypeCounts[t] ?? 0) - (before.objectTypeCounts[t] ?? 0)] as const)
-    .filter(([, d]) => Math.abs(d) >= connections / 20)
-    .sort((a, b) => b[1] - a[1]);
-  console.log("object types that grew by at least 0.05 per connection (per connection):");
-  for (const [t, d] of grew) console.log(`  ${t}: ${(d / connections).toFixed(2)}`);
+  const grown = (h: Heap) =>
+    [...new Set([...Object.keys(before.objectTypeCounts), ...Object.keys(h.objectTypeCounts)])]
+      .map((t) => [t, (h.objectTypeCounts[t] ?? 0) - (before.objectTypeCounts[t] ?? 0)] as const)
+      .filter(([, d]) => Math.abs(d) >= connections / 20)
+      .sort((a, b) => b[1] - a[1])
+      .map(([t, d]) => `  ${t}: ${(d / connections).toFixed(2)}`)
+      .join("\n");
+  console.log(`object types that grew by at least 0.05 per connection (per connection):\n${grown(after)}`);
+  console.log(`once all closed, per former connection:\n${grown(gone)}`);
   console.log(`all closed: JS heap ${per(before.heapSize, gone.heapSize)} B, capacity ${per(before.heapCapacity, gone.heapCapacity)} B, malloc ${per(before.malloc, gone.malloc)} B, RSS ${per(before.rss, gone.rss)} B per (former) connection above the baseline`);
   const binGrowth = (h: Heap) =>
     Object.keys({ ...before.bins, ...h.bins })
@@ -83,7 +90,9 @@ try {
   console.log(`wave 1 (MiB above nothing): ${line("before", before)}; ${line("connected", after)}; ${line("closed", gone)}`);
   let lastClosed = gone;
   for (let w = 2; w <= waves; w++) {
-    // the same users again (the same prefix), as clients reconnecting after a restart or a network change
+    // the same users again (the same prefix), as clients reconnecting after a restart or a network
+    // change; or, with "new", users this gateway never saw (what per-user state outlives a connection)
+    if (users === "new") cfg.prefix = `heap-${crypto.randomUUID().slice(0, 6)}-`;
     const { connected, closed } = await wave(await newDriver());
     console.log(`wave ${w}: ${line("connected", connected)}; ${line("closed", closed)}; RSS per connection above the first baseline ${per(before.rss, connected.rss)} B, above the last wave's closed ${per(lastClosed.rss, connected.rss)} B`);
     lastClosed = closed;
