@@ -19,7 +19,7 @@ type Routed = { m: ChatMessage; positions: Record<string, Position> };
  */
 function setup(
   groups: Record<string, string[]>,
-  o: { membersDelayMs?: number; queue?: MessageQueue; allocator?: StreamAllocator; groupMembers?: (ids: string[]) => Promise<Map<string, string[]>>; acceptEvent?: (e: ChatMessage) => Promise<string[]> } = {},
+  o: { membersDelayMs?: number; queue?: MessageQueue; allocator?: StreamAllocator; groupMembers?: (ids: string[]) => Promise<Map<string, string[]>>; acceptEvent?: (e: ChatMessage) => Promise<string[]>; callsInFlight?: number } = {},
 ) {
   const queue = o.queue ?? createMemoryQueue();
   const allocator = o.allocator ?? createMemoryAllocator();
@@ -38,6 +38,7 @@ function setup(
     acceptEvent: o.acceptEvent ?? (async () => []),
     log: silentLogger,
     metrics: createMetrics("test"),
+    callsInFlight: o.callsInFlight,
   });
   return { pipeline, routed, allocator, queue };
 }
@@ -134,7 +135,8 @@ describe("the send pipeline", () => {
       ready: () => true,
       close: async () => {},
     };
-    const { pipeline, routed, allocator } = setup({}, { queue: reversing });
+    // three publish calls in flight (a gateway keeps one: the order must not depend on that)
+    const { pipeline, routed, allocator } = setup({}, { queue: reversing, callsInFlight: 3 });
     const ws = fakeConn();
     const acks: Array<Promise<string>> = [];
     for (const [i, to] of ["bob", "carol", "bob"].entries()) {
@@ -147,6 +149,62 @@ describe("the send pipeline", () => {
     expect(got.map((a) => a.split(" ")[2])).toEqual([1, 2, 3].map((pos) => formatPosition({ epoch, pos })));
     expect(routed.map((r) => `${r.m.body}@${r.positions.alice!.pos}`)).toEqual(["s0@1", "s1@2", "s2@3"]);
     expect(routed.map((r) => r.positions.bob?.pos)).toEqual([1, undefined, 2]);
+  });
+
+  test("while a publish or an allocation call is out, later sends wait and go in the next call together", async () => {
+    /** Sends one message from alice, then one from each of five others in turns of their own. */
+    const burst = async (pipeline: ReturnType<typeof setup>["pipeline"]) => {
+      const acks = [outcome(pipeline.send(msg("alice", "c0", { to: "bob" })))];
+      for (const from of ["u1", "u2", "u3", "u4", "u5"]) {
+        await nextTick();
+        acks.push(outcome(pipeline.send(msg(from, "c0", { to: "bob" }))));
+      }
+      await nextTick();
+      return acks;
+    };
+    const held = () => {
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      return { gate, release };
+    };
+
+    // the broker has not confirmed the first publish yet
+    const p = held();
+    const publishes: number[] = [];
+    const memory = createMemoryQueue();
+    const queue: MessageQueue = {
+      ...memory,
+      publish: async (ms) => {
+        publishes.push(ms.length);
+        if (publishes.length === 1) await p.gate;
+        return memory.publish(ms);
+      },
+    };
+    const first = setup({}, { queue });
+    const acks = await burst(first.pipeline);
+    expect(publishes).toEqual([1]);
+    p.release();
+    expect((await Promise.all(acks)).every((a) => a.startsWith("ack "))).toBe(true);
+    expect(publishes).toEqual([1, 5]);
+
+    // Redis has not answered the first allocation yet
+    const a = held();
+    const allocations: number[] = [];
+    const memoryAllocator = createMemoryAllocator();
+    const allocator: StreamAllocator = {
+      ...memoryAllocator,
+      allocate: async (reqs) => {
+        allocations.push(reqs.length);
+        if (allocations.length === 1) await a.gate;
+        return memoryAllocator.allocate(reqs);
+      },
+    };
+    const second = setup({}, { allocator });
+    const acks2 = await burst(second.pipeline);
+    expect(allocations).toEqual([1]);
+    a.release();
+    expect((await Promise.all(acks2)).every((x) => x.startsWith("ack "))).toBe(true);
+    expect(allocations).toEqual([1, 5]);
   });
 
   test("group and direct sends from one connection keep their order when membership lookups answer out of order", async () => {
