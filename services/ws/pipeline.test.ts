@@ -162,49 +162,39 @@ describe("the send pipeline", () => {
       await nextTick();
       return acks;
     };
-    const held = () => {
+    /** `f`, with its first call held until release(); the number of items of every call. */
+    const holdingFirst = <T, R>(f: (items: T[]) => Promise<R>) => {
       let release!: () => void;
       const gate = new Promise<void>((r) => (release = r));
-      return { gate, release };
+      const sizes: number[] = [];
+      const call = async (items: T[]) => {
+        sizes.push(items.length);
+        if (sizes.length === 1) await gate;
+        return f(items);
+      };
+      return { call, sizes, release };
     };
 
     // the broker has not confirmed the first publish yet
-    const p = held();
-    const publishes: number[] = [];
     const memory = createMemoryQueue();
-    const queue: MessageQueue = {
-      ...memory,
-      publish: async (ms) => {
-        publishes.push(ms.length);
-        if (publishes.length === 1) await p.gate;
-        return memory.publish(ms);
-      },
-    };
-    const first = setup({}, { queue });
+    const publish = holdingFirst((ms: ChatMessage[]) => memory.publish(ms));
+    const first = setup({}, { queue: { ...memory, publish: publish.call } });
     const acks = await burst(first.pipeline);
-    expect(publishes).toEqual([1]);
-    p.release();
+    expect(publish.sizes).toEqual([1]);
+    publish.release();
     expect((await Promise.all(acks)).every((a) => a.startsWith("ack "))).toBe(true);
-    expect(publishes).toEqual([1, 5]);
+    expect(publish.sizes).toEqual([1, 5]);
 
     // Redis has not answered the first allocation yet
-    const a = held();
-    const allocations: number[] = [];
     const memoryAllocator = createMemoryAllocator();
-    const allocator: StreamAllocator = {
-      ...memoryAllocator,
-      allocate: async (reqs) => {
-        allocations.push(reqs.length);
-        if (allocations.length === 1) await a.gate;
-        return memoryAllocator.allocate(reqs);
-      },
-    };
+    const allocate = holdingFirst((reqs: Parameters<StreamAllocator["allocate"]>[0]) => memoryAllocator.allocate(reqs));
+    const allocator: StreamAllocator = { ...memoryAllocator, allocate: allocate.call };
     const second = setup({}, { allocator });
     const acks2 = await burst(second.pipeline);
-    expect(allocations).toEqual([1]);
-    a.release();
+    expect(allocate.sizes).toEqual([1]);
+    allocate.release();
     expect((await Promise.all(acks2)).every((x) => x.startsWith("ack "))).toBe(true);
-    expect(allocations).toEqual([1, 5]);
+    expect(allocate.sizes).toEqual([1, 5]);
   });
 
   test("group and direct sends from one connection keep their order when membership lookups answer out of order", async () => {
