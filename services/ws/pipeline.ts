@@ -34,7 +34,7 @@ export function changeRecord(from: string, kind: "edit" | "delete", clientId: st
 /** Chat messages per broker message at most (persist's PREFETCH counts broker messages). */
 export const MAX_PUBLISH_BATCH = 500;
 /** Publish calls, and allocation calls, a gateway has in flight at once (see createPipeline). */
-export const PIPELINE_CALLS_IN_FLIGHT = 1;
+const PIPELINE_CALLS_IN_FLIGHT = 1;
 
 /** What an ack carries: the first accepted attempt's ts, and the message's position in the sender's stream. */
 export interface Accepted {
@@ -84,14 +84,15 @@ export function createPipeline(opts: {
   // One publish and one allocation call in flight per gateway: what arrives while one is out goes
   // in the next, so batches grow exactly when the broker or Redis is busy (fewer calls, fewer
   // wakeups per message), and an idle gateway still calls at once. Four in flight cost 2–12 % more
-  // CPU per message and 5–14 % of the rate under load (docs/benchmarks.md, eleventh session).
+  // CPU per message and 2–14 % of the rate under load (docs/benchmarks.md, eleventh session).
+  const callsInFlight = opts.callsInFlight ?? PIPELINE_CALLS_IN_FLIGHT;
   const publishes = createTickBatcher<ChatMessage, void>(async (ms) => {
     await opts.queue.publish(ms);
     return ms.map(() => undefined);
-  }, { maxItems: MAX_PUBLISH_BATCH, maxInFlight: opts.callsInFlight ?? PIPELINE_CALLS_IN_FLIGHT });
+  }, { maxItems: MAX_PUBLISH_BATCH, maxInFlight: callsInFlight });
   // Allocation order is the order of `add` calls: one call at a time, or several answered in order
   // on one Redis connection.
-  const allocations = createTickBatcher((reqs: Parameters<StreamAllocator["allocate"]>[0]) => opts.allocator.allocate(reqs), { maxItems: 2000, maxInFlight: opts.callsInFlight ?? PIPELINE_CALLS_IN_FLIGHT });
+  const allocations = createTickBatcher((reqs: Parameters<StreamAllocator["allocate"]>[0]) => opts.allocator.allocate(reqs), { maxItems: 2000, maxInFlight: callsInFlight });
   const members = createTickBatcher<string, string[]>(async (groups) => {
     const m = await opts.groupMembers([...new Set(groups)]);
     return groups.map((g) => m.get(g) ?? []);
