@@ -11,7 +11,7 @@
  * - persist (not with --no-servers): the whole consumer, as services/persist/index.ts composes it:
  *   RabbitMQ deliveries → parse → batcher → positions (Redis allocator) → one INSERT per batch
  *   (PostgreSQL) → acks, until every message is acked. Only this process's CPU counts (not the
- *   servers'); BENCH_SPLIT=1 prints each round's user and system CPU.
+ *   servers'); BENCH_SPLIT=1 prints each round's user and system CPU and minor page faults.
  *
  * The old side of batcher and persist imports every module from the `--old` directory, a copy of
  * an older tree:
@@ -188,8 +188,7 @@ try {
     let done!: () => void;
     const all = new Promise<void>((r) => (done = r));
     const u0 = process.cpuUsage();
-    const minflt = () => Number(require("fs").readFileSync("/proc/self/stat", "utf8").split(") ")[1].split(" ")[7]);
-    const f0 = minflt();
+    const f0 = process.resourceUsage().minorPageFault;
     const c0 = cpuMicros();
     const sub = await queue.consume(
       {
@@ -208,7 +207,7 @@ try {
     await all;
     const micros = cpuMicros() - c0;
     const split = process.cpuUsage(u0);
-    if (process.env.BENCH_SPLIT) console.log(`  ${tag}: user ${perMessage(split.user).toFixed(2)} µs, system ${perMessage(split.system).toFixed(2)} µs per message, minor faults ${(minflt() - f0) / MESSAGES} per message`);
+    if (process.env.BENCH_SPLIT) console.log(`  ${tag}: user ${perMessage(split.user).toFixed(2)} µs, system ${perMessage(split.system).toFixed(2)} µs per message, minor page faults ${perMessage(process.resourceUsage().minorPageFault - f0).toFixed(2)} per message`);
     await batcher.drain(5000);
     await sub.stop();
     await queue.close();
