@@ -3,11 +3,13 @@
 // probes hit /health on that port, the gateways have a PodDisruptionBudget, a Service and time to
 // drain, and every environment variable is a ConfigSchema key whose value (literal, from the
 // ConfigMap or Secret here, or from an operator's generated Secret) the schema accepts, with each
-// service's required keys present. Each check is also run against a broken copy that it must reject.
+// service's required keys present, and each service runs with the runtime settings the launchers
+// give it (scripts/cluster.ts RUNTIME_ENV; compose.yaml too). Each check is also run against a broken copy that it must reject.
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigSchema } from "../shared/config.ts";
+import { RUNTIME_ENV } from "../scripts/cluster.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const DIR = join(import.meta.dir, "k8s");
@@ -50,6 +52,24 @@ function requiredKeys(entry: string): string[] {
 
 const matches = (selector: Doc | undefined, labels: Doc | undefined) =>
   !!selector && Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels?.[k] === v);
+
+/** Where `env` lacks a runtime setting that `entry` is launched with everywhere (scripts/cluster.ts RUNTIME_ENV). */
+function runtimeProblems(entry: string, env: Record<string, unknown>): string[] {
+  return Object.entries(RUNTIME_ENV[entry] ?? {})
+    .filter(([k, v]) => env[k] !== v)
+    .map(([k, v]) => `${k} is ${env[k] === undefined ? "unset" : JSON.stringify(env[k])}, but ${entry} runs with ${k}=${JSON.stringify(v)} (scripts/cluster.ts RUNTIME_ENV)`);
+}
+
+/** compose.yaml's services checked the same way: each runs with its entry's runtime settings. */
+export function checkCompose(compose: Doc): string[] {
+  const problems: string[] = [];
+  for (const [name, svc] of Object.entries<Doc>(compose.services ?? {})) {
+    const cmd: string[] = svc.command ?? [];
+    if (cmd[0] !== "bun" || cmd[1] !== "run") continue;
+    for (const p of runtimeProblems(cmd[2]!, svc.environment ?? {})) problems.push(`compose service ${name}: ${p}`);
+  }
+  return problems;
+}
 
 export function checkManifests(all: Manifest[], image = projectImage()): string[] {
   const problems: string[] = [];
@@ -159,6 +179,7 @@ export function checkManifests(all: Manifest[], image = projectImage()): string[
         for (const i of parsed.error.issues) problems.push(`${where}: ${String(i.path[0])}=${JSON.stringify(env[String(i.path[0])])}: ${i.message}`);
       const need = service ? requiredKeys(entry) : entry === "scripts/migrate.ts" ? requiredKeys(entry) : [];
       for (const k of need) if (env[k] === undefined && !fromOperator.has(k)) problems.push(`${where}: ${k} is required by ${entry} but not set`);
+      for (const problem of runtimeProblems(entry, env)) problems.push(`${where}: ${problem}`);
       if (service === "ws" && env.PUBLIC_URL === undefined) problems.push(`${where}: a gateway needs PUBLIC_URL (its own pod's address)`);
       if (service === "ws" && env.PUBLIC_URL !== undefined && port !== undefined && new URL(env.PUBLIC_URL).port !== String(port))
         problems.push(`${where}: PUBLIC_URL ${env.PUBLIC_URL} is not on --port ${port}`);
@@ -234,6 +255,9 @@ describe("deploy/k8s manifests", () => {
     ["a short grace period", (a) => (dep(a, "relay-gateway").spec.template.spec.terminationGracePeriodSeconds = 5), /terminationGracePeriodSeconds 5 < 15/],
     ["no PodDisruptionBudget", (a) => a.splice(a.findIndex((m) => m.doc.kind === "PodDisruptionBudget"), 1), /no PodDisruptionBudget/],
     ["PUBLIC_URL on another port", (a) => (dep(a, "relay-gateway").spec.template.spec.containers[0].env[1].value = "http://$(HOST):80"), /PUBLIC_URL http:\/\/192.0.2.10:80 is not on --port 3001/],
+    ["persist without its allocator setting", (a) => dep(a, "relay-persist").spec.template.spec.containers[0].env.pop(), /MIMALLOC_PURGE_DELAY is unset, but services\/persist\/index.ts runs with MIMALLOC_PURGE_DELAY="-1"/],
+    ["discover with another purge delay", (a) => (dep(a, "relay-discover").spec.template.spec.containers[0].env.find((e: Doc) => e.name === "MIMALLOC_PURGE_DELAY").value = "100"), /MIMALLOC_PURGE_DELAY is "100", but services\/discover/],
+    ["a purge delay the schema rejects", (a) => dep(a, "relay-gateway").spec.template.spec.containers[0].env.push({ name: "MIMALLOC_PURGE_DELAY", value: "never" }), /MIMALLOC_PURGE_DELAY="never"/],
     ["DISCOVER_URL naming no Service", (a) => (doc(a, "ConfigMap", "relay-chat").data.DISCOVER_URL = "http://discover:3000"), /no Service discover/],
   ];
   for (const [what, breakIt, expected] of broken)
@@ -243,6 +267,19 @@ describe("deploy/k8s manifests", () => {
       const problems = checkManifests(copy);
       expect(problems.some((p) => expected.test(p)), `${expected} among:\n${problems.join("\n")}`).toBe(true);
     });
+});
+
+describe("compose.yaml", () => {
+  const compose = Bun.YAML.parse(readFileSync(join(ROOT, "compose.yaml"), "utf8")) as Doc;
+  test("each service runs with its runtime settings, like the launchers and the manifests", () => {
+    expect(checkCompose(compose)).toEqual([]);
+    expect(compose.services.persist2.environment.MIMALLOC_PURGE_DELAY).toBe("-1");
+  });
+  test("rejects a persist without its allocator setting", () => {
+    const copy: Doc = structuredClone(compose);
+    delete copy.services.persist2.environment.MIMALLOC_PURGE_DELAY;
+    expect(checkCompose(copy)).toEqual([expect.stringMatching(/^compose service persist2: MIMALLOC_PURGE_DELAY is unset/)]);
+  });
 });
 
 function doc(all: Manifest[], kind: string, name: string): Doc {

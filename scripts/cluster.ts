@@ -43,12 +43,25 @@ export function randomSecret(): string {
   return crypto.randomUUID().replaceAll("-", "") + crypto.randomUUID().replaceAll("-", "");
 }
 
+/**
+ * The runtime settings a service is launched with, as compose.yaml and deploy/k8s set them
+ * (deploy/k8s.test.ts checks that they agree). persist and discover hold no client connections,
+ * so Bun's allocator keeps the memory they free instead of handing it back to the system 100 ms
+ * later: on this machine that handing back cost a third of their CPU (docs/operations.md "Memory
+ * allocator"). Gateways keep the default, which holds ~2 KB less per idle connection. A value in
+ * the caller's environment or in `env` wins.
+ */
+export const RUNTIME_ENV: Readonly<Record<string, Readonly<Record<string, string>>>> = {
+  "services/persist/index.ts": { MIMALLOC_PURGE_DELAY: "-1" },
+  "services/discover/index.ts": { MIMALLOC_PURGE_DELAY: "-1" },
+};
+
 /** Starts `bun run <entry> --port <port>` and resolves once it printed `listening on <url>`. */
 export async function spawnService(name: string, entry: string, env: Record<string, string>, port = 0, timeoutMs = 20_000): Promise<ServiceProcess> {
   // RELAY_CPU_PROF=<dir>: each service writes a markdown CPU profile there when it exits (benchmarks).
   const prof = process.env.RELAY_CPU_PROF ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env.RELAY_CPU_PROF}`, `--cpu-prof-name=${name}.md`] : [];
   const args = ["bun", ...prof, "run", entry, "--port", String(port)];
-  const proc = Bun.spawn(args, { cwd: ROOT, env: { ...process.env, ...env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn(args, { cwd: ROOT, env: { ...RUNTIME_ENV[entry], ...process.env, ...env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   const logs: string[] = [];
   const exited = proc.exited;
   const pump = async (stream: ReadableStream<Uint8Array>, onLine?: (l: string) => void) => {

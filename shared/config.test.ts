@@ -74,6 +74,9 @@ test.each([
   [[], { EDIT_WINDOW_SEC: "-1" }, /EDIT_WINDOW_SEC/],
   [[], { EDIT_WINDOW_SEC: "48h" }, /EDIT_WINDOW_SEC/],
   [[], { EDIT_WINDOW_SEC: "31536001" }, /EDIT_WINDOW_SEC/],
+  [[], { MIMALLOC_PURGE_DELAY: "never" }, /MIMALLOC_PURGE_DELAY/],
+  [[], { MIMALLOC_PURGE_DELAY: "-2" }, /MIMALLOC_PURGE_DELAY: must be -1 \(never\) or a delay in ms/],
+  [[], { MIMALLOC_PURGE_DELAY: "0.5" }, /MIMALLOC_PURGE_DELAY: must be a whole number/],
 ])("bad input %p %p is refused naming it", (argv, env, re) => {
   expect(() => parseConfig(argv as string[], env as Record<string, string>)).toThrow(re);
 });
@@ -152,4 +155,10 @@ test("INTERNAL_PORT and REUSE_PORT: unset by default (one port, not shared); set
   const c = parseConfig(["--port", "3001"], { INTERNAL_PORT: "0", REUSE_PORT: "1" });
   expect([c.PORT, c.INTERNAL_PORT, c.REUSE_PORT]).toEqual([3001, 0, true]);
   expect(parseConfig([], { INTERNAL_PORT: "4001", REUSE_PORT: "false" }).REUSE_PORT).toBe(false);
+});
+
+test("MIMALLOC_PURGE_DELAY: unset by default (mimalloc's own default); -1 or a delay in ms", () => {
+  expect(parseConfig([], {}).MIMALLOC_PURGE_DELAY).toBeUndefined();
+  expect(parseConfig([], { MIMALLOC_PURGE_DELAY: "-1" }).MIMALLOC_PURGE_DELAY).toBe(-1);
+  expect(parseConfig([], { MIMALLOC_PURGE_DELAY: "100" }).MIMALLOC_PURGE_DELAY).toBe(100);
 });

@@ -155,6 +155,14 @@ export const ConfigSchema = z.object({
   FORWARD_OVER: z.enum(["link", "http"], { message: "must be link or http" }).default("link"),
   /** ws: how long after sending a message its sender may edit or delete it, in seconds (default 48 h, at most a year; 0: never). */
   EDIT_WINDOW_SEC: z.coerce.number().int().min(0).max(365 * 86_400).default(48 * 3600),
+  /**
+   * Read by Bun's allocator (mimalloc) when the process starts, not by the code: how long, in ms,
+   * freed memory is kept before it goes back to the system; -1: never (RSS stays at its high-water
+   * mark). The launchers set -1 for persist and discover, which hold no client connections, and
+   * leave gateways at mimalloc's 100 (docs/operations.md "Memory allocator"). Checked here so that
+   * a typo stops the process instead of being ignored by the allocator.
+   */
+  MIMALLOC_PURGE_DELAY: z.coerce.number().int("must be a whole number of milliseconds or -1").min(-1, "must be -1 (never) or a delay in ms").optional(),
   /** dev: where PGlite keeps its files. */
   DATA_DIR: z.string().min(1).default("./.data"),
   /**

@@ -344,3 +344,20 @@ describe("groups", () => {
     console.log(`1,000-member group: 20 messages acked in ${ackMs} ms, at 10 connected members in ${deliveredMs} ms, 20,000 stream entries stored ${storedMs} ms after that`);
   });
 });
+
+describe("runtime settings", () => {
+  /** What the process was started with, from /proc (the kernel's copy, not what we asked for). */
+  const environ = async (p: ServiceProcess) =>
+    Object.fromEntries(
+      (await Bun.file(`/proc/${p.proc.pid}/environ`).text())
+        .split("\0")
+        .filter(Boolean)
+        .map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+    );
+  test("persist and discover run with mimalloc's purging off; gateways keep the default (docs/operations.md)", async () => {
+    const c = env.cluster;
+    expect((await environ(c.persist)).MIMALLOC_PURGE_DELAY).toBe("-1");
+    expect((await environ(c.discover)).MIMALLOC_PURGE_DELAY).toBe("-1");
+    for (const ws of c.ws) expect((await environ(ws)).MIMALLOC_PURGE_DELAY).toBe(process.env.MIMALLOC_PURGE_DELAY);
+  });
+});
