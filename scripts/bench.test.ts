@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { cpuSeconds, cpuSnapshot, runQueueWaitSeconds } from "./bench/cpu.ts";
+import { cpuSeconds, cpuSnapshot, purgeDelays, runQueueWaitSeconds } from "./bench/cpu.ts";
 import { HELP, parseBenchOptions, UsageError } from "./bench/options.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -85,6 +85,26 @@ describe("cpu metering", () => {
       expect(cpuSeconds(beforeExcluded, cpuSnapshot(procs, [proc.pid])).tree).toBe(0);
     } finally {
       proc.kill("SIGKILL");
+    }
+  });
+});
+
+describe("allocator setting per process", () => {
+  test("reads MIMALLOC_PURGE_DELAY of Bun processes, names mimalloc's default when unset, leaves other programs out", async () => {
+    const hold = "await Bun.sleep(5000)";
+    const env = { ...process.env };
+    delete env.MIMALLOC_PURGE_DELAY;
+    const set = Bun.spawn(["bun", "-e", hold], { env: { ...env, MIMALLOC_PURGE_DELAY: "-1" }, stdout: "ignore", stderr: "ignore" });
+    const unset = Bun.spawn(["bun", "-e", hold], { env, stdout: "ignore", stderr: "ignore" });
+    const other = Bun.spawn(["sleep", "5"], { env: { ...env, MIMALLOC_PURGE_DELAY: "-1" }, stdout: "ignore", stderr: "ignore" });
+    try {
+      await Bun.sleep(300); // exec done: /proc shows the new program's name
+      expect(purgeDelays([{ name: "persist", pid: set.pid }, { name: "ws1", pid: unset.pid }, { name: "redis", pid: other.pid }, { name: "gone", pid: 2 ** 22 + 1 }])).toEqual({
+        persist: "-1",
+        ws1: "100 (default)",
+      });
+    } finally {
+      for (const p of [set, unset, other]) p.kill("SIGKILL");
     }
   });
 });

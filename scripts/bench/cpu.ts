@@ -106,3 +106,23 @@ export function runQueueWaitSeconds(a: CpuSnapshot, b: CpuSnapshot): Record<stri
   for (const [name, t] of b) out[name] = delta(a.get(name)?.waitNs, t.waitNs) / 1e9;
   return out;
 }
+
+/** mimalloc's purge delay when nothing sets it (Bun 1.x, mimalloc 3: `MIMALLOC_VERBOSE=1 bun -e 1`). */
+export const DEFAULT_PURGE_DELAY = "100";
+
+/**
+ * The allocator setting each Bun process was started with (MIMALLOC_PURGE_DELAY from
+ * /proc/<pid>/environ, mimalloc's default when unset); other processes (Redis, PostgreSQL, …) are
+ * left out. The CPU per message of a Bun process depends on it (docs/operations.md "Memory allocator").
+ */
+export function purgeDelays(procs: MeteredProcess[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const p of procs) {
+    try {
+      if (readFileSync(`/proc/${p.pid}/comm`, "utf8").trim() !== "bun") continue;
+      const kv = readFileSync(`/proc/${p.pid}/environ`, "utf8").split("\0").find((e) => e.startsWith("MIMALLOC_PURGE_DELAY="));
+      out[p.name] = kv ? kv.slice("MIMALLOC_PURGE_DELAY=".length) : `${DEFAULT_PURGE_DELAY} (default)`;
+    } catch {}
+  }
+  return out;
+}

@@ -1,4 +1,4 @@
-import { type CpuSnapshot, cpuSeconds, cpuSnapshot, runQueueWaitSeconds } from "./cpu.ts";
+import { type CpuSnapshot, cpuSeconds, cpuSnapshot, purgeDelays, runQueueWaitSeconds } from "./cpu.ts";
 import type { Conn, System } from "./targets.ts";
 
 export const BODY_BYTES = 100;
@@ -52,6 +52,8 @@ export interface Summary {
   drainSeconds: number;
   serverCpuUsPerMsg: number | null;
   driverCpuSeconds: number;
+  /** MIMALLOC_PURGE_DELAY of each Bun server process (the peer's too). */
+  purgeDelays: Record<string, string>;
 }
 
 interface Pending {
@@ -274,5 +276,6 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<Summary> {
     drainSeconds: Number(((drainedAt - lastSend) / 1000).toFixed(2)),
     serverCpuUsPerMsg: serverCpu === null || delivered === 0 ? null : Math.round((serverCpu * 1e6) / delivered),
     driverCpuSeconds: Number(((driver.user + driver.system) / 1e6).toFixed(2)),
+    purgeDelays: purgeDelays(sys.processes),
   };
 }

@@ -26,6 +26,13 @@ function perProcessUs(s: Summary): string {
     .join(", ");
 }
 
+/** Processes with the same setting grouped: `persist, discover -1; ws1, ws2 100 (default)`. */
+function purgeLine(s: Summary): string {
+  const by = new Map<string, string[]>();
+  for (const [name, v] of Object.entries(s.purgeDelays ?? {})) by.set(v, [...(by.get(v) ?? []), name]);
+  return by.size ? [...by].map(([v, names]) => `${names.join(", ")} ${v}`).join("; ") : "n/a";
+}
+
 /** One run as a markdown table. */
 export function summaryTable(s: Summary): string {
   const errs = Object.entries(s.errorCodes).map(([k, v]) => `${k}: ${v}`).join(", ");
@@ -49,7 +56,8 @@ ${s.label}: ${s.users} users on ${s.instances} instances, ${s.mode}, ${s.seconds
 | server CPU seconds (per process, with its children; ${s.seconds} s sending + ${s.drainSeconds} s drain) | ${cpuLine(s)} |
 | server threads waiting for a CPU (run queue), s | ${Object.keys(s.runQueueWaitSeconds).length ? Object.entries(s.runQueueWaitSeconds).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ") : "n/a"} |
 | server CPU µs per delivered message | ${s.serverCpuUsPerMsg ?? "n/a"} (${perProcessUs(s)}) |
-| load driver CPU seconds (not in the server figure) | ${s.driverCpuSeconds.toFixed(2)} |`;
+| load driver CPU seconds (not in the server figure) | ${s.driverCpuSeconds.toFixed(2)} |
+| Bun allocator purge delay, ms (MIMALLOC_PURGE_DELAY; -1: never) | ${purgeLine(s)} |`;
 }
 
 const ratio = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? "n/a" : `${(a / b).toFixed(2)}×`);
