@@ -17,7 +17,7 @@ describe("bench command line", () => {
     const r = await bench("--help");
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(`${HELP}\n`);
-    for (const o of ["--target", "--compare", "--users", "--inflight", "--rate", "--duration", "--grace", "--instances", "--peer-engine", "--ws", "--jwt-secret", "--database-url", "--json", "--help"]) {
+    for (const o of ["--target", "--compare", "--users", "--inflight", "--rate", "--duration", "--grace", "--warmup", "--instances", "--peer-engine", "--ws", "--jwt-secret", "--database-url", "--json", "--help"]) {
       expect(HELP).toMatch(new RegExp(`^  ${o} `, "m"));
     }
   });
@@ -28,6 +28,8 @@ describe("bench command line", () => {
     [["--users", "ten"], /--users must be a whole number from 2 to 20000 \(got "ten"\)/],
     [["--users", "7"], /--users must be even/],
     [["--duration", "0"], /--duration must be a whole number from 1 to 3600/],
+    [["--warmup=-1"], /--warmup must be a whole number from 0 to 600 \(got "-1"\)/],
+    [["--warmup", "5s"], /--warmup must be a whole number from 0 to 600/],
     [["--rate=-5"], /--rate must be a number from 1 to 1000000/],
     [["--rate", "1e9"], /--rate must be a number from 1 to 1000000/],
     [["--rate"], /--rate/],
@@ -44,7 +46,8 @@ describe("bench command line", () => {
 
   test("defaults and the two loops", () => {
     const env = {};
-    expect(parseBenchOptions([], env)).toMatchObject({ targets: ["relay"], compare: false, users: 100, inflight: 5, rate: null, duration: 15, grace: 10, instances: 2, peerEngine: "node", ws: null });
+    expect(parseBenchOptions([], env)).toMatchObject({ targets: ["relay"], compare: false, users: 100, inflight: 5, rate: null, duration: 15, grace: 10, warmup: 0, instances: 2, peerEngine: "node", ws: null });
+    expect(parseBenchOptions(["--warmup", "10"], env).warmup).toBe(10);
     expect(parseBenchOptions(["--compare", "--users", "1000", "--duration", "10"], env)).toMatchObject({ targets: ["socketio", "relay"], users: 1000, duration: 10 });
     expect(parseBenchOptions(["--target", "socketio", "--rate", "5000"], env)).toMatchObject({ targets: ["socketio"], inflight: null, rate: 5000 });
     expect(() => parseBenchOptions(["--ws", "http://a:1,http://b:2"], env)).toThrow(UsageError);

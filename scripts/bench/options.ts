@@ -40,6 +40,9 @@ Options:
   --rate R          open loop: offered load in msg/s over all users, 1..1000000
   --duration S      seconds of sending, 1..3600 (default 15)
   --grace S         seconds to wait for acks, deliveries and rows after sending, 0..600 (default 10)
+  --warmup S        first run the same load for S seconds on the same servers, unmeasured (its
+                    own users; a loss or missing row in it still fails the bench), so that the
+                    figures are of servers past their JIT's warm-up, 0..600 (default 0: none)
   --instances N     server instances when starting a stack, 2..16 (default 2)
   --peer-engine E   socketio: node (default; engine.io on node:http, Socket.IO's default set-up)
                     or bun (@socket.io/bun-engine on Bun.serve)
@@ -61,6 +64,8 @@ export interface BenchOptions {
   rate: number | null;
   duration: number;
   grace: number;
+  /** Seconds of unmeasured load before the measured run (0: none). */
+  warmup: number;
   instances: number;
   peerEngine: PeerEngine;
   ws: string[] | null;
@@ -97,7 +102,7 @@ export function flagValues(argv: string[], strings: string[], booleans: string[]
 export function parseBenchOptions(argv: string[], env: Record<string, string | undefined> = process.env): BenchOptions {
   const values = flagValues(
     argv,
-    ["target", "users", "inflight", "rate", "duration", "grace", "instances", "peer-engine", "ws", "jwt-secret", "database-url"],
+    ["target", "users", "inflight", "rate", "duration", "grace", "warmup", "instances", "peer-engine", "ws", "jwt-secret", "database-url"],
     ["compare", "json", "help"],
   );
   const s = (k: string) => values[k] as string | undefined;
@@ -117,6 +122,7 @@ export function parseBenchOptions(argv: string[], env: Record<string, string | u
   const inflight = rate === null ? num("inflight", s("inflight"), 5, 1, 1000) : null;
   const duration = num("duration", s("duration"), 15, 1, 3600);
   const grace = num("grace", s("grace"), 10, 0, 600);
+  const warmup = num("warmup", s("warmup"), 0, 0, 600);
   const instances = num("instances", s("instances"), 2, 2, 16);
   const peerEngine = s("peer-engine") ?? "node";
   if (!(PEER_ENGINES as readonly string[]).includes(peerEngine)) {
@@ -136,5 +142,5 @@ export function parseBenchOptions(argv: string[], env: Record<string, string | u
     if (!jwtSecret) throw new UsageError("--jwt-secret or JWT_SECRET is required with --ws");
     if (targets[0] === "relay" && !databaseUrl) throw new UsageError("--database-url or DATABASE_URL is required with --ws for relay");
   }
-  return { targets, compare, users, inflight, rate, duration, grace, instances, peerEngine: peerEngine as PeerEngine, ws, jwtSecret, databaseUrl, json: values.json === true, help };
+  return { targets, compare, users, inflight, rate, duration, grace, warmup, instances, peerEngine: peerEngine as PeerEngine, ws, jwtSecret, databaseUrl, json: values.json === true, help };
 }
