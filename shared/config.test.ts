@@ -77,6 +77,7 @@ test.each([
   [[], { MIMALLOC_PURGE_DELAY: "never" }, /MIMALLOC_PURGE_DELAY/],
   [[], { MIMALLOC_PURGE_DELAY: "-2" }, /MIMALLOC_PURGE_DELAY: must be -1 \(never\) or a delay in ms/],
   [[], { MIMALLOC_PURGE_DELAY: "0.5" }, /MIMALLOC_PURGE_DELAY: must be a whole number/],
+  [[], { MIMALLOC_PURGE_HOLES: "off" }, /MIMALLOC_PURGE_HOLES: must be 0 or 1/],
 ])("bad input %p %p is refused naming it", (argv, env, re) => {
   expect(() => parseConfig(argv as string[], env as Record<string, string>)).toThrow(re);
 });
@@ -161,4 +162,5 @@ test("MIMALLOC_PURGE_DELAY: unset by default (mimalloc's own default); -1 or a d
   expect(parseConfig([], {}).MIMALLOC_PURGE_DELAY).toBeUndefined();
   expect(parseConfig([], { MIMALLOC_PURGE_DELAY: "-1" }).MIMALLOC_PURGE_DELAY).toBe(-1);
   expect(parseConfig([], { MIMALLOC_PURGE_DELAY: "100" }).MIMALLOC_PURGE_DELAY).toBe(100);
+  expect(parseConfig([], { MIMALLOC_PURGE_HOLES: "0" }).MIMALLOC_PURGE_HOLES).toBe("0");
 });

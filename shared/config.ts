@@ -163,6 +163,8 @@ export const ConfigSchema = z.object({
    * a typo stops the process instead of being ignored by the allocator.
    */
   MIMALLOC_PURGE_DELAY: z.coerce.number().int("must be a whole number of milliseconds or -1").min(-1, "must be -1 (never) or a delay in ms").optional(),
+  /** Read by Bun's allocator at start: 0 turns off its purging of free runs inside pages in use (docs/operations.md). */
+  MIMALLOC_PURGE_HOLES: z.enum(["0", "1"], { message: "must be 0 or 1" }).optional(),
   /** dev: where PGlite keeps its files. */
   DATA_DIR: z.string().min(1).default("./.data"),
   /**
