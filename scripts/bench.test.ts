@@ -111,3 +111,32 @@ describe("allocator setting per process", () => {
     }
   });
 });
+
+describe("a small run end to end", () => {
+  test("relay on the test's servers, after a warm-up: every message acked, delivered and stored; the report names the allocator settings", async () => {
+    const proc = Bun.spawn(["bun", "run", "scripts/bench.ts", "--users", "10", "--duration", "1", "--warmup", "1", "--grace", "20", "--json"], {
+      cwd: ROOT,
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      timeout: 90_000,
+      killSignal: "SIGKILL",
+    });
+    const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    expect(code, `${stdout}\n${stderr}`).toBe(0);
+    expect(stdout).toMatch(/^warm-up done: [\d,]+ delivered, 0 lost, 0 rows missing$/m);
+    const s = JSON.parse(stdout.split("\n").find((l) => l.startsWith("{"))!);
+    expect(s.target).toBe("relay");
+    expect(s.delivered).toBeGreaterThan(0);
+    expect([s.acked, s.delivered, s.rows]).toEqual([s.sent, s.sent, s.sent]);
+    expect([s.lost, s.rowsMissing, s.errors]).toEqual([0, 0, 0]);
+    const launched = process.env.MIMALLOC_PURGE_DELAY;
+    expect(s.purgeDelays).toEqual({
+      ws1: launched ?? "100 (default)",
+      ws2: launched ?? "100 (default)",
+      discover: launched ?? "-1",
+      persist: launched ?? "-1",
+    });
+    expect(stdout).toContain("| Bun allocator purge delay, ms (MIMALLOC_PURGE_DELAY; -1: never) |");
+  }, 100_000);
+});
