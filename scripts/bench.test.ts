@@ -93,21 +93,23 @@ describe("cpu metering", () => {
 });
 
 describe("allocator setting per process", () => {
-  test("reads MIMALLOC_PURGE_DELAY of Bun processes, names mimalloc's default when unset, leaves other programs out", async () => {
+  test("reads MIMALLOC_PURGE_DELAY (and MIMALLOC_PURGE_HOLES when set) of Bun processes, names mimalloc's default when unset, leaves other programs out", async () => {
     const hold = "await Bun.sleep(5000)";
     const env = { ...process.env };
     delete env.MIMALLOC_PURGE_DELAY;
     const set = Bun.spawn(["bun", "-e", hold], { env: { ...env, MIMALLOC_PURGE_DELAY: "-1" }, stdout: "ignore", stderr: "ignore" });
     const unset = Bun.spawn(["bun", "-e", hold], { env, stdout: "ignore", stderr: "ignore" });
+    const holes = Bun.spawn(["bun", "-e", hold], { env: { ...env, MIMALLOC_PURGE_HOLES: "0" }, stdout: "ignore", stderr: "ignore" });
     const other = Bun.spawn(["sleep", "5"], { env: { ...env, MIMALLOC_PURGE_DELAY: "-1" }, stdout: "ignore", stderr: "ignore" });
     try {
       await Bun.sleep(300); // exec done: /proc shows the new program's name
-      expect(purgeDelays([{ name: "persist", pid: set.pid }, { name: "ws1", pid: unset.pid }, { name: "redis", pid: other.pid }, { name: "gone", pid: 2 ** 22 + 1 }])).toEqual({
+      expect(purgeDelays([{ name: "persist", pid: set.pid }, { name: "ws1", pid: unset.pid }, { name: "ws2", pid: holes.pid }, { name: "redis", pid: other.pid }, { name: "gone", pid: 2 ** 22 + 1 }])).toEqual({
         persist: "-1",
         ws1: "100 (default)",
+        ws2: "100 (default), MIMALLOC_PURGE_HOLES=0",
       });
     } finally {
-      for (const p of [set, unset, other]) p.kill("SIGKILL");
+      for (const p of [set, unset, holes, other]) p.kill("SIGKILL");
     }
   });
 });
@@ -137,6 +139,6 @@ describe("a small run end to end", () => {
       discover: launched ?? "-1",
       persist: launched ?? "-1",
     });
-    expect(stdout).toContain("| Bun allocator purge delay, ms (MIMALLOC_PURGE_DELAY; -1: never) |");
+    expect(stdout).toContain("| Bun allocator purge delay, ms (MIMALLOC_PURGE_DELAY; -1: never), and MIMALLOC_PURGE_HOLES when set |");
   }, 100_000);
 });

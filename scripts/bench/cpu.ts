@@ -112,7 +112,7 @@ export const DEFAULT_PURGE_DELAY = "100";
 
 /**
  * The allocator setting each Bun process was started with (MIMALLOC_PURGE_DELAY from
- * /proc/<pid>/environ, mimalloc's default when unset); other processes (Redis, PostgreSQL, …) are
+ * /proc/<pid>/environ, mimalloc's default when unset, and MIMALLOC_PURGE_HOLES when set); other processes (Redis, PostgreSQL, …) are
  * left out. The CPU per message of a Bun process depends on it (docs/operations.md "Memory allocator").
  */
 export function purgeDelays(procs: MeteredProcess[]): Record<string, string> {
@@ -120,8 +120,11 @@ export function purgeDelays(procs: MeteredProcess[]): Record<string, string> {
   for (const p of procs) {
     try {
       if (readFileSync(`/proc/${p.pid}/comm`, "utf8").trim() !== "bun") continue;
-      const kv = readFileSync(`/proc/${p.pid}/environ`, "utf8").split("\0").find((e) => e.startsWith("MIMALLOC_PURGE_DELAY="));
-      out[p.name] = kv ? kv.slice("MIMALLOC_PURGE_DELAY=".length) : `${DEFAULT_PURGE_DELAY} (default)`;
+      const env = readFileSync(`/proc/${p.pid}/environ`, "utf8").split("\0");
+      const get = (k: string) => env.find((e) => e.startsWith(`${k}=`))?.slice(k.length + 1);
+      const delay = get("MIMALLOC_PURGE_DELAY");
+      const holes = get("MIMALLOC_PURGE_HOLES");
+      out[p.name] = `${delay ?? `${DEFAULT_PURGE_DELAY} (default)`}${holes !== undefined ? `, MIMALLOC_PURGE_HOLES=${holes}` : ""}`;
     } catch {}
   }
   return out;

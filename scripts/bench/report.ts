@@ -57,7 +57,7 @@ ${s.label}: ${s.users} users on ${s.instances} instances, ${s.mode}, ${s.seconds
 | server threads waiting for a CPU (run queue), s | ${Object.keys(s.runQueueWaitSeconds).length ? Object.entries(s.runQueueWaitSeconds).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ") : "n/a"} |
 | server CPU µs per delivered message | ${s.serverCpuUsPerMsg ?? "n/a"} (${perProcessUs(s)}) |
 | load driver CPU seconds (not in the server figure) | ${s.driverCpuSeconds.toFixed(2)} |
-| Bun allocator purge delay, ms (MIMALLOC_PURGE_DELAY; -1: never) | ${purgeLine(s)} |`;
+| Bun allocator purge delay, ms (MIMALLOC_PURGE_DELAY; -1: never), and MIMALLOC_PURGE_HOLES when set | ${purgeLine(s)} |`;
 }
 
 const ratio = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? "n/a" : `${(a / b).toFixed(2)}×`);
