@@ -5,6 +5,7 @@ import { metric, waitUntil } from "./chaos.ts";
 import { useCluster } from "./fixture.ts";
 import { spawnService, stopService, waitHealthy, type ServiceProcess } from "../scripts/cluster.ts";
 import { deletePrefix, openTestRedis } from "./redis.ts";
+import { processEnviron } from "../scripts/bench/cpu.ts";
 
 // The delivery core (issue 9, docs/delivery.md) on real processes, Redis, RabbitMQ and PostgreSQL:
 // positions at accept, exact resume, read-your-writes, gap repair, shared writing, allocator loss.
@@ -347,13 +348,7 @@ describe("groups", () => {
 
 describe("runtime settings", () => {
   /** What the process was started with, from /proc (the kernel's copy, not what we asked for). */
-  const environ = async (p: ServiceProcess) =>
-    Object.fromEntries(
-      (await Bun.file(`/proc/${p.proc.pid}/environ`).text())
-        .split("\0")
-        .filter(Boolean)
-        .map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
-    );
+  const environ = (p: ServiceProcess) => processEnviron(p.proc.pid);
   test("persist and discover run with mimalloc's purging off; gateways keep the default (docs/operations.md)", async () => {
     const c = env.cluster;
     // a value in the test runner's own environment wins (scripts/cluster.ts RUNTIME_ENV)

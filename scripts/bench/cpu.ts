@@ -108,7 +108,17 @@ export function runQueueWaitSeconds(a: CpuSnapshot, b: CpuSnapshot): Record<stri
 }
 
 /** mimalloc's purge delay when nothing sets it (Bun 1.x, mimalloc 3: `MIMALLOC_VERBOSE=1 bun -e 1`). */
-export const DEFAULT_PURGE_DELAY = "100";
+const DEFAULT_PURGE_DELAY = "100";
+
+/** The environment process `pid` was started with, as the kernel keeps it (/proc/<pid>/environ); throws if it is gone. */
+export function processEnviron(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of readFileSync(`/proc/${pid}/environ`, "utf8").split("\0")) {
+    const eq = kv.indexOf("=");
+    if (eq > 0) out[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return out;
+}
 
 /**
  * The allocator setting each Bun process was started with (MIMALLOC_PURGE_DELAY from
@@ -120,10 +130,7 @@ export function purgeDelays(procs: MeteredProcess[]): Record<string, string> {
   for (const p of procs) {
     try {
       if (readFileSync(`/proc/${p.pid}/comm`, "utf8").trim() !== "bun") continue;
-      const env = readFileSync(`/proc/${p.pid}/environ`, "utf8").split("\0");
-      const get = (k: string) => env.find((e) => e.startsWith(`${k}=`))?.slice(k.length + 1);
-      const delay = get("MIMALLOC_PURGE_DELAY");
-      const holes = get("MIMALLOC_PURGE_HOLES");
+      const { MIMALLOC_PURGE_DELAY: delay, MIMALLOC_PURGE_HOLES: holes } = processEnviron(p.pid);
       out[p.name] = `${delay ?? `${DEFAULT_PURGE_DELAY} (default)`}${holes !== undefined ? `, MIMALLOC_PURGE_HOLES=${holes}` : ""}`;
     } catch {}
   }

@@ -52,7 +52,7 @@ export interface Summary {
   drainSeconds: number;
   serverCpuUsPerMsg: number | null;
   driverCpuSeconds: number;
-  /** MIMALLOC_PURGE_DELAY of each Bun server process (the peer's too). */
+  /** The allocator settings of each Bun server process, the peer's too (cpu.ts purgeDelays). */
   purgeDelays: Record<string, string>;
 }
 

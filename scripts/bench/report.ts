@@ -29,7 +29,7 @@ function perProcessUs(s: Summary): string {
 /** Processes with the same setting grouped: `persist, discover -1; ws1, ws2 100 (default)`. */
 function purgeLine(s: Summary): string {
   const by = new Map<string, string[]>();
-  for (const [name, v] of Object.entries(s.purgeDelays ?? {})) by.set(v, [...(by.get(v) ?? []), name]);
+  for (const [name, v] of Object.entries(s.purgeDelays)) by.set(v, [...(by.get(v) ?? []), name]);
   return by.size ? [...by].map(([v, names]) => `${names.join(", ")} ${v}`).join("; ") : "n/a";
 }
 
