@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { cpuSeconds, cpuSnapshot, purgeDelays, runQueueWaitSeconds } from "./bench/cpu.ts";
+import { cpuMicrosPer, cpuSeconds, cpuSnapshot, formatCpuMicros, purgeDelays, runQueueWaitSeconds, type CpuSnapshot } from "./bench/cpu.ts";
 import { HELP, parseBenchOptions, UsageError } from "./bench/options.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -89,6 +89,17 @@ describe("cpu metering", () => {
     } finally {
       proc.kill("SIGKILL");
     }
+  });
+});
+
+describe("cpu per item", () => {
+  test("divides each tree's CPU by the items, sums them, and prints the largest first", () => {
+    const snap = (ticks: Record<string, number>): CpuSnapshot => new Map(Object.entries(ticks).map(([name, t]) => [name, { ticks: new Map([[1, t]]), waitNs: new Map() }]));
+    const tick = 1 / cpuSeconds(snap({ x: 0 }), snap({ x: 1 })).x!; // ticks per second on this host
+    const c = cpuMicrosPer(snap({ ws1: 0, redis: 0 }), snap({ ws1: 2 * tick, redis: tick }), 10_000);
+    expect(c).toEqual({ total: 300, perProcess: { ws1: 200, redis: 100 } });
+    expect(formatCpuMicros(c)).toBe("300 µs (ws1 200, redis 100)");
+    expect(cpuMicrosPer(snap({ a: 0 }), snap({ a: tick }), 0).total).toBe(1_000_000); // no items: per one, not a division by zero
   });
 });
 

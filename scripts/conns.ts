@@ -7,6 +7,7 @@ import { HELP, parseConnsOptions, UsageError, type ConnsOptions } from "./conns/
 import { spawnDriver, type DriverHandle } from "./conns/spawn.ts";
 import { startStack, type Stack } from "./stack-lib.ts";
 import { tcpMigrateReq } from "../services/ws/reuse-port.ts";
+import { cpuMicrosPer, cpuSnapshot, formatCpuMicros, type MeteredProcess } from "./bench/cpu.ts";
 
 let opts: ConnsOptions;
 try {
@@ -83,6 +84,9 @@ try {
   const env = { ...stack.cluster.env, HOST: "0.0.0.0", INTERNAL_PORT: "0", REUSE_PORT: "1" };
   gateways.push(...(await Promise.all(Array.from({ length: opts.gateways }, (_, i) => spawnService(`ws${i + 1}`, "services/ws/index.ts", env, port)))));
   const internal = gateways.map((g) => /ws internal API on (\S+)/.exec(g.logs.join("\n"))![1]!);
+  // what the connects cost the servers (the drivers are not metered)
+  const metered: MeteredProcess[] = [...gateways.map((g) => ({ name: g.name, pid: g.proc.pid })), { name: "discover", pid: stack.cluster.discover.proc.pid }, { name: "persist", pid: stack.cluster.persist.proc.pid }];
+  if (stack.infra) for (const [name, sv] of [["redis", stack.infra.redis], ["rabbitmq", stack.infra.rabbit], ["postgres", stack.infra.postgres]] as const) if (sv.pid !== null) metered.push({ name, pid: sv.pid });
   await Promise.all(gateways.map((g, i) => waitHealthy({ ...g, url: internal[i]! }, 60_000)));
   const addresses = Array.from({ length: opts.addresses }, (_, i) => `127.0.0.${i + 1}`);
   log(`gateways on port ${port} (internal ${internal.join(", ")}); ${opts.connections} connections from ${opts.drivers} drivers to ${addresses.join(", ")}`);
@@ -101,9 +105,11 @@ try {
   await Bun.sleep(1000); // let the gateways settle after start-up before the baseline
   Bun.gc(true);
   const rssBefore = gateways.map((g) => rssBytes(g.proc.pid));
+  const cpu0 = cpuSnapshot(metered);
   const t0 = Date.now();
   for (const d of drivers) d.proc.send({ cmd: "start" });
   await until(() => drivers.every((d) => d.status?.allConnectedAt != null), progress);
+  const connectCpu = cpuMicrosPer(cpu0, cpuSnapshot(metered), opts.connections);
   const connectMs = Math.max(...drivers.map((d) => d.status!.allConnectedAt!)) - t0;
   log(`all ${opts.connections} connected and synced in ${(connectMs / 1000).toFixed(2)} s`);
   // idle: the lowest RSS over the settle time (garbage of the connect burst is collected meanwhile)
@@ -125,8 +131,9 @@ try {
   console.log(`\nconnections: ${held.reduce((a, b) => a + b, 0).toLocaleString("en")} of ${opts.connections.toLocaleString("en")}; time to connect all (connect + registered + synced): ${(connectMs / 1000).toFixed(2)} s`);
   const errorsBefore = mergeErrors();
   const failuresBefore = mergeErrors({}, "failures");
-  const summary: Record<string, unknown> = { connections: opts.connections, gateways: opts.gateways, drivers: opts.drivers, connectMs, perGateway, errorsWhileConnecting: errorsBefore };
+  const summary: Record<string, unknown> = { connections: opts.connections, gateways: opts.gateways, drivers: opts.drivers, connectMs, perGateway, errorsWhileConnecting: errorsBefore, connectCpuMicros: connectCpu };
   console.log(`errors while connecting: ${fmtErrors(errorsBefore)}`);
+  console.log(`server CPU per connection (connect, register, sync; until the last was synced): ${formatCpuMicros(connectCpu)}`);
   let ok = held.reduce((a, b) => a + b, 0) === opts.connections;
 
   if (opts.storm) {
@@ -134,23 +141,26 @@ try {
     const dropped = held[0]!;
     const dropsBefore = sum((s) => s.drops);
     log(`storm: kill -9 ${victim.name} holding ${dropped} connections`);
+    const cpu1 = cpuSnapshot(metered);
     const t1 = Date.now();
     victim.proc.kill("SIGKILL");
     await victim.exited;
     await until(() => sum((s) => s.drops) - dropsBefore >= dropped && sum((s) => s.synced) === opts.connections, progress);
     const stormMs = Math.max(...drivers.map((d) => d.status!.lastResyncAt)) - t1;
+    const stormCpu = cpuMicrosPer(cpu1, cpuSnapshot(metered), dropped);
     const survivors = await Promise.all(internal.slice(1).map(connectionsOf));
     const errors = mergeErrors(errorsBefore);
     const failures = mergeErrors(failuresBefore, "failures");
     const bad = Object.keys(errors).filter((c) => c !== "rate_limited");
     console.log(`\nstorm: ${dropped.toLocaleString("en")} clients of ${victim.name} reconnected (first attempts spread over ${opts.stormWindowMs} ms) and synced ${(stormMs / 1000).toFixed(2)} s after the kill`);
     console.log(`survivors now hold ${survivors.map((n, i) => `${gateways[i + 1]!.name} ${n.toLocaleString("en")}`).join(", ")} (total ${survivors.reduce((a, b) => a + b, 0).toLocaleString("en")})`);
+    console.log(`server CPU per reconnected client (the survivors and the stack, until the last was synced): ${formatCpuMicros(stormCpu)}`);
     console.log(`errors during the storm by code: ${fmtErrors(errors)}${errors.connect_failed ? ` (connect_failed by the client's error: ${fmtErrors(failures)})` : ""}`);
     // Handshakes the kernel queued at the killed process's listener are reset unless it moves them
     // to a survivor (services/ws/reuse-port.ts, docs/operations.md).
     const migrateReq = tcpMigrateReq() ?? "absent";
     console.log(`net.ipv4.tcp_migrate_req on this host: ${migrateReq}${migrateReq === "0" && errors.connect_failed ? " (the connect_failed above are handshakes reset with the killed gateway's listener; 1 moves them to a survivor)" : ""}`);
-    Object.assign(summary, { storm: { dropped, stormMs, survivors, errors, connectFailures: failures, tcpMigrateReq: migrateReq } });
+    Object.assign(summary, { storm: { dropped, stormMs, stormCpuMicros: stormCpu, survivors, errors, connectFailures: failures, tcpMigrateReq: migrateReq } });
     ok &&= bad.length === 0 && survivors.reduce((a, b) => a + b, 0) === opts.connections;
   } else {
     // What stays once every client has gone is memory the connect burst left behind, not the
