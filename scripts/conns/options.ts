@@ -21,7 +21,10 @@ routes it to its gateway).
 Reports: connections held per gateway (its ws_connections gauge), gateway RSS per connection
 ((RSS after - RSS before) / connections, per process, from /proc; "after" is the lowest RSS sampled
 every second over --settle idle seconds once all are connected, so that garbage from the connect
-burst that the next collection frees does not count), and the time to connect all. Without
+burst that the next collection frees does not count), the time to connect all, and the server CPU
+the connects cost: µs per connection, per server process (gateways, discover, persist, Redis,
+RabbitMQ, PostgreSQL, each with its children; from /proc, from the drivers' start until the last
+client was synced; the drivers are not counted). Without
 --storm it then closes every client and reports, per gateway, the RSS that stays (the lowest over
 --settle seconds once it holds no connection): kept per former connection ((RSS closed - RSS
 before) / connections: memory the connect burst left behind) and held by the connections
@@ -31,7 +34,8 @@ before) / connections: memory the connect burst left behind) and held by the con
 (first attempt at a uniform random moment within --storm-window ms, then capped exponential
 backoff with jitter after a failed attempt; a \`rate_limited\` or \`unavailable\` answer to a sync
 is retried after a backoff) and sync from their last cursor. Reports the time from the kill until
-every client is registered and synced again, and the errors by code (error frames, and
+every client is registered and synced again, the server CPU per reconnected client over that time
+(the same processes), and the errors by code (error frames, and
 connect_failed for attempts that did not open or closed before their sync was answered).
 
 Bounded: stops by itself after --timeout seconds whatever happens (exit 1), targets only
