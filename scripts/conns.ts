@@ -114,10 +114,13 @@ try {
   log(`all ${opts.connections} connected and synced in ${(connectMs / 1000).toFixed(2)} s`);
   // idle: the lowest RSS over the settle time (garbage of the connect burst is collected meanwhile)
   const rssAfter = gateways.map((g) => rssBytes(g.proc.pid));
+  const idle0 = cpuSnapshot(metered);
   for (let k = 0; k < opts.settleSec; k++) {
     await Bun.sleep(1000);
     gateways.forEach((g, i) => (rssAfter[i] = Math.min(rssAfter[i]!, rssBytes(g.proc.pid))));
   }
+  // CPU ms per second = thousandths of a core, while every client idles
+  const idleCpu = cpuMicrosPer(idle0, cpuSnapshot(metered), opts.settleSec * 1000);
   const held = await Promise.all(internal.map(connectionsOf));
   const perGateway = gateways.map((g, i) => ({
     gateway: g.name,
@@ -131,9 +134,10 @@ try {
   console.log(`\nconnections: ${held.reduce((a, b) => a + b, 0).toLocaleString("en")} of ${opts.connections.toLocaleString("en")}; time to connect all (connect + registered + synced): ${(connectMs / 1000).toFixed(2)} s`);
   const errorsBefore = mergeErrors();
   const failuresBefore = mergeErrors({}, "failures");
-  const summary: Record<string, unknown> = { connections: opts.connections, gateways: opts.gateways, drivers: opts.drivers, connectMs, perGateway, errorsWhileConnecting: errorsBefore, connectCpuMicros: connectCpu };
+  const summary: Record<string, unknown> = { connections: opts.connections, gateways: opts.gateways, drivers: opts.drivers, connectMs, perGateway, errorsWhileConnecting: errorsBefore, connectCpuMicros: connectCpu, idleCpuMsPerSecond: idleCpu };
   console.log(`errors while connecting: ${fmtErrors(errorsBefore)}`);
   console.log(`server CPU per connection (connect, register, sync; until the last was synced): ${formatCpuMicros(connectCpu)}`);
+  console.log(`server CPU while they idled (the ${opts.settleSec} s after the last was synced), per second: ${formatCpuMicros(idleCpu).replace(/µs/, "ms of CPU")}`);
   let ok = held.reduce((a, b) => a + b, 0) === opts.connections;
 
   if (opts.storm) {

@@ -24,7 +24,8 @@ every second over --settle idle seconds once all are connected, so that garbage 
 burst that the next collection frees does not count), the time to connect all, and the server CPU
 the connects cost: µs per connection, per server process (gateways, discover, persist, Redis,
 RabbitMQ, PostgreSQL, each with its children; from /proc, from the drivers' start until the last
-client was synced; the drivers are not counted). Without
+client was synced; the drivers are not counted), and the same processes' CPU while the clients
+idle over the --settle seconds (ms of CPU per second: thousandths of a core). Without
 --storm it then closes every client and reports, per gateway, the RSS that stays (the lowest over
 --settle seconds once it holds no connection): kept per former connection ((RSS closed - RSS
 before) / connections: memory the connect burst left behind) and held by the connections
