@@ -10,7 +10,7 @@ import type { ChatMessage } from "../../shared/protocol.ts";
 import { createMemoryAllocator } from "../../shared/stream/allocator-memory.ts";
 import { formatPosition, type Position } from "../../shared/stream/position.ts";
 import type { Conn } from "./connections.ts";
-import { CLOSE_RESYNC, createDelivery, frameHead, newStreamState } from "./delivery.ts";
+import { CLOSE_RESYNC, createDelivery, frameHead, NEW_CONNECTION_ACTIVE_MS, newStreamState } from "./delivery.ts";
 
 // Unit tests of each connection's stream (services/ws/delivery.ts) with the far side of its roles
 // real but local: PGlite for storage, the memory allocator for positions.
@@ -168,7 +168,10 @@ describe("live delivery in order", () => {
     const wsBusy = await t.open(busy);
     const wsIdle = await t.open(idle);
     const fresh = await t.open(uid("fresh"));
+    const settled = await t.open(uid("settled"));
     wsIdle.data.stream.lastLive = Date.now() - 31_000; // connected, and silent, for over 30 s
+    // registered a little over NEW_CONNECTION_ACTIVE_MS ago (its init's mark, moved back), silent since
+    settled.data.stream.lastLive -= NEW_CONNECTION_ACTIVE_MS + 1000;
     const x = await t.accept(a, busy, "x");
     t.offer(wsBusy, x);
     asked.length = 0;
@@ -179,6 +182,9 @@ describe("live delivery in order", () => {
     // a connection that just registered counts as active: a message routed to it by a location
     // from just before it registered is found within a round or two
     expect(rounds.every((r) => r.includes(fresh.data.user))).toBe(true);
+    // but only for NEW_CONNECTION_ACTIVE_MS: a burst of connects is not asked about every second
+    // for half a minute
+    expect(rounds.filter((r) => r.includes(settled.data.user)).length).toBeLessThanOrEqual(1);
     t.d.stop();
   });
 

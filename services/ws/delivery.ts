@@ -52,6 +52,13 @@ export const CLOSE_RESYNC = 4000;
 const PAGE = 500;
 /** The periodic check looks every round at connections with live traffic this recent… */
 const ACTIVE_MS = 30_000;
+/**
+ * …and at a connection that registered this recently: long enough for every location from before
+ * it registered to be gone (the change feed drops cached ones within a moment; a lookup in flight
+ * times out after 3 s), short enough that a burst of connects does not make the checks ask for
+ * every new user's top every second for half a minute (docs/benchmarks.md).
+ */
+export const NEW_CONNECTION_ACTIVE_MS = 10_000;
 /** …and at every connection once in this many rounds. */
 const FULL_SWEEP_EVERY = 30;
 const HIGH_WATER_BYTES = 1 << 20;
@@ -409,10 +416,10 @@ export function createDelivery(opts: {
       const st = ws.data.stream;
       const top = await tops.add(ws.data.user);
       st.cur ??= top;
-      // a new connection counts as active for the periodic check: a message routed by a location
-      // that did not know it yet (a lookup or cache entry from just before it registered) is a
-      // trailing gap found within ~2 s, not at the next full check
-      st.lastLive = Date.now();
+      // a new connection counts as active for the periodic check for NEW_CONNECTION_ACTIVE_MS: a
+      // message routed by a location that did not know it yet (a lookup or cache entry from just
+      // before it registered) is a trailing gap found within ~2 s, not at the next full check
+      st.lastLive = Date.now() - ACTIVE_MS + NEW_CONNECTION_ACTIVE_MS;
       if (initialHoldMs <= 0) return release(ws);
       st.initialHold = setTimeout(() => {
         st.initialHold = null;
