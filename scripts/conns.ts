@@ -5,9 +5,9 @@ import { spawnService, stopService, waitHealthy, type ServiceProcess } from "./c
 import type { DriverConfig, DriverStatus } from "./conns/driver.ts";
 import { HELP, parseConnsOptions, UsageError, type ConnsOptions } from "./conns/options.ts";
 import { spawnDriver, type DriverHandle } from "./conns/spawn.ts";
-import { startStack, type Stack } from "./stack-lib.ts";
+import { stackProcesses, startStack, type Stack } from "./stack-lib.ts";
 import { tcpMigrateReq } from "../services/ws/reuse-port.ts";
-import { cpuMicrosPer, cpuSnapshot, formatCpuMicros, type MeteredProcess } from "./bench/cpu.ts";
+import { cpuMicrosPer, cpuSnapshot, formatCpuMicros } from "./bench/cpu.ts";
 
 let opts: ConnsOptions;
 try {
@@ -85,8 +85,7 @@ try {
   gateways.push(...(await Promise.all(Array.from({ length: opts.gateways }, (_, i) => spawnService(`ws${i + 1}`, "services/ws/index.ts", env, port)))));
   const internal = gateways.map((g) => /ws internal API on (\S+)/.exec(g.logs.join("\n"))![1]!);
   // what the connects cost the servers (the drivers are not metered)
-  const metered: MeteredProcess[] = [...gateways.map((g) => ({ name: g.name, pid: g.proc.pid })), { name: "discover", pid: stack.cluster.discover.proc.pid }, { name: "persist", pid: stack.cluster.persist.proc.pid }];
-  if (stack.infra) for (const [name, sv] of [["redis", stack.infra.redis], ["rabbitmq", stack.infra.rabbit], ["postgres", stack.infra.postgres]] as const) if (sv.pid !== null) metered.push({ name, pid: sv.pid });
+  const metered = stackProcesses(stack, gateways);
   await Promise.all(gateways.map((g, i) => waitHealthy({ ...g, url: internal[i]! }, 60_000)));
   const addresses = Array.from({ length: opts.addresses }, (_, i) => `127.0.0.${i + 1}`);
   log(`gateways on port ${port} (internal ${internal.join(", ")}); ${opts.connections} connections from ${opts.drivers} drivers to ${addresses.join(", ")}`);
@@ -137,7 +136,7 @@ try {
   const summary: Record<string, unknown> = { connections: opts.connections, gateways: opts.gateways, drivers: opts.drivers, connectMs, perGateway, errorsWhileConnecting: errorsBefore, connectCpuMicros: connectCpu, idleCpuMsPerSecond: idleCpu };
   console.log(`errors while connecting: ${fmtErrors(errorsBefore)}`);
   console.log(`server CPU per connection (connect, register, sync; until the last was synced): ${formatCpuMicros(connectCpu)}`);
-  console.log(`server CPU while they idled (the ${opts.settleSec} s after the last was synced), per second: ${formatCpuMicros(idleCpu).replace(/µs/, "ms of CPU")}`);
+  console.log(`server CPU while they idled (the ${opts.settleSec} s after the last was synced), per second: ${formatCpuMicros(idleCpu, "ms of CPU")}`);
   let ok = held.reduce((a, b) => a + b, 0) === opts.connections;
 
   if (opts.storm) {

@@ -3,12 +3,28 @@ import { generateVapidKeys } from "../services/ws/push-sender.ts";
 import { randomSecret, spawnService, startCluster, stopService, waitHealthy, type Cluster, type ServiceProcess } from "./cluster.ts";
 import { startClusterInfra, type ClusterInfra } from "./cluster-infra.ts";
 import { startInfra, type Infra, type InfraService } from "./infra.ts";
+import type { MeteredProcess } from "./bench/cpu.ts";
 
 export interface Stack {
   infra: Infra | null;
   cluster: Cluster;
   env: { REDIS_URL: string; AMQP_URL: string; DATABASE_URL: string };
   stop(): Promise<void>;
+}
+
+/**
+ * The server processes of a stack for CPU metering (scripts/bench/cpu.ts): the given gateways,
+ * discover, persist, and Redis, RabbitMQ and PostgreSQL when the stack started them.
+ */
+export function stackProcesses(stack: Stack, gateways: Pick<ServiceProcess, "name" | "proc">[]): MeteredProcess[] {
+  const out: MeteredProcess[] = [];
+  out.push(...gateways.map((g) => ({ name: g.name, pid: g.proc.pid })), { name: "discover", pid: stack.cluster.discover.proc.pid }, { name: "persist", pid: stack.cluster.persist.proc.pid });
+  if (stack.infra) {
+    for (const [name, s] of [["redis", stack.infra.redis], ["rabbitmq", stack.infra.rabbit], ["postgres", stack.infra.postgres]] as const) {
+      if (s.pid !== null) out.push({ name, pid: s.pid });
+    }
+  }
+  return out;
 }
 
 /**

@@ -103,10 +103,10 @@ export function cpuMicrosPer(a: CpuSnapshot, b: CpuSnapshot, items: number): { t
   return { total: Object.values(perProcess).reduce((x, y) => x + y, 0), perProcess };
 }
 
-/** "420 µs (ws1 276, discover 58, …)": the sum, then each tree, largest first. */
-export function formatCpuMicros(c: { total: number; perProcess: Record<string, number> }): string {
+/** "420 µs (ws1 276, discover 58, …)": the sum in `unit`, then each tree, largest first. */
+export function formatCpuMicros(c: { total: number; perProcess: Record<string, number> }, unit = "µs"): string {
   const parts = Object.entries(c.perProcess).sort((x, y) => y[1] - x[1]);
-  return `${c.total.toLocaleString("en")} µs (${parts.map(([k, v]) => `${k} ${v.toLocaleString("en")}`).join(", ")})`;
+  return `${c.total.toLocaleString("en")} ${unit} (${parts.map(([k, v]) => `${k} ${v.toLocaleString("en")}`).join(", ")})`;
 }
 
 /**

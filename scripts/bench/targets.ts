@@ -3,7 +3,7 @@ import { io as ioClient } from "socket.io-client";
 import { sign } from "hono/jwt";
 import { randomSecret, spawnService, stopService } from "../cluster.ts";
 import { startInfra } from "../infra.ts";
-import { startStack } from "../stack-lib.ts";
+import { stackProcesses, startStack } from "../stack-lib.ts";
 import type { MeteredProcess } from "./cpu.ts";
 import type { PeerEngine, TargetName } from "./options.ts";
 
@@ -71,13 +71,7 @@ async function startRelay(o: SystemOptions): Promise<System> {
     urls = stack.cluster.wsUrls;
     jwtSecret = stack.cluster.jwtSecret;
     databaseUrl = stack.env.DATABASE_URL;
-    const c = stack.cluster;
-    processes.push(...c.ws.map((w) => ({ name: w.name, pid: w.proc.pid })), { name: "discover", pid: c.discover.proc.pid }, { name: "persist", pid: c.persist.proc.pid });
-    if (stack.infra) {
-      for (const [name, s] of [["redis", stack.infra.redis], ["rabbitmq", stack.infra.rabbit], ["postgres", stack.infra.postgres]] as const) {
-        if (s.pid !== null) processes.push({ name, pid: s.pid });
-      }
-    }
+    processes.push(...stackProcesses(stack, stack.cluster.ws));
     stopStack = async () => {
       await stack.stop();
       for (const [k, v] of Object.entries(saved)) {
