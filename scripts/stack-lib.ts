@@ -17,8 +17,7 @@ export interface Stack {
  * discover, persist, and Redis, RabbitMQ and PostgreSQL when the stack started them.
  */
 export function stackProcesses(stack: Stack, gateways: Pick<ServiceProcess, "name" | "proc">[]): MeteredProcess[] {
-  const out: MeteredProcess[] = [];
-  out.push(...gateways.map((g) => ({ name: g.name, pid: g.proc.pid })), { name: "discover", pid: stack.cluster.discover.proc.pid }, { name: "persist", pid: stack.cluster.persist.proc.pid });
+  const out: MeteredProcess[] = [...gateways.map((g) => ({ name: g.name, pid: g.proc.pid })), { name: "discover", pid: stack.cluster.discover.proc.pid }, { name: "persist", pid: stack.cluster.persist.proc.pid }];
   if (stack.infra) {
     for (const [name, s] of [["redis", stack.infra.redis], ["rabbitmq", stack.infra.rabbit], ["postgres", stack.infra.postgres]] as const) {
       if (s.pid !== null) out.push({ name, pid: s.pid });
